@@ -1,0 +1,59 @@
+using System.CommandLine;
+using Islands.Diffusion.Benchmarks;
+using Islands.Diffusion.Configs;
+using Islands.Diffusion.Sampling;
+
+namespace Islands.Cli.Commands;
+
+public static class BenchCommands
+{
+    public static Command Build(TextWriter stdout, TextWriter stderr)
+    {
+        var bench = new Command("bench", "Measure training and sampling speed against this machine's limits");
+        bench.Add(Train(stdout, stderr));
+        bench.Add(Sample(stdout, stderr));
+        return bench;
+    }
+
+    private static Command Train(TextWriter stdout, TextWriter stderr)
+    {
+        var batch = new Option<int>("--batch") { DefaultValueFactory = _ => 128 };
+        var steps = new Option<int>("--steps") { Description = "Timed steps", DefaultValueFactory = _ => 30 };
+        var warmup = new Option<int>("--warmup") { DefaultValueFactory = _ => 5 };
+        var command = new Command("train", "Training images/s of the default expert, its counted FLOPs, and the fraction of this CPU's matmul peak") { batch, steps, warmup };
+        command.SetAction(IslandsCli.Action(stdout, stderr, (ctx, parse, _) =>
+        {
+            IslandsCli.InitTorch(parse);
+            var result = TrainBenchmark.Run(new ModelConfig(), parse.GetValue(batch), parse.GetValue(steps), parse.GetValue(warmup));
+            ctx.Result(result, w =>
+            {
+                w.WriteLine($"train fp32: {result.ImagesPerSecond:F1} images/s at batch {result.Batch} on {result.Threads} threads ({result.Parameters:N0} parameters)");
+                w.WriteLine($"  {result.TrainGflopPerImage:F3} GFLOP per training image (forward {result.ForwardGflopPerImage:F3} x 3) -> {result.AchievedGflops:F1} GFLOP/s");
+                w.WriteLine($"  fp32 matmul peak measured now: {result.MatmulPeakGflops:F1} GFLOP/s -> {result.FractionOfPeak:P1} of peak");
+                w.WriteLine($"  resident memory {result.RssStartMb:F0} MB -> {result.RssEndMb:F0} MB (malloc mode {result.Malloc})");
+            });
+            return Task.FromResult(ExitCodes.Ok);
+        }));
+        return command;
+    }
+
+    private static Command Sample(TextWriter stdout, TextWriter stderr)
+    {
+        var count = new Option<int>("--count") { DefaultValueFactory = _ => 64 };
+        var command = new Command("sample", "Sampling images/s and network evaluations per image") { count, SampleCommand.Steps, SampleCommand.Sampler, SampleCommand.Cfg };
+        command.SetAction(IslandsCli.Action(stdout, stderr, (ctx, parse, _) =>
+        {
+            IslandsCli.InitTorch(parse);
+            var options = new SamplerOptions(parse.GetValue(SampleCommand.Steps), parse.GetValue(SampleCommand.Sampler)!, parse.GetValue(SampleCommand.Cfg));
+            options.ThrowIfInvalid();
+            var result = SampleBenchmark.Run(new ModelConfig(), parse.GetValue(count), options);
+            ctx.Result(result, w =>
+            {
+                w.WriteLine($"sample: {result.Count} images, {result.Steps} {result.Sampler} steps, cfg {result.Cfg}: {result.Seconds:F2} s = {result.ImagesPerSecond:F1} images/s");
+                w.WriteLine($"  {result.EvaluationsPerImage} network evaluations per image, {result.AchievedGflops:F1} GFLOP/s; resident memory {result.RssStartMb:F0} -> {result.RssEndMb:F0} MB");
+            });
+            return Task.FromResult(ExitCodes.Ok);
+        }));
+        return command;
+    }
+}

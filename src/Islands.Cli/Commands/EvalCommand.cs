@@ -1,0 +1,71 @@
+using System.CommandLine;
+using Islands.Diffusion.Data;
+using Islands.Diffusion.Metrics;
+using Islands.Diffusion.Partitioning;
+using Islands.Diffusion.Sampling;
+using Islands.Diffusion.Training;
+using static TorchSharp.torch;
+
+namespace Islands.Cli.Commands;
+
+public static class EvalCommand
+{
+    public static Command Build(TextWriter stdout, TextWriter stderr)
+    {
+        var model = new Option<string>("--model") { Description = "Run directory of a trained expert", Required = true };
+        var count = new Option<int>("--count") { Description = "Samples to score", DefaultValueFactory = _ => 2000 };
+        var epochs = new Option<int>("--evaluator-epochs") { Description = "Epochs of the feature classifier (trained once per dataset, cached)", DefaultValueFactory = _ => 3 };
+        var command = new Command("eval", "FID and KID of a model's samples against the test split, in a CNN classifier's feature space")
+        {
+            model, count, epochs, SampleCommand.Steps, SampleCommand.Cfg, SampleCommand.Sampler, SampleCommand.Seed,
+        };
+        command.SetAction(IslandsCli.Action(stdout, stderr, (ctx, parse, _) =>
+        {
+            var n = parse.GetValue(count);
+            if (n is < 10 or > 100_000) throw new Diffusion.ConfigException("--count", $"{n} must lie in 10..100000");
+            var options = new SamplerOptions(parse.GetValue(SampleCommand.Steps), parse.GetValue(SampleCommand.Sampler)!, parse.GetValue(SampleCommand.Cfg), parse.GetValue(SampleCommand.Seed));
+            options.ThrowIfInvalid();
+            var run = new RunDirectory(parse.GetValue(model)!);
+            var config = run.LoadConfig();
+            IslandsCli.InitTorch(parse);
+            var data = CanonicalDataset.Load(config.DataDirectory);
+            using var evaluator = Evaluator.ForDataset(data, parse.GetValue(epochs), log: ctx.Log);
+            var classes = ClassesLike(data, config, n);
+            var (unet, step, checkpoint) = run.LoadModel(warn: ctx.Log);
+            using var ownedModel = unet;
+            var m = config.ModelOrDefault;
+            using var samples = FlowSampler.Sample(unet, n, classes, options, (m.ImageChannels, m.ImageSize, m.ImageSize));
+            var report = evaluator.Score(samples);
+            using var noise = rand(n, m.ImageChannels, m.ImageSize, m.ImageSize) * 2 - 1;
+            var noiseReport = evaluator.Score(noise);
+            var result = new
+            {
+                model = run.Path, step, checkpoint, report.Count, fid = report.Fid, kid = report.Kid, noiseFid = noiseReport.Fid,
+                evaluatorTestAccuracy = report.EvaluatorTestAccuracy, reference = $"test split ({report.ReferenceCount} images)",
+            };
+            ctx.Result(result, w => w.WriteLine(
+                $"FID {report.Fid:F2}  KID {report.Kid:F4}  ({n} samples at step {step}; uniform noise scores FID {noiseReport.Fid:F1}; evaluator test accuracy {report.EvaluatorTestAccuracy:P1})"));
+            return Task.FromResult(ExitCodes.Ok);
+        }));
+        return command;
+    }
+
+    /// <summary>Sample classes in the proportions of the run's own training images (an expert knows only its partition's classes).</summary>
+    public static long[] ClassesLike(CanonicalDataset data, Diffusion.Configs.TrainConfig config, int count)
+    {
+        var labels = data.Train.Labels.AsEnumerable();
+        if (config.PartitionsFile is not null)
+        {
+            var partitions = PartitionFile.Load(config.PartitionsFile);
+            labels = partitions.Members(config.Expert!.Value).Select(i => data.Train.Labels[i]);
+        }
+        var histogram = new long[Math.Max(1, data.ClassCount)];
+        foreach (var l in labels) histogram[l]++;
+        var total = histogram.Sum();
+        var quotas = histogram.Select(h => h * (double)count / total).ToArray();
+        var allocation = quotas.Select(q => (int)Math.Floor(q)).ToArray();
+        foreach (var i in quotas.Select((q, i) => (frac: q - Math.Floor(q), i)).OrderByDescending(x => x.frac).Take(count - allocation.Sum()))
+            allocation[i.i]++;
+        return allocation.SelectMany((a, c) => Enumerable.Repeat((long)c, a)).ToArray();
+    }
+}

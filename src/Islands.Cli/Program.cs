@@ -1,0 +1,3 @@
+using Islands.Cli;
+
+return await IslandsCli.RunAsync(args, Console.Out, Console.Error);

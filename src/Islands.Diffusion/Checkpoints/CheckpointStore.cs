@@ -1,0 +1,91 @@
+using System.Globalization;
+using Islands.Diffusion.IO;
+
+namespace Islands.Diffusion.Checkpoints;
+
+/// <summary>
+/// Checkpoints of one run: <c>checkpoints/step-000001000/</c> holding the weights, optimizer state, training state and
+/// a manifest of SHA-256 hashes. A checkpoint is built in a temporary directory and committed by one rename, so a
+/// crash leaves either the whole checkpoint or none of it. Loading verifies every hash first.
+/// </summary>
+public sealed class CheckpointStore(string runDirectory)
+{
+    private const string Prefix = "step-";
+    public string Root { get; } = Path.Combine(runDirectory, "checkpoints");
+
+    public static string NameFor(long step) => Prefix + step.ToString("D9", CultureInfo.InvariantCulture);
+
+    public CheckpointRef Commit(long step, float? loss, Action<string> writeFiles)
+    {
+        var target = Path.Combine(Root, NameFor(step));
+        AtomicFile.WriteDirectory(target, temp =>
+        {
+            writeFiles(temp);
+            var files = Directory.GetFiles(temp).Select(Path.GetFileName).Order(StringComparer.Ordinal)
+                .ToDictionary(f => f!, f => AtomicFile.Sha256(Path.Combine(temp, f!)));
+            var manifest = new CheckpointManifest(CheckpointManifest.CurrentSchemaVersion, step, files, loss, DateTimeOffset.UtcNow);
+            File.WriteAllText(Path.Combine(temp, CheckpointManifest.FileName), Json.Serialize(manifest));
+            foreach (var f in Directory.GetFiles(temp))
+            {
+                using var handle = new FileStream(f, FileMode.Open, FileAccess.ReadWrite);
+                handle.Flush(flushToDisk: true);
+            }
+        }, replace: true);
+        return new CheckpointRef(target, step, AtomicFile.Sha256(Path.Combine(target, CheckpointManifest.FileName)));
+    }
+
+    /// <summary>Committed checkpoints (complete directories with a manifest), newest first. Temporary directories are ignored.</summary>
+    public IReadOnlyList<(long Step, string Directory)> List()
+    {
+        if (!Directory.Exists(Root)) return [];
+        return Directory.GetDirectories(Root)
+            .Where(d => !AtomicFile.IsTemporary(d))
+            .Select(d => (Name: Path.GetFileName(d), Dir: d))
+            .Where(x => x.Name.StartsWith(Prefix, StringComparison.Ordinal) && long.TryParse(x.Name[Prefix.Length..], NumberStyles.None, CultureInfo.InvariantCulture, out _))
+            .Select(x => (long.Parse(x.Name[Prefix.Length..], CultureInfo.InvariantCulture), x.Dir))
+            .OrderByDescending(x => x.Item1)
+            .ToList();
+    }
+
+    /// <summary>Throws <see cref="CheckpointException"/> unless every file of the checkpoint matches its manifest.</summary>
+    public static CheckpointManifest Verify(string directory)
+    {
+        var manifestPath = Path.Combine(directory, CheckpointManifest.FileName);
+        if (!File.Exists(manifestPath)) throw new CheckpointException(directory, "incomplete checkpoint: manifest.json is missing");
+        CheckpointManifest manifest;
+        try { manifest = Json.Read<CheckpointManifest>(manifestPath); }
+        catch (IslandsException e) { throw new CheckpointException(manifestPath, "unreadable manifest", e); }
+        if (manifest.SchemaVersion != CheckpointManifest.CurrentSchemaVersion)
+            throw new CheckpointException(manifestPath, $"checkpoint schemaVersion {manifest.SchemaVersion} is not supported by this version (expected {CheckpointManifest.CurrentSchemaVersion})");
+        foreach (var (file, expected) in manifest.Files)
+        {
+            var path = Path.Combine(directory, file);
+            if (!File.Exists(path)) throw new CheckpointException(path, "missing file listed in the checkpoint manifest");
+            var actual = AtomicFile.Sha256(path);
+            if (actual != expected) throw new CheckpointException(path, $"corrupt: SHA-256 {actual[..12]}… does not match the manifest's {expected[..12]}…");
+        }
+        return manifest;
+    }
+
+    /// <summary>The newest checkpoint that verifies; corrupt newer ones are reported through <paramref name="skipped"/>.</summary>
+    public (string Directory, CheckpointManifest Manifest)? NewestValid(List<CheckpointException>? skipped = null)
+    {
+        foreach (var (_, dir) in List())
+        {
+            try { return (dir, Verify(dir)); }
+            catch (CheckpointException e) { skipped?.Add(e); }
+        }
+        return null;
+    }
+
+    /// <summary>Deletes all but the newest <paramref name="keep"/> checkpoints, plus temporary leftovers of crashed writers.</summary>
+    public void Prune(int keep)
+    {
+        foreach (var (_, dir) in List().Skip(keep)) Directory.Delete(dir, recursive: true);
+        if (!Directory.Exists(Root)) return;
+        foreach (var dir in Directory.GetDirectories(Root).Where(AtomicFile.IsTemporary))
+        {
+            if (Directory.GetLastWriteTimeUtc(dir) < DateTime.UtcNow.AddMinutes(-10)) Directory.Delete(dir, recursive: true);
+        }
+    }
+}

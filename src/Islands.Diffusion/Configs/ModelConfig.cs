@@ -1,0 +1,36 @@
+using Islands.Diffusion.Modules;
+
+namespace Islands.Diffusion.Configs;
+
+/// <summary>
+/// Shape of a class-conditional UNet expert. The default (32 channels, x1/x2/x4, one ResBlock per level) has about
+/// 1.1 M parameters at 28x28. ClassCount excludes the extra null class used for classifier-free guidance.
+/// </summary>
+public sealed record ModelConfig(
+    int BaseChannels = 32,
+    int[]? ChannelMultipliers = null,
+    int ResBlocksPerLevel = 1,
+    int TimeEmbeddingDim = 128,
+    int GroupNormGroups = 8,
+    int ClassCount = 10,
+    int ImageChannels = 1,
+    int ImageSize = 28)
+{
+    public int[] Multipliers => ChannelMultipliers ?? [1, 2, 4];
+
+    public IEnumerable<string> Validate()
+    {
+        if (BaseChannels < 1) yield return $"model.baseChannels: {BaseChannels} must be positive";
+        if (Multipliers.Length is < 1 or > 5) yield return "model.channelMultipliers: needs 1 to 5 levels";
+        if (Multipliers.Any(m => m < 1)) yield return "model.channelMultipliers: every multiplier must be positive";
+        if (Multipliers.Any(m => BaseChannels * m % GroupNormGroups != 0))
+            yield return $"model.groupNormGroups: {GroupNormGroups} must divide every level's channel count";
+        if (ResBlocksPerLevel < 1) yield return "model.resBlocksPerLevel: must be at least 1";
+        if (TimeEmbeddingDim < 2 || TimeEmbeddingDim % 2 != 0) yield return "model.timeEmbeddingDim: must be even and positive";
+        if (ClassCount < 0) yield return "model.classCount: must not be negative";
+        if (ImageSize % (1 << (Multipliers.Length - 1)) != 0)
+            yield return $"model.imageSize: {ImageSize} must be divisible by 2^(levels-1) = {1 << (Multipliers.Length - 1)}";
+    }
+
+    public UNet Build() => new(this);
+}

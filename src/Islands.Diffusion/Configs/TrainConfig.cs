@@ -1,0 +1,77 @@
+namespace Islands.Diffusion.Configs;
+
+/// <summary>
+/// Everything that determines a training run. Saved frozen as config.json in the run directory; every later command
+/// (resume, sample, eval) rebuilds the run from that file.
+/// </summary>
+public sealed record TrainConfig(
+    string Job = "expert",
+    string DataDirectory = "",
+    string? PartitionsFile = null,
+    int? Expert = null,
+    ModelConfig? Model = null,
+    int Steps = 2000,
+    int BatchSize = 64,
+    double LearningRate = 2e-3,
+    int WarmupSteps = 100,
+    double MinLearningRateFraction = 0.1,
+    double WeightDecay = 0.0,
+    double GradClip = 1.0,
+    double EmaDecay = 0.999,
+    double LabelDropout = 0.1,
+    string TimeSampling = "logit-normal",
+    int Seed = 0,
+    int CheckpointEvery = 500,
+    int KeepCheckpoints = 3,
+    string Precision = "fp32",
+    int SchemaVersion = TrainConfig.CurrentSchemaVersion)
+{
+    public const int CurrentSchemaVersion = 1;
+    public ModelConfig ModelOrDefault => Model ?? new ModelConfig();
+
+    public IEnumerable<string> Validate()
+    {
+        if (SchemaVersion != CurrentSchemaVersion) yield return $"schemaVersion: {SchemaVersion} is not supported (expected {CurrentSchemaVersion})";
+        if (Job is not ("expert" or "monolith")) yield return $"job: '{Job}' must be expert or monolith";
+        if (string.IsNullOrWhiteSpace(DataDirectory)) yield return "--data: a dataset directory is required";
+        if (PartitionsFile is not null && Expert is null) yield return "--expert: required with --partitions";
+        if (Expert is not null && PartitionsFile is null) yield return "--partitions: required with --expert";
+        if (Expert is < 0) yield return $"--expert: {Expert} must not be negative";
+        if (Steps < 1) yield return $"--steps: {Steps} must be at least 1";
+        if (BatchSize is < 1 or > 65536) yield return $"--batch: {BatchSize} must lie in 1..65536";
+        if (LearningRate is <= 0 or > 1) yield return $"--lr: {LearningRate} must lie in (0, 1]";
+        if (WarmupSteps < 0) yield return $"--warmup: {WarmupSteps} must not be negative";
+        if (MinLearningRateFraction is < 0 or > 1) yield return "minLearningRateFraction: must lie in [0, 1]";
+        if (GradClip < 0) yield return $"gradClip: {GradClip} must not be negative (0 disables clipping)";
+        if (EmaDecay is < 0 or >= 1) yield return $"--ema: {EmaDecay} must lie in [0, 1)";
+        if (LabelDropout is < 0 or > 1) yield return $"labelDropout: {LabelDropout} must lie in [0, 1]";
+        if (TimeSampling is not ("uniform" or "logit-normal")) yield return $"--t-sampling: '{TimeSampling}' must be uniform or logit-normal";
+        if (CheckpointEvery < 1) yield return $"--checkpoint-every: {CheckpointEvery} must be at least 1";
+        if (KeepCheckpoints < 1) yield return $"--keep: {KeepCheckpoints} must be at least 1";
+        if (Precision is not ("fp32" or "bf16")) yield return $"--precision: '{Precision}' must be fp32 or bf16";
+        foreach (var e in ModelOrDefault.Validate()) yield return e;
+    }
+
+    public void ThrowIfInvalid()
+    {
+        var first = Validate().FirstOrDefault();
+        if (first is null) return;
+        var colon = first.IndexOf(':');
+        throw new ConfigException(first[..colon], first[(colon + 2)..]);
+    }
+
+    /// <summary>The fields that a resumed run must share with the run it continues; Steps may grow.</summary>
+    public IEnumerable<string> DifferencesForResume(TrainConfig other)
+    {
+        if (Job != other.Job) yield return $"job ({Job} vs {other.Job})";
+        if (Path.GetFullPath(DataDirectory) != Path.GetFullPath(other.DataDirectory)) yield return $"--data ({DataDirectory} vs {other.DataDirectory})";
+        if (Expert != other.Expert) yield return $"--expert ({Expert} vs {other.Expert})";
+        if (BatchSize != other.BatchSize) yield return $"--batch ({BatchSize} vs {other.BatchSize})";
+        if (LearningRate != other.LearningRate) yield return $"--lr ({LearningRate} vs {other.LearningRate})";
+        if (Seed != other.Seed) yield return $"--seed ({Seed} vs {other.Seed})";
+        if (TimeSampling != other.TimeSampling) yield return $"--t-sampling ({TimeSampling} vs {other.TimeSampling})";
+        if (Precision != other.Precision) yield return $"--precision ({Precision} vs {other.Precision})";
+        if (!ModelOrDefault.Multipliers.SequenceEqual(other.ModelOrDefault.Multipliers) || ModelOrDefault with { ChannelMultipliers = null } != other.ModelOrDefault with { ChannelMultipliers = null })
+            yield return "model";
+    }
+}

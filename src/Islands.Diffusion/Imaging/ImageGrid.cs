@@ -1,0 +1,35 @@
+using Islands.Diffusion.IO;
+using SixLabors.ImageSharp;
+using SixLabors.ImageSharp.PixelFormats;
+using SixLabors.ImageSharp.Processing;
+
+namespace Islands.Diffusion.Imaging;
+
+/// <summary>Writes a batch of images as one PNG grid (atomically: temporary name, then rename).</summary>
+public static class ImageGrid
+{
+    /// <param name="pixels">Raw uint8 images, N x C x H x W (C = 1 grey or 3 RGB).</param>
+    public static void SavePng(string path, byte[] pixels, int count, int channels, int height, int width, int columns = 0, int padding = 2, int scale = 2)
+    {
+        if (count == 0) throw new ConfigException("--count", "no images to write");
+        columns = columns > 0 ? columns : (int)Math.Ceiling(Math.Sqrt(count));
+        var rows = (count + columns - 1) / columns;
+        using var grid = new Image<L8>(columns * (width + padding) + padding, rows * (height + padding) + padding, new L8(255));
+        var plane = height * width;
+        for (var i = 0; i < count; i++)
+        {
+            var ox = padding + i % columns * (width + padding);
+            var oy = padding + i / columns * (height + padding);
+            for (var y = 0; y < height; y++)
+            for (var x = 0; x < width; x++)
+            {
+                var offset = i * channels * plane + y * width + x;
+                var value = channels == 1 ? pixels[offset]
+                    : (byte)((pixels[offset] * 299 + pixels[offset + plane] * 587 + pixels[offset + 2 * plane] * 114) / 1000);
+                grid[ox + x, oy + y] = new L8(value);
+            }
+        }
+        if (scale > 1) grid.Mutate(g => g.Resize(grid.Width * scale, grid.Height * scale, KnownResamplers.NearestNeighbor));
+        AtomicFile.Write(path, stream => grid.SaveAsPng(stream));
+    }
+}

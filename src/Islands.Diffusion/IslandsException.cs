@@ -1,0 +1,24 @@
+namespace Islands.Diffusion;
+
+/// <summary>Base of every error that Islands reports to a user as one line: the message names the file, field or value and says why.</summary>
+public class IslandsException(string message, Exception? inner = null) : Exception(message, inner);
+
+/// <summary>An input file or folder is not what it claims to be (bad magic number, truncated, mismatched counts, unreadable image).</summary>
+public sealed class DataFormatException(string path, string problem, Exception? inner = null)
+    : IslandsException($"{path}: {problem}", inner)
+{
+    public string Path { get; } = path;
+}
+
+/// <summary>A configuration value or command option is invalid.</summary>
+public sealed class ConfigException(string field, string problem) : IslandsException($"{field}: {problem}")
+{
+    public string Field { get; } = field;
+}
+
+/// <summary>A checkpoint is missing, corrupt (hash mismatch) or of an incompatible schema.</summary>
+public sealed class CheckpointException(string path, string problem, Exception? inner = null)
+    : IslandsException($"{path}: {problem}", inner)
+{
+    public string Path { get; } = path;
+}

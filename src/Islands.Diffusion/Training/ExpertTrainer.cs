@@ -1,0 +1,183 @@
+using System.Diagnostics;
+using Islands.Diffusion.Checkpoints;
+using Islands.Diffusion.Configs;
+using Islands.Diffusion.IO;
+using Islands.Diffusion.Modules;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Islands.Diffusion.Training;
+
+/// <summary>
+/// Trains one flow-matching UNet (an expert on one partition, or the monolith on all data). It knows nothing of actors:
+/// callers drive it in chunks with <see cref="Train"/> and commit checkpoints with <see cref="SaveCheckpoint"/>.
+/// All randomness of step s comes from a generator seeded with (seed, s), so a resumed run repeats an uninterrupted one.
+/// </summary>
+public sealed class ExpertTrainer : IDisposable
+{
+    private readonly TrainConfig config;
+    private readonly Tensor images;
+    private readonly Tensor labels;
+    private readonly Device device;
+    private readonly AdamW optimizer;
+    private readonly List<float> lossHistory = [];
+    private readonly Parameter[] parameters;
+    private readonly Parameter[] emaParameters;
+    private double trainSeconds;
+
+    public UNet Model { get; }
+    public UNet Ema { get; }
+    public long Step { get; private set; }
+    public long ImagesSeen { get; private set; }
+    public IReadOnlyList<float> LossHistory => lossHistory;
+    public TrainConfig Config => config;
+    public double TrainSeconds => trainSeconds;
+
+    /// <param name="images">[N, C, H, W] in [-1, 1], already restricted to this expert's partition.</param>
+    /// <param name="labels">[N] int64 class labels. The trainer owns both tensors from here on and disposes them.</param>
+    public ExpertTrainer(TrainConfig config, Tensor images, Tensor labels, Device? device = null)
+    {
+        config.ThrowIfInvalid();
+        if (images.shape[0] == 0) throw new ConfigException("--expert", "the partition holds no training images");
+        this.config = config;
+        this.device = device ?? CPU;
+        this.images = images.to(this.device).DetachFromDisposeScope();
+        this.labels = labels.to(this.device).DetachFromDisposeScope();
+        random.manual_seed(config.Seed);
+        Model = config.ModelOrDefault.Build();
+        Ema = config.ModelOrDefault.Build();
+        Model.to(this.device);
+        Ema.to(this.device);
+        CopyWeights(Model, Ema);
+        Ema.eval();
+        parameters = Model.parameters().ToArray();
+        emaParameters = Ema.parameters().ToArray();
+        optimizer = optim.AdamW(parameters, config.LearningRate, 0.9, 0.999, 1e-8, config.WeightDecay);
+    }
+
+    /// <summary>Runs up to <paramref name="maxSteps"/> steps (never past Config.Steps); returns the mean loss of the chunk.</summary>
+    public float Train(int maxSteps, CancellationToken cancel = default)
+    {
+        var stopwatch = Stopwatch.StartNew();
+        double sum = 0;
+        var done = 0;
+        Model.train();
+        while (done < maxSteps && Step < config.Steps && !cancel.IsCancellationRequested)
+        {
+            sum += TrainStep();
+            done++;
+        }
+        trainSeconds += stopwatch.Elapsed.TotalSeconds;
+        return done == 0 ? float.NaN : (float)(sum / done);
+    }
+
+    private float TrainStep()
+    {
+        using var scope = NewDisposeScope();
+        using var generator = new Generator(StepSeed(config.Seed, Step), device);
+        var batch = config.BatchSize;
+        var index = randint(0, images.shape[0], [batch], generator: generator, device: device);
+        var x0 = images.index_select(0, index);
+        var classes = labels.index_select(0, index);
+        var drop = rand(batch, generator: generator, device: device) < config.LabelDropout;
+        classes = where(drop, full_like(classes, Model.NullClass), classes);
+        var t = FlowMatching.SampleTimes(batch, config.TimeSampling, generator, device);
+        var eps = randn(x0.shape, generator: generator, device: device);
+        var xt = FlowMatching.Interpolate(x0, eps, t);
+        var prediction = Model.call(xt, t, classes);
+        var loss = nn.functional.mse_loss(prediction, FlowMatching.TargetVelocity(x0, eps));
+
+        var lr = LearningRateSchedule.At(Step, config.LearningRate, config.WarmupSteps, config.Steps, config.MinLearningRateFraction);
+        foreach (var group in optimizer.ParamGroups) group.LearningRate = lr;
+        optimizer.zero_grad();
+        loss.backward();
+        if (config.GradClip > 0) nn.utils.clip_grad_norm_(parameters, config.GradClip);
+        optimizer.step();
+        UpdateEma();
+
+        var value = loss.item<float>();
+        lossHistory.Add(value);
+        Step++;
+        ImagesSeen += batch;
+        return value;
+    }
+
+    private void UpdateEma()
+    {
+        // The usual warm-up of the EMA decay, so early checkpoints are not dominated by the random initialisation.
+        var decay = Math.Min(config.EmaDecay, (1.0 + Step) / (10.0 + Step));
+        using var _ = no_grad();
+        for (var i = 0; i < parameters.Length; i++) emaParameters[i].mul_(decay).add_(parameters[i], 1 - decay);
+    }
+
+    /// <summary>Deterministic 64-bit mix of (seed, step) (SplitMix64), so nearby steps get unrelated streams.</summary>
+    public static ulong StepSeed(int seed, long step)
+    {
+        var z = unchecked((ulong)seed * 0x9E3779B97F4A7C15UL + (ulong)step + 0x632BE59BD9B4E019UL);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
+        return z ^ (z >> 31);
+    }
+
+    public const string ModelFile = "model.bin";
+    public const string EmaFile = "ema.bin";
+    public const string OptimizerFile = "optimizer.bin";
+
+    public CheckpointRef SaveCheckpoint(CheckpointStore store)
+    {
+        var state = new TrainingState(Step, config.Seed, ImagesSeen, trainSeconds, lossHistory.ToArray());
+        var recent = lossHistory.Count == 0 ? (float?)null : lossHistory.TakeLast(50).Average();
+        var committed = store.Commit(Step, recent, dir =>
+        {
+            Model.save(Path.Combine(dir, ModelFile));
+            Ema.save(Path.Combine(dir, EmaFile));
+            optimizer.save_state_dict(Path.Combine(dir, OptimizerFile));
+            File.WriteAllText(Path.Combine(dir, TrainingState.FileName), Json.Serialize(state, indented: false));
+        });
+        store.Prune(config.KeepCheckpoints);
+        return committed;
+    }
+
+    /// <summary>Restores model, EMA, optimizer and counters from a checkpoint directory after verifying its hashes.</summary>
+    public TrainingState LoadCheckpoint(string directory)
+    {
+        CheckpointStore.Verify(directory);
+        var state = Json.Read<TrainingState>(Path.Combine(directory, TrainingState.FileName));
+        if (state.Seed != config.Seed)
+            throw new CheckpointException(directory, $"was written with seed {state.Seed}, but this run uses seed {config.Seed}");
+        try
+        {
+            Model.load(Path.Combine(directory, ModelFile));
+            Ema.load(Path.Combine(directory, EmaFile));
+            optimizer.load_state_dict(Path.Combine(directory, OptimizerFile));
+        }
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException or IOException or KeyNotFoundException)
+        {
+            throw new CheckpointException(directory, $"incompatible with this model configuration ({e.Message})", e);
+        }
+        Step = state.Step;
+        ImagesSeen = state.ImagesSeen;
+        trainSeconds = state.TrainSeconds;
+        lossHistory.Clear();
+        lossHistory.AddRange(state.LossHistory);
+        return state;
+    }
+
+    private static void CopyWeights(nn.Module from, nn.Module to)
+    {
+        using var _ = no_grad();
+        var source = from.parameters().ToArray();
+        var target = to.parameters().ToArray();
+        for (var i = 0; i < source.Length; i++) target[i].copy_(source[i]);
+    }
+
+    public void Dispose()
+    {
+        optimizer.Dispose();
+        Model.Dispose();
+        Ema.Dispose();
+        images.Dispose();
+        labels.Dispose();
+    }
+}
