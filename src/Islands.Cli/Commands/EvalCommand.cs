@@ -15,9 +15,10 @@ public static class EvalCommand
         var model = new Option<string>("--model") { Description = "Run directory of a trained expert", Required = true };
         var count = new Option<int>("--count") { Description = "Samples to score", DefaultValueFactory = _ => 2000 };
         var epochs = new Option<int>("--evaluator-epochs") { Description = "Epochs of the feature classifier (trained once per dataset, cached)", DefaultValueFactory = _ => 3 };
+        var limit = new Option<int?>("--evaluator-images") { Description = "Train the feature classifier on only this many images (quick checks; cached separately)" };
         var command = new Command("eval", "FID and KID of a model's samples against the test split, in a CNN classifier's feature space")
         {
-            model, count, epochs, SampleCommand.Steps, SampleCommand.Cfg, SampleCommand.Sampler, SampleCommand.Seed,
+            model, count, epochs, limit, SampleCommand.Steps, SampleCommand.Cfg, SampleCommand.Sampler, SampleCommand.Seed,
         };
         command.SetAction(IslandsCli.Action(stdout, stderr, (ctx, parse, _) =>
         {
@@ -29,7 +30,7 @@ public static class EvalCommand
             var config = run.LoadConfig();
             IslandsCli.InitTorch(parse);
             var data = CanonicalDataset.Load(config.DataDirectory);
-            using var evaluator = Evaluator.ForDataset(data, parse.GetValue(epochs), log: ctx.Log);
+            using var evaluator = Evaluator.ForDataset(data, parse.GetValue(epochs), log: ctx.Log, trainLimit: parse.GetValue(limit));
             var classes = ClassesLike(data, config, n);
             var (unet, step, checkpoint) = run.LoadModel(warn: ctx.Log);
             using var ownedModel = unet;

@@ -86,7 +86,7 @@ public static class DatasetImporter
             files.AddRange(images.Select(f => (f, (byte)c)));
         }
         var pixels = new byte[files.Count * size * size];
-        Parallel.For(0, files.Count, i =>
+        for (var i = 0; i < files.Count; i++)
         {
             try
             {
@@ -96,9 +96,9 @@ public static class DatasetImporter
             }
             catch (Exception e) when (e is UnknownImageFormatException or InvalidImageContentException or NotSupportedException or IOException)
             {
-                throw new DataFormatException(files[i].Path, $"unreadable image ({e.Message})", e);
+                throw new DataFormatException(files[i].Path, $"unreadable image ({e.Message.Split('\n')[0].Trim()})", e);
             }
-        });
+        }
         var order = Enumerable.Range(0, files.Count).ToArray();
         new Random(seed).Shuffle(order);
         var testCount = (int)Math.Round(files.Count * testFraction);
