@@ -1,6 +1,10 @@
 using System.CommandLine;
 using System.Globalization;
 using Islands.Diffusion.Configs;
+using Islands.Diffusion.Data;
+using Islands.Diffusion.IO;
+using Islands.Diffusion.Partitioning;
+using Islands.Diffusion.Routing;
 using Islands.Diffusion.Runtime;
 using Islands.Diffusion.Training;
 
@@ -12,6 +16,7 @@ public static class TrainCommands
     {
         var train = new Command("train", "Train experts (and, later, routers)");
         train.Add(Expert(stdout, stderr));
+        train.Add(Router(stdout, stderr));
         return train;
     }
 
@@ -71,6 +76,47 @@ public static class TrainCommands
             ctx.Result(summary, w => w.WriteLine(summary.Completed
                 ? $"trained {summary.Step} steps on {summary.TrainImages} images (loss {summary.FinalLoss:F4}, {summary.ImagesPerSecond:F0} img/s); checkpoint {summary.LastCheckpoint}"
                 : $"stopped at step {summary.Step}/{summary.TotalSteps}; checkpoint {summary.LastCheckpoint}; rerun the same command to resume"));
+            return summary.Completed ? ExitCodes.Ok : ExitCodes.Cancelled;
+        }));
+        return command;
+    }
+
+    private static Command Router(TextWriter stdout, TextWriter stderr)
+    {
+        var data = new Option<string>("--data") { Description = "Dataset directory", Required = true };
+        var partitions = new Option<string>("--partitions") { Description = "Partition file whose clusters the router predicts", Required = true };
+        var steps = new Option<int>("--steps") { DefaultValueFactory = _ => 2000 };
+        var batch = new Option<int>("--batch") { DefaultValueFactory = _ => 256 };
+        var output = new Option<string>("--out") { Description = "Run directory (rerunning with the same --out resumes)", Required = true };
+        var lr = new Option<double>("--lr") { DefaultValueFactory = _ => 1e-3 };
+        var hidden = new Option<int>("--hidden") { DefaultValueFactory = _ => 256 };
+        var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 0 };
+        var every = new Option<int>("--checkpoint-every") { DefaultValueFactory = _ => 500 };
+        var command = new Command("router", "Train the router r(x_t, t, c) -> p(partition) with cross-entropy on the natural data distribution")
+        {
+            data, partitions, steps, batch, output, lr, hidden, seed, every,
+        };
+        command.SetAction(IslandsCli.Action(stdout, stderr, async (ctx, parse, cancel) =>
+        {
+            var partitionPath = Path.GetFullPath(parse.GetValue(partitions)!);
+            var dataDir = Path.GetFullPath(parse.GetValue(data)!);
+            var partitionFile = PartitionFile.Load(partitionPath);
+            var manifest = Json.Read<DatasetManifest>(Path.Combine(dataDir, DatasetManifest.FileName));
+            var config = new RouterConfig(DataDirectory: dataDir, PartitionsFile: partitionPath, ExpertCount: partitionFile.K, Hidden: parse.GetValue(hidden),
+                ClassCount: manifest.Classes.Count, Steps: parse.GetValue(steps), BatchSize: parse.GetValue(batch), LearningRate: parse.GetValue(lr),
+                Seed: parse.GetValue(seed), CheckpointEvery: parse.GetValue(every));
+            config.ThrowIfInvalid();
+            IslandsCli.InitTorch(parse);
+            var reporter = new ProgressReporter(ctx, "train router");
+            var summary = await reporter.RunAsync(config.Steps, report => Task.Run(() => RouterRun.Execute(config, parse.GetValue(output)!,
+                p => report(p.Step, $"loss {p.Loss:F4} {p.ImagesPerSecond:F0} img/s"), ctx.Log, cancel)));
+            ctx.Result(summary, w =>
+            {
+                w.WriteLine($"router trained {summary.Step} steps (loss {summary.FinalLoss:F4}, {summary.ImagesPerSecond:F0} img/s); checkpoint {summary.LastCheckpoint}");
+                w.WriteLine("held-out images, by band of t:   accuracy    ECE   mean confidence");
+                foreach (var b in summary.HeldOut)
+                    w.WriteLine($"  t in [{b.TMin:F1}, {b.TMax:F1})   n={b.Count,5}   {b.Accuracy,8:P1}  {b.ExpectedCalibrationError,6:F3}  {b.MeanConfidence,8:P1}");
+            });
             return summary.Completed ? ExitCodes.Ok : ExitCodes.Cancelled;
         }));
         return command;

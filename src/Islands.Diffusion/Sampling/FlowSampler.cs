@@ -14,6 +14,15 @@ public static class FlowSampler
     public static Tensor Sample(IVelocityModel model, int count, long[]? classes, SamplerOptions options, (long C, long H, long W) shape,
         Device? device = null, Action<int, int>? progress = null)
     {
+        var conditional = classes is not null;
+        VelocityField field = (x, t, c, _) => Velocity(model, x, t, c, conditional, options.Cfg);
+        return Sample(field, count, classes, model.NullClass, options, shape, device, progress);
+    }
+
+    /// <summary>Samples with any velocity field (one model, or an ensemble that routes every step).</summary>
+    public static Tensor Sample(VelocityField field, int count, long[]? classes, long nullClass, SamplerOptions options, (long C, long H, long W) shape,
+        Device? device = null, Action<int, int>? progress = null)
+    {
         options.ThrowIfInvalid();
         if (classes is not null && classes.Length != count) throw new ConfigException("--class", $"{classes.Length} classes given for {count} samples");
         device ??= CPU;
@@ -24,12 +33,12 @@ public static class FlowSampler
             var start = b * options.BatchSize;
             var n = Math.Min(options.BatchSize, count - start);
             using var generator = new Generator((ulong)(options.Seed * 7919 + b), device);
-            var noise = randn([n, shape.C, shape.H, shape.W], generator: generator, device: device);
-            var c = classes is null
-                ? full(n, model.NullClass, dtype: ScalarType.Int64, device: device)
+            using var noise = randn([n, shape.C, shape.H, shape.W], generator: generator, device: device);
+            using var c = classes is null
+                ? full(n, nullClass, dtype: ScalarType.Int64, device: device)
                 : tensor(classes[start..(start + n)], device: device);
-            batches.Add(Integrate(model, noise, c, classes is not null, options, (step, total) => progress?.Invoke(b * total + step, totalBatches * total)));
-            noise.Dispose();
+            var batchIndex = b;
+            batches.Add(Integrate(field, noise, c, start, options, (step, total) => progress?.Invoke(batchIndex * total + step, totalBatches * total)));
         }
         var result = cat(batches, 0);
         foreach (var t in batches) t.Dispose();
@@ -37,7 +46,7 @@ public static class FlowSampler
     }
 
     /// <summary>Integrates one batch starting from the given noise. Returns a new tensor; the inputs are not disposed.</summary>
-    public static Tensor Integrate(IVelocityModel model, Tensor noise, Tensor classes, bool conditional, SamplerOptions options, Action<int, int>? progress = null)
+    public static Tensor Integrate(VelocityField field, Tensor noise, Tensor classes, int rowOffset, SamplerOptions options, Action<int, int>? progress = null)
     {
         using var _ = no_grad();
         var x = noise.clone();
@@ -46,12 +55,12 @@ public static class FlowSampler
         {
             using var scope = NewDisposeScope();
             var t = 1.0 - i * dt;
-            var v = Velocity(model, x, t, classes, conditional, options.Cfg);
+            var v = field(x, t, classes, rowOffset);
             Tensor next;
             if (options.Method == "heun" && i < options.Steps - 1)
             {
                 var predicted = x - dt * v;
-                var v2 = Velocity(model, predicted, t - dt, classes, conditional, options.Cfg);
+                var v2 = field(predicted, t - dt, classes, rowOffset);
                 next = x - dt * 0.5 * (v + v2);
             }
             else
@@ -65,12 +74,12 @@ public static class FlowSampler
         return x;
     }
 
-    /// <summary>The (guided) velocity at a single time t for a whole batch.</summary>
+    /// <summary>The (guided) velocity of one model at a single time t for a whole batch; both guidance branches run as one batch.</summary>
     public static Tensor Velocity(IVelocityModel model, Tensor x, double t, Tensor classes, bool conditional, double cfg)
     {
         using var scope = NewDisposeScope();
         var n = x.shape[0];
-        var tt = full(n, (float)t, device: x.device);
+        var tt = full(n, t, dtype: x.dtype == ScalarType.Float64 ? ScalarType.Float64 : ScalarType.Float32, device: x.device);
         if (!conditional || cfg == 1.0) return model.Velocity(x, tt, classes).MoveToOuterDisposeScope();
         var both = model.Velocity(cat([x, x], 0), cat([tt, tt], 0), cat([classes, full_like(classes, model.NullClass)], 0));
         var vc = both[..(int)n];
@@ -78,3 +87,6 @@ public static class FlowSampler
         return (vu + cfg * (vc - vu)).MoveToOuterDisposeScope();
     }
 }
+
+/// <summary>dx/dt at time t for a batch; rowOffset is the batch's first sample index (for routing traces).</summary>
+public delegate Tensor VelocityField(Tensor x, double t, Tensor classes, int rowOffset);

@@ -1,0 +1,45 @@
+namespace Islands.Diffusion.Routing;
+
+/// <summary>Frozen configuration of a learned router run (config.json in its run directory).</summary>
+public sealed record RouterConfig(
+    string Job = "router",
+    string DataDirectory = "",
+    string PartitionsFile = "",
+    int ExpertCount = 4,
+    int Hidden = 256,
+    int TimeEmbeddingDim = 64,
+    int ClassCount = 10,
+    int Steps = 2000,
+    int BatchSize = 256,
+    double LearningRate = 1e-3,
+    double HeldOutFraction = 0.05,
+    int Seed = 0,
+    int CheckpointEvery = 500,
+    int KeepCheckpoints = 3,
+    int SchemaVersion = RouterConfig.CurrentSchemaVersion)
+{
+    public const int CurrentSchemaVersion = 1;
+
+    public IEnumerable<string> Validate()
+    {
+        if (Job != "router") yield return $"job: '{Job}' must be router";
+        if (SchemaVersion != CurrentSchemaVersion) yield return $"schemaVersion: {SchemaVersion} is not supported (expected {CurrentSchemaVersion})";
+        if (string.IsNullOrWhiteSpace(DataDirectory)) yield return "--data: a dataset directory is required";
+        if (string.IsNullOrWhiteSpace(PartitionsFile)) yield return "--partitions: a partition file is required";
+        if (ExpertCount < 1) yield return $"expertCount: {ExpertCount} must be at least 1";
+        if (Hidden < 1) yield return $"--hidden: {Hidden} must be at least 1";
+        if (Steps < 1) yield return $"--steps: {Steps} must be at least 1";
+        if (BatchSize < 1) yield return $"--batch: {BatchSize} must be at least 1";
+        if (LearningRate is <= 0 or > 1) yield return $"--lr: {LearningRate} must lie in (0, 1]";
+        if (HeldOutFraction is <= 0 or >= 1) yield return $"heldOutFraction: {HeldOutFraction} must lie in (0, 1)";
+        if (CheckpointEvery < 1) yield return $"--checkpoint-every: {CheckpointEvery} must be at least 1";
+    }
+
+    public void ThrowIfInvalid()
+    {
+        var first = Validate().FirstOrDefault();
+        if (first is null) return;
+        var colon = first.IndexOf(':');
+        throw new ConfigException(first[..colon], first[(colon + 2)..]);
+    }
+}

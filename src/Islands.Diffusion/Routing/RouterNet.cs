@@ -1,0 +1,55 @@
+using Islands.Diffusion.Modules;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+
+namespace Islands.Diffusion.Routing;
+
+/// <summary>
+/// The learned router r(x_t, t, c) -> K logits: an MLP over the flattened input with the time and class embeddings
+/// added to its first hidden layer. Small on purpose: it runs once per sampling step for the whole batch.
+/// </summary>
+public sealed class RouterNet : Module<Tensor, Tensor, Tensor, Tensor>, IRouter
+{
+    private readonly int timeDim;
+    private readonly Linear fc_in;
+    private readonly Linear time_proj;
+    private readonly Embedding class_embed;
+    private readonly Linear fc_hidden;
+    private readonly Linear fc_out;
+
+    public int ExpertCount { get; }
+    public long NullClass { get; }
+
+    public RouterNet(long inputFeatures, int experts, int hidden = 256, int timeDim = 64, int classCount = 10) : base(nameof(RouterNet))
+    {
+        ExpertCount = experts;
+        NullClass = classCount;
+        this.timeDim = timeDim;
+        fc_in = Linear(inputFeatures, hidden);
+        time_proj = Linear(timeDim, hidden);
+        class_embed = Embedding(classCount + 1, hidden);
+        fc_hidden = Linear(hidden, hidden);
+        fc_out = Linear(hidden, experts);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x, Tensor t, Tensor classes)
+    {
+        using var scope = NewDisposeScope();
+        var h = fc_in.call(x.flatten(1).to_type(ScalarType.Float32))
+                + time_proj.call(TimeEmbedding.Sinusoidal(t, timeDim))
+                + class_embed.call(classes);
+        h = functional.silu(h);
+        h = functional.silu(fc_hidden.call(h));
+        return fc_out.call(h).MoveToOuterDisposeScope();
+    }
+
+    public Tensor Posterior(Tensor x, Tensor t, Tensor classes)
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        return functional.softmax(call(x, t, classes), 1).to_type(x.dtype).MoveToOuterDisposeScope();
+    }
+}

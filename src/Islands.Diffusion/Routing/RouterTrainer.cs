@@ -1,0 +1,175 @@
+using System.Diagnostics;
+using Islands.Diffusion.Checkpoints;
+using Islands.Diffusion.IO;
+using Islands.Diffusion.Training;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Islands.Diffusion.Routing;
+
+public sealed record RouterBandReport(double TMin, double TMax, int Count, double Accuracy, double ExpectedCalibrationError, double MeanConfidence);
+
+/// <summary>
+/// Trains the router with cross-entropy against each image's partition, on x_t from the experts' path with t uniform.
+/// Images are drawn from the natural data distribution (never partition-balanced): p(k | x_t) includes each
+/// partition's share. Randomness of step s depends only on (seed, s), so resume equals an uninterrupted run.
+/// </summary>
+public sealed class RouterTrainer : IDisposable
+{
+    public const string WeightsFile = "router.bin";
+    public const string OptimizerFile = "optimizer.bin";
+    private readonly RouterConfig config;
+    private readonly Tensor images;
+    private readonly Tensor labels;
+    private readonly Tensor targets;
+    private readonly Tensor heldOutImages;
+    private readonly Tensor heldOutLabels;
+    private readonly Tensor heldOutTargets;
+    private readonly AdamW optimizer;
+    private readonly List<float> lossHistory = [];
+    private double trainSeconds;
+
+    public RouterNet Router { get; }
+    public long Step { get; private set; }
+    public IReadOnlyList<float> LossHistory => lossHistory;
+    public double TrainSeconds => trainSeconds;
+
+    /// <param name="allImages">[N, C, H, W] every training image; a seeded HeldOutFraction is kept aside for evaluation.</param>
+    public RouterTrainer(RouterConfig config, Tensor allImages, Tensor allLabels, int[] assignments)
+    {
+        config.ThrowIfInvalid();
+        this.config = config;
+        var n = allImages.shape[0];
+        if (assignments.Length != n) throw new ConfigException("--partitions", $"assigns {assignments.Length} images but the dataset has {n}");
+        using var generator = new Generator((ulong)config.Seed + 17);
+        var order = randperm(n, generator: generator);
+        var heldOut = Math.Max(1, (long)Math.Round(n * config.HeldOutFraction));
+        var trainIdx = order[..(int)(n - heldOut)];
+        var testIdx = order[(int)(n - heldOut)..];
+        var all = tensor(assignments.Select(a => (long)a).ToArray());
+        images = allImages.index_select(0, trainIdx).DetachFromDisposeScope();
+        labels = allLabels.index_select(0, trainIdx).DetachFromDisposeScope();
+        targets = all.index_select(0, trainIdx).DetachFromDisposeScope();
+        heldOutImages = allImages.index_select(0, testIdx).DetachFromDisposeScope();
+        heldOutLabels = allLabels.index_select(0, testIdx).DetachFromDisposeScope();
+        heldOutTargets = all.index_select(0, testIdx).DetachFromDisposeScope();
+        all.Dispose();
+        order.Dispose();
+        random.manual_seed(config.Seed);
+        Router = new RouterNet(allImages[0].numel(), config.ExpertCount, config.Hidden, config.TimeEmbeddingDim, config.ClassCount);
+        optimizer = optim.AdamW(Router.parameters(), config.LearningRate);
+    }
+
+    public float Train(int maxSteps, CancellationToken cancel = default)
+    {
+        var watch = Stopwatch.StartNew();
+        double sum = 0;
+        var done = 0;
+        Router.train();
+        while (done < maxSteps && Step < config.Steps && !cancel.IsCancellationRequested)
+        {
+            using var scope = NewDisposeScope();
+            using var generator = new Generator(ExpertTrainer.StepSeed(config.Seed, Step));
+            var index = randint(0, images.shape[0], [config.BatchSize], generator: generator);
+            var x0 = images.index_select(0, index);
+            var c = labels.index_select(0, index);
+            var drop = rand(config.BatchSize, generator: generator) < 0.1;
+            c = where(drop, full_like(c, Router.NullClass), c);
+            var t = rand(config.BatchSize, generator: generator);
+            var eps = randn(x0.shape, generator: generator);
+            var logits = Router.call(FlowMatching.Interpolate(x0, eps, t), t, c);
+            var loss = nn.functional.cross_entropy(logits, targets.index_select(0, index));
+            foreach (var g in optimizer.ParamGroups)
+                g.LearningRate = LearningRateSchedule.At(Step, config.LearningRate, Math.Min(100, config.Steps / 10), config.Steps, 0.1);
+            optimizer.zero_grad();
+            loss.backward();
+            optimizer.step();
+            var value = loss.item<float>();
+            lossHistory.Add(value);
+            sum += value;
+            Step++;
+            done++;
+        }
+        trainSeconds += watch.Elapsed.TotalSeconds;
+        return done == 0 ? float.NaN : (float)(sum / done);
+    }
+
+    /// <summary>Accuracy and expected calibration error (10 confidence bins) on the held-out images, per band of t.</summary>
+    public IReadOnlyList<RouterBandReport> Evaluate(int bands = 5, int seed = 1234) => EvaluateRouter(Router, heldOutImages, heldOutLabels, heldOutTargets, bands, seed);
+
+    public static IReadOnlyList<RouterBandReport> EvaluateRouter(IRouter router, Tensor images, Tensor labels, Tensor targets, int bands, int seed)
+    {
+        using var _ = no_grad();
+        (router as nn.Module)?.eval();
+        var reports = new List<RouterBandReport>();
+        for (var b = 0; b < bands; b++)
+        {
+            using var scope = NewDisposeScope();
+            double lo = (double)b / bands, hi = (double)(b + 1) / bands;
+            using var generator = new Generator((ulong)(seed + b));
+            var n = images.shape[0];
+            var t = rand(n, generator: generator) * (hi - lo) + lo;
+            var eps = randn(images.shape, generator: generator);
+            var probabilities = router.Posterior(FlowMatching.Interpolate(images, eps, t), t, labels).to_type(ScalarType.Float64);
+            var (confidence, predicted) = probabilities.max(1);
+            var correct = predicted.eq(targets).to_type(ScalarType.Float64);
+            var conf = confidence.data<double>().ToArray();
+            var ok = correct.data<double>().ToArray();
+            reports.Add(new RouterBandReport(lo, hi, (int)n, ok.Average(), ExpectedCalibrationError(conf, ok), conf.Average()));
+        }
+        return reports;
+    }
+
+    public static double ExpectedCalibrationError(double[] confidence, double[] correct, int bins = 10)
+    {
+        double total = 0;
+        for (var b = 0; b < bins; b++)
+        {
+            double lo = (double)b / bins, hi = (double)(b + 1) / bins;
+            var members = Enumerable.Range(0, confidence.Length).Where(i => confidence[i] > lo && confidence[i] <= hi || b == 0 && confidence[i] == 0).ToArray();
+            if (members.Length == 0) continue;
+            total += members.Length / (double)confidence.Length * Math.Abs(members.Average(i => correct[i]) - members.Average(i => confidence[i]));
+        }
+        return total;
+    }
+
+    public CheckpointRef SaveCheckpoint(CheckpointStore store)
+    {
+        var state = new TrainingState(Step, config.Seed, Step * config.BatchSize, trainSeconds, lossHistory.ToArray());
+        var committed = store.Commit(Step, lossHistory.Count == 0 ? null : lossHistory.TakeLast(50).Average(), dir =>
+        {
+            Router.save(Path.Combine(dir, WeightsFile));
+            optimizer.save_state_dict(Path.Combine(dir, OptimizerFile));
+            File.WriteAllText(Path.Combine(dir, TrainingState.FileName), Json.Serialize(state, indented: false));
+        });
+        store.Prune(config.KeepCheckpoints);
+        return committed;
+    }
+
+    public void LoadCheckpoint(string directory)
+    {
+        CheckpointStore.Verify(directory);
+        var state = Json.Read<TrainingState>(Path.Combine(directory, TrainingState.FileName));
+        try
+        {
+            Router.load(Path.Combine(directory, WeightsFile));
+            optimizer.load_state_dict(Path.Combine(directory, OptimizerFile));
+        }
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException or IOException or KeyNotFoundException)
+        {
+            throw new CheckpointException(directory, $"incompatible with this router configuration ({e.Message})", e);
+        }
+        Step = state.Step;
+        trainSeconds = state.TrainSeconds;
+        lossHistory.Clear();
+        lossHistory.AddRange(state.LossHistory);
+    }
+
+    public void Dispose()
+    {
+        optimizer.Dispose();
+        Router.Dispose();
+        foreach (var t in new[] { images, labels, targets, heldOutImages, heldOutLabels, heldOutTargets }) t.Dispose();
+    }
+}
