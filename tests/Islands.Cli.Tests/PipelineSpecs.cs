@@ -86,8 +86,65 @@ public sealed class PipelineSpecs
         Assert.True(train.Json.GetProperty("matmulPeakGflops").GetDouble() > 0);
         // The default expert's counted cost: about 0.25 GFLOP forward, 3x that per training image.
         Assert.InRange(train.Json.GetProperty("trainGflopPerImage").GetDouble(), 0.3, 1.5);
-        var sample = await CliRunner.RunAsync("bench", "sample", "--count", "4", "--steps", "2", "--json");
+        var sample = await CliRunner.RunAsync("bench", "sample", "--count", "4", "--steps", "2", "--experts", "2", "--json");
         Assert.True(sample.ExitCode == 0, sample.Stderr);
-        Assert.Equal(2, sample.Json.GetProperty("evaluationsPerImage").GetInt32());
+        Assert.Equal(2, sample.Json.GetProperty("single").GetProperty("evaluationsPerImage").GetInt32());
+        var strategies = sample.Json.GetProperty("ensemble").EnumerateArray().Select(r => r.GetProperty("strategy").GetString()!).ToArray();
+        Assert.Equal(["one expert", "top1", "top2", "full"], strategies);
+    }
+}
+
+/// <summary>The decentralized half through the CLI: experts on two partitions, a router, and routed sampling with a trace.</summary>
+public sealed class EnsembleCliSpecs
+{
+    [Fact]
+    public async Task Should_train_a_router_and_sample_an_ensemble_with_a_trace()
+    {
+        var data = await CliRunner.FashionMnistAsync();
+        var work = CliRunner.TempDir("ensemble");
+        var partitions = Path.Combine(work, "p2.json");
+        var partition = await CliRunner.RunAsync("data", "partition", "--data", data, "--k", "2", "--fine", "64", "--out", partitions);
+        Assert.True(partition.ExitCode == 0, partition.Stderr);
+        var experts = new List<string>();
+        for (var k = 0; k < 2; k++)
+        {
+            var run = Path.Combine(work, $"e{k}");
+            // Experts may differ in architecture: the second one is wider.
+            var trained = await CliRunner.RunAsync("train", "expert", "--data", data, "--partitions", partitions, "--expert", $"{k}", "--steps", "3",
+                "--batch", "8", "--base-channels", k == 0 ? "8" : "16", "--out", run);
+            Assert.True(trained.ExitCode == 0, trained.Stderr);
+            experts.Add(run);
+        }
+        var routerRun = Path.Combine(work, "router");
+        var router = await CliRunner.RunAsync("train", "router", "--data", data, "--partitions", partitions, "--steps", "60", "--batch", "128", "--out", routerRun, "--json");
+        Assert.True(router.ExitCode == 0, router.Stderr);
+        var bands = router.Json.GetProperty("heldOut").EnumerateArray().ToList();
+        Assert.Equal(5, bands.Count);
+        // Near t=0 the image is almost clean, so even a briefly trained router beats chance (0.5) clearly.
+        Assert.True(bands[0].GetProperty("accuracy").GetDouble() > 0.7, router.Stdout);
+        Assert.InRange(bands[0].GetProperty("expectedCalibrationError").GetDouble(), 0, 1);
+
+        var trace = Path.Combine(work, "trace.json");
+        string[] models = ["--model", experts[0], "--model", experts[1]];
+        var sample = await CliRunner.RunAsync(["sample", .. models, "--router", routerRun, "--strategy", "top1", "--count", "6", "--class", "all",
+            "--steps", "3", "--cfg", "2", "--trace", trace, "--out", Path.Combine(work, "grid.png"), "--json"]);
+        Assert.True(sample.ExitCode == 0, sample.Stderr);
+        var costs = sample.Json.GetProperty("costs");
+        Assert.Equal(6.0, costs.GetProperty("evaluationsPerImage").GetDouble()); // 3 steps x 2 guidance branches x 1 expert
+        Assert.InRange(costs.GetProperty("routerShareOfCost").GetDouble(), 0.0, 0.1);
+        using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(trace));
+        var steps = doc.RootElement.GetProperty("steps").EnumerateArray().ToList();
+        Assert.Equal(3, steps.Count);
+        Assert.All(steps, s => Assert.Equal(6, s.GetProperty("samples").GetArrayLength()));
+
+        var gaussian = await CliRunner.RunAsync(["sample", .. models, "--strategy", "full", "--unavailable", "1", "--count", "4", "--steps", "2",
+            "--out", Path.Combine(work, "g.png"), "--json"]);
+        Assert.True(gaussian.ExitCode == 0, gaussian.Stderr);
+        var evaluations = gaussian.Json.GetProperty("costs").GetProperty("expertEvaluations").EnumerateArray().Select(e => e.GetInt64()).ToArray();
+        Assert.Equal([8L, 0L], evaluations);
+
+        var wrongOrder = await CliRunner.RunAsync(["sample", "--model", experts[1], "--model", experts[0], "--count", "2", "--out", Path.Combine(work, "x.png")]);
+        Assert.Equal(2, wrongOrder.ExitCode);
+        Assert.Contains("partition order", wrongOrder.Stderr);
     }
 }

@@ -40,17 +40,29 @@ public static class BenchCommands
     private static Command Sample(TextWriter stdout, TextWriter stderr)
     {
         var count = new Option<int>("--count") { DefaultValueFactory = _ => 64 };
-        var command = new Command("sample", "Sampling images/s and network evaluations per image") { count, SampleCommand.Steps, SampleCommand.Sampler, SampleCommand.Cfg };
+        var experts = new Option<int>("--experts") { Description = "Ensemble size for the routed comparison (0 skips it)", DefaultValueFactory = _ => 4 };
+        var command = new Command("sample", "Sampling images/s and network evaluations per image, alone and as a routed ensemble (top1, top2, full)")
+        {
+            count, experts, SampleCommand.Steps, SampleCommand.Sampler, SampleCommand.Cfg,
+        };
         command.SetAction(IslandsCli.Action(stdout, stderr, (ctx, parse, _) =>
         {
             IslandsCli.InitTorch(parse);
             var options = new SamplerOptions(parse.GetValue(SampleCommand.Steps), parse.GetValue(SampleCommand.Sampler)!, parse.GetValue(SampleCommand.Cfg));
             options.ThrowIfInvalid();
             var result = SampleBenchmark.Run(new ModelConfig(), parse.GetValue(count), options);
-            ctx.Result(result, w =>
+            var ensemble = parse.GetValue(experts) > 0
+                ? EnsembleBenchmark.Run(new ModelConfig(), parse.GetValue(experts), parse.GetValue(count), options, ["top1", "top2", "full"])
+                : [];
+            ctx.Result(new { single = result, ensembleExperts = parse.GetValue(experts), ensemble }, w =>
             {
                 w.WriteLine($"sample: {result.Count} images, {result.Steps} {result.Sampler} steps, cfg {result.Cfg}: {result.Seconds:F2} s = {result.ImagesPerSecond:F1} images/s");
                 w.WriteLine($"  {result.EvaluationsPerImage} network evaluations per image, {result.AchievedGflops:F1} GFLOP/s; resident memory {result.RssStartMb:F0} -> {result.RssEndMb:F0} MB");
+                if (ensemble.Count == 0) return;
+                w.WriteLine($"ensemble of {parse.GetValue(experts)} experts, same {result.Count} images (measured in this run):");
+                w.WriteLine("  strategy      seconds  images/s  cost vs one expert  expert evals/image  router share");
+                foreach (var r in ensemble)
+                    w.WriteLine($"  {r.Strategy,-12} {r.Seconds,8:F2} {r.ImagesPerSecond,9:F1} {r.CostRelativeToOneExpert,19:F2} {r.ExpertEvaluationsPerImage,19:F1} {r.RouterShareOfCost,13:P2}");
             });
             return Task.FromResult(ExitCodes.Ok);
         }));

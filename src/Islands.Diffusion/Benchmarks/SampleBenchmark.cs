@@ -28,3 +28,47 @@ public static class SampleBenchmark
             count * nfe * forward / seconds / 1e9, rssStart / 1048576.0, TorchSetup.ResidentBytes() / 1048576.0);
     }
 }
+
+public sealed record EnsembleBenchmarkRow(string Strategy, double Seconds, double ImagesPerSecond, double CostRelativeToOneExpert,
+    double ExpertEvaluationsPerImage, double RouterShareOfCost);
+
+/// <summary>Routed sampling at K experts against one expert, measured in one run on the same batch and seed.</summary>
+public static class EnsembleBenchmark
+{
+    public static IReadOnlyList<EnsembleBenchmarkRow> Run(ModelConfig model, int experts, int count, SamplerOptions options, IReadOnlyList<string> strategies)
+    {
+        var shape = (model.ImageChannels, (long)model.ImageSize, (long)model.ImageSize);
+        var nets = Enumerable.Range(0, experts).Select(_ => model.Build()).ToList();
+        foreach (var n in nets) n.eval();
+        using var router = new Routing.RouterNet(model.ImageChannels * model.ImageSize * model.ImageSize, experts, classCount: model.ClassCount);
+        router.eval();
+        var classes = Enumerable.Range(0, count).Select(i => (long)(i % Math.Max(1, model.ClassCount))).ToArray();
+        var expertFlops = TrainBenchmark.CountForwardFlopsPerImage(nets[0], model);
+        using var probe = randn(1, model.ImageChannels, model.ImageSize, model.ImageSize);
+        var routerFlops = FlopCounter.ForwardFlops(router, () => router.Posterior(probe, full(1, 0.5f), zeros(1, dtype: ScalarType.Int64)).Dispose());
+        try
+        {
+            FlowSampler.Sample(nets[0], Math.Min(8, count), classes[..Math.Min(8, count)], options with { Steps = 2 }, shape).Dispose();
+            var watch = Stopwatch.StartNew();
+            FlowSampler.Sample(nets[0], count, classes, options, shape).Dispose();
+            var single = watch.Elapsed.TotalSeconds;
+            var rows = new List<EnsembleBenchmarkRow> { new("one expert", single, count / single, 1.0, options.EvaluationsPerImage(true), 0) };
+            foreach (var name in strategies)
+            {
+                var ensemble = new Routing.ExpertEnsemble(nets, router, Routing.RoutingStrategy.Parse(name), seed: options.Seed);
+                watch.Restart();
+                FlowSampler.Sample(ensemble.Field(true, options.Cfg), count, classes, -1, options, shape).Dispose();
+                var seconds = watch.Elapsed.TotalSeconds;
+                var expertCost = ensemble.ExpertRowEvaluations.Sum() * expertFlops;
+                var routerCost = ensemble.RouterRowEvaluations * routerFlops;
+                rows.Add(new EnsembleBenchmarkRow(name, seconds, count / seconds, seconds / single, ensemble.ExpertRowEvaluations.Sum() / (double)count,
+                    routerCost / (routerCost + expertCost)));
+            }
+            return rows;
+        }
+        finally
+        {
+            foreach (var n in nets) n.Dispose();
+        }
+    }
+}
