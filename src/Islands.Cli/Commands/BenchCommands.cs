@@ -20,17 +20,25 @@ public static class BenchCommands
         var batch = new Option<int>("--batch") { DefaultValueFactory = _ => 128 };
         var steps = new Option<int>("--steps") { Description = "Timed steps", DefaultValueFactory = _ => 30 };
         var warmup = new Option<int>("--warmup") { DefaultValueFactory = _ => 5 };
-        var command = new Command("train", "Training images/s of the default expert, its counted FLOPs, and the fraction of this CPU's matmul peak") { batch, steps, warmup };
+        var precision = new Option<string>("--precision") { Description = "fp32, bf16, or both (measured in one run, with their ratio)", DefaultValueFactory = _ => "both" };
+        precision.AcceptOnlyFromAmong("fp32", "bf16", "both");
+        var command = new Command("train", "Training images/s of the default expert, its counted FLOPs, and the fraction of this CPU's matmul peak") { batch, steps, warmup, precision };
         command.SetAction(IslandsCli.Action(stdout, stderr, (ctx, parse, _) =>
         {
             IslandsCli.InitTorch(parse);
-            var result = TrainBenchmark.Run(new ModelConfig(), parse.GetValue(batch), parse.GetValue(steps), parse.GetValue(warmup));
-            ctx.Result(result, w =>
+            var which = parse.GetValue(precision) == "both" ? new[] { "fp32", "bf16" } : [parse.GetValue(precision)!];
+            var results = which.Select(p => TrainBenchmark.Run(new ModelConfig(), parse.GetValue(batch), parse.GetValue(steps), parse.GetValue(warmup), p)).ToList();
+            var ratio = results.Count == 2 ? results[1].ImagesPerSecond / results[0].ImagesPerSecond : (double?)null;
+            ctx.Result(new { results, bf16OverFp32 = ratio }, w =>
             {
-                w.WriteLine($"train fp32: {result.ImagesPerSecond:F1} images/s at batch {result.Batch} on {result.Threads} threads ({result.Parameters:N0} parameters)");
-                w.WriteLine($"  {result.TrainGflopPerImage:F3} GFLOP per training image (forward {result.ForwardGflopPerImage:F3} x 3) -> {result.AchievedGflops:F1} GFLOP/s");
-                w.WriteLine($"  fp32 matmul peak measured now: {result.MatmulPeakGflops:F1} GFLOP/s -> {result.FractionOfPeak:P1} of peak");
-                w.WriteLine($"  resident memory {result.RssStartMb:F0} MB -> {result.RssEndMb:F0} MB (malloc mode {result.Malloc})");
+                foreach (var result in results)
+                {
+                    w.WriteLine($"train {result.Precision}: {result.ImagesPerSecond:F1} images/s at batch {result.Batch} on {result.Threads} threads ({result.Parameters:N0} parameters)");
+                    w.WriteLine($"  {result.TrainGflopPerImage:F3} GFLOP per training image (forward {result.ForwardGflopPerImage:F3} x 3) -> {result.AchievedGflops:F1} GFLOP/s");
+                    w.WriteLine($"  {result.Precision} matmul peak measured now: {result.MatmulPeakGflops:F1} GFLOP/s -> {result.FractionOfPeak:P1} of peak");
+                    w.WriteLine($"  resident memory {result.RssStartMb:F0} MB at start, {result.RssAfterWarmupMb:F0} MB after {parse.GetValue(warmup)} warm-up steps, {result.RssEndMb:F0} MB after {parse.GetValue(warmup) + result.Steps} (malloc mode {result.Malloc})");
+                }
+                if (ratio is { } r) w.WriteLine($"bf16 / fp32 training throughput: {r:F2}x");
             });
             return Task.FromResult(ExitCodes.Ok);
         }));
@@ -51,13 +59,15 @@ public static class BenchCommands
             var options = new SamplerOptions(parse.GetValue(SampleCommand.Steps), parse.GetValue(SampleCommand.Sampler)!, parse.GetValue(SampleCommand.Cfg));
             options.ThrowIfInvalid();
             var result = SampleBenchmark.Run(new ModelConfig(), parse.GetValue(count), options);
+            var bf16 = SampleBenchmark.Run(new ModelConfig(), parse.GetValue(count), options, "bf16");
             var ensemble = parse.GetValue(experts) > 0
                 ? EnsembleBenchmark.Run(new ModelConfig(), parse.GetValue(experts), parse.GetValue(count), options, ["top1", "top2", "full"])
                 : [];
-            ctx.Result(new { single = result, ensembleExperts = parse.GetValue(experts), ensemble }, w =>
+            ctx.Result(new { single = result, bf16, bf16OverFp32 = bf16.ImagesPerSecond / result.ImagesPerSecond, ensembleExperts = parse.GetValue(experts), ensemble }, w =>
             {
                 w.WriteLine($"sample: {result.Count} images, {result.Steps} {result.Sampler} steps, cfg {result.Cfg}: {result.Seconds:F2} s = {result.ImagesPerSecond:F1} images/s");
                 w.WriteLine($"  {result.EvaluationsPerImage} network evaluations per image, {result.AchievedGflops:F1} GFLOP/s; resident memory {result.RssStartMb:F0} -> {result.RssEndMb:F0} MB");
+                w.WriteLine($"sample bf16: {bf16.Seconds:F2} s = {bf16.ImagesPerSecond:F1} images/s ({bf16.ImagesPerSecond / result.ImagesPerSecond:F2}x fp32); resident memory -> {bf16.RssEndMb:F0} MB");
                 if (ensemble.Count == 0) return;
                 w.WriteLine($"ensemble of {parse.GetValue(experts)} experts, same {result.Count} images (measured in this run):");
                 w.WriteLine("  strategy      seconds  images/s  cost vs one expert  expert evals/image  router share");

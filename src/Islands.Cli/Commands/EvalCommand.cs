@@ -18,7 +18,7 @@ public static class EvalCommand
         var limit = new Option<int?>("--evaluator-images") { Description = "Train the feature classifier on only this many images (quick checks; cached separately)" };
         var command = new Command("eval", "FID and KID of a model's samples against the test split, in a CNN classifier's feature space")
         {
-            model, count, epochs, limit, SampleCommand.Steps, SampleCommand.Cfg, SampleCommand.Sampler, SampleCommand.Seed,
+            model, count, epochs, limit, SampleCommand.Precision, SampleCommand.Steps, SampleCommand.Cfg, SampleCommand.Sampler, SampleCommand.Seed,
         };
         command.SetAction(IslandsCli.Action(stdout, stderr, (ctx, parse, _) =>
         {
@@ -35,7 +35,7 @@ public static class EvalCommand
             var (unet, step, checkpoint) = run.LoadModel(warn: ctx.Log);
             using var ownedModel = unet;
             var m = config.ModelOrDefault;
-            using var samples = FlowSampler.Sample(unet, n, classes, options, (m.ImageChannels, m.ImageSize, m.ImageSize));
+            using var samples = FlowSampler.Sample(Diffusion.Modules.Bfloat16Velocity.ForPrecision(unet, parse.GetValue(SampleCommand.Precision)!), n, classes, options, (m.ImageChannels, m.ImageSize, m.ImageSize));
             var report = evaluator.Score(samples);
             using var noise = rand(n, m.ImageChannels, m.ImageSize, m.ImageSize) * 2 - 1;
             var noiseReport = evaluator.Score(noise);

@@ -2,6 +2,7 @@ using System.CommandLine;
 using Islands.Diffusion.Data;
 using Islands.Diffusion.Imaging;
 using Islands.Diffusion.IO;
+using Islands.Diffusion.Modules;
 using Islands.Diffusion.Routing;
 using Islands.Diffusion.Runtime;
 using TorchSharp;
@@ -17,10 +18,12 @@ public static class SampleCommand
     public static readonly Option<double> Cfg = new("--cfg") { Description = "Classifier-free guidance scale (1 = none, 0 = unconditional)", DefaultValueFactory = _ => 1.0 };
     public static readonly Option<string> Sampler = new("--sampler") { DefaultValueFactory = _ => "euler" };
     public static readonly Option<long> Seed = new("--seed") { DefaultValueFactory = _ => 0 };
+    public static readonly Option<string> Precision = new("--precision") { Description = "Network arithmetic for sampling: fp32 or bf16 (the ODE state stays fp32)", DefaultValueFactory = _ => "fp32" };
 
     static SampleCommand()
     {
         Sampler.AcceptOnlyFromAmong("euler", "heun");
+        Precision.AcceptOnlyFromAmong("fp32", "bf16");
     }
 
     public static Command Build(TextWriter stdout, TextWriter stderr)
@@ -36,7 +39,7 @@ public static class SampleCommand
         var raw = new Option<string?>("--raw") { Description = "Also write the samples as a float32 .npy [N, C, H, W] in [-1, 1]" };
         var command = new Command("sample", "Sample a grid from one model, or from an ensemble of experts routed at every step")
         {
-            model, router, strategy, unavailable, trace, count, cls, Steps, Cfg, Sampler, Seed, output, raw,
+            model, router, strategy, unavailable, trace, count, cls, Steps, Cfg, Sampler, Seed, Precision, output, raw,
         };
         command.SetAction(IslandsCli.Action(stdout, stderr, (ctx, parse, _) =>
         {
@@ -60,13 +63,13 @@ public static class SampleCommand
                 object costs;
                 if (runs.Count == 1 && parse.GetValue(router) is null)
                 {
-                    samples = FlowSampler.Sample(loaded[0].Model, n, classes, options, shape);
+                    samples = FlowSampler.Sample(Bfloat16Velocity.ForPrecision(loaded[0].Model, parse.GetValue(Precision)!), n, classes, options, shape);
                     costs = new { evaluationsPerImage = (double)options.EvaluationsPerImage(classes is not null), routerShareOfCost = 0.0, expertEvaluations = Array.Empty<long>() };
                 }
                 else
                 {
                     var ensembleRun = EnsembleSampling.Run(loaded.Select(l => l.Model).ToList(), configs, parse.GetValue(router) ?? "gaussian", routing,
-                        parse.GetValue(unavailable) ?? [], parse.GetValue(trace) is not null, n, classes, options, shape, ctx.Log);
+                        parse.GetValue(unavailable) ?? [], parse.GetValue(trace) is not null, n, classes, options, shape, ctx.Log, parse.GetValue(Precision)!);
                     samples = ensembleRun.Samples;
                     costs = ensembleRun.Costs;
                     if (parse.GetValue(trace) is { } tracePath) Json.WriteAtomic(tracePath, ensembleRun.Trace);

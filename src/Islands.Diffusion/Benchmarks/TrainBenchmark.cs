@@ -8,7 +8,7 @@ namespace Islands.Diffusion.Benchmarks;
 
 public sealed record TrainBenchmarkResult(string Precision, int Batch, int Threads, int Steps, long Parameters, double ForwardGflopPerImage,
     double TrainGflopPerImage, double ImagesPerSecond, double AchievedGflops, double MatmulPeakGflops, double FractionOfPeak,
-    double RssStartMb, double RssEndMb, string Malloc);
+    double RssStartMb, double RssAfterWarmupMb, double RssEndMb, string Malloc);
 
 /// <summary>Training throughput of the default expert on random data, beside this CPU's measured matmul peak.</summary>
 public static class TrainBenchmark
@@ -24,6 +24,7 @@ public static class TrainBenchmark
         using var trainer = new ExpertTrainer(config, images, labels);
         var forward = CountForwardFlopsPerImage(trainer.Model, model);
         trainer.Train(warmup);
+        var rssWarm = TorchSetup.ResidentBytes();
         var watch = Stopwatch.StartNew();
         trainer.Train(steps);
         var seconds = watch.Elapsed.TotalSeconds;
@@ -32,7 +33,7 @@ public static class TrainBenchmark
         var peakGflops = peak ?? MatmulPeak.GflopsPerSecond(precision == "bf16" ? ScalarType.BFloat16 : ScalarType.Float32);
         var achieved = ips * trainFlops / 1e9;
         return new TrainBenchmarkResult(precision, batch, get_num_threads(), steps, trainer.Model.ParameterCount(), forward / 1e9, trainFlops / 1e9,
-            ips, achieved, peakGflops, achieved / peakGflops, rssStart / 1048576.0, TorchSetup.ResidentBytes() / 1048576.0, MallocTuning.Mode);
+            ips, achieved, peakGflops, achieved / peakGflops, rssStart / 1048576.0, rssWarm / 1048576.0, TorchSetup.ResidentBytes() / 1048576.0, MallocTuning.Mode);
     }
 
     public static double CountForwardFlopsPerImage(Modules.UNet unet, ModelConfig model)

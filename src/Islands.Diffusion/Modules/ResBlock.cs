@@ -9,19 +9,19 @@ namespace Islands.Diffusion.Modules;
 /// GroupNorm-SiLU-conv twice, with the time/class embedding added between, and a 1x1 skip when widths differ.</summary>
 public sealed class ResBlock : Module<Tensor, Tensor, Tensor>
 {
-    private readonly GroupNorm norm1;
+    private readonly GroupNorm32 norm1;
     private readonly Conv2d conv1;
     private readonly Linear emb_proj;
-    private readonly GroupNorm norm2;
+    private readonly GroupNorm32 norm2;
     private readonly Conv2d conv2;
     private readonly Module<Tensor, Tensor> skip;
 
     public ResBlock(long inChannels, long outChannels, long embDim, long groups) : base(nameof(ResBlock))
     {
-        norm1 = Norms.Group(groups, inChannels);
+        norm1 = new GroupNorm32(groups, inChannels);
         conv1 = Conv2d(inChannels, outChannels, 3, padding: 1);
         emb_proj = Linear(embDim, outChannels);
-        norm2 = Norms.Group(groups, outChannels);
+        norm2 = new GroupNorm32(groups, outChannels);
         conv2 = Conv2d(outChannels, outChannels, 3, padding: 1);
         skip = inChannels == outChannels ? Identity() : Conv2d(inChannels, outChannels, 1);
         RegisterComponents();
@@ -34,20 +34,5 @@ public sealed class ResBlock : Module<Tensor, Tensor, Tensor>
         h = h + emb_proj.call(emb).unsqueeze(-1).unsqueeze(-1);
         h = conv2.call(functional.silu(norm2.call(h)));
         return (h + skip.call(x)).MoveToOuterDisposeScope();
-    }
-}
-
-internal static class Norms
-{
-    /// <summary>TorchSharp 0.107 leaves GroupNorm's affine parameters uninitialised (sometimes NaN): set them to 1 and 0.</summary>
-    public static GroupNorm Group(long groups, long channels)
-    {
-        var norm = GroupNorm(groups, channels);
-        using (no_grad())
-        {
-            norm.weight!.fill_(1);
-            norm.bias!.zero_();
-        }
-        return norm;
     }
 }

@@ -22,7 +22,7 @@ public sealed class UNet : Module<Tensor, Tensor, Tensor, Tensor>, IVelocityMode
     private readonly ModuleList<Conv2d> downsamples;
     private readonly ResBlock mid_block;
     private readonly ModuleList<ResBlock> up_blocks;
-    private readonly GroupNorm norm_out;
+    private readonly GroupNorm32 norm_out;
     private readonly Conv2d conv_out;
 
     public ModelConfig Config => config;
@@ -71,7 +71,7 @@ public sealed class UNet : Module<Tensor, Tensor, Tensor, Tensor>, IVelocityMode
         down_blocks = new ModuleList<ResBlock>(down.ToArray());
         downsamples = new ModuleList<Conv2d>(downs.ToArray());
         up_blocks = new ModuleList<ResBlock>(up.ToArray());
-        norm_out = Norms.Group(groups, current);
+        norm_out = new GroupNorm32(groups, current);
         conv_out = Conv2d(current, config.ImageChannels, 3, padding: 1);
         RegisterComponents();
     }

@@ -24,6 +24,8 @@ public sealed class ExpertTrainer : IDisposable
     private readonly List<float> lossHistory = [];
     private readonly Parameter[] parameters;
     private readonly Parameter[] emaParameters;
+    private readonly UNet? compute;
+    private readonly Parameter[] computeParameters = [];
     private double trainSeconds;
 
     public UNet Model { get; }
@@ -54,6 +56,16 @@ public sealed class ExpertTrainer : IDisposable
         parameters = Model.parameters().ToArray();
         emaParameters = Ema.parameters().ToArray();
         optimizer = optim.AdamW(parameters, config.LearningRate, 0.9, 0.999, 1e-8, config.WeightDecay);
+        if (config.Precision == "bf16")
+        {
+            // Mixed precision without autocast: a bfloat16 copy of the model computes forward and backward; the fp32
+            // master weights, their gradients, the optimizer state and the EMA stay fp32; GroupNorm32 keeps
+            // normalisation statistics in fp32 and the loss is taken in fp32.
+            compute = config.ModelOrDefault.Build();
+            compute.to(this.device);
+            compute.to(ScalarType.BFloat16);
+            computeParameters = compute.parameters().ToArray();
+        }
     }
 
     /// <summary>Runs up to <paramref name="maxSteps"/> steps (never past Config.Steps); returns the mean loss of the chunk.</summary>
@@ -85,13 +97,36 @@ public sealed class ExpertTrainer : IDisposable
         var t = FlowMatching.SampleTimes(batch, config.TimeSampling, generator, device);
         var eps = randn(x0.shape, generator: generator, device: device);
         var xt = FlowMatching.Interpolate(x0, eps, t);
-        var prediction = Model.call(xt, t, classes);
-        var loss = nn.functional.mse_loss(prediction, FlowMatching.TargetVelocity(x0, eps));
-
         var lr = LearningRateSchedule.At(Step, config.LearningRate, config.WarmupSteps, config.Steps, config.MinLearningRateFraction);
         foreach (var group in optimizer.ParamGroups) group.LearningRate = lr;
         optimizer.zero_grad();
-        loss.backward();
+        Tensor loss;
+        if (compute is null)
+        {
+            loss = nn.functional.mse_loss(Model.call(xt, t, classes), FlowMatching.TargetVelocity(x0, eps));
+            loss.backward();
+        }
+        else
+        {
+            using (no_grad())
+            {
+                for (var i = 0; i < parameters.Length; i++) computeParameters[i].copy_(parameters[i]);
+            }
+            compute.zero_grad();
+            var prediction = compute.call(xt.to_type(ScalarType.BFloat16), t, classes).to_type(ScalarType.Float32);
+            loss = nn.functional.mse_loss(prediction, FlowMatching.TargetVelocity(x0, eps));
+            loss.backward();
+            using (no_grad())
+            {
+                for (var i = 0; i < parameters.Length; i++)
+                {
+                    var source = computeParameters[i].grad;
+                    if (source is null) continue;
+                    if (parameters[i].grad is null) parameters[i].grad = zeros_like(parameters[i]).DetachFromDisposeScope();
+                    parameters[i].grad!.copy_(source);
+                }
+            }
+        }
         if (config.GradClip > 0) nn.utils.clip_grad_norm_(parameters, config.GradClip);
         optimizer.step();
         UpdateEma();
@@ -175,6 +210,7 @@ public sealed class ExpertTrainer : IDisposable
     public void Dispose()
     {
         optimizer.Dispose();
+        compute?.Dispose();
         Model.Dispose();
         Ema.Dispose();
         images.Dispose();

@@ -1,0 +1,36 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+
+namespace Islands.Diffusion.Modules;
+
+/// <summary>
+/// GroupNorm whose statistics are always computed in float32, whatever the input's dtype, so bfloat16 models keep
+/// fp32 normalisation. Its parameters are named like nn.GroupNorm's (weight, bias), so checkpoints are the same, and
+/// they start at 1 and 0 (TorchSharp's own GroupNorm leaves them uninitialised).
+/// </summary>
+public sealed class GroupNorm32 : Module<Tensor, Tensor>
+{
+    private readonly long groups;
+    private readonly double eps;
+    private readonly Parameter weight;
+    private readonly Parameter bias;
+
+    public GroupNorm32(long groups, long channels, double eps = 1e-5) : base(nameof(GroupNorm32))
+    {
+        this.groups = groups;
+        this.eps = eps;
+        weight = new Parameter(ones(channels));
+        bias = new Parameter(zeros(channels));
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x)
+    {
+        if (x.dtype == ScalarType.Float32) return functional.group_norm(x, groups, weight, bias, eps);
+        using var scope = NewDisposeScope();
+        var y = functional.group_norm(x.to_type(ScalarType.Float32), groups, weight.to_type(ScalarType.Float32), bias.to_type(ScalarType.Float32), eps);
+        return y.to_type(x.dtype).MoveToOuterDisposeScope();
+    }
+}
