@@ -14,6 +14,15 @@ public sealed class DataFormatException(string path, string problem, Exception? 
 public sealed class ConfigException(string field, string problem) : IslandsException($"{field}: {problem}")
 {
     public string Field { get; } = field;
+
+    /// <summary>Throws for the first of a Validate() method's "field: problem" messages, if there is one.</summary>
+    public static void ThrowFirst(IEnumerable<string> errors)
+    {
+        var first = errors.FirstOrDefault();
+        if (first is null) return;
+        var colon = first.IndexOf(':');
+        throw colon < 0 ? new ConfigException("config", first) : new ConfigException(first[..colon], first[(colon + 1)..].TrimStart());
+    }
 }
 
 /// <summary>A checkpoint is missing, corrupt (hash mismatch) or of an incompatible schema.</summary>

@@ -82,10 +82,13 @@ public sealed class PipelineSpecs
     {
         var train = await CliRunner.RunAsync("bench", "train", "--batch", "8", "--steps", "2", "--warmup", "1", "--json");
         Assert.True(train.ExitCode == 0, train.Stderr);
-        Assert.True(train.Json.GetProperty("imagesPerSecond").GetDouble() > 0);
-        Assert.True(train.Json.GetProperty("matmulPeakGflops").GetDouble() > 0);
-        // The default expert's counted cost: about 0.25 GFLOP forward, 3x that per training image.
-        Assert.InRange(train.Json.GetProperty("trainGflopPerImage").GetDouble(), 0.3, 1.5);
+        var results = train.Json.GetProperty("results").EnumerateArray().ToList();
+        Assert.Equal(["fp32", "bf16"], results.Select(r => r.GetProperty("precision").GetString()!).ToArray());
+        Assert.All(results, r => Assert.True(r.GetProperty("imagesPerSecond").GetDouble() > 0));
+        Assert.All(results, r => Assert.True(r.GetProperty("matmulPeakGflops").GetDouble() > 0));
+        Assert.True(train.Json.GetProperty("bf16OverFp32").GetDouble() > 0);
+        // The default expert's counted cost: about 0.28 GFLOP forward, 3x that per training image.
+        Assert.InRange(results[0].GetProperty("trainGflopPerImage").GetDouble(), 0.3, 1.5);
         var sample = await CliRunner.RunAsync("bench", "sample", "--count", "4", "--steps", "2", "--experts", "2", "--json");
         Assert.True(sample.ExitCode == 0, sample.Stderr);
         Assert.Equal(2, sample.Json.GetProperty("single").GetProperty("evaluationsPerImage").GetInt32());

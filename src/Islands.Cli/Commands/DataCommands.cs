@@ -45,8 +45,7 @@ public static class DataCommands
         command.SetAction(IslandsCli.Action(stdout, stderr, (ctx, parse, _) =>
         {
             var options = new PartitionOptions(parse.GetValue(k), parse.GetValue(fine), parse.GetValue(dims), parse.GetValue(tolerance), parse.GetValue(seed), parse.GetValue(method)!);
-            var invalid = options.Validate().FirstOrDefault();
-            if (invalid is not null) throw new Diffusion.ConfigException(invalid.Split(':')[0], invalid[(invalid.IndexOf(':') + 2)..]);
+            Diffusion.ConfigException.ThrowFirst(options.Validate());
             IslandsCli.InitTorch(parse);
             var dataset = CanonicalDataset.Load(parse.GetValue(dataDir)!);
             var file = Partitioner.Partition(dataset.Train, dataset.Manifest.Classes, options, Path.GetFullPath(dataset.Directory));

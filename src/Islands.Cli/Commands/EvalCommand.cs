@@ -39,13 +39,18 @@ public static class EvalCommand
             var report = evaluator.Score(samples);
             using var noise = rand(n, m.ImageChannels, m.ImageSize, m.ImageSize) * 2 - 1;
             var noiseReport = evaluator.Score(noise);
+            // Yardstick for an expert: its own partition's real images score this against the whole test split.
+            var members = config.PartitionsFile is null ? Enumerable.Range(0, data.Train.Count).ToArray() : PartitionFile.Load(config.PartitionsFile).Members(config.Expert!.Value);
+            new Random(0).Shuffle(members);
+            using var real = ImageTensors.ToTensor(data.Train.Subset(members[..Math.Min(n, members.Length)]));
+            var realReport = evaluator.Score(real);
             var result = new
             {
-                model = run.Path, step, checkpoint, report.Count, fid = report.Fid, kid = report.Kid, noiseFid = noiseReport.Fid,
+                model = run.Path, step, checkpoint, report.Count, fid = report.Fid, kid = report.Kid, noiseFid = noiseReport.Fid, trainingDataFid = realReport.Fid,
                 evaluatorTestAccuracy = report.EvaluatorTestAccuracy, reference = $"test split ({report.ReferenceCount} images)",
             };
             ctx.Result(result, w => w.WriteLine(
-                $"FID {report.Fid:F2}  KID {report.Kid:F4}  ({n} samples at step {step}; uniform noise scores FID {noiseReport.Fid:F1}; evaluator test accuracy {report.EvaluatorTestAccuracy:P1})"));
+                $"FID {report.Fid:F2}  KID {report.Kid:F4}  ({n} samples at step {step}); yardsticks: {n} of the run's own training images score FID {realReport.Fid:F1}, uniform noise {noiseReport.Fid:F1}; evaluator test accuracy {report.EvaluatorTestAccuracy:P1}"));
             return Task.FromResult(ExitCodes.Ok);
         }));
         return command;

@@ -52,13 +52,7 @@ public sealed record TrainConfig(
         foreach (var e in ModelOrDefault.Validate()) yield return e;
     }
 
-    public void ThrowIfInvalid()
-    {
-        var first = Validate().FirstOrDefault();
-        if (first is null) return;
-        var colon = first.IndexOf(':');
-        throw new ConfigException(first[..colon], first[(colon + 2)..]);
-    }
+    public void ThrowIfInvalid() => ConfigException.ThrowFirst(Validate());
 
     /// <summary>The fields that a resumed run must share with the run it continues; Steps may grow.</summary>
     public IEnumerable<string> DifferencesForResume(TrainConfig other)

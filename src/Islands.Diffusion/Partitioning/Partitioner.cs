@@ -26,8 +26,7 @@ public static class Partitioner
 {
     public static PartitionFile Partition(LabeledImages train, IReadOnlyList<string> classes, PartitionOptions options, string datasetDirectory = "")
     {
-        var errors = options.Validate().ToList();
-        if (errors.Count > 0) throw new ConfigException(errors[0].Split(':')[0], errors[0][(errors[0].IndexOf(':') + 2)..]);
+        ConfigException.ThrowFirst(options.Validate());
         var n = train.Count;
         var sha = Convert.ToHexStringLower(SHA256.HashData(train.Pixels));
         if (options.Method == "random") return RandomShards(train, classes, options, datasetDirectory, sha);

@@ -35,11 +35,5 @@ public sealed record RouterConfig(
         if (CheckpointEvery < 1) yield return $"--checkpoint-every: {CheckpointEvery} must be at least 1";
     }
 
-    public void ThrowIfInvalid()
-    {
-        var first = Validate().FirstOrDefault();
-        if (first is null) return;
-        var colon = first.IndexOf(':');
-        throw new ConfigException(first[..colon], first[(colon + 2)..]);
-    }
+    public void ThrowIfInvalid() => ConfigException.ThrowFirst(Validate());
 }

@@ -13,13 +13,7 @@ public sealed record SamplerOptions(int Steps = 20, string Method = "euler", dou
         if (BatchSize < 1) yield return $"--batch: {BatchSize} must be at least 1";
     }
 
-    public void ThrowIfInvalid()
-    {
-        var first = Validate().FirstOrDefault();
-        if (first is null) return;
-        var colon = first.IndexOf(':');
-        throw new ConfigException(first[..colon], first[(colon + 2)..]);
-    }
+    public void ThrowIfInvalid() => ConfigException.ThrowFirst(Validate());
 
     public bool Guided(bool conditional) => conditional && Cfg != 1.0;
 
