@@ -119,8 +119,14 @@ public sealed class EnsembleCliSpecs
             experts.Add(run);
         }
         var routerRun = Path.Combine(work, "router");
-        var router = await CliRunner.RunAsync("train", "router", "--data", data, "--partitions", partitions, "--steps", "60", "--batch", "128", "--out", routerRun, "--json");
+        string[] trainRouter = ["train", "router", "--data", data, "--partitions", partitions, "--batch", "128", "--checkpoint-every", "30", "--out", routerRun, "--json"];
+        var firstHalf = await CliRunner.RunAsync([.. trainRouter, "--steps", "30"]);
+        Assert.True(firstHalf.ExitCode == 0, firstHalf.Stderr);
+        Assert.False(firstHalf.Json.GetProperty("resumed").GetBoolean());
+        var router = await CliRunner.RunAsync([.. trainRouter, "--steps", "60"]);
         Assert.True(router.ExitCode == 0, router.Stderr);
+        Assert.True(router.Json.GetProperty("resumed").GetBoolean());
+        Assert.Equal(60, router.Json.GetProperty("step").GetInt64());
         var bands = router.Json.GetProperty("heldOut").EnumerateArray().ToList();
         Assert.Equal(5, bands.Count);
         // Near t=0 the image is almost clean, so even a briefly trained router beats chance (0.5) clearly.
