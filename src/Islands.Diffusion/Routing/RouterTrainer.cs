@@ -134,32 +134,20 @@ public sealed class RouterTrainer : IDisposable
         return total;
     }
 
-    public CheckpointRef SaveCheckpoint(CheckpointStore store)
-    {
-        var state = new TrainingState(Step, config.Seed, Step * config.BatchSize, trainSeconds, lossHistory.ToArray());
-        var committed = store.Commit(Step, lossHistory.Count == 0 ? null : lossHistory.TakeLast(50).Average(), dir =>
+    public CheckpointRef SaveCheckpoint(CheckpointStore store) =>
+        TrainingCheckpoint.Save(store, new TrainingState(Step, config.Seed, Step * config.BatchSize, trainSeconds, lossHistory.ToArray()), config.KeepCheckpoints, dir =>
         {
             Router.save(Path.Combine(dir, WeightsFile));
             optimizer.save_state_dict(Path.Combine(dir, OptimizerFile));
-            File.WriteAllText(Path.Combine(dir, TrainingState.FileName), Json.Serialize(state, indented: false));
         });
-        store.Prune(config.KeepCheckpoints);
-        return committed;
-    }
 
     public void LoadCheckpoint(string directory)
     {
-        CheckpointStore.Verify(directory);
-        var state = Json.Read<TrainingState>(Path.Combine(directory, TrainingState.FileName));
-        try
+        var state = TrainingCheckpoint.Load(directory, config.Seed, "router", dir =>
         {
-            Router.load(Path.Combine(directory, WeightsFile));
-            optimizer.load_state_dict(Path.Combine(directory, OptimizerFile));
-        }
-        catch (Exception e) when (e is ArgumentException or InvalidOperationException or IOException or KeyNotFoundException)
-        {
-            throw new CheckpointException(directory, $"incompatible with this router configuration ({e.Message})", e);
-        }
+            Router.load(Path.Combine(dir, WeightsFile));
+            optimizer.load_state_dict(Path.Combine(dir, OptimizerFile));
+        });
         Step = state.Step;
         trainSeconds = state.TrainSeconds;
         lossHistory.Clear();

@@ -159,38 +159,23 @@ public sealed class ExpertTrainer : IDisposable
     public const string EmaFile = "ema.bin";
     public const string OptimizerFile = "optimizer.bin";
 
-    public CheckpointRef SaveCheckpoint(CheckpointStore store)
-    {
-        var state = new TrainingState(Step, config.Seed, ImagesSeen, trainSeconds, lossHistory.ToArray());
-        var recent = lossHistory.Count == 0 ? (float?)null : lossHistory.TakeLast(50).Average();
-        var committed = store.Commit(Step, recent, dir =>
+    public CheckpointRef SaveCheckpoint(CheckpointStore store) =>
+        TrainingCheckpoint.Save(store, new TrainingState(Step, config.Seed, ImagesSeen, trainSeconds, lossHistory.ToArray()), config.KeepCheckpoints, dir =>
         {
             Model.save(Path.Combine(dir, ModelFile));
             Ema.save(Path.Combine(dir, EmaFile));
             optimizer.save_state_dict(Path.Combine(dir, OptimizerFile));
-            File.WriteAllText(Path.Combine(dir, TrainingState.FileName), Json.Serialize(state, indented: false));
         });
-        store.Prune(config.KeepCheckpoints);
-        return committed;
-    }
 
     /// <summary>Restores model, EMA, optimizer and counters from a checkpoint directory after verifying its hashes.</summary>
     public TrainingState LoadCheckpoint(string directory)
     {
-        CheckpointStore.Verify(directory);
-        var state = Json.Read<TrainingState>(Path.Combine(directory, TrainingState.FileName));
-        if (state.Seed != config.Seed)
-            throw new CheckpointException(directory, $"was written with seed {state.Seed}, but this run uses seed {config.Seed}");
-        try
+        var state = TrainingCheckpoint.Load(directory, config.Seed, "model", dir =>
         {
-            Model.load(Path.Combine(directory, ModelFile));
-            Ema.load(Path.Combine(directory, EmaFile));
-            optimizer.load_state_dict(Path.Combine(directory, OptimizerFile));
-        }
-        catch (Exception e) when (e is ArgumentException or InvalidOperationException or IOException or KeyNotFoundException)
-        {
-            throw new CheckpointException(directory, $"incompatible with this model configuration ({e.Message})", e);
-        }
+            Model.load(Path.Combine(dir, ModelFile));
+            Ema.load(Path.Combine(dir, EmaFile));
+            optimizer.load_state_dict(Path.Combine(dir, OptimizerFile));
+        });
         Step = state.Step;
         ImagesSeen = state.ImagesSeen;
         trainSeconds = state.TrainSeconds;
