@@ -31,7 +31,8 @@ public static class EvalCommand
             IslandsCli.InitTorch(parse);
             var data = CanonicalDataset.Load(config.DataDirectory);
             using var evaluator = Evaluator.ForDataset(data, parse.GetValue(epochs), log: ctx.Log, trainLimit: parse.GetValue(limit));
-            var classes = ClassesLike(data, config, n);
+            var members = RunMembers(data, config);
+            var classes = ClassesLike(data, members, n);
             var (unet, step, checkpoint) = run.LoadModel(warn: ctx.Log);
             using var ownedModel = unet;
             var m = config.ModelOrDefault;
@@ -40,9 +41,9 @@ public static class EvalCommand
             using var noise = rand(n, m.ImageChannels, m.ImageSize, m.ImageSize) * 2 - 1;
             var noiseReport = evaluator.Score(noise);
             // Yardstick for an expert: its own partition's real images score this against the whole test split.
-            var members = config.PartitionsFile is null ? Enumerable.Range(0, data.Train.Count).ToArray() : PartitionFile.Load(config.PartitionsFile).Members(config.Expert!.Value);
-            new Random(0).Shuffle(members);
-            using var real = ImageTensors.ToTensor(data.Train.Subset(members[..Math.Min(n, members.Length)]));
+            var shuffled = members.ToArray();
+            new Random(0).Shuffle(shuffled);
+            using var real = ImageTensors.ToTensor(data.Train.Subset(shuffled[..Math.Min(n, shuffled.Length)]));
             var realReport = evaluator.Score(real);
             var result = new
             {
@@ -56,17 +57,16 @@ public static class EvalCommand
         return command;
     }
 
+    /// <summary>Indices of the training images the run learned from: its partition, or every image for the monolith.</summary>
+    public static int[] RunMembers(CanonicalDataset data, Diffusion.Configs.TrainConfig config) => config.PartitionsFile is null
+        ? Enumerable.Range(0, data.Train.Count).ToArray()
+        : PartitionFile.Load(config.PartitionsFile).Members(config.Expert!.Value);
+
     /// <summary>Sample classes in the proportions of the run's own training images (an expert knows only its partition's classes).</summary>
-    public static long[] ClassesLike(CanonicalDataset data, Diffusion.Configs.TrainConfig config, int count)
+    public static long[] ClassesLike(CanonicalDataset data, IReadOnlyList<int> members, int count)
     {
-        var labels = data.Train.Labels.AsEnumerable();
-        if (config.PartitionsFile is not null)
-        {
-            var partitions = PartitionFile.Load(config.PartitionsFile);
-            labels = partitions.Members(config.Expert!.Value).Select(i => data.Train.Labels[i]);
-        }
         var histogram = new long[Math.Max(1, data.ClassCount)];
-        foreach (var l in labels) histogram[l]++;
+        foreach (var i in members) histogram[data.Train.Labels[i]]++;
         var total = histogram.Sum();
         var quotas = histogram.Select(h => h * (double)count / total).ToArray();
         var allocation = quotas.Select(q => (int)Math.Floor(q)).ToArray();

@@ -19,7 +19,6 @@ public sealed class ExpertEnsemble
     private readonly bool[] available;
     private readonly long[] expertRows;
     private long routerRows;
-    private long routedSamples;
 
     public RoutingStrategy Strategy { get; }
     public RoutingTrace? Trace { get; }
@@ -119,7 +118,6 @@ public sealed class ExpertEnsemble
             _ => throw new ConfigException("--strategy", $"unknown strategy {Strategy}"),
         };
         w = w * mask;
-        routedSamples += n;
         if (Trace is not null)
         {
             var flat = w.cpu().contiguous().data<double>().ToArray();
@@ -130,7 +128,7 @@ public sealed class ExpertEnsemble
 
     private Tensor RouterProbabilities(Tensor x, double t, Tensor classes)
     {
-        var tt = full(x.shape[0], t, dtype: x.dtype == ScalarType.Float64 ? ScalarType.Float64 : ScalarType.Float32, device: x.device);
+        var tt = FlowSampler.TimeColumn(x, t);
         var routerNull = router is RouterNet net ? net.NullClass : 0;
         var rc = where(classes < 0, full_like(classes, routerNull), classes);
         return router.Posterior(x, tt, rc).to_type(ScalarType.Float64);

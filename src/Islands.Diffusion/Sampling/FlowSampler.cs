@@ -74,12 +74,16 @@ public static class FlowSampler
         return x;
     }
 
+    /// <summary>t for every row of x: float64 for float64 states (exact tests), float32 otherwise (bf16 models cast internally).</summary>
+    public static Tensor TimeColumn(Tensor x, double t) =>
+        full(x.shape[0], t, dtype: x.dtype == ScalarType.Float64 ? ScalarType.Float64 : ScalarType.Float32, device: x.device);
+
     /// <summary>The (guided) velocity of one model at a single time t for a whole batch; both guidance branches run as one batch.</summary>
     public static Tensor Velocity(IVelocityModel model, Tensor x, double t, Tensor classes, bool conditional, double cfg)
     {
         using var scope = NewDisposeScope();
         var n = x.shape[0];
-        var tt = full(n, t, dtype: x.dtype == ScalarType.Float64 ? ScalarType.Float64 : ScalarType.Float32, device: x.device);
+        var tt = TimeColumn(x, t);
         if (!conditional || cfg == 1.0) return model.Velocity(x, tt, classes).MoveToOuterDisposeScope();
         var both = model.Velocity(cat([x, x], 0), cat([tt, tt], 0), cat([classes, full_like(classes, model.NullClass)], 0));
         var vc = both[..(int)n];
