@@ -20,6 +20,8 @@ public static class IslandsCli
         root.Add(SampleCommand.Build(stdout, stderr));
         root.Add(EvalCommand.Build(stdout, stderr));
         root.Add(BenchCommands.Build(stdout, stderr));
+        root.Add(IslandCommands.Node(stdout, stderr));
+        root.Add(IslandCommands.Status(stdout, stderr));
         return root;
     }
 

@@ -67,6 +67,23 @@ public sealed class CheckpointStore(string runDirectory)
         return manifest;
     }
 
+    /// <summary>
+    /// Verifies a checkpoint named by a reference kept elsewhere (a journal, a publication): the manifest must be the one
+    /// whose SHA-256 was recorded, and every file must match it.
+    /// </summary>
+    public static CheckpointManifest VerifyReference(string directory, string manifestSha256)
+    {
+        var manifestPath = Path.Combine(directory, CheckpointManifest.FileName);
+        if (!Directory.Exists(directory)) throw new CheckpointException(directory, "checkpoint directory is missing");
+        if (File.Exists(manifestPath))
+        {
+            var actual = AtomicFile.Sha256(manifestPath);
+            if (actual != manifestSha256)
+                throw new CheckpointException(manifestPath, $"corrupt: SHA-256 {actual[..12]}… differs from the recorded {manifestSha256[..Math.Min(12, manifestSha256.Length)]}…");
+        }
+        return Verify(directory);
+    }
+
     /// <summary>The newest checkpoint that verifies; corrupt newer ones are reported through <paramref name="skipped"/>.</summary>
     public (string Directory, CheckpointManifest Manifest)? NewestValid(List<CheckpointException>? skipped = null)
     {

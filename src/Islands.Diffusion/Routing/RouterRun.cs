@@ -15,21 +15,8 @@ public static class RouterRun
     public static RouterTrainingSummary Execute(RouterConfig config, string runDirectory, Action<TrainingProgress>? progress = null,
         Action<string>? log = null, CancellationToken cancel = default)
     {
-        config.ThrowIfInvalid();
-        var configPath = Path.Combine(runDirectory, RunDirectory.ConfigFile);
-        if (File.Exists(configPath))
-        {
-            var frozen = Json.Read<RouterConfig>(configPath);
-            if (frozen with { Steps = config.Steps } != config with { Steps = config.Steps })
-                throw new ConfigException("--out", $"{runDirectory} holds a router run with different settings; use the same options to resume, or a new --out");
-        }
-        var data = CanonicalDataset.Load(config.DataDirectory);
-        var partitions = PartitionFile.Load(config.PartitionsFile);
-        if (partitions.K != config.ExpertCount) throw new ConfigException("--partitions", $"has K={partitions.K} but the router was configured for {config.ExpertCount}");
-        Directory.CreateDirectory(runDirectory);
-        Json.WriteAtomic(configPath, config);
-        var store = new CheckpointStore(runDirectory);
-        using var trainer = new RouterTrainer(config, ImageTensors.ToTensor(data.Train), ImageTensors.Labels(data.Train), partitions.Assignments);
+        using var trainer = TrainingJob.OpenRouter(config, runDirectory);
+        var store = trainer.Checkpoints;
         var skipped = new List<CheckpointException>();
         var newest = store.NewestValid(skipped);
         foreach (var s in skipped) log?.Invoke($"skipping corrupt checkpoint: {s.Message}");

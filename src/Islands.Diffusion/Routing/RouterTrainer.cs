@@ -15,7 +15,7 @@ public sealed record RouterBandReport(double TMin, double TMax, int Count, doubl
 /// Images are drawn from the natural data distribution (never partition-balanced): p(k | x_t) includes each
 /// partition's share. Randomness of step s depends only on (seed, s), so resume equals an uninterrupted run.
 /// </summary>
-public sealed class RouterTrainer : IDisposable
+public sealed class RouterTrainer : IChunkedTrainer
 {
     public const string WeightsFile = "router.bin";
     public const string OptimizerFile = "optimizer.bin";
@@ -29,15 +29,23 @@ public sealed class RouterTrainer : IDisposable
     private readonly AdamW optimizer;
     private readonly List<float> lossHistory = [];
     private double trainSeconds;
+    private readonly CheckpointStore? checkpoints;
 
     public RouterNet Router { get; }
     public long Step { get; private set; }
     public IReadOnlyList<float> LossHistory => lossHistory;
     public double TrainSeconds => trainSeconds;
+    public long TotalSteps => config.Steps;
+    public int BatchSize => config.BatchSize;
+    public int CheckpointEvery => config.CheckpointEvery;
+    public CheckpointStore Checkpoints => checkpoints ?? throw new InvalidOperationException("this trainer was built without a checkpoint store");
+    public CheckpointRef Commit() => SaveCheckpoint(Checkpoints);
+    public void Restore(string checkpointDirectory) => LoadCheckpoint(checkpointDirectory);
 
     /// <param name="allImages">[N, C, H, W] every training image; a seeded HeldOutFraction is kept aside for evaluation.</param>
-    public RouterTrainer(RouterConfig config, Tensor allImages, Tensor allLabels, int[] assignments)
+    public RouterTrainer(RouterConfig config, Tensor allImages, Tensor allLabels, int[] assignments, CheckpointStore? checkpoints = null)
     {
+        this.checkpoints = checkpoints;
         config.ThrowIfInvalid();
         this.config = config;
         var n = allImages.shape[0];

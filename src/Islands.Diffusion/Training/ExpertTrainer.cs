@@ -14,7 +14,7 @@ namespace Islands.Diffusion.Training;
 /// callers drive it in chunks with <see cref="Train"/> and commit checkpoints with <see cref="SaveCheckpoint"/>.
 /// All randomness of step s comes from a generator seeded with (seed, s), so a resumed run repeats an uninterrupted one.
 /// </summary>
-public sealed class ExpertTrainer : IDisposable
+public sealed class ExpertTrainer : IChunkedTrainer
 {
     private readonly TrainConfig config;
     private readonly Tensor images;
@@ -27,6 +27,7 @@ public sealed class ExpertTrainer : IDisposable
     private readonly UNet? compute;
     private readonly Parameter[] computeParameters = [];
     private double trainSeconds;
+    private readonly CheckpointStore? checkpoints;
 
     public UNet Model { get; }
     public UNet Ema { get; }
@@ -35,11 +36,20 @@ public sealed class ExpertTrainer : IDisposable
     public IReadOnlyList<float> LossHistory => lossHistory;
     public TrainConfig Config => config;
     public double TrainSeconds => trainSeconds;
+    public long TotalSteps => config.Steps;
+    public long TrainImageCount => images.shape[0];
+    public int BatchSize => config.BatchSize;
+    public int CheckpointEvery => config.CheckpointEvery;
+    public CheckpointStore Checkpoints => checkpoints ?? throw new InvalidOperationException("this trainer was built without a checkpoint store");
+    public CheckpointRef Commit() => SaveCheckpoint(Checkpoints);
+    void IChunkedTrainer.Restore(string checkpointDirectory) => LoadCheckpoint(checkpointDirectory);
 
     /// <param name="images">[N, C, H, W] in [-1, 1], already restricted to this expert's partition.</param>
     /// <param name="labels">[N] int64 class labels. The trainer owns both tensors from here on and disposes them.</param>
-    public ExpertTrainer(TrainConfig config, Tensor images, Tensor labels, Device? device = null)
+    /// <param name="checkpoints">Where <see cref="Commit"/> writes; null for a trainer that only saves explicitly.</param>
+    public ExpertTrainer(TrainConfig config, Tensor images, Tensor labels, Device? device = null, CheckpointStore? checkpoints = null)
     {
+        this.checkpoints = checkpoints;
         config.ThrowIfInvalid();
         if (images.shape[0] == 0) throw new ConfigException("--expert", "the partition holds no training images");
         this.config = config;

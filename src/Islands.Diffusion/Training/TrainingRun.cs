@@ -21,23 +21,9 @@ public static class TrainingRun
     public static TrainingSummary Execute(TrainConfig config, string runDirectory, Action<TrainingProgress>? progress = null,
         Action<string>? log = null, CancellationToken cancel = default, Device? device = null)
     {
-        config.ThrowIfInvalid();
         var run = new RunDirectory(runDirectory);
-        if (run.Exists)
-        {
-            var frozen = run.LoadConfig();
-            var differences = frozen.DifferencesForResume(config).ToList();
-            if (differences.Count > 0)
-                throw new ConfigException("--out", $"{runDirectory} holds a run with different settings: {string.Join(", ", differences)}; use the same options to resume, or a new --out");
-            if (frozen.Steps != config.Steps) log?.Invoke($"extending the run from {frozen.Steps} to {config.Steps} steps");
-        }
-        var data = CanonicalDataset.Load(config.DataDirectory);
-        var (images, labels) = SelectTrainingImages(data, config);
-        Directory.CreateDirectory(runDirectory);
-        run.SaveConfig(config);
-
-        var trainCount = images.shape[0];
-        using var trainer = new ExpertTrainer(config, images, labels, device); // takes ownership of both tensors
+        using var trainer = TrainingJob.OpenExpert(config, runDirectory, log, device);
+        var trainCount = trainer.TrainImageCount;
         var skipped = new List<CheckpointException>();
         var newest = run.Checkpoints.NewestValid(skipped);
         foreach (var s in skipped) log?.Invoke($"skipping corrupt checkpoint: {s.Message}");

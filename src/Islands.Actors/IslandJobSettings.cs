@@ -1,0 +1,11 @@
+using Islands.Diffusion.Training;
+
+namespace Islands.Actors;
+
+/// <summary>What one island trains and where: the job, its run directory in the checkpoint store, and the loop's pacing.</summary>
+/// <param name="ChunkSteps">Steps per chunk of the training loop; between chunks the worker reads its mailbox.</param>
+public sealed record IslandJobSettings(
+    string Island, TrainingJob Job, string RunDirectory, int ChunkSteps, TimeSpan MinBackoff, TimeSpan MaxBackoff)
+{
+    public string PersistenceId => $"island-{Island}-training-job";
+}

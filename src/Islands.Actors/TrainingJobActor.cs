@@ -1,0 +1,271 @@
+using System.Collections.Immutable;
+using System.Diagnostics;
+using Akka.Actor;
+using Akka.Cluster;
+using Akka.Event;
+using Akka.Pattern;
+using Akka.Persistence;
+using Islands.Diffusion;
+using Islands.Diffusion.Checkpoints;
+using static Islands.Actors.TrainingWorker;
+
+namespace Islands.Actors;
+
+/// <summary>
+/// The durable record of one island's training job, and the actor that drives it. Its journal holds only references:
+/// job started or resumed, checkpoint committed (step, name in the store, SHA-256 of the manifest, loss), checkpoint
+/// rejected, job completed. A new incarnation (after a crash, on another node) replays the journal and resumes from the
+/// newest committed checkpoint that still verifies, journaling every one it has to skip. Weights never enter the journal.
+/// </summary>
+public sealed class TrainingJobActor : ReceivePersistentActor
+{
+    private readonly IslandJobSettings settings;
+    private readonly ILoggingAdapter log = Context.GetLogger();
+    private readonly string node;
+    private JobState state = JobState.Empty;
+    private IActorRef? worker;
+    private IActorRef? stopRequester;
+    private WorkerProgress? progress;
+    private string? lastError;
+    private int workerStarts;
+
+    public TrainingJobActor(IslandJobSettings settings)
+    {
+        this.settings = settings;
+        node = Cluster.Get(Context.System).SelfAddress.ToString();
+        Recover<IJobEvent>(e => state = state.Apply(e));
+        Recover<RecoveryCompleted>(_ => OnRecovered());
+        Training();
+    }
+
+    public override string PersistenceId => settings.PersistenceId;
+
+    public static Props Props(IslandJobSettings settings) => Akka.Actor.Props.Create(() => new TrainingJobActor(settings));
+
+    private void OnRecovered()
+    {
+        Context.Parent.Tell(JobSupervisor.JobRecovered.Instance);
+        if (state.Completed)
+        {
+            log.Info("island {0}: job {1} already completed at step {2}", settings.Island, settings.Job.Name, state.CompletedStep);
+            return;
+        }
+        using var activity = IslandTelemetry.Source.StartActivity("job.recovery");
+        activity?.SetTag("island", settings.Island);
+        activity?.SetTag("job", settings.Job.Name);
+        RejectUnverifiable();
+        var resume = state.NewestUsable();
+        activity?.SetTag("resume.step", resume?.Step ?? 0);
+        if (!state.Started)
+        {
+            Persist(new JobStarted(settings.Job.Name, settings.Job.TotalSteps, node, DateTimeOffset.UtcNow), e => { state = state.Apply(e); StartWorker(); });
+        }
+        else
+        {
+            IslandTelemetry.Recoveries.Add(1, IslandTelemetry.Tag(settings.Island));
+            log.Info("island {0}: job {1} recovered on {2}; resuming from {3}", settings.Island, settings.Job.Name, node,
+                resume is null ? "the start (no committed checkpoint)" : $"step {resume.Step} ({resume.Checkpoint})");
+            Persist(new JobResumed(resume?.Step ?? 0, resume?.Checkpoint, node, DateTimeOffset.UtcNow), e => { state = state.Apply(e); StartWorker(); });
+        }
+    }
+
+    /// <summary>Journals every committed checkpoint, newest first, that fails verification, until one verifies.</summary>
+    private void RejectUnverifiable()
+    {
+        var store = new CheckpointStore(settings.RunDirectory);
+        while (state.NewestUsable() is { } candidate)
+        {
+            try
+            {
+                CheckpointStore.VerifyReference(Path.Combine(store.Root, candidate.Checkpoint), candidate.ManifestSha256);
+                return;
+            }
+            catch (CheckpointException e)
+            {
+                Reject(candidate.Checkpoint, candidate.Step, e.Message);
+            }
+        }
+    }
+
+    private void Reject(string checkpoint, long step, string reason)
+    {
+        log.Warning("island {0}: committed checkpoint {1} is unusable and will be skipped: {2}", settings.Island, checkpoint, reason);
+        IslandTelemetry.RejectedCheckpoints.Add(1, IslandTelemetry.Tag(settings.Island));
+        // The state changes at once so the next choice skips it; the event makes the skip part of the job's history.
+        var rejected = new CheckpointRejected(step, checkpoint, reason, DateTimeOffset.UtcNow);
+        state = state.Apply(rejected);
+        Persist(rejected, _ => { });
+    }
+
+    private void StartWorker()
+    {
+        var props = BackoffSupervisor.Props(Backoff.OnFailure(TrainingWorker.Props(Self, settings), "worker",
+            settings.MinBackoff, settings.MaxBackoff, 0.2, maxNrOfRetries: -1));
+        worker = Context.ActorOf(props, "worker-supervisor");
+    }
+
+    private void Training()
+    {
+        Command<WorkerReady>(ready =>
+        {
+            if (++workerStarts > 1)
+            {
+                IslandTelemetry.Restarts.Add(1, IslandTelemetry.Tag(settings.Island));
+                log.Warning("island {0}: training worker restarted ({1} restarts)", settings.Island, workerStarts - 1);
+            }
+            RejectUnverifiable();
+            var resume = state.NewestUsable();
+            ready.Worker.Tell(new BeginTraining(resume?.Checkpoint, resume?.ManifestSha256));
+        });
+        Command<WorkerProgress>(p =>
+        {
+            progress = p;
+            lastError = null;
+            IslandTelemetry.RecordChunk(settings.Island, p.Steps, p.Loss, p.StepsPerSecond);
+        });
+        Command<CheckpointWritten>(OnCheckpointWritten);
+        Command<CheckpointUnusable>(u => Reject(u.Checkpoint, state.Committed.FirstOrDefault(c => c.Checkpoint == u.Checkpoint)?.Step ?? 0, u.Reason));
+        Command<WorkerFailed>(f =>
+        {
+            lastError = f.Reason;
+            log.Error("island {0}: training worker failed: {1} (retrying with backoff)", settings.Island, f.Reason);
+        });
+        Command<TrainingFinished>(f =>
+        {
+            if (state.Completed) return;
+            Persist(new JobCompleted(f.Step, DateTimeOffset.UtcNow), e =>
+            {
+                state = state.Apply(e);
+                log.Info("island {0}: job {1} completed at step {2}", settings.Island, settings.Job.Name, e.Step);
+                if (worker is not null) Context.Stop(worker);
+                worker = null;
+            });
+        });
+        Command<GetJobStatus>(_ => Sender.Tell(Status()));
+        Command<StopTraining>(_ =>
+        {
+            stopRequester = Sender;
+            if (worker is null)
+            {
+                Context.Stop(Self);
+                return;
+            }
+            log.Info("island {0}: graceful stop: committing a checkpoint first", settings.Island);
+            worker.Tell(CommitAndStop.Instance);
+            Context.SetReceiveTimeout(TimeSpan.FromMinutes(2));
+        });
+        Command<WorkerStopped>(_ =>
+        {
+            stopRequester?.Tell(new TrainingStopped(settings.Island, state.LastCommitted?.Step ?? 0));
+            Context.Stop(Self);
+        });
+        Command<ReceiveTimeout>(_ =>
+        {
+            log.Warning("island {0}: the worker did not confirm its final checkpoint in time; stopping anyway", settings.Island);
+            Context.Stop(Self);
+        });
+    }
+
+    private void OnCheckpointWritten(CheckpointWritten written)
+    {
+        var activity = IslandTelemetry.Source.StartActivity("checkpoint.commit");
+        activity?.SetTag("island", settings.Island);
+        activity?.SetTag("step", written.Checkpoint.Step);
+        var name = Path.GetFileName(written.Checkpoint.Directory);
+        Persist(new CheckpointCommitted(written.Checkpoint.Step, name, written.Checkpoint.ManifestSha256, written.Loss, DateTimeOffset.UtcNow), e =>
+        {
+            state = state.Apply(e);
+            IslandTelemetry.RecordCommit(settings.Island, e.At);
+            try
+            {
+                PublishedCheckpoint.Publish(settings.RunDirectory, settings.Job.Name, settings.Island, written.Checkpoint);
+            }
+            catch (Exception ex) when (ex is IslandsException or IOException)
+            {
+                log.Error("island {0}: checkpoint {1} is committed but could not be published: {2}", settings.Island, name, ex.Message);
+            }
+            activity?.Dispose();
+        });
+    }
+
+    private JobStatus Status() => new(settings.Island, settings.Job.Name,
+        state.Completed ? "completed" : stopRequester is not null ? "stopping" : worker is null ? "starting" : "training",
+        progress?.Step ?? state.LastCommitted?.Step ?? 0, settings.Job.TotalSteps, progress?.Loss, progress?.ImagesPerSecond ?? 0,
+        state.LastCommitted, state.Recoveries, Math.Max(0, workerStarts - 1), state.Rejected.Select(r => $"{r.Checkpoint}: {r.Reason}").ToList(),
+        node, lastError);
+
+    protected override void OnRecoveryFailure(Exception reason, object? message = null)
+    {
+        Context.Parent.Tell(new JobSupervisor.JournalUnavailable(reason.GetBaseException().Message));
+        base.OnRecoveryFailure(reason, message);
+    }
+
+    protected override void OnPersistFailure(Exception cause, object @event, long sequenceNr)
+    {
+        Context.Parent.Tell(new JobSupervisor.JournalUnavailable(cause.GetBaseException().Message));
+        base.OnPersistFailure(cause, @event, sequenceNr);
+    }
+
+    /// <summary>The state rebuilt from the journal. Immutable, so applying an event is the only way it changes.</summary>
+    public sealed record JobState(bool Started, ImmutableList<CheckpointCommitted> Committed, ImmutableList<CheckpointRejected> Rejected,
+        int Recoveries, bool Completed, long CompletedStep)
+    {
+        public static readonly JobState Empty = new(false, [], [], 0, false, 0);
+
+        public CommittedCheckpoint? LastCommitted => Committed.Count == 0 ? null : ToReference(Committed[^1]);
+
+        public CommittedCheckpoint? NewestUsable() => Committed
+            .Where(c => Rejected.All(r => r.Checkpoint != c.Checkpoint))
+            .OrderByDescending(c => c.Step).Select(ToReference).FirstOrDefault();
+
+        private static CommittedCheckpoint ToReference(CheckpointCommitted c) => new(c.Step, c.Checkpoint, c.ManifestSha256, c.Loss, c.At);
+
+        public JobState Apply(IJobEvent e) => e switch
+        {
+            JobStarted => this with { Started = true },
+            JobResumed => this with { Recoveries = Recoveries + 1 },
+            CheckpointCommitted c => this with { Committed = Committed.Add(c) },
+            CheckpointRejected r => Rejected.Any(x => x.Checkpoint == r.Checkpoint) ? this : this with { Rejected = Rejected.Add(r) },
+            JobCompleted d => this with { Completed = true, CompletedStep = d.Step },
+            _ => throw new ArgumentOutOfRangeException(nameof(e), e.GetType().Name, "unknown job event"),
+        };
+    }
+}
+
+// The job's protocol. Everything here may cross nodes (through the singleton proxy) or lives in the journal, so each
+// type is an IIslandsMessage and is written by IslandsSerializer.
+
+/// <summary>Ask the island's training job for its state; answered with <see cref="JobStatus"/>.</summary>
+public sealed record GetJobStatus : IIslandsMessage
+{
+    public static readonly GetJobStatus Instance = new();
+}
+
+/// <summary>Graceful stop (also the singleton's termination message): commit a checkpoint, then stop.</summary>
+public sealed record StopTraining : IIslandsMessage
+{
+    public static readonly StopTraining Instance = new();
+}
+
+public sealed record TrainingStopped(string Island, long CommittedStep) : IIslandsMessage;
+
+public sealed record CommittedCheckpoint(long Step, string Checkpoint, string ManifestSha256, float Loss, DateTimeOffset At) : IIslandsMessage;
+
+/// <param name="Phase">starting, training, stopping, completed, or waiting-for-journal.</param>
+/// <param name="Recoveries">Incarnations of the job that resumed from the journal (after a crash, a hand-over, a restart).</param>
+/// <param name="WorkerRestarts">Restarts of the training worker in the current incarnation.</param>
+public sealed record JobStatus(string Island, string Job, string Phase, long Step, long TotalSteps, float? Loss, double ImagesPerSecond,
+    CommittedCheckpoint? LastCheckpoint, int Recoveries, int WorkerRestarts, IReadOnlyList<string> RejectedCheckpoints, string? Node, string? LastError)
+    : IIslandsMessage;
+
+public interface IJobEvent : IIslandsMessage;
+
+public sealed record JobStarted(string Job, long TotalSteps, string Node, DateTimeOffset At) : IJobEvent;
+
+public sealed record JobResumed(long FromStep, string? FromCheckpoint, string Node, DateTimeOffset At) : IJobEvent;
+
+public sealed record CheckpointCommitted(long Step, string Checkpoint, string ManifestSha256, float Loss, DateTimeOffset At) : IJobEvent;
+
+public sealed record CheckpointRejected(long Step, string Checkpoint, string Reason, DateTimeOffset At) : IJobEvent;
+
+public sealed record JobCompleted(long Step, DateTimeOffset At) : IJobEvent;

@@ -1,0 +1,145 @@
+using System.Diagnostics;
+using Akka.Actor;
+using Akka.Event;
+using Islands.Diffusion;
+using Islands.Diffusion.Checkpoints;
+using Islands.Diffusion.Training;
+
+namespace Islands.Actors;
+
+/// <summary>
+/// Runs the training loop of one island's job on its own pinned thread (TorchSharp's dispose scopes are per thread), in
+/// bounded chunks of steps with a self-message between chunks, so that a commit-and-stop request waits at most one chunk.
+/// It holds no tensor math: it drives an <see cref="IChunkedTrainer"/> and reports to the job actor, which decides what
+/// is committed. Its parent is a backoff supervisor; after a restart it asks the job actor where to resume.
+/// </summary>
+public sealed class TrainingWorker : ReceiveActor
+{
+    public const string DispatcherId = "islands.training-dispatcher";
+
+    private readonly IActorRef job;
+    private readonly IslandJobSettings settings;
+    private readonly ILoggingAdapter log = Context.GetLogger();
+    private IChunkedTrainer? trainer;
+    private long lastCommittedStep;
+
+    public TrainingWorker(IActorRef job, IslandJobSettings settings)
+    {
+        this.job = job;
+        this.settings = settings;
+        Receive<BeginTraining>(Begin);
+        Receive<RunChunk>(_ => RunOneChunk());
+        Receive<CommitAndStop>(_ => CommitAndStopNow());
+    }
+
+    public static Props Props(IActorRef job, IslandJobSettings settings) =>
+        Akka.Actor.Props.Create(() => new TrainingWorker(job, settings)).WithDispatcher(DispatcherId);
+
+    protected override void PreStart() => job.Tell(new WorkerReady(Self));
+
+    private void Begin(BeginTraining begin)
+    {
+        try
+        {
+            trainer = settings.Job.Open(settings.RunDirectory, message => log.Info("{0}", message));
+        }
+        catch (IslandsException e)
+        {
+            job.Tell(new WorkerFailed(e.Message));
+            throw;
+        }
+        if (begin.Checkpoint is { } name)
+        {
+            var directory = Path.Combine(trainer.Checkpoints.Root, name);
+            try
+            {
+                CheckpointStore.VerifyReference(directory, begin.ManifestSha256!);
+                trainer.Restore(directory);
+            }
+            catch (CheckpointException e)
+            {
+                job.Tell(new CheckpointUnusable(name, e.Message));
+                throw;
+            }
+        }
+        lastCommittedStep = trainer.Step;
+        log.Info("island {0}: training {1} from step {2} of {3}", settings.Island, settings.Job.Name, trainer.Step, trainer.TotalSteps);
+        Self.Tell(RunChunk.Instance);
+    }
+
+    private void RunOneChunk()
+    {
+        var t = trainer!;
+        if (t.Step >= t.TotalSteps)
+        {
+            job.Tell(new TrainingFinished(t.Step));
+            return;
+        }
+        var untilCheckpoint = t.CheckpointEvery - (int)(t.Step % t.CheckpointEvery);
+        var before = t.Step;
+        var watch = Stopwatch.StartNew();
+        var loss = t.Train(Math.Min(settings.ChunkSteps, untilCheckpoint));
+        var steps = (int)(t.Step - before);
+        var seconds = Math.Max(1e-9, watch.Elapsed.TotalSeconds);
+        job.Tell(new WorkerProgress(t.Step, loss, steps, steps / seconds, steps * t.BatchSize / seconds));
+        if (t.Step % t.CheckpointEvery == 0 || t.Step >= t.TotalSteps) CommitNow(loss);
+        if (t.Step >= t.TotalSteps) job.Tell(new TrainingFinished(t.Step));
+        else Self.Tell(RunChunk.Instance);
+    }
+
+    private void CommitNow(float loss)
+    {
+        var committed = trainer!.Commit();
+        lastCommittedStep = committed.Step;
+        job.Tell(new CheckpointWritten(committed, loss));
+    }
+
+    private void CommitAndStopNow()
+    {
+        if (trainer is not null && trainer.Step > lastCommittedStep)
+        {
+            var history = trainer.LossHistory;
+            CommitNow(history.Count == 0 ? float.NaN : history[^1]);
+        }
+        job.Tell(new WorkerStopped(trainer?.Step ?? 0));
+        Context.Stop(Self);
+    }
+
+    protected override void PostStop()
+    {
+        trainer?.Dispose();
+        trainer = null;
+    }
+
+    // The worker's protocol is local to the job actor's node (the worker is its child), so none of it needs a serializer.
+
+    /// <summary>Worker to job: started (or restarted); tell me where to resume.</summary>
+    public sealed record WorkerReady(IActorRef Worker) : INoSerializationVerificationNeeded;
+
+    /// <summary>Job to worker: resume from this committed checkpoint (a name in the run's store), or start fresh when null.</summary>
+    public sealed record BeginTraining(string? Checkpoint, string? ManifestSha256) : INoSerializationVerificationNeeded;
+
+    /// <summary>Job to worker (graceful stop): commit the steps since the last checkpoint, report, and stop.</summary>
+    public sealed record CommitAndStop : INoSerializationVerificationNeeded
+    {
+        public static readonly CommitAndStop Instance = new();
+    }
+
+    public sealed record WorkerProgress(long Step, float Loss, int Steps, double StepsPerSecond, double ImagesPerSecond) : INoSerializationVerificationNeeded;
+
+    /// <summary>A checkpoint is on disk (atomically); it counts only once the job actor has journaled it.</summary>
+    public sealed record CheckpointWritten(CheckpointRef Checkpoint, float Loss) : INoSerializationVerificationNeeded;
+
+    public sealed record TrainingFinished(long Step) : INoSerializationVerificationNeeded;
+
+    public sealed record WorkerStopped(long Step) : INoSerializationVerificationNeeded;
+
+    public sealed record WorkerFailed(string Reason) : INoSerializationVerificationNeeded;
+
+    public sealed record CheckpointUnusable(string Checkpoint, string Reason) : INoSerializationVerificationNeeded;
+
+    private sealed record RunChunk : INoSerializationVerificationNeeded
+    {
+        public static readonly RunChunk Instance = new();
+    }
+}

@@ -1,0 +1,99 @@
+using System.CommandLine;
+using System.Net.Http.Json;
+using Islands.Diffusion;
+using Islands.Diffusion.Runtime;
+using Islands.Hosting;
+using Microsoft.Extensions.Hosting;
+
+namespace Islands.Cli.Commands;
+
+/// <summary><c>islands node</c> (one node of an island's Akka.NET cluster) and <c>islands status</c> (ask a node).</summary>
+public static class IslandCommands
+{
+    public static Command Node(TextWriter stdout, TextWriter stderr)
+    {
+        var island = new Option<string?>("--island") { Description = "Island name (islands.island)" };
+        var job = new Option<string?>("--job") { Description = "expert:K, monolith or router (islands.job)" };
+        var config = new Option<string?>("--config") { Description = "HOCON file over hocon/island.conf (islands.training holds the training settings)" };
+        var hostname = new Option<string?>("--hostname") { Description = "Remoting address to bind (islands.hostname)" };
+        var port = new Option<int?>("--port") { Description = "Remoting port; seed nodes need fixed ports (islands.port)" };
+        var seeds = new Option<string?>("--seed-nodes") { Description = "Comma-separated seed node addresses, e.g. akka.tcp://islands-a@127.0.0.1:4053" };
+        var httpPort = new Option<int?>("--http-port") { Description = "Port of /status and /health/* (islands.http.port)" };
+        var store = new Option<string?>("--store") { Description = "Checkpoint store directory; the island's run is <store>/<island> (islands.store)" };
+        var provider = new Option<string?>("--journal") { Description = "sqlite or postgresql (islands.journal.provider)" };
+        var data = new Option<string?>("--data") { Description = "Dataset directory (islands.training.data-directory)" };
+        var partitions = new Option<string?>("--partitions") { Description = "Partition file (islands.training.partitions-file)" };
+        var steps = new Option<int?>("--steps") { Description = "Training steps (islands.training.steps)" };
+        var command = new Command("node", "Run one node of an island: an Akka.NET cluster member that trains the island's job as a cluster singleton")
+        {
+            island, job, config, hostname, port, seeds, httpPort, store, provider, data, partitions, steps,
+        };
+        command.SetAction(IslandsCli.Action(stdout, stderr, async (ctx, parse, cancel) =>
+        {
+            var options = new Dictionary<string, string?>
+            {
+                ["islands.island"] = parse.GetValue(island),
+                ["islands.job"] = parse.GetValue(job),
+                ["islands.hostname"] = parse.GetValue(hostname),
+                ["islands.port"] = parse.GetValue(port)?.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                ["islands.seed-nodes"] = parse.GetValue(seeds),
+                ["islands.http.port"] = parse.GetValue(httpPort)?.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                ["islands.store"] = parse.GetValue(store),
+                ["islands.journal.provider"] = parse.GetValue(provider),
+                ["islands.training.data-directory"] = parse.GetValue(data) is { } d ? Path.GetFullPath(d) : null,
+                ["islands.training.partitions-file"] = parse.GetValue(partitions) is { } p ? Path.GetFullPath(p) : null,
+                ["islands.training.steps"] = parse.GetValue(steps)?.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            };
+            var settings = IslandNodeConfig.Parse(IslandNodeConfig.Load(parse.GetValue(config), options));
+            IslandsCli.InitTorch(parse);
+            if (TorchSetup.ResolveDevice(parse.GetValue(CommonOptions.Device)!).type != TorchSharp.DeviceType.CPU)
+                ctx.Log("note: island training runs on the CPU in this version");
+            await using var app = IslandNode.Build(settings);
+            await app.StartAsync(cancel);
+            ctx.Log($"island {settings.Island}: node up; job {settings.Job.Name}; run directory {settings.RunDirectory}; status at {IslandNode.HttpAddress(app)}/status");
+            using var stop = cancel.Register(() => app.Lifetime.StopApplication());
+            await app.WaitForShutdownAsync(CancellationToken.None);
+            return ExitCodes.Ok;
+        }));
+        return command;
+    }
+
+    public static Command Status(TextWriter stdout, TextWriter stderr)
+    {
+        var url = new Option<string>("--url") { Description = "HTTP address of any node of the island, e.g. http://127.0.0.1:8081", Required = true };
+        var island = new Option<string?>("--island") { Description = "Fail unless the node belongs to this island" };
+        var command = new Command("status", "Show an island's members, its job's step, loss, images/s, last checkpoint and restart count") { url, island };
+        command.SetAction(IslandsCli.Action(stdout, stderr, async (ctx, parse, cancel) =>
+        {
+            using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(15) };
+            var address = parse.GetValue(url)!.TrimEnd('/') + "/status";
+            IslandStatus status;
+            try
+            {
+                status = await http.GetFromJsonAsync<IslandStatus>(address, Diffusion.IO.Json.Options, cancel)
+                    ?? throw new IslandsException($"{address}: empty answer");
+            }
+            catch (HttpRequestException e)
+            {
+                throw new IslandsException($"{address}: {e.Message}");
+            }
+            if (parse.GetValue(island) is { } expected && expected != status.Island)
+                throw new ConfigException("--island", $"{parse.GetValue(url)} is a node of island '{status.Island}', not '{expected}'");
+            ctx.Result(status, w =>
+            {
+                w.WriteLine($"island {status.Island} (asked {status.Node}; leader {status.Leader ?? "none"})");
+                foreach (var m in status.Members) w.WriteLine($"  member {m.Address} {m.Status}{(m.Reachable ? "" : " UNREACHABLE")}");
+                if (status.Job is { } j)
+                {
+                    w.WriteLine($"  job {j.Job}: {j.Phase} on {j.Node}, step {j.Step}/{j.TotalSteps}, loss {j.Loss?.ToString("F4") ?? "-"}, {j.ImagesPerSecond:F0} img/s");
+                    w.WriteLine($"  last checkpoint {(j.LastCheckpoint is { } c ? $"{c.Checkpoint} (step {c.Step}, sha256 {c.ManifestSha256[..12]}…, {c.At:u})" : "none")}");
+                    w.WriteLine($"  recoveries {j.Recoveries}, worker restarts {j.WorkerRestarts}, rejected checkpoints {j.RejectedCheckpoints.Count}");
+                    if (j.LastError is not null) w.WriteLine($"  last error: {j.LastError}");
+                }
+                else w.WriteLine($"  job: {status.JobError}");
+            });
+            return ExitCodes.Ok;
+        }));
+        return command;
+    }
+}

@@ -1,0 +1,42 @@
+using Islands.Diffusion.IO;
+
+namespace Islands.Diffusion.Checkpoints;
+
+/// <summary>
+/// <c>published.json</c> in a run directory: the checkpoint that the run's owner has committed (for an island: recorded in
+/// its journal) and offers to readers such as serving. It is written last and atomically, after the checkpoint itself,
+/// and names every file with its SHA-256, so a reader on another machine needs no link to the writer to trust it.
+/// </summary>
+public sealed record PublishedCheckpoint(
+    int SchemaVersion, string Job, string Island, long Step, string Checkpoint, string ManifestSha256,
+    IReadOnlyDictionary<string, string> Files, float? Loss, DateTimeOffset PublishedUtc)
+{
+    public const int CurrentSchemaVersion = 1;
+    public const string FileName = "published.json";
+
+    public static PublishedCheckpoint Publish(string runDirectory, string job, string island, CheckpointRef checkpoint)
+    {
+        var manifest = CheckpointStore.VerifyReference(checkpoint.Directory, checkpoint.ManifestSha256);
+        var published = new PublishedCheckpoint(CurrentSchemaVersion, job, island, checkpoint.Step,
+            Path.GetRelativePath(runDirectory, checkpoint.Directory), checkpoint.ManifestSha256, manifest.Files, manifest.Loss, DateTimeOffset.UtcNow);
+        Json.WriteAtomic(Path.Combine(runDirectory, FileName), published);
+        return published;
+    }
+
+    /// <summary>Reads a run's published checkpoint and verifies the manifest and every file it names; throws if anything differs.</summary>
+    public static (PublishedCheckpoint Published, string Directory) ReadVerified(string runDirectory)
+    {
+        var path = Path.Combine(runDirectory, FileName);
+        if (!File.Exists(path)) throw new CheckpointException(path, "nothing published yet");
+        PublishedCheckpoint published;
+        try { published = Json.Read<PublishedCheckpoint>(path); }
+        catch (IslandsException e) { throw new CheckpointException(path, "unreadable publication", e); }
+        if (published.SchemaVersion != CurrentSchemaVersion)
+            throw new CheckpointException(path, $"schemaVersion {published.SchemaVersion} is not supported (expected {CurrentSchemaVersion})");
+        var directory = Path.GetFullPath(Path.Combine(runDirectory, published.Checkpoint));
+        var manifest = CheckpointStore.VerifyReference(directory, published.ManifestSha256);
+        if (!manifest.Files.OrderBy(f => f.Key, StringComparer.Ordinal).SequenceEqual(published.Files.OrderBy(f => f.Key, StringComparer.Ordinal)))
+            throw new CheckpointException(path, "the files it names differ from the checkpoint's manifest");
+        return (published, directory);
+    }
+}

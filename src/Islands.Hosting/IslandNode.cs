@@ -1,0 +1,132 @@
+using System.Security.Cryptography.X509Certificates;
+using Akka.Actor;
+using Akka.Cluster;
+using Akka.Cluster.Hosting;
+using Akka.Cluster.Hosting.SBR;
+using Akka.Configuration;
+using Akka.Hosting;
+using Akka.Persistence.Sql.Hosting;
+using Akka.Remote.Hosting;
+using Akka.Remote.Transport.DotNetty;
+using Islands.Actors;
+using LinqToDB;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Diagnostics.HealthChecks;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace Islands.Hosting;
+
+/// <summary>Registry key of the island's training-job singleton proxy.</summary>
+public sealed class TrainingJobSingleton;
+
+/// <summary>
+/// Wires one island node: an Akka.NET cluster member (remoting, clustering with the keep-majority split-brain resolver,
+/// SQL persistence, the island serializer) that may host the island's training-job singleton, plus an HTTP endpoint
+/// with /status, /health/live and /health/ready, and OpenTelemetry. It holds no logic of its own.
+/// </summary>
+public static class IslandNode
+{
+    public const string SingletonName = "training-job";
+
+    public static WebApplication Build(IslandNodeSettings settings, Action<ILoggingBuilder>? logging = null)
+    {
+        Directory.CreateDirectory(settings.RunDirectory);
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory });
+        builder.WebHost.UseUrls($"http://{settings.HttpHostname}:{settings.HttpPort}");
+        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(90));
+        builder.Logging.ClearProviders();
+        builder.Logging.AddSimpleConsole(o =>
+        {
+            o.SingleLine = true;
+            o.TimestampFormat = "HH:mm:ss ";
+        });
+        builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
+        logging?.Invoke(builder.Logging);
+        builder.Services.AddSingleton(settings);
+        IslandTelemetrySetup.Add(builder.Services, settings);
+        builder.Services.AddHealthChecks().AddCheck<ClusterMemberUpCheck>("cluster-member-up", tags: ["ready"]);
+        builder.Services.AddAkka(settings.SystemName, (akka, _) => ConfigureAkka(akka, settings));
+
+        var app = builder.Build();
+        app.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = _ => false });
+        app.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = c => c.Tags.Contains("ready") });
+        app.MapGet("/status", async (ActorSystem system, IRequiredActor<TrainingJobSingleton> job, CancellationToken cancel) =>
+            Results.Json(await IslandStatus.Collect(system, await job.GetAsync(cancel), settings.Island, TimeSpan.FromSeconds(5))));
+        return app;
+    }
+
+    /// <summary>The HTTP address Kestrel actually bound (port 0 picks a free one).</summary>
+    public static string HttpAddress(WebApplication app) =>
+        app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+
+    private static void ConfigureAkka(AkkaConfigurationBuilder akka, IslandNodeSettings settings)
+    {
+        // Island HOCON (dispatcher, frame size, circuit breaker) is the fallback; typed options below take precedence.
+        akka.AddHocon(settings.Hocon, HoconAddMode.Append);
+        akka.AddHocon(ConfigurationFactory.ParseString($"akka.cluster.split-brain-resolver.stable-after = {(int)settings.StableAfter.TotalMilliseconds}ms"), HoconAddMode.Prepend);
+        akka.ConfigureLoggers(l => l.AddLoggerFactory());
+        akka.WithRemoting(RemoteOptions(settings));
+        akka.WithClustering(new ClusterOptions
+        {
+            Roles = [IslandNodeSettings.Role],
+            SeedNodes = [.. settings.SeedNodes],
+            SplitBrainResolver = new KeepMajorityOption(),
+        });
+        if (settings.SeedNodes.Count == 0)
+        {
+            // No seed nodes: a one-node island that forms its own cluster (remoting may have picked a free port).
+            akka.AddStartup((system, _) => Cluster.Get(system).Join(Cluster.Get(system).SelfAddress));
+        }
+        akka.WithSqlPersistence(settings.JournalConnectionString,
+            settings.JournalProvider == "sqlite" ? ProviderName.SQLiteMS : ProviderName.PostgreSQL15, autoInitialize: true);
+        akka.WithCustomSerializer("islands", [typeof(IIslandsMessage)], system => new IslandsSerializer(system));
+        akka.WithStrictSerialization(true);
+        akka.WithSingleton<TrainingJobSingleton>(SingletonName, JobSupervisor.Props(settings.JobSettings), new ClusterSingletonOptions
+        {
+            Role = IslandNodeSettings.Role,
+            TerminationMessage = StopTraining.Instance,
+        });
+    }
+
+    private static RemoteOptions RemoteOptions(IslandNodeSettings settings)
+    {
+        var options = new RemoteOptions
+        {
+            HostName = settings.Hostname,
+            PublicHostName = settings.PublicHostname,
+            Port = settings.Port,
+        };
+        if (!settings.Tls.Enabled) return options;
+        var certificate = X509CertificateLoader.LoadPkcs12FromFile(settings.Tls.Certificate, settings.Tls.Password);
+        var trusted = settings.Tls.TrustedThumbprints.Count > 0 ? settings.Tls.TrustedThumbprints.ToArray() : [certificate.Thumbprint];
+        options.EnableSsl = true;
+        options.Ssl = new SslOptions
+        {
+            X509Certificate = certificate,
+            SuppressValidation = false,
+            RequireMutualAuthentication = true,
+            ValidateCertificateHostname = false,
+            // Island nodes share one island certificate (often self-signed): trust exactly the configured thumbprints.
+            CustomValidator = CertificateValidation.PinnedCertificate(trusted),
+        };
+        return options;
+    }
+
+    private sealed class ClusterMemberUpCheck(ActorSystem system) : IHealthCheck
+    {
+        public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
+        {
+            var status = Cluster.Get(system).SelfMember.Status;
+            return Task.FromResult(status == MemberStatus.Up
+                ? HealthCheckResult.Healthy("member is up")
+                : HealthCheckResult.Unhealthy($"member is {status}"));
+        }
+    }
+}

@@ -1,0 +1,213 @@
+using System.Collections;
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
+using System.Text.RegularExpressions;
+using Akka.Configuration;
+using Akka.Configuration.Hocon;
+using Islands.Diffusion;
+using Islands.Diffusion.Configs;
+using Islands.Diffusion.Routing;
+using Islands.Diffusion.Training;
+
+namespace Islands.Hosting;
+
+/// <summary>
+/// Reads an island node's configuration. Precedence, lowest first: <c>hocon/island.conf</c> beside the executable, the
+/// file given with --config, command-line options, ISLANDS_* environment variables. Every invalid value is reported with
+/// the key it came from.
+/// </summary>
+public static partial class IslandNodeConfig
+{
+    public const string DefaultsFile = "hocon/island.conf";
+
+    /// <summary>The environment variables a node reads, and the configuration key each one sets.</summary>
+    public static readonly IReadOnlyDictionary<string, string> EnvironmentKeys = new Dictionary<string, string>
+    {
+        ["ISLANDS_ISLAND"] = "islands.island",
+        ["ISLANDS_JOB"] = "islands.job",
+        ["ISLANDS_STORE"] = "islands.store",
+        ["ISLANDS_HOSTNAME"] = "islands.hostname",
+        ["ISLANDS_PUBLIC_HOSTNAME"] = "islands.public-hostname",
+        ["ISLANDS_PORT"] = "islands.port",
+        ["ISLANDS_SEED_NODES"] = "islands.seed-nodes",
+        ["ISLANDS_HTTP_HOSTNAME"] = "islands.http.hostname",
+        ["ISLANDS_HTTP_PORT"] = "islands.http.port",
+        ["ISLANDS_JOURNAL_PROVIDER"] = "islands.journal.provider",
+        ["ISLANDS_JOURNAL_CONNECTION_STRING"] = "islands.journal.connection-string",
+        ["ISLANDS_SPLIT_BRAIN_STABLE_AFTER"] = "islands.split-brain.stable-after",
+        ["ISLANDS_TLS_ENABLED"] = "islands.tls.enabled",
+        ["ISLANDS_TLS_CERTIFICATE"] = "islands.tls.certificate",
+        ["ISLANDS_TLS_PASSWORD"] = "islands.tls.password",
+        ["ISLANDS_TELEMETRY_EXPORTER"] = "islands.telemetry.exporter",
+        ["ISLANDS_OTLP_ENDPOINT"] = "islands.telemetry.otlp-endpoint",
+    };
+
+    private static readonly HashSet<string> ListKeys = ["islands.seed-nodes", "islands.tls.trusted-thumbprints"];
+
+    /// <param name="options">Configuration keys set by command-line options (null values are left out).</param>
+    public static Config Load(string? configFile, IReadOnlyDictionary<string, string?> options, IDictionary? environment = null,
+        string? defaultsFile = null)
+    {
+        defaultsFile ??= Path.Combine(AppContext.BaseDirectory, DefaultsFile);
+        var defaults = ParseFile(defaultsFile);
+        var file = configFile is null ? Config.Empty : ParseFile(configFile);
+        var fromOptions = FromPairs(options.Where(p => p.Value is not null).Select(p => (p.Key, p.Value!)));
+        var env = environment ?? Environment.GetEnvironmentVariables();
+        var fromEnvironment = FromPairs(EnvironmentKeys.Where(p => env.Contains(p.Key) && env[p.Key] is string).Select(p => (p.Value, (string)env[p.Key]!)));
+        return fromEnvironment.WithFallback(fromOptions).WithFallback(file).WithFallback(defaults);
+    }
+
+    private static Config ParseFile(string path)
+    {
+        if (!File.Exists(path)) throw new ConfigException("--config", $"{path}: file not found");
+        try
+        {
+            return ConfigurationFactory.ParseString(File.ReadAllText(path));
+        }
+        catch (Exception e) when (e is ConfigurationException or FormatException)
+        {
+            throw new ConfigException("--config", $"{path}: not valid HOCON ({e.Message})");
+        }
+    }
+
+    private static Config FromPairs(IEnumerable<(string Key, string Value)> pairs)
+    {
+        var lines = pairs.Select(p => ListKeys.Contains(p.Key)
+            ? $"{p.Key} = [{string.Join(", ", p.Value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(Quote))}]"
+            : $"{p.Key} = {Quote(p.Value)}");
+        return ConfigurationFactory.ParseString(string.Join("\n", lines));
+    }
+
+    private static string Quote(string value) => JsonSerializer.Serialize(value);
+
+    public static IslandNodeSettings Parse(Config config)
+    {
+        var island = String(config, "islands.island");
+        if (!IslandName().IsMatch(island)) throw new ConfigException("islands.island", $"'{island}' must be 1-40 characters of a-z, 0-9 and '-', starting with a letter or digit");
+        var jobName = String(config, "islands.job");
+        var job = ParseJob(jobName, config.GetConfig("islands.training") ?? Config.Empty);
+        var provider = String(config, "islands.journal.provider").ToLowerInvariant();
+        if (provider is not ("sqlite" or "postgresql")) throw new ConfigException("islands.journal.provider", $"'{provider}' must be sqlite or postgresql");
+        var store = String(config, "islands.store");
+        var connection = config.GetString("islands.journal.connection-string", "");
+        if (string.IsNullOrWhiteSpace(connection))
+        {
+            if (provider == "postgresql") throw new ConfigException("islands.journal.connection-string", "required with the postgresql provider (ISLANDS_JOURNAL_CONNECTION_STRING)");
+            connection = $"Data Source={Path.Combine(Path.GetFullPath(Path.Combine(store, island)), "journal.db")}";
+        }
+        var exporter = String(config, "islands.telemetry.exporter").ToLowerInvariant();
+        if (exporter is not ("none" or "console" or "otlp")) throw new ConfigException("islands.telemetry.exporter", $"'{exporter}' must be none, console or otlp");
+        var chunk = Int(config, "islands.chunk-steps", 1, 100_000);
+        var minBackoff = Duration(config, "islands.backoff.min");
+        var maxBackoff = Duration(config, "islands.backoff.max");
+        if (maxBackoff < minBackoff) throw new ConfigException("islands.backoff.max", $"{maxBackoff} is shorter than islands.backoff.min ({minBackoff})");
+        var tls = new TlsSettings(Bool(config, "islands.tls.enabled"), config.GetString("islands.tls.certificate", ""), config.GetString("islands.tls.password", ""),
+            [.. config.GetStringList("islands.tls.trusted-thumbprints") ?? []]);
+        if (tls.Enabled && !File.Exists(tls.Certificate))
+            throw new ConfigException("islands.tls.certificate", $"'{tls.Certificate}': certificate file not found (TLS is enabled)");
+        var publicHost = config.GetString("islands.public-hostname", "");
+        return new IslandNodeSettings(island, job, store, String(config, "islands.hostname"), string.IsNullOrWhiteSpace(publicHost) ? null : publicHost,
+            Int(config, "islands.port", 0, 65535), [.. config.GetStringList("islands.seed-nodes") ?? []], String(config, "islands.http.hostname"),
+            Int(config, "islands.http.port", 0, 65535), provider, connection, chunk, minBackoff, maxBackoff, Duration(config, "islands.split-brain.stable-after"),
+            tls, exporter, String(config, "islands.telemetry.otlp-endpoint"), config);
+    }
+
+    /// <summary>expert:K, monolith or router, with the training block read as the matching config record.</summary>
+    public static TrainingJob ParseJob(string job, Config training)
+    {
+        var json = ToJson(training.Root);
+        var options = new JsonSerializerOptions(JsonSerializerDefaults.Web)
+        {
+            NumberHandling = JsonNumberHandling.AllowReadingFromString,
+            UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
+        };
+        try
+        {
+            if (job == "router")
+            {
+                var router = json.Deserialize<RouterConfig>(options)!;
+                Validate(router.Validate());
+                return TrainingJob.ForRouter(router);
+            }
+            var expert = json.Deserialize<TrainConfig>(options)!;
+            if (job == "monolith") expert = expert with { Job = "monolith", Expert = null, PartitionsFile = null };
+            else if (job.StartsWith("expert:", StringComparison.Ordinal) && int.TryParse(job["expert:".Length..], NumberStyles.None, CultureInfo.InvariantCulture, out var k))
+                expert = expert with { Job = "expert", Expert = k };
+            else throw new ConfigException("islands.job", $"'{job}' must be expert:K (K a partition index), monolith, or router");
+            Validate(expert.Validate());
+            return TrainingJob.ForExpert(expert);
+        }
+        catch (JsonException e)
+        {
+            throw new ConfigException("islands.training", $"{e.Message.Split(" Path:")[0]} (at {e.Path})");
+        }
+    }
+
+    private static void Validate(IEnumerable<string> errors)
+    {
+        var first = errors.FirstOrDefault();
+        if (first is not null) throw new ConfigException("islands.training", first);
+    }
+
+    private static JsonNode? ToJson(HoconValue? value)
+    {
+        if (value is null || value.IsEmpty) return new JsonObject();
+        if (value.IsObject())
+        {
+            var obj = new JsonObject();
+            foreach (var (key, item) in value.GetObject().Items) obj[CamelCase(key)] = ToJson(item);
+            return obj;
+        }
+        if (value.IsArray()) return new JsonArray(value.GetArray().Select(ToJson).ToArray());
+        var text = value.GetString();
+        return text is null or "null" ? null : JsonValue.Create(text);
+    }
+
+    private static string CamelCase(string key) =>
+        string.Concat(key.Split('-').Select((part, i) => i == 0 || part.Length == 0 ? part : char.ToUpperInvariant(part[0]) + part[1..]));
+
+    private static string String(Config config, string key)
+    {
+        var value = config.GetString(key, null);
+        if (string.IsNullOrWhiteSpace(value)) throw new ConfigException(key, "is required");
+        return value;
+    }
+
+    private static int Int(Config config, string key, int min, int max)
+    {
+        var text = config.GetString(key, null);
+        if (!int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out var value) || value < min || value > max)
+            throw new ConfigException(key, $"'{text}' must be an integer in {min}..{max}");
+        return value;
+    }
+
+    private static bool Bool(Config config, string key)
+    {
+        var text = config.GetString(key, "off").ToLowerInvariant();
+        return text switch
+        {
+            "on" or "true" or "yes" or "1" => true,
+            "off" or "false" or "no" or "0" => false,
+            _ => throw new ConfigException(key, $"'{text}' must be on or off"),
+        };
+    }
+
+    private static TimeSpan Duration(Config config, string key)
+    {
+        try
+        {
+            var value = config.GetTimeSpan(key, null, allowInfinite: false);
+            if (value <= TimeSpan.Zero) throw new ConfigException(key, $"{value} must be positive");
+            return value;
+        }
+        catch (Exception e) when (e is FormatException or ConfigurationException or OverflowException)
+        {
+            throw new ConfigException(key, $"'{config.GetString(key, "")}' is not a duration such as 500ms, 5s or 1m");
+        }
+    }
+
+    [GeneratedRegex("^[a-z0-9][a-z0-9-]{0,39}$")]
+    private static partial Regex IslandName();
+}
