@@ -28,6 +28,7 @@ public sealed class TrainingJobActor : ReceivePersistentActor
     private WorkerProgress? progress;
     private string? lastError;
     private int workerStarts;
+    private long? resumedFrom;
 
     public TrainingJobActor(IslandJobSettings settings)
     {
@@ -115,6 +116,7 @@ public sealed class TrainingJobActor : ReceivePersistentActor
             }
             RejectUnverifiable();
             var resume = state.NewestUsable();
+            resumedFrom = resume?.Step ?? 0;
             ready.Worker.Tell(new BeginTraining(resume?.Checkpoint, resume?.ManifestSha256));
         });
         Command<WorkerProgress>(p =>
@@ -192,7 +194,7 @@ public sealed class TrainingJobActor : ReceivePersistentActor
         state.Completed ? "completed" : stopRequester is not null ? "stopping" : worker is null ? "starting" : "training",
         progress?.Step ?? state.LastCommitted?.Step ?? 0, settings.Job.TotalSteps, progress?.Loss, progress?.ImagesPerSecond ?? 0,
         state.LastCommitted, state.Recoveries, Math.Max(0, workerStarts - 1), state.Rejected.Select(r => $"{r.Checkpoint}: {r.Reason}").ToList(),
-        node, lastError);
+        node, lastError, resumedFrom);
 
     protected override void OnRecoveryFailure(Exception reason, object? message = null)
     {
@@ -254,9 +256,10 @@ public sealed record CommittedCheckpoint(long Step, string Checkpoint, string Ma
 /// <param name="Phase">starting, training, stopping, completed, or waiting-for-journal.</param>
 /// <param name="Recoveries">Incarnations of the job that resumed from the journal (after a crash, a hand-over, a restart).</param>
 /// <param name="WorkerRestarts">Restarts of the training worker in the current incarnation.</param>
+/// <param name="ResumedFromStep">The committed step the current worker started from (0: from scratch); null before it started.</param>
 public sealed record JobStatus(string Island, string Job, string Phase, long Step, long TotalSteps, float? Loss, double ImagesPerSecond,
-    CommittedCheckpoint? LastCheckpoint, int Recoveries, int WorkerRestarts, IReadOnlyList<string> RejectedCheckpoints, string? Node, string? LastError)
-    : IIslandsMessage;
+    CommittedCheckpoint? LastCheckpoint, int Recoveries, int WorkerRestarts, IReadOnlyList<string> RejectedCheckpoints, string? Node, string? LastError,
+    long? ResumedFromStep = null) : IIslandsMessage;
 
 public interface IJobEvent : IIslandsMessage;
 

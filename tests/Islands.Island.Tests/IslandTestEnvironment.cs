@@ -1,0 +1,131 @@
+using System.Net;
+using System.Net.Sockets;
+using Islands.Cli;
+using Islands.Diffusion.Data;
+using Islands.Diffusion.Runtime;
+using Npgsql;
+
+namespace Islands.Island.Tests;
+
+/// <summary>
+/// What the island tests share: Fashion-MNIST imported once and split into 4 random partitions (through the CLI),
+/// PostgreSQL databases (one per island, as in production), free ports, and a tiny training configuration.
+/// </summary>
+public static class IslandTestEnvironment
+{
+    public const string PostgresVariable = "ISLANDS_TEST_POSTGRES";
+
+    private static readonly Lazy<Task<(string Data, string Partitions)>> Dataset = new(async () =>
+    {
+        TorchSetup.Initialise(2);
+        var root = Path.Combine(Path.GetTempPath(), $"islands-island-tests-{Environment.ProcessId}");
+        var data = Path.Combine(root, "fm");
+        var partitions = Path.Combine(root, "partitions.json");
+        if (!File.Exists(Path.Combine(data, DatasetManifest.FileName)))
+        {
+            var import = await Run("data", "import", "--source", "fashion-mnist", "--out", data);
+            if (import != 0) throw new InvalidOperationException("importing fashion-mnist failed (.ci/run installs dataset-fashion-mnist)");
+        }
+        if (!File.Exists(partitions) && await Run("data", "partition", "--data", data, "--k", "4", "--method", "random", "--out", partitions) != 0)
+            throw new InvalidOperationException("partitioning failed");
+        return (data, partitions);
+    });
+
+    private static async Task<int> Run(params string[] args)
+    {
+        var stderr = new StringWriter();
+        var code = await IslandsCli.RunAsync([.. args, "--threads", "2"], new StringWriter(), stderr);
+        if (code != 0) throw new InvalidOperationException($"islands {string.Join(' ', args)} failed: {stderr}");
+        return code;
+    }
+
+    public static Task<(string Data, string Partitions)> DatasetAsync() => Dataset.Value;
+
+    public static string TempDir(string name)
+    {
+        var dir = Path.Combine(Path.GetTempPath(), $"islands-island-{name}-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(dir);
+        return dir;
+    }
+
+    public static int FreePort()
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        return ((IPEndPoint)listener.LocalEndpoint).Port;
+    }
+
+    /// <summary>
+    /// The server's connection string (without a database). Required: the chaos tests need a real PostgreSQL, and
+    /// .ci/run starts one. A missing server fails the test with this message; it is never skipped.
+    /// </summary>
+    public static string PostgresServer() =>
+        Environment.GetEnvironmentVariable(PostgresVariable) is { Length: > 0 } server
+            ? server
+            : throw new InvalidOperationException($"{PostgresVariable} is not set: these tests need PostgreSQL (.ci/run starts Debian's postgresql and sets it, e.g. Host=127.0.0.1;Username=islands;Password=islands)");
+
+    /// <summary>Creates an empty database for one island and returns its connection string.</summary>
+    public static async Task<string> CreateDatabaseAsync(string island)
+    {
+        var server = PostgresServer();
+        var name = $"islands_test_{island.Replace('-', '_')}_{Guid.NewGuid():N}"[..50];
+        await using (var admin = new NpgsqlConnection(new NpgsqlConnectionStringBuilder(server) { Database = "postgres" }.ConnectionString))
+        {
+            await admin.OpenAsync();
+            await using var create = new NpgsqlCommand($"CREATE DATABASE {name}", admin);
+            await create.ExecuteNonQueryAsync();
+        }
+        return new NpgsqlConnectionStringBuilder(server) { Database = name }.ConnectionString;
+    }
+
+    /// <summary>The distinct persistence ids in an island's journal database.</summary>
+    public static async Task<IReadOnlyList<string>> PersistenceIdsAsync(string connectionString)
+    {
+        await using var connection = new NpgsqlConnection(connectionString);
+        await connection.OpenAsync();
+        await using var query = new NpgsqlCommand("SELECT DISTINCT persistence_id FROM journal ORDER BY 1", connection);
+        var ids = new List<string>();
+        await using var reader = await query.ExecuteReaderAsync();
+        while (await reader.ReadAsync()) ids.Add(reader.GetString(0));
+        return ids;
+    }
+
+    /// <summary>Training small enough for CI: an 8-channel UNet, batch 16, a checkpoint every 25 steps, split-brain decisions after 5 s.</summary>
+    public static string NodeConfig(string data, string partitions, int steps, string extra = "") => $$"""
+        islands {
+          chunk-steps = 5
+          split-brain.stable-after = 5s
+          backoff { min = 500ms, max = 4s }
+          training {
+            data-directory = "{{data}}"
+            partitions-file = "{{partitions}}"
+            steps = {{steps}}
+            batch-size = 16
+            warmup-steps = 5
+            checkpoint-every = 25
+            keep-checkpoints = 3
+            model { base-channels = 8, channel-multipliers = [1, 2] }
+          }
+        }
+        akka {
+          persistence.journal-plugin-fallback.recovery-event-timeout = 5s
+        }
+        {{extra}}
+        """;
+
+    public static async Task Eventually(Func<Task<bool>> condition, TimeSpan timeout, string what)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (DateTime.UtcNow < deadline)
+        {
+            try
+            {
+                if (await condition()) return;
+            }
+            catch (HttpRequestException) { }
+            catch (TaskCanceledException) { }
+            await Task.Delay(250);
+        }
+        throw new TimeoutException($"not within {timeout.TotalSeconds:0} s: {what}");
+    }
+}

@@ -1,0 +1,102 @@
+using System.Net.Http.Json;
+using Akka.Actor;
+using Islands.Diffusion.IO;
+using Islands.Hosting;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+
+namespace Islands.Island.Tests;
+
+/// <summary>One in-process node of an island, built exactly as `islands node` builds it.</summary>
+public sealed class LocalNode(WebApplication app, IslandNodeSettings settings)
+{
+    public WebApplication App { get; } = app;
+    public IslandNodeSettings Settings { get; } = settings;
+    public ActorSystem System => App.Services.GetRequiredService<ActorSystem>();
+    public string Address => $"akka.tcp://{Settings.SystemName}@{Settings.Hostname}:{Settings.Port}";
+    public string Http => IslandNode.HttpAddress(App);
+    public bool Alive { get; private set; } = true;
+
+    /// <summary>A hard kill: the actor system stops without leaving the cluster, as if the process died.</summary>
+    public async Task KillAsync()
+    {
+        Alive = false;
+        ((ExtendedActorSystem)System).Abort();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(2));
+        try { await App.StopAsync(timeout.Token); } catch (OperationCanceledException) { }
+    }
+
+    public async Task StopGracefullyAsync()
+    {
+        Alive = false;
+        await App.StopAsync();
+    }
+}
+
+/// <summary>An island of N in-process nodes on loopback: its own cluster, its own journal, its own run directory.</summary>
+public sealed class LocalIsland : IAsyncDisposable
+{
+    private static readonly HttpClient Http = new() { Timeout = TimeSpan.FromSeconds(10) };
+    public string Name { get; }
+    public List<LocalNode> Nodes { get; } = [];
+    public string Store { get; }
+    public string RunDirectory => Path.Combine(Store, Name);
+
+    private LocalIsland(string name, string store)
+    {
+        Name = name;
+        Store = store;
+    }
+
+    public static async Task<LocalIsland> StartAsync(string name, int nodes, string store, string configHocon, string provider, string? connectionString, string job = "expert:1")
+    {
+        var island = new LocalIsland(name, store);
+        var ports = Enumerable.Range(0, nodes).Select(_ => IslandTestEnvironment.FreePort()).ToArray();
+        var seeds = nodes == 1 ? null : string.Join(",", ports.Take(2).Select(p => $"akka.tcp://islands-{name}@127.0.0.1:{p}"));
+        var configFile = Path.Combine(store, $"{name}.conf");
+        Directory.CreateDirectory(store);
+        await File.WriteAllTextAsync(configFile, configHocon);
+        foreach (var port in ports)
+        {
+            var options = new Dictionary<string, string?>
+            {
+                ["islands.island"] = name,
+                ["islands.job"] = job,
+                ["islands.store"] = store,
+                ["islands.port"] = port.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                ["islands.seed-nodes"] = seeds,
+                ["islands.journal.provider"] = provider,
+                ["islands.journal.connection-string"] = connectionString,
+            };
+            var settings = IslandNodeConfig.Parse(IslandNodeConfig.Load(configFile, options, new System.Collections.Hashtable()));
+            var app = IslandNode.Build(settings, logging => logging.SetMinimumLevel(Environment.GetEnvironmentVariable("ISLANDS_TEST_LOG") == "info" ? LogLevel.Information : LogLevel.Warning));
+            await app.StartAsync();
+            island.Nodes.Add(new LocalNode(app, settings));
+        }
+        foreach (var node in island.Nodes)
+        {
+            await IslandTestEnvironment.Eventually(async () => (await island.StatusAsync(node)).Members.Count(m => m.Status == "Up") == nodes,
+                TimeSpan.FromSeconds(60), $"{node.Address} sees all {nodes} members of island {name} up");
+        }
+        return island;
+    }
+
+    public LocalNode AnyAlive(LocalNode? except = null) => Nodes.First(n => n.Alive && n != except);
+
+    public async Task<IslandStatus> StatusAsync(LocalNode? via = null)
+    {
+        var node = via ?? AnyAlive();
+        return (await Http.GetFromJsonAsync<IslandStatus>(node.Http + "/status", Json.Options))!;
+    }
+
+    public async Task<Islands.Actors.JobStatus?> JobAsync(LocalNode? via = null) => (await StatusAsync(via)).Job;
+
+    public LocalNode NodeAt(string address) => Nodes.Single(n => n.Address == address);
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var node in Nodes.Where(n => n.Alive)) await node.KillAsync();
+        foreach (var node in Nodes) await node.App.DisposeAsync();
+    }
+}
