@@ -18,5 +18,17 @@ public sealed record IslandNodeSettings(
     public string RunDirectory => Path.GetFullPath(Path.Combine(Store, Island));
     public string SystemName => "islands-" + Island;
 
-    public IslandJobSettings JobSettings => new(Island, Job, RunDirectory, ChunkSteps, MinBackoff, MaxBackoff);
+    public IslandJobSettings JobSettings => new(Island, Job, RunDirectory, ChunkSteps, MinBackoff, MaxBackoff, JournalDescription);
+
+    /// <summary>The journal for logs and status: provider and location only, so a password never leaves the process.</summary>
+    public string JournalDescription
+    {
+        get
+        {
+            if (JournalProvider == "sqlite")
+                return $"sqlite journal {new Microsoft.Data.Sqlite.SqliteConnectionStringBuilder(JournalConnectionString).DataSource}";
+            var pg = new Npgsql.NpgsqlConnectionStringBuilder(JournalConnectionString);
+            return $"postgresql journal {pg.Host}:{pg.Port}/{pg.Database}";
+        }
+    }
 }

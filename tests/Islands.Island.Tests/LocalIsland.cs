@@ -58,22 +58,7 @@ public sealed class LocalIsland : IAsyncDisposable
         Directory.CreateDirectory(store);
         await File.WriteAllTextAsync(configFile, configHocon);
         foreach (var port in ports)
-        {
-            var options = new Dictionary<string, string?>
-            {
-                ["islands.island"] = name,
-                ["islands.job"] = job,
-                ["islands.store"] = store,
-                ["islands.port"] = port.ToString(System.Globalization.CultureInfo.InvariantCulture),
-                ["islands.seed-nodes"] = seeds,
-                ["islands.journal.provider"] = provider,
-                ["islands.journal.connection-string"] = connectionString,
-            };
-            var settings = IslandNodeConfig.Parse(IslandNodeConfig.Load(configFile, options, new System.Collections.Hashtable()));
-            var app = IslandNode.Build(settings, logging => logging.SetMinimumLevel(Environment.GetEnvironmentVariable("ISLANDS_TEST_LOG") == "info" ? LogLevel.Information : LogLevel.Warning));
-            await app.StartAsync();
-            island.Nodes.Add(new LocalNode(app, settings));
-        }
+            island.Nodes.Add(await StartNodeAsync(name, port, seeds, store, configFile, provider, connectionString, job));
         foreach (var node in island.Nodes)
         {
             await IslandTestEnvironment.Eventually(async () => (await island.StatusAsync(node)).Members.Count(m => m.Status == "Up") == nodes,
@@ -82,13 +67,31 @@ public sealed class LocalIsland : IAsyncDisposable
         return island;
     }
 
+    /// <summary>Starts one node through the same configuration path as `islands node` (defaults, file, options; no environment).</summary>
+    public static async Task<LocalNode> StartNodeAsync(string island, int port, string? seeds, string store, string configFile, string provider,
+        string? connectionString, string job = "expert:1")
+    {
+        var options = new Dictionary<string, string?>
+        {
+            ["islands.island"] = island,
+            ["islands.job"] = job,
+            ["islands.store"] = store,
+            ["islands.port"] = port.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            ["islands.seed-nodes"] = seeds,
+            ["islands.journal.provider"] = provider,
+            ["islands.journal.connection-string"] = connectionString,
+        };
+        var settings = IslandNodeConfig.Parse(IslandNodeConfig.Load(configFile, options, new System.Collections.Hashtable()));
+        var app = IslandNode.Build(settings, logging => logging.SetMinimumLevel(Environment.GetEnvironmentVariable("ISLANDS_TEST_LOG") == "info" ? LogLevel.Information : LogLevel.Warning));
+        await app.StartAsync();
+        return new LocalNode(app, settings);
+    }
+
     public LocalNode AnyAlive(LocalNode? except = null) => Nodes.First(n => n.Alive && n != except);
 
-    public async Task<IslandStatus> StatusAsync(LocalNode? via = null)
-    {
-        var node = via ?? AnyAlive();
-        return (await Http.GetFromJsonAsync<IslandStatus>(node.Http + "/status", Json.Options))!;
-    }
+    public async Task<IslandStatus> StatusAsync(LocalNode? via = null) => await StatusAsync((via ?? AnyAlive()).Http);
+
+    public static async Task<IslandStatus> StatusAsync(string http) => (await Http.GetFromJsonAsync<IslandStatus>(http + "/status", Json.Options))!;
 
     public async Task<Islands.Actors.JobStatus?> JobAsync(LocalNode? via = null) => (await StatusAsync(via)).Job;
 

@@ -1,0 +1,156 @@
+using System.Diagnostics;
+using Islands.Actors;
+using Islands.Diffusion.Checkpoints;
+using Islands.Diffusion.IO;
+using Xunit.Abstractions;
+using static Islands.Island.Tests.IslandTestEnvironment;
+
+namespace Islands.Island.Tests;
+
+/// <summary>Chaos test 3: real `islands node` processes on loopback, killed with SIGKILL at random moments.</summary>
+[Collection("islands")]
+public sealed class IslandProcessChaosSpecs(ITestOutputHelper output)
+{
+    private sealed class NodeProcess(int port, int httpPort, string log)
+    {
+        public int Port { get; } = port;
+        public int HttpPort { get; } = httpPort;
+        public string Log { get; } = log;
+        public Process? Process { get; set; }
+        public string Http => $"http://127.0.0.1:{HttpPort}";
+        public string Address(string island) => $"akka.tcp://islands-{island}@127.0.0.1:{Port}";
+        public bool Alive => Process is { HasExited: false };
+    }
+
+    [Fact]
+    public async Task Repeated_kill_minus_9_of_random_nodes_never_loses_the_job_or_leaves_a_half_written_checkpoint()
+    {
+        const string island = "chaos";
+        const int steps = 1500;
+        var (data, partitions) = await DatasetAsync();
+        var store = TempDir("process-chaos");
+        var config = Path.Combine(store, "node.conf");
+        await File.WriteAllTextAsync(config, NodeConfig(data, partitions, steps));
+        var journal = await CreateDatabaseAsync(island);
+        var nodes = Enumerable.Range(0, 3).Select(i => new NodeProcess(FreePort(), FreePort(), Path.Combine(store, $"node-{i}.log"))).ToList();
+        var seeds = string.Join(",", nodes.Take(2).Select(n => n.Address(island)));
+        var random = new Random(Environment.TickCount);
+        try
+        {
+            foreach (var node in nodes) Start(node, island, config, store, seeds, journal);
+            await WaitAllUp(nodes, island);
+
+            var kills = 0;
+            var singletonKills = 0;
+            long lastCommittedAtAKill = 0;
+            var observed = new List<(long Floor, JobStatus Job)>();
+            while (kills < 3)
+            {
+                var job = await JobStatusAsync(nodes);
+                if (job is { Phase: "completed" }) break;
+                if (job is not { Phase: "training", LastCheckpoint: not null })
+                {
+                    await Task.Delay(200);
+                    continue;
+                }
+                // The first kill always hits the node that trains; later ones hit any node.
+                var victim = kills == 0 ? nodes.Single(n => n.Address(island) == job.Node) : nodes[random.Next(nodes.Count)];
+                await Task.Delay(random.Next(200, 2500));
+                var before = await JobStatusAsync(nodes, except: victim);
+                var floor = before?.LastCheckpoint?.Step ?? 0;
+                var wasTraining = (await JobStatusAsync(nodes))?.Node == victim.Address(island);
+                victim.Process!.Kill();
+                await victim.Process.WaitForExitAsync();
+                kills++;
+                if (wasTraining) singletonKills++;
+                lastCommittedAtAKill = floor;
+                output.WriteLine($"kill -9 #{kills}: {victim.Address(island)} (trainer: {wasTraining}), committed step {floor}");
+
+                await Eventually(async () =>
+                {
+                    var now = await JobStatusAsync(nodes);
+                    if (now is not null && now.Node != victim.Address(island)) observed.Add((floor, now));
+                    return now is { Phase: "training" or "completed" } && now.Node != victim.Address(island);
+                }, TimeSpan.FromSeconds(120), $"training goes on without {victim.Address(island)}");
+                Start(victim, island, config, store, seeds, journal);
+                await WaitAllUp(nodes, island);
+            }
+
+            JobStatus? done = null;
+            await Eventually(async () =>
+            {
+                var now = await JobStatusAsync(nodes);
+                if (now is not null) observed.Add((lastCommittedAtAKill, now));
+                return (done = now) is { Phase: "completed" };
+            }, TimeSpan.FromSeconds(300), "the job completes");
+
+            output.WriteLine($"{kills} kills ({singletonKills} of the training node); recoveries {done!.Recoveries}; final step {done.Step}");
+            Assert.True(kills >= 2, $"only {kills} kills happened before the job completed");
+            Assert.True(singletonKills >= 1);
+            Assert.True(done.Recoveries >= singletonKills, $"{done.Recoveries} recoveries after {singletonKills} kills of the training node");
+            Assert.Equal(steps, done.Step);
+            Assert.All(observed.Where(o => o.Job.Phase is "training" or "completed"),
+                o => Assert.True(o.Job.Step >= o.Floor, $"step {o.Job.Step} on {o.Job.Node} went back past the committed {o.Floor}"));
+
+            // Every committed checkpoint directory verifies; anything else is an uncommitted temporary that no reader lists.
+            var run = Path.Combine(store, island);
+            var checkpoints = new CheckpointStore(run);
+            Assert.NotEmpty(checkpoints.List());
+            foreach (var (_, dir) in checkpoints.List()) CheckpointStore.Verify(dir);
+            foreach (var dir in Directory.GetDirectories(checkpoints.Root))
+                Assert.True(checkpoints.List().Any(c => c.Directory == dir) || AtomicFile.IsTemporary(dir), $"{dir} is neither committed nor temporary");
+            Assert.Equal(steps, PublishedCheckpoint.ReadVerified(run).Published.Step);
+        }
+        finally
+        {
+            foreach (var node in nodes.Where(n => n.Alive)) node.Process!.Kill(entireProcessTree: true);
+            foreach (var node in nodes) output.WriteLine($"--- {node.Log}: {(File.Exists(node.Log) ? new FileInfo(node.Log).Length : 0)} bytes");
+        }
+    }
+
+    private static void Start(NodeProcess node, string island, string config, string store, string seeds, string journal)
+    {
+        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var arg in new[]
+        {
+            Path.Combine(AppContext.BaseDirectory, "islands.dll"), "node", "--island", island, "--job", "expert:3", "--config", config,
+            "--port", node.Port.ToString(System.Globalization.CultureInfo.InvariantCulture), "--http-port", node.HttpPort.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            "--seed-nodes", seeds, "--store", store, "--journal", "postgresql", "--threads", "2",
+        }) info.ArgumentList.Add(arg);
+        // The connection string (with its password) goes through the environment, as the README tells operators to do.
+        info.Environment["ISLANDS_JOURNAL_CONNECTION_STRING"] = journal;
+        var process = Process.Start(info)!;
+        var log = new StreamWriter(node.Log, append: true) { AutoFlush = true };
+        process.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (log) log.WriteLine(e.Data); };
+        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (log) log.WriteLine(e.Data); };
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        node.Process = process;
+    }
+
+    private static async Task WaitAllUp(List<NodeProcess> nodes, string island)
+    {
+        foreach (var node in nodes)
+        {
+            await Eventually(async () =>
+            {
+                if (!node.Alive) throw new InvalidOperationException($"node {node.Address(island)} exited; see {node.Log}");
+                return (await LocalIsland.StatusAsync(node.Http)).Members.Count(m => m.Status == "Up") == nodes.Count;
+            }, TimeSpan.FromSeconds(90), $"{node.Address(island)} sees {nodes.Count} members up");
+        }
+    }
+
+    private static async Task<JobStatus?> JobStatusAsync(List<NodeProcess> nodes, NodeProcess? except = null)
+    {
+        foreach (var node in nodes.Where(n => n.Alive && n != except))
+        {
+            try
+            {
+                if ((await LocalIsland.StatusAsync(node.Http)).Job is { } job) return job;
+            }
+            catch (HttpRequestException) { }
+            catch (TaskCanceledException) { }
+        }
+        return null;
+    }
+}
