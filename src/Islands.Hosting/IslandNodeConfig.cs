@@ -107,9 +107,17 @@ public static partial class IslandNodeConfig
             [.. config.GetStringList("islands.tls.trusted-thumbprints") ?? []]);
         if (tls.Enabled && !File.Exists(tls.Certificate))
             throw new ConfigException("islands.tls.certificate", $"'{tls.Certificate}': certificate file not found (TLS is enabled)");
+        var seeds = config.GetStringList("islands.seed-nodes") ?? [];
+        var protocol = tls.Enabled ? "akka.ssl.tcp://" : "akka.tcp://";
+        var systemName = "islands-" + island + "@";
+        foreach (var seed in seeds)
+        {
+            if (!seed.StartsWith(protocol + systemName, StringComparison.Ordinal))
+                throw new ConfigException("islands.seed-nodes", $"'{seed}' must start with {protocol}{systemName} (this island's actor system{(tls.Enabled ? ", over TLS" : "")})");
+        }
         var publicHost = config.GetString("islands.public-hostname", "");
         return new IslandNodeSettings(island, job, store, String(config, "islands.hostname"), string.IsNullOrWhiteSpace(publicHost) ? null : publicHost,
-            Int(config, "islands.port", 0, 65535), [.. config.GetStringList("islands.seed-nodes") ?? []], String(config, "islands.http.hostname"),
+            Int(config, "islands.port", 0, 65535), [.. seeds], String(config, "islands.http.hostname"),
             Int(config, "islands.http.port", 0, 65535), provider, connection, chunk, minBackoff, maxBackoff, Duration(config, "islands.split-brain.stable-after"),
             tls, exporter, String(config, "islands.telemetry.otlp-endpoint"), config);
     }
@@ -141,15 +149,35 @@ public static partial class IslandNodeConfig
         }
         catch (JsonException e)
         {
-            throw new ConfigException("islands.training", $"{e.Message.Split(" Path:")[0]} (at {e.Path})");
+            var path = e.Path?.TrimStart('$', '.') ?? "";
+            throw new ConfigException(path.Length == 0 ? "islands.training" : "islands.training." + string.Join('.', path.Split('.').Select(KebabCase)),
+                e.Message.Contains("could not be mapped", StringComparison.Ordinal) ? "unknown setting" : e.Message.Split(" Path:")[0]);
         }
     }
+
+    /// <summary>The training configs name their fields as the train commands' options do; a node's user wrote HOCON keys.</summary>
+    private static readonly Dictionary<string, string> OptionKeys = new()
+    {
+        ["--data"] = "islands.training.data-directory", ["--partitions"] = "islands.training.partitions-file", ["--expert"] = "islands.job",
+        ["--steps"] = "islands.training.steps", ["--batch"] = "islands.training.batch-size", ["--lr"] = "islands.training.learning-rate",
+        ["--warmup"] = "islands.training.warmup-steps", ["--ema"] = "islands.training.ema-decay", ["--t-sampling"] = "islands.training.time-sampling",
+        ["--checkpoint-every"] = "islands.training.checkpoint-every", ["--keep"] = "islands.training.keep-checkpoints",
+        ["--precision"] = "islands.training.precision", ["--k"] = "islands.training.expert-count",
+    };
 
     private static void Validate(IEnumerable<string> errors)
     {
         var first = errors.FirstOrDefault();
-        if (first is not null) throw new ConfigException("islands.training", first);
+        if (first is null) return;
+        var colon = first.IndexOf(':');
+        var field = colon < 0 ? "" : first[..colon];
+        var problem = colon < 0 ? first : first[(colon + 1)..].TrimStart();
+        var key = OptionKeys.TryGetValue(field, out var mapped) ? mapped
+            : field.Length > 0 && !field.StartsWith('-') ? "islands.training." + KebabCase(field) : "islands.training";
+        throw new ConfigException(key, problem);
     }
+
+    private static string KebabCase(string name) => string.Concat(name.Select((c, i) => char.IsUpper(c) ? (i > 0 ? "-" : "") + char.ToLowerInvariant(c) : c.ToString()));
 
     private static JsonNode? ToJson(HoconValue? value)
     {

@@ -17,6 +17,7 @@ public sealed record IslandNodeSettings(
     public const string Role = "trainer";
     public string RunDirectory => Path.GetFullPath(Path.Combine(Store, Island));
     public string SystemName => "islands-" + Island;
+    public string Protocol => Tls.Enabled ? "akka.ssl.tcp" : "akka.tcp";
 
     public IslandJobSettings JobSettings => new(Island, Job, RunDirectory, ChunkSteps, MinBackoff, MaxBackoff, JournalDescription);
 

@@ -14,7 +14,7 @@ public sealed class LocalNode(WebApplication app, IslandNodeSettings settings)
     public WebApplication App { get; } = app;
     public IslandNodeSettings Settings { get; } = settings;
     public ActorSystem System => App.Services.GetRequiredService<ActorSystem>();
-    public string Address => $"akka.tcp://{Settings.SystemName}@{Settings.Hostname}:{Settings.Port}";
+    public string Address => $"{Settings.Protocol}://{Settings.SystemName}@{Settings.Hostname}:{Settings.Port}";
     public string Http => IslandNode.HttpAddress(App);
     public bool Alive { get; private set; } = true;
 

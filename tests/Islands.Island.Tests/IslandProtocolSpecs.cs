@@ -1,0 +1,216 @@
+using System.Collections;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+using Akka.Actor;
+using Islands.Actors;
+using Islands.Cli;
+using Islands.Diffusion;
+using Islands.Diffusion.IO;
+using Islands.Hosting;
+using Xunit.Abstractions;
+using static Islands.Island.Tests.IslandTestEnvironment;
+
+namespace Islands.Island.Tests;
+
+/// <summary>The island's wire and journal format, its configuration layers, its CLI errors, and TLS between nodes.</summary>
+[Collection("islands")]
+public sealed class IslandProtocolSpecs(ITestOutputHelper output)
+{
+    private static readonly DateTimeOffset At = new(2026, 11, 30, 12, 0, 0, TimeSpan.Zero);
+
+    private static readonly IIslandsMessage[] Samples =
+    [
+        GetJobStatus.Instance,
+        StopTraining.Instance,
+        new TrainingStopped("a", 75),
+        new CommittedCheckpoint(50, "step-000000050", new string('a', 64), 0.25f, At),
+        new JobStatus("a", "expert:1", "training", 60, 100, float.NaN, 512.5, new CommittedCheckpoint(50, "step-000000050", new string('b', 64), 0.5f, At),
+            2, 1, ["step-000000075: corrupt"], "akka.tcp://islands-a@127.0.0.1:4053", "boom", 50),
+        new JobStarted("expert:1", 100, "akka.tcp://islands-a@127.0.0.1:4053", At),
+        new JobResumed(50, "step-000000050", "akka.tcp://islands-a@127.0.0.1:4054", At),
+        new CheckpointCommitted(75, "step-000000075", new string('c', 64), 0.125f, At),
+        new CheckpointRejected(75, "step-000000075", "corrupt", At),
+        new JobCompleted(100, At),
+    ];
+
+    [Fact]
+    public async Task Every_island_message_round_trips_through_the_serializer_the_node_binds_and_strict_serialization_refuses_strangers()
+    {
+        var concrete = typeof(IIslandsMessage).Assembly.GetTypes().Where(t => typeof(IIslandsMessage).IsAssignableFrom(t) && t is { IsAbstract: false, IsInterface: false }).ToHashSet();
+        Assert.Equal(concrete.OrderBy(t => t.Name), Samples.Select(s => s.GetType()).Distinct().OrderBy(t => t.Name));
+        Assert.Equal(concrete.OrderBy(t => t.Name), IslandsSerializer.Types.Values.OrderBy(t => t.Name));
+
+        var (data, partitions) = await DatasetAsync();
+        var store = TempDir("serialization");
+        var config = Path.Combine(store, "node.conf");
+        await File.WriteAllTextAsync(config, NodeConfig(data, partitions, steps: 10));
+        var node = await LocalIsland.StartNodeAsync("serialization", FreePort(), null, store, config, "sqlite", null);
+        try
+        {
+            var serialization = node.System.Serialization;
+            foreach (var message in Samples)
+            {
+                var serializer = serialization.FindSerializerFor(message);
+                Assert.IsType<IslandsSerializer>(serializer);
+                var manifest = Akka.Serialization.Serialization.ManifestFor(serializer, message);
+                var back = serialization.Deserialize(serializer.ToBinary(message), serializer.Identifier, manifest);
+                Assert.Equal(message.GetType(), back.GetType());
+                Assert.Equal(Json.Serialize<object>(message, indented: false), Json.Serialize(back, indented: false));
+            }
+            Assert.ThrowsAny<Exception>(() => serialization.FindSerializerFor(new NotAnIslandMessage(1)));
+        }
+        finally
+        {
+            await node.KillAsync();
+            await node.App.DisposeAsync();
+        }
+    }
+
+    private sealed record NotAnIslandMessage(int Value);
+
+    [Fact]
+    public void Environment_overrides_options_which_override_the_config_file_which_overrides_the_defaults()
+    {
+        var dir = TempDir("config-layers");
+        var file = Path.Combine(dir, "island.conf");
+        File.WriteAllText(file, """
+            islands { island = "from-file", job = "expert:2", port = 4100, http.port = 8100, training { data-directory = "/data", partitions-file = "/p.json" } }
+            """);
+        var options = new Dictionary<string, string?> { ["islands.port"] = "4200", ["islands.job"] = "expert:3", ["islands.http.port"] = null };
+        var environment = new Hashtable { ["ISLANDS_PORT"] = "4300", ["ISLANDS_SEED_NODES"] = "akka.tcp://islands-from-file@10.0.0.1:4053, akka.tcp://islands-from-file@10.0.0.2:4053" };
+        var settings = IslandNodeConfig.Parse(IslandNodeConfig.Load(file, options, environment));
+        Assert.Equal("from-file", settings.Island);
+        Assert.Equal(4300, settings.Port);
+        Assert.Equal(8100, settings.HttpPort);
+        Assert.Equal("expert:3", settings.Job.Name);
+        Assert.Equal(3, settings.Job.Expert!.Expert);
+        Assert.Equal(["akka.tcp://islands-from-file@10.0.0.1:4053", "akka.tcp://islands-from-file@10.0.0.2:4053"], settings.SeedNodes);
+        Assert.Equal("sqlite", settings.JournalProvider);
+        Assert.EndsWith(Path.Combine("from-file", "journal.db"), settings.JournalConnectionString);
+        Assert.Equal(TimeSpan.FromSeconds(20), settings.StableAfter);
+    }
+
+    [Theory]
+    [InlineData("islands.port = 70000", "islands.port")]
+    [InlineData("islands.job = \"expert:x\"", "islands.job")]
+    [InlineData("islands.journal.provider = \"mysql\"", "islands.journal.provider")]
+    [InlineData("islands.island = \"Bad Name\"", "islands.island")]
+    [InlineData("islands.training.batch-sise = 4", "islands.training.batch-sise")]
+    [InlineData("islands.training.steps = 0", "islands.training.steps")]
+    [InlineData("islands.backoff.min = \"soon\"", "islands.backoff.min")]
+    [InlineData("islands { journal.provider = \"postgresql\" }", "islands.journal.connection-string")]
+    public void A_bad_configuration_value_is_reported_with_the_key_it_came_from(string hocon, string named)
+    {
+        var file = Path.Combine(TempDir("config-errors"), "bad.conf");
+        File.WriteAllText(file, "islands.training { data-directory = \"/data\", partitions-file = \"/p.json\" }\n" + hocon);
+        var error = Assert.Throws<ConfigException>(() => IslandNodeConfig.Parse(IslandNodeConfig.Load(file, new Dictionary<string, string?>(), new Hashtable())));
+        output.WriteLine(error.Message);
+        Assert.Contains(named, error.Message);
+    }
+
+    [Fact]
+    public async Task The_node_and_status_commands_report_bad_input_in_one_line_with_usage_or_failure_exit_codes()
+    {
+        var stderr = new StringWriter();
+        var code = await IslandsCli.RunAsync(["node", "--island", "a", "--job", "expert:x", "--data", "/tmp"], new StringWriter(), stderr);
+        Assert.Equal(ExitCodes.Usage, code);
+        Assert.Contains("islands.job", stderr.ToString());
+
+        stderr = new StringWriter();
+        code = await IslandsCli.RunAsync(["node", "--config", "/nonexistent/island.conf"], new StringWriter(), stderr);
+        Assert.Equal(ExitCodes.Usage, code);
+        Assert.Contains("/nonexistent/island.conf", stderr.ToString());
+
+        stderr = new StringWriter();
+        code = await IslandsCli.RunAsync(["status", "--url", $"http://127.0.0.1:{FreePort()}"], new StringWriter(), stderr);
+        Assert.Equal(ExitCodes.Failure, code);
+        Assert.Contains("/status", stderr.ToString());
+    }
+
+    [Fact]
+    public async Task The_status_command_shows_members_step_loss_and_last_checkpoint_of_a_running_island()
+    {
+        var (data, partitions) = await DatasetAsync();
+        var store = TempDir("status-cli");
+        var config = Path.Combine(store, "node.conf");
+        await File.WriteAllTextAsync(config, NodeConfig(data, partitions, steps: 50));
+        var node = await LocalIsland.StartNodeAsync("status-cli", FreePort(), null, store, config, "sqlite", null);
+        try
+        {
+            await Eventually(async () => (await LocalIsland.StatusAsync(node.Http)).Job is { Phase: "completed" }, TimeSpan.FromSeconds(90), "the job completes");
+            var stdout = new StringWriter();
+            var code = await IslandsCli.RunAsync(["status", "--url", node.Http, "--island", "status-cli"], stdout, new StringWriter());
+            output.WriteLine(stdout.ToString());
+            Assert.Equal(0, code);
+            Assert.Contains($"member {node.Address} Up", stdout.ToString());
+            Assert.Contains("job expert:1: completed", stdout.ToString());
+            Assert.Contains("step 50/50", stdout.ToString());
+            Assert.Contains("last checkpoint step-000000050", stdout.ToString());
+
+            var stderr = new StringWriter();
+            Assert.Equal(ExitCodes.Usage, await IslandsCli.RunAsync(["status", "--url", node.Http, "--island", "other"], new StringWriter(), stderr));
+            Assert.Contains("not 'other'", stderr.ToString());
+
+            using var http = new HttpClient();
+            Assert.Equal(System.Net.HttpStatusCode.OK, (await http.GetAsync(node.Http + "/health/ready")).StatusCode);
+            Assert.Equal(System.Net.HttpStatusCode.OK, (await http.GetAsync(node.Http + "/health/live")).StatusCode);
+        }
+        finally
+        {
+            await node.KillAsync();
+            await node.App.DisposeAsync();
+        }
+    }
+
+    [Fact]
+    public async Task With_tls_on_a_node_holding_the_island_certificate_joins_and_a_node_with_another_certificate_cannot()
+    {
+        var (data, partitions) = await DatasetAsync();
+        var store = TempDir("tls");
+        var island = SelfSigned(Path.Combine(store, "island.pfx"), "CN=island-tls");
+        var stranger = SelfSigned(Path.Combine(store, "stranger.pfx"), "CN=stranger");
+        var islandConfig = Path.Combine(store, "island.conf");
+        var strangerConfig = Path.Combine(store, "stranger.conf");
+        await File.WriteAllTextAsync(islandConfig, NodeConfig(data, partitions, steps: 20, extra: $"islands.tls {{ enabled = on, certificate = \"{island}\", password = \"pw\" }}"));
+        await File.WriteAllTextAsync(strangerConfig, NodeConfig(data, partitions, steps: 20, extra: $"islands.tls {{ enabled = on, certificate = \"{stranger}\", password = \"pw\" }}"));
+
+        var seedPort = FreePort();
+        var seeds = $"akka.ssl.tcp://islands-tls@127.0.0.1:{seedPort}";
+        var nodes = new List<LocalNode>();
+        try
+        {
+            nodes.Add(await LocalIsland.StartNodeAsync("tls", seedPort, seeds, store, islandConfig, "sqlite", null));
+            var member = await LocalIsland.StartNodeAsync("tls", FreePort(), seeds, store, islandConfig, "sqlite", null);
+            nodes.Add(member);
+            await Eventually(async () => (await LocalIsland.StatusAsync(nodes[0].Http)).Members.Count(m => m.Status == "Up") == 2,
+                TimeSpan.FromSeconds(60), "the node with the island certificate joins over TLS");
+
+            var outsider = await LocalIsland.StartNodeAsync("tls", FreePort(), seeds, store, strangerConfig, "sqlite", null);
+            nodes.Add(outsider);
+            await Task.Delay(TimeSpan.FromSeconds(15));
+            var seen = await LocalIsland.StatusAsync(nodes[0].Http);
+            var outsiderView = await LocalIsland.StatusAsync(outsider.Http);
+            output.WriteLine($"island sees: {string.Join(", ", seen.Members.Select(m => $"{m.Address} {m.Status}"))}; outsider sees {outsiderView.Members.Count} members");
+            Assert.DoesNotContain(seen.Members, m => m.Address == outsider.Address);
+            Assert.DoesNotContain(outsiderView.Members, m => m.Status == "Up");
+        }
+        finally
+        {
+            foreach (var node in nodes)
+            {
+                await node.KillAsync();
+                await node.App.DisposeAsync();
+            }
+        }
+    }
+
+    private static string SelfSigned(string path, string subject)
+    {
+        using var key = RSA.Create(2048);
+        var request = new CertificateRequest(subject, key, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
+        request.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new Oid("1.3.6.1.5.5.7.3.1"), new Oid("1.3.6.1.5.5.7.3.2")], false));
+        using var certificate = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(30));
+        File.WriteAllBytes(path, certificate.Export(X509ContentType.Pfx, "pw"));
+        return path;
+    }
+}
