@@ -236,6 +236,19 @@ public static partial class IslandNodeConfig
         }
     }
 
+    /// <summary>Parses a HOCON duration given on a command line (500ms, 5s, 1m).</summary>
+    public static TimeSpan ParseDuration(string option, string text)
+    {
+        try
+        {
+            return Duration(ConfigurationFactory.ParseString($"value = {Quote(text)}"), "value");
+        }
+        catch (ConfigException)
+        {
+            throw new ConfigException(option, $"'{text}' is not a duration such as 500ms, 5s or 1m");
+        }
+    }
+
     [GeneratedRegex("^[a-z0-9][a-z0-9-]{0,39}$")]
     private static partial Regex IslandName();
 }
