@@ -48,9 +48,12 @@ public sealed class JobSupervisor : ReceiveActor, IWithTimers
         Receive<StopTraining>(m =>
         {
             stopping = true;
-            if (job is not null) job.Forward(m);
+            // From the singleton manager (its termination message) nobody waits for the reply; from anyone else, forward.
+            if (job is not null && Sender.Equals(Context.Parent)) job.Tell(m, Self);
+            else if (job is not null) job.Forward(m);
             else Context.Stop(Self);
         });
+        Receive<TrainingStopped>(_ => { });
         ReceiveAny(m => job?.Forward(m));
     }
 

@@ -97,6 +97,34 @@ public sealed class IslandRecoverySpecs(ITestOutputHelper output)
         CheckpointStore.Verify(directory);
     }
 
+    [Fact]
+    public async Task A_router_island_trains_the_router_to_completion_and_publishes_it()
+    {
+        var (data, partitions) = await DatasetAsync();
+        var store = TempDir("router");
+        var config = Path.Combine(store, "node.conf");
+        await File.WriteAllTextAsync(config, $$"""
+            islands.chunk-steps = 10
+            islands.training {
+              data-directory = "{{data}}"
+              partitions-file = "{{partitions}}"
+              expert-count = 4
+              hidden = 64
+              steps = 60
+              batch-size = 64
+              checkpoint-every = 30
+            }
+            """);
+        await using var node = new NodeScope(await LocalIsland.StartNodeAsync("router", FreePort(), null, store, config, "sqlite", null, job: "router"));
+        JobStatus? job = null;
+        await Eventually(async () => (job = (await LocalIsland.StatusAsync(node.Node.Http)).Job) is { Phase: "completed" }, TimeSpan.FromSeconds(120), "the router job completes");
+        Assert.Equal("router", job!.Job);
+        Assert.Equal(60, job.LastCheckpoint!.Step);
+        var (published, directory) = PublishedCheckpoint.ReadVerified(Path.Combine(store, "router"));
+        Assert.Equal("router", published.Job);
+        Assert.True(File.Exists(Path.Combine(directory, Islands.Diffusion.Routing.RouterTrainer.WeightsFile)));
+    }
+
     private sealed class NodeScope(LocalNode node) : IAsyncDisposable
     {
         public LocalNode Node { get; } = node;

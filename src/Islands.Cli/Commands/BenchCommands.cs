@@ -53,7 +53,7 @@ public static class BenchCommands
         var steps = new Option<int>("--steps") { Description = "Steps per throughput run", DefaultValueFactory = _ => 120 };
         var batch = new Option<int>("--batch") { DefaultValueFactory = _ => 64 };
         var every = new Option<int>("--checkpoint-every") { DefaultValueFactory = _ => 20 };
-        var rounds = new Option<int>("--rounds") { Description = "Interleaved bare/island throughput pairs", DefaultValueFactory = _ => 2 };
+        var rounds = new Option<int>("--rounds") { Description = "Counted bare/island throughput pairs, in ABBA order, after one warm-up pair", DefaultValueFactory = _ => 3 };
         var kills = new Option<int>("--kills") { Description = "Hard kills of the training node in a 3-node island (0 skips)", DefaultValueFactory = _ => 3 };
         var stableAfter = new Option<string>("--stable-after") { Description = "Split-brain resolver stable-after (the production default is 20s)", DefaultValueFactory = _ => "20s" };
         var work = new Option<string?>("--work") { Description = "Working directory (default: a new temporary directory)" };

@@ -24,9 +24,10 @@ public static class IslandCommands
         var data = new Option<string?>("--data") { Description = "Dataset directory (islands.training.data-directory)" };
         var partitions = new Option<string?>("--partitions") { Description = "Partition file (islands.training.partitions-file)" };
         var steps = new Option<int?>("--steps") { Description = "Training steps (islands.training.steps)" };
+        var every = new Option<int?>("--checkpoint-every") { Description = "Steps between committed checkpoints (islands.training.checkpoint-every)" };
         var command = new Command("node", "Run one node of an island: an Akka.NET cluster member that trains the island's job as a cluster singleton")
         {
-            island, job, config, hostname, port, seeds, httpPort, store, provider, data, partitions, steps,
+            island, job, config, hostname, port, seeds, httpPort, store, provider, data, partitions, steps, every,
         };
         command.SetAction(IslandsCli.Action(stdout, stderr, async (ctx, parse, cancel) =>
         {
@@ -43,6 +44,7 @@ public static class IslandCommands
                 ["islands.training.data-directory"] = parse.GetValue(data) is { } d ? Path.GetFullPath(d) : null,
                 ["islands.training.partitions-file"] = parse.GetValue(partitions) is { } p ? Path.GetFullPath(p) : null,
                 ["islands.training.steps"] = parse.GetValue(steps)?.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                ["islands.training.checkpoint-every"] = parse.GetValue(every)?.ToString(System.Globalization.CultureInfo.InvariantCulture),
             };
             var settings = IslandNodeConfig.Parse(IslandNodeConfig.Load(parse.GetValue(config), options));
             IslandsCli.InitTorch(parse);

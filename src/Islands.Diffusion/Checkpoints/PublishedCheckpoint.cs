@@ -14,9 +14,16 @@ public sealed record PublishedCheckpoint(
     public const int CurrentSchemaVersion = 1;
     public const string FileName = "published.json";
 
+    /// <summary>
+    /// Publishes a checkpoint its writer has just committed. Only the manifest's hash is checked here (the files were
+    /// hashed as they were written); readers verify every file with <see cref="ReadVerified"/>.
+    /// </summary>
     public static PublishedCheckpoint Publish(string runDirectory, string job, string island, CheckpointRef checkpoint)
     {
-        var manifest = CheckpointStore.VerifyReference(checkpoint.Directory, checkpoint.ManifestSha256);
+        var manifestPath = Path.Combine(checkpoint.Directory, CheckpointManifest.FileName);
+        if (!File.Exists(manifestPath) || AtomicFile.Sha256(manifestPath) != checkpoint.ManifestSha256)
+            throw new CheckpointException(manifestPath, "the manifest differs from the one committed; not publishing");
+        var manifest = Json.Read<CheckpointManifest>(manifestPath);
         var published = new PublishedCheckpoint(CurrentSchemaVersion, job, island, checkpoint.Step,
             Path.GetRelativePath(runDirectory, checkpoint.Directory), checkpoint.ManifestSha256, manifest.Files, manifest.Loss, DateTimeOffset.UtcNow);
         Json.WriteAtomic(Path.Combine(runDirectory, FileName), published);
