@@ -63,6 +63,8 @@ public static class BenchCommands
         };
         command.SetAction(IslandsCli.Action(stdout, stderr, (ctx, parse, cancel) =>
         {
+            if (parse.GetValue(rounds) < 1) throw new Diffusion.ConfigException("--rounds", $"{parse.GetValue(rounds)} must be at least 1");
+            if (parse.GetValue(kills) < 0) throw new Diffusion.ConfigException("--kills", $"{parse.GetValue(kills)} must not be negative");
             IslandsCli.InitTorch(parse);
             var dataDir = Path.GetFullPath(parse.GetValue(data)!);
             var partitionFile = parse.GetValue(partitions) is { } p ? Path.GetFullPath(p) : null;
@@ -80,8 +82,20 @@ public static class BenchCommands
                 """;
             var dir = parse.GetValue(work) ?? Path.Combine(Path.GetTempPath(), $"islands-bench-island-{Guid.NewGuid():N}");
             var postgres = Environment.GetEnvironmentVariable("ISLANDS_JOURNAL_CONNECTION_STRING");
-            var result = Hosting.Benchmarks.IslandBenchmark.Run(Config, parse.GetValue(steps), dir, parse.GetValue(rounds), parse.GetValue(kills), stable,
-                string.IsNullOrWhiteSpace(postgres) ? null : postgres, ctx.Log, cancel);
+            // Akka's shutdown messages ("Remoting shut down") bypass the host's logger and go to Console.Out; keep them off
+            // stdout so that --json output stays parseable.
+            var stdoutBefore = Console.Out;
+            Console.SetOut(Console.Error);
+            Hosting.Benchmarks.IslandBenchmarkResult result;
+            try
+            {
+                result = Hosting.Benchmarks.IslandBenchmark.Run(Config, parse.GetValue(steps), dir, parse.GetValue(rounds), parse.GetValue(kills), stable,
+                    string.IsNullOrWhiteSpace(postgres) ? null : postgres, ctx.Log, cancel);
+            }
+            finally
+            {
+                Console.SetOut(stdoutBefore);
+            }
             ctx.Result(result, w =>
             {
                 w.WriteLine($"job {result.Job}, batch {result.Batch}, checkpoint every {result.CheckpointEvery} steps");
