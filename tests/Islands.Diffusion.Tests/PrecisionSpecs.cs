@@ -3,6 +3,7 @@ using Islands.Diffusion.Modules;
 using Islands.Diffusion.Runtime;
 using Islands.Diffusion.Sampling;
 using Islands.Diffusion.Training;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Islands.Diffusion.Tests;
@@ -50,6 +51,38 @@ public sealed class PrecisionSpecs
                 $"steps {start}-{start + 200}: fp32 mean loss {meanA:F4}, bf16 {meanB:F4}, standard error {standardError:F4}");
         }
         Assert.True(fp32[^200..].Average() < 0.8 * fp32[..50].Average(), "the model must actually learn for the comparison to mean anything");
+    }
+
+    [Fact]
+    public void Should_normalise_bf16_input_with_fp32_parameters_as_the_explicit_fp32_cast_does()
+    {
+        using var scope = torch.NewDisposeScope();
+        torch.random.manual_seed(5);
+        using var norm = new GroupNorm32(8, 64);
+        using (torch.no_grad())
+        {
+            norm.parameters().First().copy_(torch.rand(64) + 0.5);
+            norm.parameters().Last().copy_(torch.randn(64));
+        }
+        var x = (torch.randn(16, 64, 14, 14) * 3 + 1).to_type(torch.ScalarType.BFloat16);
+        var before = GroupNorm32.Mixed;
+        try
+        {
+            GroupNorm32.Mixed = false;
+            var cast = norm.call(x).to_type(torch.ScalarType.Float32);
+            GroupNorm32.Mixed = true;
+            var mixed = norm.call(x);
+            Assert.Equal(torch.ScalarType.BFloat16, mixed.dtype);
+            var difference = (mixed.to_type(torch.ScalarType.Float32) - cast).abs();
+            // Both round an fp32 result to bf16 (8 significant bits); anything beyond a rounding step would be a bf16 statistic.
+            var tolerance = cast.abs() * (2.0 / 256) + 1e-3;
+            Assert.True((difference <= tolerance).all().item<bool>(), $"max difference {difference.max().item<float>()}");
+            Assert.True(difference.mean().item<float>() < 2e-3, $"mean difference {difference.mean().item<float>()}");
+        }
+        finally
+        {
+            GroupNorm32.Mixed = before;
+        }
     }
 
     [Fact]
