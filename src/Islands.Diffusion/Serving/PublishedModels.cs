@@ -1,0 +1,53 @@
+using System.Globalization;
+using Islands.Diffusion.Checkpoints;
+
+namespace Islands.Diffusion.Serving;
+
+/// <summary>A model an island has published: where it lives and which checkpoint, already verified file by file.</summary>
+public sealed record PublishedModel(string Job, int? Expert, string Island, long Step, string RunDirectory, string CheckpointDirectory,
+    string ManifestSha256, DateTimeOffset PublishedUtc);
+
+/// <summary>What a scan of a checkpoint store found: one expert per partition, the router, and what it had to refuse.</summary>
+public sealed record PublishedModelScan(IReadOnlyList<PublishedModel> Experts, PublishedModel? Router, IReadOnlyList<string> Refused);
+
+/// <summary>
+/// Reads the models that islands have published into a checkpoint store (<c>&lt;store&gt;/&lt;island&gt;/published.json</c>).
+/// Serving's registry starts from this: it needs no link to any island, and it never offers a checkpoint whose hashes
+/// do not verify. When two islands publish the same expert, the newer publication wins and the other is reported.
+/// </summary>
+public static class PublishedModels
+{
+    public static PublishedModelScan Scan(string store)
+    {
+        if (!Directory.Exists(store)) throw new ConfigException("--store", $"{store}: checkpoint store not found");
+        var found = new List<PublishedModel>();
+        var refused = new List<string>();
+        foreach (var run in Directory.GetDirectories(store).Order(StringComparer.Ordinal))
+        {
+            if (!File.Exists(Path.Combine(run, PublishedCheckpoint.FileName))) continue;
+            try
+            {
+                var (published, directory) = PublishedCheckpoint.ReadVerified(run);
+                found.Add(new PublishedModel(published.Job, ExpertIndex(published.Job), published.Island, published.Step, run, directory,
+                    published.ManifestSha256, published.PublishedUtc));
+            }
+            catch (CheckpointException e)
+            {
+                refused.Add(e.Message);
+            }
+        }
+        var experts = new List<PublishedModel>();
+        foreach (var group in found.Where(m => m.Expert is not null).GroupBy(m => m.Expert!.Value).OrderBy(g => g.Key))
+        {
+            var ordered = group.OrderByDescending(m => m.PublishedUtc).ToList();
+            experts.Add(ordered[0]);
+            refused.AddRange(ordered.Skip(1).Select(m => $"{m.RunDirectory}: expert {m.Expert} is also published by {ordered[0].RunDirectory}, which is newer"));
+        }
+        var routers = found.Where(m => m.Job == "router").OrderByDescending(m => m.PublishedUtc).ToList();
+        refused.AddRange(routers.Skip(1).Select(m => $"{m.RunDirectory}: a newer router is published by {routers[0].RunDirectory}"));
+        return new PublishedModelScan(experts, routers.FirstOrDefault(), refused);
+    }
+
+    private static int? ExpertIndex(string job) =>
+        job.StartsWith("expert:", StringComparison.Ordinal) && int.TryParse(job["expert:".Length..], NumberStyles.None, CultureInfo.InvariantCulture, out var k) ? k : null;
+}
