@@ -113,8 +113,9 @@ public sealed class TrainingJobActor : ReceivePersistentActor
             {
                 IslandTelemetry.Restarts.Add(1, IslandTelemetry.Tag(settings.Island));
                 log.Warning("island {0}: training worker restarted ({1} restarts)", settings.Island, workerStarts - 1);
+                // Recovery verified the choice a moment ago; after a worker failure the disk may have changed since.
+                RejectUnverifiable();
             }
-            RejectUnverifiable();
             var resume = state.NewestUsable();
             resumedFrom = resume?.Step ?? 0;
             ready.Worker.Tell(new BeginTraining(resume?.Checkpoint, resume?.ManifestSha256));

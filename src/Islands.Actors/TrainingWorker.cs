@@ -53,7 +53,8 @@ public sealed class TrainingWorker : ReceiveActor
             var directory = Path.Combine(trainer.Checkpoints.Root, name);
             try
             {
-                CheckpointStore.VerifyReference(directory, begin.ManifestSha256!);
+                // Restore verifies every file against the manifest; this checks the manifest is the journaled one.
+                CheckpointStore.VerifyManifestHash(directory, begin.ManifestSha256!);
                 trainer.Restore(directory);
             }
             catch (CheckpointException e)

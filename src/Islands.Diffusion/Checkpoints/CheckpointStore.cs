@@ -73,15 +73,22 @@ public sealed class CheckpointStore(string runDirectory)
     /// </summary>
     public static CheckpointManifest VerifyReference(string directory, string manifestSha256)
     {
+        VerifyManifestHash(directory, manifestSha256);
+        return Verify(directory);
+    }
+
+    /// <summary>
+    /// The cheap half of <see cref="VerifyReference"/>: the manifest is the one whose SHA-256 was recorded. For callers
+    /// that verify the files next anyway (a restore) or that wrote and hashed them a moment ago (a publication).
+    /// </summary>
+    public static void VerifyManifestHash(string directory, string manifestSha256)
+    {
         var manifestPath = Path.Combine(directory, CheckpointManifest.FileName);
         if (!Directory.Exists(directory)) throw new CheckpointException(directory, "checkpoint directory is missing");
-        if (File.Exists(manifestPath))
-        {
-            var actual = AtomicFile.Sha256(manifestPath);
-            if (actual != manifestSha256)
-                throw new CheckpointException(manifestPath, $"corrupt: SHA-256 {actual[..12]}… differs from the recorded {manifestSha256[..Math.Min(12, manifestSha256.Length)]}…");
-        }
-        return Verify(directory);
+        if (!File.Exists(manifestPath)) throw new CheckpointException(directory, "incomplete checkpoint: manifest.json is missing");
+        var actual = AtomicFile.Sha256(manifestPath);
+        if (actual != manifestSha256)
+            throw new CheckpointException(manifestPath, $"corrupt: SHA-256 {actual[..12]}… differs from the recorded {manifestSha256[..Math.Min(12, manifestSha256.Length)]}…");
     }
 
     /// <summary>The newest checkpoint that verifies; corrupt newer ones are reported through <paramref name="skipped"/>.</summary>

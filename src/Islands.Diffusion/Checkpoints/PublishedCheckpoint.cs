@@ -20,10 +20,8 @@ public sealed record PublishedCheckpoint(
     /// </summary>
     public static PublishedCheckpoint Publish(string runDirectory, string job, string island, CheckpointRef checkpoint)
     {
-        var manifestPath = Path.Combine(checkpoint.Directory, CheckpointManifest.FileName);
-        if (!File.Exists(manifestPath) || AtomicFile.Sha256(manifestPath) != checkpoint.ManifestSha256)
-            throw new CheckpointException(manifestPath, "the manifest differs from the one committed; not publishing");
-        var manifest = Json.Read<CheckpointManifest>(manifestPath);
+        CheckpointStore.VerifyManifestHash(checkpoint.Directory, checkpoint.ManifestSha256);
+        var manifest = Json.Read<CheckpointManifest>(Path.Combine(checkpoint.Directory, CheckpointManifest.FileName));
         var published = new PublishedCheckpoint(CurrentSchemaVersion, job, island, checkpoint.Step,
             Path.GetRelativePath(runDirectory, checkpoint.Directory), checkpoint.ManifestSha256, manifest.Files, manifest.Loss, DateTimeOffset.UtcNow);
         Json.WriteAtomic(Path.Combine(runDirectory, FileName), published);

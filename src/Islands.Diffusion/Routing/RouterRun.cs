@@ -1,7 +1,6 @@
 using Islands.Diffusion.Checkpoints;
 using Islands.Diffusion.Data;
 using Islands.Diffusion.IO;
-using Islands.Diffusion.Partitioning;
 using Islands.Diffusion.Training;
 
 namespace Islands.Diffusion.Routing;

@@ -21,11 +21,10 @@ public static class TrainingRun
     public static TrainingSummary Execute(TrainConfig config, string runDirectory, Action<TrainingProgress>? progress = null,
         Action<string>? log = null, CancellationToken cancel = default, Device? device = null)
     {
-        var run = new RunDirectory(runDirectory);
         using var trainer = TrainingJob.OpenExpert(config, runDirectory, log, device);
         var trainCount = trainer.TrainImageCount;
         var skipped = new List<CheckpointException>();
-        var newest = run.Checkpoints.NewestValid(skipped);
+        var newest = trainer.Checkpoints.NewestValid(skipped);
         foreach (var s in skipped) log?.Invoke($"skipping corrupt checkpoint: {s.Message}");
         long resumedFrom = 0;
         if (newest is { } found)
@@ -45,12 +44,12 @@ public static class TrainingRun
             var stepBefore = trainer.Step;
             lastLoss = trainer.Train(Math.Min(chunk, untilCheckpoint), cancel);
             var rate = (trainer.Step - stepBefore) * config.BatchSize / Math.Max(1e-9, trainer.TrainSeconds - before);
-            if (trainer.Step % config.CheckpointEvery == 0 || trainer.Step == config.Steps) last = trainer.SaveCheckpoint(run.Checkpoints);
+            if (trainer.Step % config.CheckpointEvery == 0 || trainer.Step == config.Steps) last = trainer.Commit();
             progress?.Invoke(new TrainingProgress(trainer.Step, config.Steps, lastLoss, rate, last));
         }
         if (cancel.IsCancellationRequested && trainer.Step > resumedFrom && (last is null || last.Step != trainer.Step))
         {
-            last = trainer.SaveCheckpoint(run.Checkpoints);
+            last = trainer.Commit();
             log?.Invoke($"interrupted: committed a checkpoint at step {trainer.Step}; rerun the same command to resume");
         }
         var history = trainer.LossHistory;

@@ -6,7 +6,6 @@ using System.Net.Sockets;
 using Akka.Actor;
 using Islands.Actors;
 using Islands.Diffusion.Checkpoints;
-using Islands.Diffusion.IO;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
@@ -59,7 +58,7 @@ public static class IslandBenchmark
         var counted = throughput.Where(t => t.Round > 0).ToList();
         var bare = counted.Where(t => t.Mode == "bare").Sum(t => t.Steps) * (double)job.BatchSize / counted.Where(t => t.Mode == "bare").Sum(t => t.Seconds);
         var actor = counted.Where(t => t.Mode == "island").Sum(t => t.Steps) * (double)job.BatchSize / counted.Where(t => t.Mode == "island").Sum(t => t.Seconds);
-        var killResults = kills > 0 ? Failover(failoverConfig, work, kills, stableAfter, postgres, log, cancel).GetAwaiter().GetResult() : [];
+        var killResults = kills > 0 ? Failover(failoverConfig, job, work, kills, stableAfter, postgres, log, cancel).GetAwaiter().GetResult() : [];
         return new IslandBenchmarkResult(job.Name, job.BatchSize, job.CheckpointEvery, throughput, bare, actor, actor / bare,
             postgres is null ? "sqlite (one file shared by the in-process nodes)" : "postgresql", stableAfter.TotalSeconds, killResults);
     }
@@ -102,7 +101,7 @@ public static class IslandBenchmark
             trainer.Train(Math.Min(settings.ChunkSteps, until));
             if (trainer.Step % trainer.CheckpointEvery == 0 || trainer.Step >= trainer.TotalSteps) trainer.Commit();
         }
-        return Between(new CheckpointStore(run), "bare", round);
+        return Between(new CheckpointStore(run), settings.Job.BatchSize, "bare", round);
     }
 
     private static async Task<IslandThroughput> InIsland(string configFile, string work, int round, TimeSpan stableAfter)
@@ -118,22 +117,21 @@ public static class IslandBenchmark
             await Task.Delay(1000);
         }
         await app.StopAsync();
-        return Between(new CheckpointStore(settings.RunDirectory), "island", round);
+        return Between(new CheckpointStore(settings.RunDirectory), settings.Job.BatchSize, "island", round);
     }
 
     /// <summary>Images/s between the first and the last commit of a run, from the manifests' timestamps.</summary>
-    private static IslandThroughput Between(CheckpointStore store, string mode, int round)
+    private static IslandThroughput Between(CheckpointStore store, int batch, string mode, int round)
     {
         var manifests = store.List().Select(c => CheckpointStore.Verify(c.Directory)).OrderBy(m => m.Step).ToList();
         if (manifests.Count < 2) throw new Diffusion.ConfigException("islands.training.keep-checkpoints", "the benchmark needs at least two checkpoints kept");
         var first = manifests[0];
         var last = manifests[^1];
         var seconds = (last.CreatedUtc - first.CreatedUtc).TotalSeconds;
-        var batch = Json.Read<Diffusion.Configs.TrainConfig>(Path.Combine(Path.GetDirectoryName(store.Root)!, "config.json")).BatchSize;
         return new IslandThroughput(mode, round, last.Step - first.Step, seconds, (last.Step - first.Step) * batch / seconds);
     }
 
-    private static async Task<IReadOnlyList<IslandKill>> Failover(string configFile, string work, int kills, TimeSpan stableAfter, string? postgres,
+    private static async Task<IReadOnlyList<IslandKill>> Failover(string configFile, Diffusion.Training.TrainingJob job, string work, int kills, TimeSpan stableAfter, string? postgres,
         Action<string> log, CancellationToken cancel)
     {
         const string island = "bench-failover";
@@ -165,7 +163,7 @@ public static class IslandBenchmark
                     await Task.Delay(200, cancel);
                     (training, _) = await WaitTraining(nodes, null);
                 }
-                var interval = training.ImagesPerSecond > 0 ? IntervalSeconds(configFile, training.ImagesPerSecond) : 5;
+                var interval = training.ImagesPerSecond > 0 ? job.CheckpointEvery * job.BatchSize / training.ImagesPerSecond : 5;
                 await Task.Delay(TimeSpan.FromSeconds(random.NextDouble() * interval), cancel);
                 (training, _) = await WaitTraining(nodes, null);
                 var victim = nodes.Single(n => n.Address == training.Node);
@@ -199,12 +197,6 @@ public static class IslandBenchmark
             }
         }
         return results;
-    }
-
-    private static double IntervalSeconds(string configFile, double imagesPerSecond)
-    {
-        var job = Settings("probe", configFile, Path.GetTempPath(), 0, null, "sqlite", null, TimeSpan.FromSeconds(20)).Job;
-        return job.CheckpointEvery * job.BatchSize / imagesPerSecond;
     }
 
     /// <summary>Polls the island's surviving nodes until one reports the job training (or completed) on a node other than <paramref name="not"/>.</summary>
