@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Collections.Frozen;
 using System.Text.Json;
 using System.Text.Json.Serialization;
@@ -10,6 +11,7 @@ namespace Islands.Actors;
 /// <summary>
 /// Serializer for every <see cref="IIslandsMessage"/>, on the wire and in the journal: compact JSON (small messages;
 /// weights never travel) with a short, stable manifest per type, so renaming a namespace never breaks an old journal.
+/// An <see cref="IPayloadMessage"/> is framed as [header length, int32 LE][JSON header][raw payload bytes].
 /// </summary>
 public sealed class IslandsSerializer(ExtendedActorSystem system) : SerializerWithStringManifest(system)
 {
@@ -34,6 +36,19 @@ public sealed class IslandsSerializer(ExtendedActorSystem system) : SerializerWi
         ["ev:checkpoint-committed"] = typeof(CheckpointCommitted),
         ["ev:checkpoint-rejected"] = typeof(CheckpointRejected),
         ["ev:job-completed"] = typeof(JobCompleted),
+        ["models?"] = typeof(Serving.GetPublishedModels),
+        ["models"] = typeof(Serving.PublishedModelsSnapshot),
+        ["model-published"] = typeof(Serving.ModelPublished),
+        ["velocity?"] = typeof(Serving.ExpertVelocityRequest),
+        ["velocity"] = typeof(Serving.ExpertVelocityReply),
+        ["velocity-failed"] = typeof(Serving.ExpertVelocityFailed),
+        ["generate"] = typeof(Serving.Generate),
+        ["generation-accepted"] = typeof(Serving.GenerationAccepted),
+        ["generation-progress"] = typeof(Serving.GenerationProgress),
+        ["generation-completed"] = typeof(Serving.GenerationCompleted),
+        ["generation-failed"] = typeof(Serving.GenerationFailed),
+        ["generation?"] = typeof(Serving.GetGeneration),
+        ["generation"] = typeof(Serving.GenerationState),
     }.ToFrozenDictionary();
 
     private static readonly FrozenDictionary<Type, string> Manifests = Types.ToFrozenDictionary(p => p.Value, p => p.Key);
@@ -44,9 +59,32 @@ public sealed class IslandsSerializer(ExtendedActorSystem system) : SerializerWi
         ? manifest
         : throw new SerializationException($"{o.GetType().FullName} is an IIslandsMessage without a manifest in IslandsSerializer.Types");
 
-    public override byte[] ToBinary(object obj) => JsonSerializer.SerializeToUtf8Bytes(obj, obj.GetType(), Options);
+    public override byte[] ToBinary(object obj) => Encode(obj);
 
     public override object FromBinary(byte[] bytes, string manifest) => Types.TryGetValue(manifest, out var type)
-        ? JsonSerializer.Deserialize(bytes, type, Options) ?? throw new SerializationException($"manifest {manifest}: empty payload")
+        ? Decode(bytes, type)
         : throw new SerializationException($"unknown manifest '{manifest}' (written by a newer version?)");
+
+    /// <summary>The wire form of a message, also used for files that hold one (serving's stored results).</summary>
+    public static byte[] Encode(object obj)
+    {
+        var header = JsonSerializer.SerializeToUtf8Bytes(obj, obj.GetType(), Options);
+        if (obj is not IPayloadMessage message) return header;
+        var bytes = new byte[4 + header.Length + message.Payload.Length];
+        BinaryPrimitives.WriteInt32LittleEndian(bytes, header.Length);
+        header.CopyTo(bytes, 4);
+        message.Payload.CopyTo(bytes, 4 + header.Length);
+        return bytes;
+    }
+
+    public static object Decode(byte[] bytes, Type type)
+    {
+        if (!typeof(IPayloadMessage).IsAssignableFrom(type))
+            return JsonSerializer.Deserialize(bytes, type, Options) ?? throw new SerializationException($"{type.Name}: empty message");
+        var length = bytes.Length >= 4 ? BinaryPrimitives.ReadInt32LittleEndian(bytes) : -1;
+        if (length < 0 || length > bytes.Length - 4) throw new SerializationException($"{type.Name}: header length {length} does not fit a {bytes.Length}-byte frame");
+        var message = JsonSerializer.Deserialize(bytes.AsSpan(4, length), type, Options) as IPayloadMessage
+            ?? throw new SerializationException($"{type.Name}: empty message");
+        return message.WithPayload(bytes[(4 + length)..]);
+    }
 }

@@ -22,6 +22,8 @@ public static class IslandsCli
         root.Add(BenchCommands.Build(stdout, stderr));
         root.Add(IslandCommands.Node(stdout, stderr));
         root.Add(IslandCommands.Status(stdout, stderr));
+        root.Add(ServingCommands.Serve(stdout, stderr));
+        root.Add(ServingCommands.Generate(stdout, stderr));
         return root;
     }
 

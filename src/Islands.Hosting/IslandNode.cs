@@ -120,15 +120,4 @@ public static class IslandNode
         };
         return options;
     }
-
-    private sealed class ClusterMemberUpCheck(ActorSystem system) : IHealthCheck
-    {
-        public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
-        {
-            var status = Cluster.Get(system).SelfMember.Status;
-            return Task.FromResult(status == MemberStatus.Up
-                ? HealthCheckResult.Healthy("member is up")
-                : HealthCheckResult.Unhealthy($"member is {status}"));
-        }
-    }
 }

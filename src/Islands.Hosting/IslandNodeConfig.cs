@@ -48,14 +48,18 @@ public static partial class IslandNodeConfig
 
     /// <param name="options">Configuration keys set by command-line options (null values are left out).</param>
     public static Config Load(string? configFile, IReadOnlyDictionary<string, string?> options, IDictionary? environment = null,
-        string? defaultsFile = null)
+        string? defaultsFile = null) =>
+        LoadLayers(defaultsFile ?? Path.Combine(AppContext.BaseDirectory, DefaultsFile), configFile, options, environment, EnvironmentKeys, ListKeys);
+
+    /// <summary>The layering shared by every node kind: defaults file, --config file, options, then environment variables.</summary>
+    internal static Config LoadLayers(string defaultsFile, string? configFile, IReadOnlyDictionary<string, string?> options, IDictionary? environment,
+        IReadOnlyDictionary<string, string> environmentKeys, IReadOnlySet<string> listKeys)
     {
-        defaultsFile ??= Path.Combine(AppContext.BaseDirectory, DefaultsFile);
         var defaults = ParseFile(defaultsFile);
         var file = configFile is null ? Config.Empty : ParseFile(configFile);
-        var fromOptions = FromPairs(options.Where(p => p.Value is not null).Select(p => (p.Key, p.Value!)));
+        var fromOptions = FromPairs(options.Where(p => p.Value is not null).Select(p => (p.Key, p.Value!)), listKeys);
         var env = environment ?? Environment.GetEnvironmentVariables();
-        var fromEnvironment = FromPairs(EnvironmentKeys.Where(p => env.Contains(p.Key) && env[p.Key] is string).Select(p => (p.Value, (string)env[p.Key]!)));
+        var fromEnvironment = FromPairs(environmentKeys.Where(p => env.Contains(p.Key) && env[p.Key] is string).Select(p => (p.Value, (string)env[p.Key]!)), listKeys);
         return fromEnvironment.WithFallback(fromOptions).WithFallback(file).WithFallback(defaults);
     }
 
@@ -72,15 +76,15 @@ public static partial class IslandNodeConfig
         }
     }
 
-    private static Config FromPairs(IEnumerable<(string Key, string Value)> pairs)
+    private static Config FromPairs(IEnumerable<(string Key, string Value)> pairs, IReadOnlySet<string> listKeys)
     {
-        var lines = pairs.Select(p => ListKeys.Contains(p.Key)
+        var lines = pairs.Select(p => listKeys.Contains(p.Key)
             ? $"{p.Key} = [{string.Join(", ", p.Value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(Quote))}]"
             : $"{p.Key} = {Quote(p.Value)}");
         return ConfigurationFactory.ParseString(string.Join("\n", lines));
     }
 
-    private static string Quote(string value) => JsonSerializer.Serialize(value);
+    internal static string Quote(string value) => JsonSerializer.Serialize(value);
 
     public static IslandNodeSettings Parse(Config config)
     {
@@ -196,14 +200,14 @@ public static partial class IslandNodeConfig
     private static string CamelCase(string key) =>
         string.Concat(key.Split('-').Select((part, i) => i == 0 || part.Length == 0 ? part : char.ToUpperInvariant(part[0]) + part[1..]));
 
-    private static string String(Config config, string key)
+    internal static string String(Config config, string key)
     {
         var value = config.GetString(key, null);
         if (string.IsNullOrWhiteSpace(value)) throw new ConfigException(key, "is required");
         return value;
     }
 
-    private static int Int(Config config, string key, int min, int max)
+    internal static int Int(Config config, string key, int min, int max)
     {
         var text = config.GetString(key, null);
         if (!int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out var value) || value < min || value > max)
@@ -211,7 +215,7 @@ public static partial class IslandNodeConfig
         return value;
     }
 
-    private static bool Bool(Config config, string key)
+    internal static bool Bool(Config config, string key)
     {
         var text = config.GetString(key, "off").ToLowerInvariant();
         return text switch
@@ -222,7 +226,7 @@ public static partial class IslandNodeConfig
         };
     }
 
-    private static TimeSpan Duration(Config config, string key)
+    internal static TimeSpan Duration(Config config, string key)
     {
         try
         {

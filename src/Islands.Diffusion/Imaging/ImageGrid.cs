@@ -11,10 +11,25 @@ public static class ImageGrid
     /// <param name="pixels">Raw uint8 images, N x C x H x W (C = 1 grey or 3 RGB).</param>
     public static void SavePng(string path, byte[] pixels, int count, int channels, int height, int width, int columns = 0, int padding = 2, int scale = 2)
     {
+        using var grid = Render(pixels, count, channels, height, width, columns, padding, scale);
+        AtomicFile.Write(path, stream => grid.SaveAsPng(stream));
+    }
+
+    /// <summary>The same grid as PNG bytes (for HTTP responses).</summary>
+    public static byte[] EncodePng(byte[] pixels, int count, int channels, int height, int width, int columns = 0, int padding = 2, int scale = 2)
+    {
+        using var grid = Render(pixels, count, channels, height, width, columns, padding, scale);
+        using var stream = new MemoryStream();
+        grid.SaveAsPng(stream);
+        return stream.ToArray();
+    }
+
+    private static Image<L8> Render(byte[] pixels, int count, int channels, int height, int width, int columns, int padding, int scale)
+    {
         if (count == 0) throw new ConfigException("--count", "no images to write");
         columns = columns > 0 ? columns : (int)Math.Ceiling(Math.Sqrt(count));
         var rows = (count + columns - 1) / columns;
-        using var grid = new Image<L8>(columns * (width + padding) + padding, rows * (height + padding) + padding, new L8(255));
+        var grid = new Image<L8>(columns * (width + padding) + padding, rows * (height + padding) + padding, new L8(255));
         var plane = height * width;
         for (var i = 0; i < count; i++)
         {
@@ -30,6 +45,6 @@ public static class ImageGrid
             }
         }
         if (scale > 1) grid.Mutate(g => g.Resize(grid.Width * scale, grid.Height * scale, KnownResamplers.NearestNeighbor));
-        AtomicFile.Write(path, stream => grid.SaveAsPng(stream));
+        return grid;
     }
 }

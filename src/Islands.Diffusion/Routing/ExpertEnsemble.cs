@@ -104,20 +104,7 @@ public sealed class ExpertEnsemble
         {
             p = RouterProbabilities(x, t, classes) * mask;
         }
-        var total = p.sum(1, keepdim: true);
-        // A router that gives all its mass to unavailable experts: fall back to uniform over the available ones.
-        p = where(total > 0, p / total.clamp_min(1e-300), mask.expand(n, k) / mask.sum());
-
-        var availableCount = available.Count(a => a);
-        Tensor w = Strategy.Kind switch
-        {
-            "full" or "oracle" => p,
-            "topk" => KeepTop(p, Math.Min(Strategy.TopK, availableCount)),
-            "threshold" => Renormalise(where((p >= Strategy.Threshold).logical_or(OneHotArgmax(p).to_type(ScalarType.Bool)), p, zeros_like(p))),
-            "sample" => nn.functional.one_hot(p.multinomial(1, generator: sampleGenerator).squeeze(1), k).to_type(ScalarType.Float64),
-            _ => throw new ConfigException("--strategy", $"unknown strategy {Strategy}"),
-        };
-        w = w * mask;
+        var w = RoutingWeights.Apply(p, mask, Strategy, available.Count(a => a), sampleGenerator);
         if (Trace is not null)
         {
             var flat = w.cpu().contiguous().data<double>().ToArray();
@@ -133,15 +120,4 @@ public sealed class ExpertEnsemble
         var rc = where(classes < 0, full_like(classes, routerNull), classes);
         return router.Posterior(x, tt, rc).to_type(ScalarType.Float64);
     }
-
-    private static Tensor KeepTop(Tensor p, int count)
-    {
-        var (_, indices) = p.topk(count, dim: 1);
-        var keep = zeros_like(p).scatter(1, indices, ones_like(indices, dtype: ScalarType.Float64));
-        return Renormalise(p * keep);
-    }
-
-    private static Tensor OneHotArgmax(Tensor p) => nn.functional.one_hot(p.argmax(1), p.shape[1]);
-
-    private static Tensor Renormalise(Tensor w) => w / w.sum(1, keepdim: true).clamp_min(1e-300);
 }

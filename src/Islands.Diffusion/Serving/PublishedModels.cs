@@ -17,19 +17,29 @@ public sealed record PublishedModelScan(IReadOnlyList<PublishedModel> Experts, P
 /// </summary>
 public static class PublishedModels
 {
-    public static PublishedModelScan Scan(string store)
+    /// <param name="cache">Verified publications from earlier scans, keyed by run directory: a publication whose file is
+    /// unchanged is not hashed again (loaders verify once more before reading weights).</param>
+    public static PublishedModelScan Scan(string store, IDictionary<string, (DateTime Written, long Length, PublishedModel Model)>? cache = null)
     {
         if (!Directory.Exists(store)) throw new ConfigException("--store", $"{store}: checkpoint store not found");
         var found = new List<PublishedModel>();
         var refused = new List<string>();
         foreach (var run in Directory.GetDirectories(store).Order(StringComparer.Ordinal))
         {
-            if (!File.Exists(Path.Combine(run, PublishedCheckpoint.FileName))) continue;
+            var file = new FileInfo(Path.Combine(run, PublishedCheckpoint.FileName));
+            if (!file.Exists) continue;
+            if (cache is not null && cache.TryGetValue(run, out var known) && known.Written == file.LastWriteTimeUtc && known.Length == file.Length)
+            {
+                found.Add(known.Model);
+                continue;
+            }
             try
             {
                 var (published, directory) = PublishedCheckpoint.ReadVerified(run);
-                found.Add(new PublishedModel(published.Job, ExpertIndex(published.Job), published.Island, published.Step, run, directory,
-                    published.ManifestSha256, published.PublishedUtc));
+                var model = new PublishedModel(published.Job, ExpertIndex(published.Job), published.Island, published.Step, run, directory,
+                    published.ManifestSha256, published.PublishedUtc);
+                found.Add(model);
+                if (cache is not null) cache[run] = (file.LastWriteTimeUtc, file.Length, model);
             }
             catch (CheckpointException e)
             {

@@ -1,0 +1,35 @@
+using Islands.Diffusion.IO;
+
+namespace Islands.Actors.Serving;
+
+/// <summary>
+/// Finished generations on disk (one file each, written atomically in the wire format), so that a request retried with
+/// the same Idempotency-Key is answered from here, by any serving node that shares the directory, and never computed twice.
+/// </summary>
+public sealed class GenerationResultStore(string directory)
+{
+    public string Directory { get; } = directory;
+
+    private string PathOf(string id) => Path.Combine(Directory, id + ".bin");
+
+    public void Save(GenerationCompleted completed)
+    {
+        System.IO.Directory.CreateDirectory(Directory);
+        AtomicFile.WriteAllBytes(PathOf(completed.Id), IslandsSerializer.Encode(completed));
+    }
+
+    public GenerationCompleted? TryLoad(string id)
+    {
+        var path = PathOf(id);
+        if (!File.Exists(path)) return null;
+        try
+        {
+            return (GenerationCompleted)IslandsSerializer.Decode(File.ReadAllBytes(path), typeof(GenerationCompleted));
+        }
+        catch (Exception e) when (e is System.Runtime.Serialization.SerializationException or System.Text.Json.JsonException or IOException)
+        {
+            // An unreadable result is treated as absent: the request is computed again rather than answered wrongly.
+            return null;
+        }
+    }
+}

@@ -1,0 +1,152 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using System.Text.Json;
+using Islands.Diffusion;
+using Islands.Diffusion.IO;
+using Islands.Hosting;
+using Microsoft.Extensions.Hosting;
+
+namespace Islands.Cli.Commands;
+
+/// <summary><c>islands serve</c> (one node of the serving cluster) and <c>islands generate</c> (its HTTP client).</summary>
+public static class ServingCommands
+{
+    public const string ApiKeyVariable = "ISLANDS_API_KEY";
+
+    public static Command Serve(TextWriter stdout, TextWriter stderr)
+    {
+        var config = new Option<string?>("--config") { Description = "HOCON file over hocon/serving.conf" };
+        var store = new Option<string?>("--store") { Description = "Checkpoint store the islands publish into (islands.serving.store)" };
+        var hostname = new Option<string?>("--hostname") { Description = "Remoting address to bind (islands.serving.hostname)" };
+        var port = new Option<int?>("--port") { Description = "Remoting port; seed nodes need fixed ports (islands.serving.port)" };
+        var seeds = new Option<string?>("--seed-nodes") { Description = "Comma-separated seed nodes, e.g. akka.tcp://serving-main@127.0.0.1:5053" };
+        var httpPort = new Option<int?>("--http-port") { Description = "Port of the API (islands.serving.http.port)" };
+        var precision = new Option<string?>("--precision") { Description = "fp32 or bf16 arithmetic for the experts (islands.serving.precision)" };
+        var command = new Command("serve", "Run one node of the serving cluster: sharded router and sampler actors behind the generation API")
+        {
+            config, store, hostname, port, seeds, httpPort, precision,
+        };
+        command.SetAction(IslandsCli.Action(stdout, stderr, async (ctx, parse, cancel) =>
+        {
+            var options = new Dictionary<string, string?>
+            {
+                ["islands.serving.store"] = parse.GetValue(store),
+                ["islands.serving.hostname"] = parse.GetValue(hostname),
+                ["islands.serving.port"] = parse.GetValue(port)?.ToString(CultureInfo.InvariantCulture),
+                ["islands.serving.seed-nodes"] = parse.GetValue(seeds),
+                ["islands.serving.http.port"] = parse.GetValue(httpPort)?.ToString(CultureInfo.InvariantCulture),
+                ["islands.serving.precision"] = parse.GetValue(precision),
+            };
+            var settings = ServingNodeConfig.Parse(ServingNodeConfig.Load(parse.GetValue(config), options));
+            IslandsCli.InitTorch(parse);
+            await using var app = ServingNode.Build(settings);
+            await app.StartAsync(cancel);
+            ctx.Log($"serving {settings.SystemName}: node up; store {settings.Serving.Store}; API at {IslandNode.HttpAddress(app)}/v1 " +
+                    $"({settings.ApiKeys.Count} API key{(settings.ApiKeys.Count == 1 ? "" : "s")}{(settings.AllowAnonymous ? ", anonymous allowed" : "")}); OpenAPI at /openapi/v1.json");
+            using var stop = cancel.Register(() => app.Lifetime.StopApplication());
+            await app.WaitForShutdownAsync(CancellationToken.None);
+            return ExitCodes.Ok;
+        }));
+        return command;
+    }
+
+    public static Command Generate(TextWriter stdout, TextWriter stderr)
+    {
+        var url = new Option<string>("--url") { Description = "Any serving node, e.g. http://127.0.0.1:8080", Required = true };
+        var count = new Option<int>("--count") { Description = "Images (1-256)", DefaultValueFactory = _ => 16 };
+        var cls = new Option<string?>("--class") { Description = "Class index or name; omit for unconditional" };
+        var steps = new Option<int>("--steps") { Description = "Euler steps (1-200)", DefaultValueFactory = _ => 20 };
+        var cfg = new Option<double>("--cfg") { Description = "Classifier-free guidance scale (0-20; 1 = none)", DefaultValueFactory = _ => 1.0 };
+        var strategy = new Option<string>("--strategy") { Description = "top1, top2, topk:N, full or threshold:P", DefaultValueFactory = _ => "top1" };
+        var seed = new Option<long?>("--seed") { Description = "Seed (default: chosen by the server, reported back)" };
+        var output = new Option<string>("--out") { Description = "PNG grid to write", Required = true };
+        var trace = new Option<string?>("--trace") { Description = "Also write the JSON answer (routing trace, timings, checkpoints) here" };
+        var key = new Option<string?>("--idempotency-key") { Description = "Makes a retried request return the same result (default: a new key per invocation, reused on retry)" };
+        var command = new Command("generate", $"Ask a serving cluster for images (the API key comes from {ApiKeyVariable})")
+        {
+            url, count, cls, steps, cfg, strategy, seed, output, trace, key,
+        };
+        command.SetAction(IslandsCli.Action(stdout, stderr, async (ctx, parse, cancel) =>
+        {
+            var apiKey = Environment.GetEnvironmentVariable(ApiKeyVariable);
+            object? classValue = parse.GetValue(cls) is { } c ? int.TryParse(c, NumberStyles.None, CultureInfo.InvariantCulture, out var index) ? index : c : null;
+            var body = new Dictionary<string, object?>
+            {
+                ["count"] = parse.GetValue(count), ["class"] = classValue, ["steps"] = parse.GetValue(steps), ["cfg"] = parse.GetValue(cfg),
+                ["strategy"] = parse.GetValue(strategy), ["seed"] = parse.GetValue(seed), ["format"] = "json",
+            };
+            var address = parse.GetValue(url)!.TrimEnd('/') + "/v1/generations";
+            var idempotency = parse.GetValue(key) ?? Guid.NewGuid().ToString("N");
+            using var http = new HttpClient { Timeout = TimeSpan.FromMinutes(10) };
+            HttpResponseMessage? response = null;
+            // Transport failures are retried with the same Idempotency-Key: the server answers a repeat from its stored result.
+            for (var attempt = 1; ; attempt++)
+            {
+                using var request = new HttpRequestMessage(HttpMethod.Post, address) { Content = JsonContent.Create(body) };
+                if (!string.IsNullOrEmpty(apiKey)) request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", apiKey);
+                request.Headers.Add("Idempotency-Key", idempotency);
+                try
+                {
+                    response = await http.SendAsync(request, cancel);
+                    if ((int)response.StatusCode is 429 or 502 or 503 && attempt < 5)
+                    {
+                        ctx.Log($"{address}: {(int)response.StatusCode}; retrying in {attempt} s");
+                        await Task.Delay(TimeSpan.FromSeconds(attempt), cancel);
+                        continue;
+                    }
+                    break;
+                }
+                catch (HttpRequestException e) when (attempt < 5)
+                {
+                    ctx.Log($"{address}: {e.Message}; retrying in {attempt} s");
+                    await Task.Delay(TimeSpan.FromSeconds(attempt), cancel);
+                }
+                catch (HttpRequestException e)
+                {
+                    throw new IslandsException($"{address}: {e.Message}");
+                }
+            }
+            using var answer = response;
+            var text = await answer.Content.ReadAsStringAsync(cancel);
+            if (!answer.IsSuccessStatusCode)
+            {
+                var detail = text;
+                try
+                {
+                    using var problem = JsonDocument.Parse(text);
+                    var root = problem.RootElement;
+                    detail = root.TryGetProperty("errors", out var errors)
+                        ? string.Join("; ", errors.EnumerateObject().Select(p => $"{p.Name}: {string.Join(" ", p.Value.EnumerateArray().Select(v => v.GetString()))}"))
+                        : root.TryGetProperty("detail", out var d) ? d.GetString() ?? text : text;
+                }
+                catch (JsonException)
+                {
+                }
+                var message = $"{address}: {(int)answer.StatusCode} {answer.ReasonPhrase}: {detail}";
+                if ((int)answer.StatusCode == 401) message += $" (set {ApiKeyVariable})";
+                throw new IslandsException(message);
+            }
+            var result = JsonSerializer.Deserialize<GenerationApi.GenerationResult>(text, JsonSerializerOptions.Web)
+                ?? throw new IslandsException($"{address}: empty answer");
+            var pixels = result.Images.SelectMany(png => Pixels(Convert.FromBase64String(png))).ToArray();
+            var side = (int)Math.Sqrt(pixels.Length / result.Count);
+            Diffusion.Imaging.ImageGrid.SavePng(parse.GetValue(output)!, pixels, result.Count, 1, side, side);
+            if (parse.GetValue(trace) is { } tracePath) AtomicFile.WriteAllText(tracePath, text);
+            ctx.Result(new { output = parse.GetValue(output), result.Id, result.Count, result.Seed, result.Strategy, result.ImagesPerExpert, result.LeftOutExperts, result.Retries, result.Timings },
+                w => w.WriteLine($"wrote {result.Count} images to {parse.GetValue(output)} (generation {result.Id}, seed {result.Seed}, images·steps per expert [{string.Join(", ", result.ImagesPerExpert)}]" +
+                                 $"{(result.Degraded ? $", DEGRADED: experts {string.Join(",", result.LeftOutExperts)} left out" : "")}, {result.Timings.TotalSeconds:F2} s)"));
+            return ExitCodes.Ok;
+        }));
+        return command;
+    }
+
+    private static byte[] Pixels(byte[] png)
+    {
+        using var image = SixLabors.ImageSharp.Image.Load<SixLabors.ImageSharp.PixelFormats.L8>(png);
+        var pixels = new byte[image.Width * image.Height];
+        image.CopyPixelDataTo(pixels);
+        return pixels;
+    }
+}

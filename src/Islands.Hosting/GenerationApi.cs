@@ -1,0 +1,295 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Text.Json;
+using System.Threading.Channels;
+using Akka.Actor;
+using Akka.Hosting;
+using Islands.Actors;
+using Islands.Actors.Serving;
+using Islands.Diffusion.Imaging;
+using Islands.Diffusion.Serving;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+
+namespace Islands.Hosting;
+
+/// <summary>
+/// The serving HTTP API: POST /v1/generations (synchronous, asynchronous with GET /v1/generations/{id}, or as
+/// server-sent progress events), GET /v1/experts. It validates and translates; the actors do the work.
+/// </summary>
+public static class GenerationApi
+{
+    public const string RateLimitPolicy = "generations";
+    private const int MaxIdempotencyKeyLength = 200;
+
+    /// <summary>Latest news of the asynchronous generations this node accepted (for GET before the result is stored).</summary>
+    private static readonly ConcurrentDictionary<string, IIslandsMessage> AsyncLatest = new();
+
+    private static readonly ConcurrentDictionary<long, (int Count, IReadOnlyList<string> Names)> ClassesByVersion = new();
+
+    public static void Map(WebApplication app, ServingNodeSettings settings)
+    {
+        var v1 = app.MapGroup("/v1");
+        v1.MapPost("/generations", Post).RequireRateLimiting(RateLimitPolicy)
+            .Accepts<GenerationBody>("application/json")
+            .Produces(StatusCodes.Status200OK, contentType: "image/png")
+            .Produces<GenerationResult>(StatusCodes.Status200OK, "application/json")
+            .Produces<GenerationStatus>(StatusCodes.Status202Accepted)
+            .ProducesValidationProblem()
+            .ProducesProblem(StatusCodes.Status401Unauthorized).ProducesProblem(StatusCodes.Status413PayloadTooLarge)
+            .ProducesProblem(StatusCodes.Status422UnprocessableEntity).ProducesProblem(StatusCodes.Status429TooManyRequests)
+            .ProducesProblem(StatusCodes.Status503ServiceUnavailable).ProducesProblem(StatusCodes.Status504GatewayTimeout)
+            .WithSummary("Generate images with the ensemble of published experts")
+            .WithDescription("Header Idempotency-Key makes a retry return the same result. Accept: text/event-stream streams progress events.");
+        v1.MapGet("/generations/{id}", Get)
+            .Produces<GenerationResult>().Produces<GenerationStatus>().ProducesProblem(StatusCodes.Status404NotFound)
+            .WithSummary("Status or result of a generation (format=json or png)");
+        v1.MapGet("/experts", Experts).Produces<ExpertsResponse>().WithSummary("Published experts, their checkpoints and availability");
+    }
+
+    public sealed record GenerationStatus(string Id, string Status, int Step, int Steps, string Location);
+
+    public sealed record GenerationTimings(double QueueSeconds, double ComputeSeconds, double TotalSeconds);
+
+    public sealed record GenerationResult(string Id, int Count, long? Class, int Steps, double Cfg, string Strategy, long Seed, string[] Images,
+        int[][] Routing, long[] ImagesPerExpert, int[] LeftOutExperts, bool Degraded, int Retries, int RetriedImageSteps, GenerationTimings Timings,
+        IReadOnlyList<ServedCheckpoint> Checkpoints);
+
+    public sealed record ExpertEntry(int Expert, bool Available, string? Island, long? Step, string? Checkpoint, string? ManifestSha256, DateTimeOffset? PublishedUtc);
+
+    public sealed record ExpertsResponse(string Store, IReadOnlyList<ExpertEntry> Experts, ExpertEntry? Router, IReadOnlyList<string> Refused, DateTimeOffset ScannedUtc);
+
+    private static async Task<IResult> Post(HttpContext http, ActorSystem system, IRequiredActor<EnsembleRouterActor> routers, IRequiredActor<ModelRegistryKey> registry,
+        GenerationSlots slots, ServingNodeSettings settings, CancellationToken cancel)
+    {
+        var clock = Stopwatch.StartNew();
+        if (http.Request.ContentLength > settings.MaxBodyBytes) return TooLarge(settings);
+        if (http.Request.ContentType is not { } type || !type.StartsWith("application/json", StringComparison.OrdinalIgnoreCase))
+            return Rejected(Results.Problem(statusCode: 415, title: "Unsupported media type", detail: "send the request body as application/json"));
+        JsonDocument document;
+        try
+        {
+            document = await JsonDocument.ParseAsync(http.Request.Body, cancellationToken: cancel);
+        }
+        catch (JsonException e)
+        {
+            return Rejected(Results.Problem(statusCode: 400, title: "Malformed JSON", detail: $"the request body is not valid JSON: {e.Message}"));
+        }
+        catch (BadHttpRequestException e) when (e.StatusCode == StatusCodes.Status413PayloadTooLarge)
+        {
+            return TooLarge(settings);
+        }
+        using var body = document;
+
+        var keyId = http.User.FindFirst(ApiKeyAuthentication.KeyIdClaim)?.Value ?? "anonymous";
+        string? idempotencyKey = http.Request.Headers["Idempotency-Key"];
+        if (idempotencyKey is not null && (idempotencyKey.Length is 0 or > MaxIdempotencyKeyLength || idempotencyKey.Any(c => c < ' ' || c > '~')))
+            return Rejected(Results.ValidationProblem(new Dictionary<string, string[]> { ["Idempotency-Key"] = [$"must be 1 to {MaxIdempotencyKeyLength} printable ASCII characters"] }));
+        var id = idempotencyKey is null ? "g" + Guid.NewGuid().ToString("N") : GenerationBodyValidator.IdFor(keyId, idempotencyKey);
+
+        var snapshot = await Snapshot(registry, cancel);
+        if (snapshot.Experts.Count == 0 || snapshot.Router is null)
+            return Results.Problem(statusCode: 503, title: "Nothing to serve yet",
+                detail: $"the store {snapshot.Store} has {snapshot.Experts.Count} published experts and {(snapshot.Router is null ? "no" : "a")} router; islands publish them as they train");
+        var classes = ClassesByVersion.GetOrAdd(snapshot.Version, _ => ServedModels.Classes(snapshot.Experts[0]));
+        var (valid, errors) = GenerationBodyValidator.Validate(document.RootElement, classes.Count, classes.Names,
+            idempotencyKey is null ? null : GenerationBodyValidator.SeedFor(id));
+        if (valid is null) return Rejected(Results.ValidationProblem(errors, title: "Invalid generation request"));
+
+        var generate = new Generate(id, ServingSettings.DefaultEnsemble, valid.Request, valid.RequestHash, ServingTelemetry.CurrentTraceParent());
+        Activity.Current?.SetTag("islands.generation", id);
+        var router = await routers.GetAsync(cancel);
+        if (valid.Async)
+        {
+            if (AsyncLatest.TryGetValue(id, out var known) && known is not GenerationFailed)
+                return Results.Accepted($"/v1/generations/{id}", Status(id, known, valid.Request.Steps));
+            var lease = slots.AttemptAcquire();
+            if (!lease.IsAcquired) return TooMany(settings);
+            var events = Channel.CreateUnbounded<IIslandsMessage>();
+            system.ActorOf(GenerationWatcher.Props(router, generate, events.Writer, settings.Serving));
+            AsyncLatest[id] = new GenerationAccepted(id, 0);
+            _ = Task.Run(async () =>
+            {
+                using var held = lease;
+                await foreach (var message in events.Reader.ReadAllAsync(CancellationToken.None))
+                    if (message is not GenerationRetried) AsyncLatest[id] = message;
+                // The stored result answers from now on; keep failures so GET can report them.
+                if (AsyncLatest.TryGetValue(id, out var last) && last is GenerationCompleted) AsyncLatest.TryRemove(id, out IIslandsMessage? _);
+            }, CancellationToken.None);
+            return Results.Accepted($"/v1/generations/{id}", new GenerationStatus(id, "accepted", 0, valid.Request.Steps, $"/v1/generations/{id}"));
+        }
+
+        var channel = Channel.CreateUnbounded<IIslandsMessage>();
+        var watcher = system.ActorOf(GenerationWatcher.Props(router, generate, channel.Writer, settings.Serving));
+        var streaming = http.Request.Headers.Accept.Any(a => a?.Contains("text/event-stream", StringComparison.OrdinalIgnoreCase) == true);
+        var retries = 0;
+        try
+        {
+            if (streaming)
+            {
+                http.Response.ContentType = "text/event-stream";
+                http.Response.Headers.CacheControl = "no-cache";
+                http.Response.Headers["X-Generation-Id"] = id;
+            }
+            await foreach (var message in channel.Reader.ReadAllAsync(cancel))
+            {
+                switch (message)
+                {
+                    case GenerationRetried r:
+                        retries = r.Attempt;
+                        if (streaming) await Event(http, "retry", new { id, attempt = r.Attempt }, cancel);
+                        break;
+                    case GenerationAccepted a when streaming:
+                        await Event(http, "accepted", new { id, queuedImages = a.QueuedImages }, cancel);
+                        break;
+                    case GenerationProgress p when streaming:
+                        await Event(http, "progress", new { id, step = p.Step, steps = p.Steps, leftOutExperts = p.LeftOutExperts }, cancel);
+                        break;
+                    case GenerationCompleted done:
+                        Record(clock, done.LeftOutExperts.Length > 0 ? "degraded" : "ok");
+                        if (!streaming) return Render(done, valid.Format, retries);
+                        await Event(http, "completed", Result(done, retries), cancel);
+                        return Results.Empty;
+                    case GenerationFailed failed:
+                        Record(clock, "failed");
+                        if (!streaming) return Failure(failed);
+                        await Event(http, "failed", new { id, status = failed.Status, detail = failed.Reason }, cancel);
+                        return Results.Empty;
+                }
+            }
+            return Results.Problem(statusCode: 504, title: "Generation abandoned", detail: "the serving node stopped waiting for this generation");
+        }
+        finally
+        {
+            // A client that hung up stops only its watcher: the generation finishes and its stored result answers a retry.
+            system.Stop(watcher);
+        }
+    }
+
+    private static async Task<IResult> Get(string id, HttpContext http, IRequiredActor<EnsembleRouterActor> routers, ServingNodeSettings settings, CancellationToken cancel)
+    {
+        if (id.Length != 33 || id[0] is not ('g' or 'k') || !id[1..].All(Uri.IsHexDigit))
+            return Results.Problem(statusCode: 404, title: "No such generation", detail: $"'{id}' is not a generation id");
+        var format = http.Request.Query["format"].FirstOrDefault() ?? "json";
+        if (format is not ("json" or "png")) return Results.ValidationProblem(new Dictionary<string, string[]> { ["format"] = ["must be png or json"] });
+        if (new GenerationResultStore(settings.Serving.ResultsDirectory).TryLoad(id) is { } stored) return Render(stored, format, 0);
+        if (AsyncLatest.TryGetValue(id, out var latest))
+        {
+            if (latest is GenerationFailed failed) return Failure(failed);
+            if (latest is GenerationCompleted done) return Render(done, format, 0);
+            return Results.Ok(Status(id, latest, 0));
+        }
+        var router = await routers.GetAsync(cancel);
+        var state = await router.Ask<GenerationState>(new GetGeneration(id, ServingSettings.DefaultEnsemble), TimeSpan.FromSeconds(5), cancel);
+        return state.Phase == "unknown"
+            ? Results.Problem(statusCode: 404, title: "No such generation", detail: $"no serving node knows generation {id}")
+            : Results.Ok(new GenerationStatus(id, state.Phase, state.Step, state.Steps, $"/v1/generations/{id}"));
+    }
+
+    private static async Task<IResult> Experts(IRequiredActor<ModelRegistryKey> registry, CancellationToken cancel)
+    {
+        var snapshot = await Snapshot(registry, cancel);
+        var count = snapshot.Router is null ? 0 : RouterExperts(snapshot.Router);
+        count = Math.Max(count, snapshot.Experts.Select(e => e.Expert!.Value + 1).DefaultIfEmpty(0).Max());
+        var experts = Enumerable.Range(0, count).Select(k => snapshot.Expert(k) is { } e
+            ? new ExpertEntry(k, true, e.Island, e.Step, e.CheckpointDirectory, e.ManifestSha256, e.PublishedUtc)
+            : new ExpertEntry(k, false, null, null, null, null, null)).ToList();
+        var router = snapshot.Router is { } r ? new ExpertEntry(-1, true, r.Island, r.Step, r.CheckpointDirectory, r.ManifestSha256, r.PublishedUtc) : null;
+        return Results.Ok(new ExpertsResponse(snapshot.Store, experts, router, snapshot.Refused, snapshot.ScannedUtc));
+    }
+
+    private static int RouterExperts(PublishedModel router)
+    {
+        try
+        {
+            return Diffusion.IO.Json.Read<Diffusion.Routing.RouterConfig>(Path.Combine(router.RunDirectory, Diffusion.Training.RunDirectory.ConfigFile)).ExpertCount;
+        }
+        catch (Diffusion.IslandsException)
+        {
+            return 0;
+        }
+    }
+
+    private static async Task<PublishedModelsSnapshot> Snapshot(IRequiredActor<ModelRegistryKey> registry, CancellationToken cancel) =>
+        await (await registry.GetAsync(cancel)).Ask<PublishedModelsSnapshot>(GetPublishedModels.Instance, TimeSpan.FromSeconds(10), cancel);
+
+    private static GenerationStatus Status(string id, IIslandsMessage latest, int steps) => latest switch
+    {
+        GenerationProgress p => new GenerationStatus(id, "running", p.Step, p.Steps, $"/v1/generations/{id}"),
+        _ => new GenerationStatus(id, "accepted", 0, steps, $"/v1/generations/{id}"),
+    };
+
+    private static IResult Render(GenerationCompleted done, string format, int retries)
+    {
+        if (format == "json") return Results.Json(Result(done, retries));
+        var png = ImageGrid.EncodePng(done.Payload, done.Request.Count, done.Channels, done.Height, done.Width);
+        return new PngResult(png, done, retries);
+    }
+
+    private static GenerationResult Result(GenerationCompleted done, int retries)
+    {
+        var plane = done.Channels * done.Height * done.Width;
+        var images = Enumerable.Range(0, done.Request.Count)
+            .Select(i => Convert.ToBase64String(ImageGrid.EncodePng(done.Payload[(i * plane)..((i + 1) * plane)], 1, done.Channels, done.Height, done.Width, padding: 0, scale: 1)))
+            .ToArray();
+        var perExpert = new long[done.ExpertCount];
+        foreach (var k in done.Routing.SelectMany(r => r)) if (k >= 0) perExpert[k]++;
+        var r = done.Request;
+        return new GenerationResult(done.Id, r.Count, r.Classes?[0], r.Steps, r.Cfg, r.Strategy, r.Seed, images, done.Routing, perExpert, done.LeftOutExperts,
+            done.LeftOutExperts.Length > 0, retries, done.RetriedRowSteps,
+            new GenerationTimings(done.QueueSeconds, done.TotalSeconds - done.QueueSeconds, done.TotalSeconds), done.Checkpoints);
+    }
+
+    private static IResult Failure(GenerationFailed failed) =>
+        Results.Problem(statusCode: failed.Status, title: failed.Status switch
+        {
+            422 => "Idempotency-Key reused",
+            503 => "Nothing to serve",
+            504 => "Generation timed out",
+            _ => "Generation failed",
+        }, detail: failed.Reason);
+
+    private static async Task Event(HttpContext http, string name, object data, CancellationToken cancel)
+    {
+        await http.Response.WriteAsync($"event: {name}\ndata: {JsonSerializer.Serialize(data, JsonSerializerOptions.Web)}\n\n", cancel);
+        await http.Response.Body.FlushAsync(cancel);
+    }
+
+    private static void Record(Stopwatch clock, string outcome) =>
+        ServingTelemetry.RequestDuration.Record(clock.Elapsed.TotalSeconds, new KeyValuePair<string, object?>("outcome", outcome));
+
+    private static IResult Rejected(IResult result)
+    {
+        ServingTelemetry.Rejected.Add(1, new KeyValuePair<string, object?>("reason", "invalid"));
+        return result;
+    }
+
+    private static IResult TooLarge(ServingNodeSettings settings)
+    {
+        ServingTelemetry.Rejected.Add(1, new KeyValuePair<string, object?>("reason", "too-large"));
+        return Results.Problem(statusCode: 413, title: "Request body too large",
+            detail: $"the body may be at most {settings.MaxBodyBytes} bytes (islands.serving.http.max-body-bytes)");
+    }
+
+    private static IResult TooMany(ServingNodeSettings settings)
+    {
+        ServingTelemetry.Rejected.Add(1, new KeyValuePair<string, object?>("reason", "too-many"));
+        return Results.Problem(statusCode: 429, title: "Too many generations in flight",
+            detail: $"this node runs at most {settings.MaxInFlight} generations at once (islands.serving.http.max-in-flight); retry shortly");
+    }
+
+    /// <summary>A PNG grid with the generation's id, seed, left-out experts and retries in headers.</summary>
+    private sealed class PngResult(byte[] png, GenerationCompleted done, int retries) : IResult
+    {
+        public Task ExecuteAsync(HttpContext http)
+        {
+            http.Response.ContentType = "image/png";
+            http.Response.Headers["X-Generation-Id"] = done.Id;
+            http.Response.Headers["X-Islands-Seed"] = done.Request.Seed.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            http.Response.Headers["X-Islands-Left-Out-Experts"] = string.Join(",", done.LeftOutExperts);
+            http.Response.Headers["X-Islands-Retries"] = retries.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            return http.Response.Body.WriteAsync(png).AsTask();
+        }
+    }
+}

@@ -1,0 +1,128 @@
+using Akka.Actor;
+using Akka.Cluster;
+using Akka.Cluster.Hosting;
+using Akka.Cluster.Hosting.SBR;
+using Akka.Cluster.Sharding;
+using Akka.Cluster.Tools.Client;
+using Akka.Configuration;
+using Akka.Hosting;
+using Akka.Remote.Hosting;
+using Islands.Actors;
+using Islands.Actors.Serving;
+using Microsoft.AspNetCore.Authorization;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Diagnostics.HealthChecks;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.RateLimiting;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace Islands.Hosting;
+
+/// <summary>Registry key of the node's model registry actor.</summary>
+public sealed class ModelRegistryKey;
+
+/// <summary>
+/// Wires one serving node: an Akka.NET cluster member of the serving cluster hosting the sharded sampler (per expert)
+/// and router (per ensemble) regions with a distributed-data state store, the node's model registry (also offered to
+/// islands through the cluster client receptionist), and the HTTP API of <see cref="GenerationApi"/>.
+/// </summary>
+public static class ServingNode
+{
+    public const string RegistryName = "model-registry";
+
+    public static WebApplication Build(ServingNodeSettings settings, Action<ILoggingBuilder>? logging = null)
+    {
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory });
+        builder.WebHost.UseUrls($"http://{settings.HttpHostname}:{settings.HttpPort}");
+        builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = settings.MaxBodyBytes);
+        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(30));
+        builder.Logging.ClearProviders();
+        builder.Logging.AddSimpleConsole(o =>
+        {
+            o.SingleLine = true;
+            o.TimestampFormat = "HH:mm:ss ";
+        });
+        builder.Services.Configure<Microsoft.Extensions.Logging.Console.ConsoleLoggerOptions>(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
+        builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
+        logging?.Invoke(builder.Logging);
+        builder.Services.AddSingleton(settings);
+        IslandTelemetrySetup.Add(builder.Services, settings);
+        builder.Services.AddProblemDetails();
+        builder.Services.AddOpenApi();
+        builder.Services.AddAuthentication(ApiKeyAuthentication.SchemeName)
+            .AddScheme<ApiKeyOptions, ApiKeyAuthentication>(ApiKeyAuthentication.SchemeName, o =>
+            {
+                o.KeyDigests = [.. settings.ApiKeys.Select(ApiKeyAuthentication.Digest)];
+                o.AllowAnonymous = settings.AllowAnonymous;
+            });
+        builder.Services.AddAuthorization(o => o.FallbackPolicy = new AuthorizationPolicyBuilder().RequireAuthenticatedUser().Build());
+        var slots = new GenerationSlots(settings.MaxInFlight);
+        builder.Services.AddSingleton(slots);
+        builder.Services.AddRateLimiter(o =>
+        {
+            o.RejectionStatusCode = StatusCodes.Status429TooManyRequests;
+            o.AddPolicy(GenerationApi.RateLimitPolicy, _ => System.Threading.RateLimiting.RateLimitPartition.Get("node", _ => slots));
+            o.OnRejected = async (context, cancel) =>
+            {
+                ServingTelemetry.Rejected.Add(1, new KeyValuePair<string, object?>("reason", "too-many"));
+                context.HttpContext.Response.Headers.RetryAfter = "1";
+                await Results.Problem(statusCode: 429, title: "Too many generations in flight",
+                    detail: $"this node runs at most {settings.MaxInFlight} generations at once (islands.serving.http.max-in-flight); retry shortly").ExecuteAsync(context.HttpContext);
+            };
+        });
+        builder.Services.AddHealthChecks().AddCheck<ClusterMemberUpCheck>("cluster-member-up", tags: ["ready"]);
+        builder.Services.AddAkka(settings.SystemName, (akka, _) => ConfigureAkka(akka, settings));
+
+        var app = builder.Build();
+        app.UseAuthentication();
+        app.UseAuthorization();
+        app.UseRateLimiter();
+        app.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = _ => false }).AllowAnonymous();
+        app.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = c => c.Tags.Contains("ready") }).AllowAnonymous();
+        app.MapOpenApi();
+        GenerationApi.Map(app, settings);
+        return app;
+    }
+
+    private static void ConfigureAkka(AkkaConfigurationBuilder akka, ServingNodeSettings settings)
+    {
+        akka.AddHocon(settings.Hocon, HoconAddMode.Append);
+        akka.AddHocon(ConfigurationFactory.ParseString($"akka.cluster.split-brain-resolver.stable-after = {(int)settings.StableAfter.TotalMilliseconds}ms"), HoconAddMode.Prepend);
+        akka.ConfigureLoggers(l => l.AddLoggerFactory());
+        akka.WithRemoting(new RemoteOptions { HostName = settings.Hostname, PublicHostName = settings.PublicHostname, Port = settings.Port });
+        akka.WithClustering(new ClusterOptions
+        {
+            Roles = [ServingNodeSettings.Role],
+            SeedNodes = [.. settings.SeedNodes],
+            SplitBrainResolver = new KeepMajorityOption(),
+        });
+        if (settings.SeedNodes.Count == 0) akka.AddStartup((system, _) => Cluster.Get(system).Join(Cluster.Get(system).SelfAddress));
+        akka.WithCustomSerializer("islands", [typeof(IIslandsMessage)], system => new IslandsSerializer(system));
+        akka.WithStrictSerialization(true);
+        akka.WithClusterClientReceptionist(role: ServingNodeSettings.Role);
+        akka.WithActors((system, registry) =>
+        {
+            var models = system.ActorOf(ModelRegistry.Props(settings.Serving), RegistryName);
+            registry.Register<ModelRegistryKey>(models);
+            ClusterClientReceptionist.Get(system).RegisterService(models);
+        });
+        var options = new ShardOptions
+        {
+            Role = ServingNodeSettings.Role,
+            StateStoreMode = StateStoreMode.DData,
+            RememberEntities = false,
+            PassivateIdleEntityAfter = settings.PassivateAfter,
+            HandOffStopMessage = PoisonPill.Instance,
+        };
+        akka.WithShardRegion<SamplerActor>(SamplerActor.RegionName,
+            (_, registry, _) => id => SamplerActor.Props(id, settings.Serving, registry.Get<ModelRegistryKey>()),
+            new SamplerActor.MessageExtractor(settings.Shards), options);
+        akka.WithShardRegion<EnsembleRouterActor>(EnsembleRouterActor.RegionName,
+            (_, registry, _) => id => EnsembleRouterActor.Props(id, settings.Serving, registry.Get<ModelRegistryKey>(), registry.Get<SamplerActor>()),
+            new EnsembleRouterActor.MessageExtractor(settings.Shards), options);
+    }
+}

@@ -1,0 +1,100 @@
+using System.Collections;
+using System.Text.RegularExpressions;
+using Akka.Configuration;
+using Islands.Actors.Serving;
+using Islands.Diffusion;
+
+namespace Islands.Hosting;
+
+/// <summary>
+/// Reads a serving node's configuration with the same layers as an island node's: <c>hocon/serving.conf</c>, the file
+/// given with --config, command-line options, then ISLANDS_* environment variables. Invalid values name their key.
+/// </summary>
+public static partial class ServingNodeConfig
+{
+    public const string DefaultsFile = "hocon/serving.conf";
+
+    /// <summary>The environment variables a serving node reads, and the configuration key each one sets.</summary>
+    public static readonly IReadOnlyDictionary<string, string> EnvironmentKeys = new Dictionary<string, string>
+    {
+        ["ISLANDS_SERVING_NAME"] = "islands.serving.name",
+        ["ISLANDS_STORE"] = "islands.serving.store",
+        ["ISLANDS_SERVING_RESULTS"] = "islands.serving.results",
+        ["ISLANDS_HOSTNAME"] = "islands.serving.hostname",
+        ["ISLANDS_PUBLIC_HOSTNAME"] = "islands.serving.public-hostname",
+        ["ISLANDS_PORT"] = "islands.serving.port",
+        ["ISLANDS_SEED_NODES"] = "islands.serving.seed-nodes",
+        ["ISLANDS_HTTP_HOSTNAME"] = "islands.serving.http.hostname",
+        ["ISLANDS_HTTP_PORT"] = "islands.serving.http.port",
+        ["ISLANDS_API_KEYS"] = "islands.serving.api-keys",
+        ["ISLANDS_API_KEYS_FILE"] = "islands.serving.api-keys-file",
+        ["ISLANDS_SERVING_PRECISION"] = "islands.serving.precision",
+        ["ISLANDS_SPLIT_BRAIN_STABLE_AFTER"] = "islands.serving.split-brain.stable-after",
+        ["ISLANDS_TELEMETRY_EXPORTER"] = "islands.serving.telemetry.exporter",
+        ["ISLANDS_OTLP_ENDPOINT"] = "islands.serving.telemetry.otlp-endpoint",
+    };
+
+    private static readonly HashSet<string> ListKeys = ["islands.serving.seed-nodes", "islands.serving.api-keys"];
+
+    public static Config Load(string? configFile, IReadOnlyDictionary<string, string?> options, IDictionary? environment = null, string? defaultsFile = null) =>
+        IslandNodeConfig.LoadLayers(defaultsFile ?? Path.Combine(AppContext.BaseDirectory, DefaultsFile), configFile, options, environment, EnvironmentKeys, ListKeys);
+
+    public static ServingNodeSettings Parse(Config config)
+    {
+        const string p = "islands.serving.";
+        var name = IslandNodeConfig.String(config, p + "name");
+        if (!Name().IsMatch(name)) throw new ConfigException(p + "name", $"'{name}' must be 1-40 characters of a-z, 0-9 and '-', starting with a letter or digit");
+        var store = Path.GetFullPath(IslandNodeConfig.String(config, p + "store"));
+        var results = config.GetString(p + "results", "");
+        results = string.IsNullOrWhiteSpace(results) ? Path.Combine(Path.GetDirectoryName(store.TrimEnd('/')) ?? store, "serving-results") : Path.GetFullPath(results);
+        var precision = IslandNodeConfig.String(config, p + "precision");
+        if (precision is not ("fp32" or "bf16")) throw new ConfigException(p + "precision", $"'{precision}' must be fp32 or bf16");
+        var exporter = IslandNodeConfig.String(config, p + "telemetry.exporter").ToLowerInvariant();
+        if (exporter is not ("none" or "console" or "otlp")) throw new ConfigException(p + "telemetry.exporter", $"'{exporter}' must be none, console or otlp");
+
+        var keys = (config.GetStringList(p + "api-keys") ?? []).Where(k => k.Length > 0).ToList();
+        var keysFile = config.GetString(p + "api-keys-file", "");
+        if (!string.IsNullOrWhiteSpace(keysFile))
+        {
+            if (!File.Exists(keysFile)) throw new ConfigException(p + "api-keys-file", $"'{keysFile}': file not found");
+            keys.AddRange(File.ReadAllLines(keysFile).Select(l => l.Trim()).Where(l => l.Length > 0 && !l.StartsWith('#')));
+        }
+        foreach (var key in keys)
+            if (key.Length < 16 || key.Any(c => c <= ' ' || c > '~'))
+                throw new ConfigException(p + "api-keys", "every key must be at least 16 printable characters without spaces (a key is never shown)");
+        var anonymous = IslandNodeConfig.Bool(config, p + "allow-anonymous");
+        if (keys.Count == 0 && !anonymous)
+            throw new ConfigException(p + "api-keys", "no API key configured: set ISLANDS_API_KEYS, api-keys or api-keys-file (or allow-anonymous = on for a private test)");
+
+        var seeds = config.GetStringList(p + "seed-nodes") ?? [];
+        var prefix = $"akka.tcp://serving-{name}@";
+        foreach (var seed in seeds)
+            if (!seed.StartsWith(prefix, StringComparison.Ordinal))
+                throw new ConfigException(p + "seed-nodes", $"'{seed}' must start with {prefix} (this serving cluster's actor system)");
+
+        long frame;
+        try
+        {
+            frame = config.GetByteSize("akka.remote.dot-netty.tcp.maximum-frame-size") ?? 128000;
+        }
+        catch (Exception e) when (e is FormatException or ConfigurationException)
+        {
+            throw new ConfigException("akka.remote.dot-netty.tcp.maximum-frame-size", $"'{config.GetString("akka.remote.dot-netty.tcp.maximum-frame-size")}' is not a size such as 4MiB");
+        }
+        var maxRows = IslandNodeConfig.Int(config, p + "batching.max-rows", 1, 4096);
+        var serving = new ServingSettings(store, results, precision, maxRows, IslandNodeConfig.Duration(config, p + "batching.max-wait"),
+            IslandNodeConfig.Duration(config, p + "expert-deadline"), IslandNodeConfig.Duration(config, p + "expert-cooldown"),
+            IslandNodeConfig.Duration(config, p + "request-timeout"), IslandNodeConfig.Duration(config, p + "progress-timeout"),
+            IslandNodeConfig.Duration(config, p + "rescan-interval"), frame);
+        var publicHost = config.GetString(p + "public-hostname", "");
+        return new ServingNodeSettings(name, IslandNodeConfig.String(config, p + "hostname"), string.IsNullOrWhiteSpace(publicHost) ? null : publicHost,
+            IslandNodeConfig.Int(config, p + "port", 0, 65535), [.. seeds], IslandNodeConfig.String(config, p + "http.hostname"),
+            IslandNodeConfig.Int(config, p + "http.port", 0, 65535), IslandNodeConfig.Int(config, p + "http.max-body-bytes", 256, 16 << 20),
+            IslandNodeConfig.Int(config, p + "http.max-in-flight", 1, 100_000), keys, anonymous, serving, IslandNodeConfig.Duration(config, p + "passivate-after"),
+            IslandNodeConfig.Int(config, p + "shards", 1, 10_000), frame, IslandNodeConfig.Duration(config, p + "split-brain.stable-after"),
+            exporter, IslandNodeConfig.String(config, p + "telemetry.otlp-endpoint"), config);
+    }
+
+    [GeneratedRegex("^[a-z0-9][a-z0-9-]{0,39}$")]
+    private static partial Regex Name();
+}
