@@ -49,6 +49,7 @@ public sealed class IslandsSerializer(ExtendedActorSystem system) : SerializerWi
         ["generation-failed"] = typeof(Serving.GenerationFailed),
         ["generation?"] = typeof(Serving.GetGeneration),
         ["generation"] = typeof(Serving.GenerationState),
+        ["generation-retried"] = typeof(Serving.GenerationRetried),
     }.ToFrozenDictionary();
 
     private static readonly FrozenDictionary<Type, string> Manifests = Types.ToFrozenDictionary(p => p.Value, p => p.Key);

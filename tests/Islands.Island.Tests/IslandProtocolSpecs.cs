@@ -3,6 +3,8 @@ using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using Akka.Actor;
 using Islands.Actors;
+using Islands.Actors.Serving;
+using Islands.Diffusion.Serving;
 using Islands.Cli;
 using Islands.Diffusion;
 using Islands.Diffusion.IO;
@@ -31,6 +33,23 @@ public sealed class IslandProtocolSpecs(ITestOutputHelper output)
         new CheckpointCommitted(75, "step-000000075", new string('c', 64), 0.125f, At),
         new CheckpointRejected(75, "step-000000075", "corrupt", At),
         new JobCompleted(100, At),
+        GetPublishedModels.Instance,
+        new PublishedModelsSnapshot(3, "/store", [new PublishedModel("expert:0", 0, "a", 50, "/store/a", "/store/a/checkpoints/step-000000050", new string('d', 64), At)],
+            new PublishedModel("router", null, "r", 80, "/store/r", "/store/r/checkpoints/step-000000080", new string('e', 64), At), ["/store/x: corrupt"], At),
+        new ModelPublished("a", "expert:0", 50),
+        new ExpertVelocityRequest("default", 2, 17, [1f, 0.5f], [3, -1], [1f, 2.5f], "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+            { Payload = Diffusion.Serving.ExpertVelocity.ToBytes([0.25f, -1.5f, float.Epsilon, 3e8f]) },
+        new ExpertVelocityReply(17, 2, new string('f', 64), 50) { Payload = Diffusion.Serving.ExpertVelocity.ToBytes([1f, -2f]) },
+        new ExpertVelocityFailed(17, 3, "expert 3 is not published"),
+        new Generate("k0123", "default", new GenerationRequest(2, [3, 3], 20, 1.5, "top1", 7), "abcd", null),
+        new GenerationAccepted("k0123", 12),
+        new GenerationProgress("k0123", 5, 20, [1]),
+        new GenerationCompleted("k0123", "default", new GenerationRequest(2, null, 20, 1, "full", 7), "abcd", 1, 2, 2, 4, [1], [[0, 0], [2, 3]], 3, 0.5, 2.25,
+            [new ServedCheckpoint("expert:0", 50, new string('a', 64))], At) { Payload = [0, 255, 17, 4, 9, 8, 7, 6] },
+        new GenerationFailed("k0123", 504, "timeout"),
+        new GetGeneration("k0123", "default"),
+        new GenerationState("k0123", "running", 3, 20),
+        new GenerationRetried("k0123", 2),
     ];
 
     [Fact]
@@ -56,6 +75,7 @@ public sealed class IslandProtocolSpecs(ITestOutputHelper output)
                 var back = serialization.Deserialize(serializer.ToBinary(message), serializer.Identifier, manifest);
                 Assert.Equal(message.GetType(), back.GetType());
                 Assert.Equal(Json.Serialize<object>(message, indented: false), Json.Serialize(back, indented: false));
+                if (message is IPayloadMessage payload) Assert.Equal(payload.Payload, ((IPayloadMessage)back).Payload);
             }
             Assert.ThrowsAny<Exception>(() => serialization.FindSerializerFor(new NotAnIslandMessage(1)));
         }

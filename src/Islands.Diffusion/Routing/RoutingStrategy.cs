@@ -34,7 +34,7 @@ public sealed record RoutingStrategy(string Kind, int TopK = 1, double Threshold
 
     public override string ToString() => Kind switch
     {
-        "topk" => TopK == 1 ? "top1" : $"topk:{TopK}",
+        "topk" => TopK is 1 or 2 ? $"top{TopK}" : $"topk:{TopK}",
         "threshold" => $"threshold:{Threshold.ToString(CultureInfo.InvariantCulture)}",
         "oracle" => $"oracle:{OracleExpert}",
         _ => Kind,

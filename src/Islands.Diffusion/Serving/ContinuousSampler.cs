@@ -43,7 +43,8 @@ public sealed record ExpertWork(int Expert, int[] PlanRows, float[] X, float[] T
 public sealed record StepPlan(long Id, IReadOnlyList<(ServedGeneration Generation, int Image)> Rows, double[] Weights, int ExpertCount,
     IReadOnlyList<ExpertWork> Work);
 
-public sealed record CompletedGeneration(string Id, GenerationSpec Spec, byte[] Pixels, int[] LeftOutExperts, int[][] Routing,
+/// <param name="Samples">The final states, Count × C·H·W floats in [-1, 1] (unclipped); Pixels are their uint8 images.</param>
+public sealed record CompletedGeneration(string Id, GenerationSpec Spec, float[] Samples, byte[] Pixels, int[] LeftOutExperts, int[][] Routing,
     int RetriedRowSteps, double QueueSeconds, double TotalSeconds);
 
 /// <summary>What applying a step did. Stalled rows had no selected expert answer; they retry at the next step.</summary>
@@ -201,7 +202,7 @@ public sealed class ContinuousSampler(IRouter router, long routerNullClass, (lon
         {
             active.Remove(g);
             var pixels = g.X.Select(v => (byte)Math.Round((Math.Clamp(v, -1f, 1f) + 1f) * 127.5f, MidpointRounding.ToEven)).ToArray();
-            completed.Add(new CompletedGeneration(g.Id, g.Spec, pixels, [.. g.LeftOut], g.Routing.Select(r => r.ToArray()).ToArray(),
+            completed.Add(new CompletedGeneration(g.Id, g.Spec, g.X, pixels, [.. g.LeftOut], g.Routing.Select(r => r.ToArray()).ToArray(),
                 g.RetriedRowSteps, g.QueueSeconds ?? 0, g.Clock.Elapsed.TotalSeconds));
         }
         return new StepOutcome(n, degraded.Count(d => d), stalled, [.. advanced], completed);

@@ -1,0 +1,128 @@
+using Islands.Diffusion.Configs;
+using Islands.Diffusion.Routing;
+using Islands.Diffusion.Runtime;
+using Islands.Diffusion.Sampling;
+using Islands.Diffusion.Serving;
+using static TorchSharp.torch;
+
+namespace Islands.Diffusion.Tests;
+
+/// <summary>
+/// Serving's sampling loop against the offline sampler: a served generation must be the offline one, however it was
+/// batched, and a missing expert must be handled as the method prescribes (renormalise over the rest, never guess).
+/// </summary>
+public sealed class ServingCoreSpecs
+{
+    private static readonly (long C, long H, long W) Shape = (2, 1, 1);
+
+    private static ExactPointSet Points()
+    {
+        double[] flat = [2, 2, 2.5, 1.5, -2, 2, -2.6, 2.2, -2, -2, -2.2, -1.5, 2, -2, 2.7, -2.1];
+        return new ExactPointSet(tensor(flat).reshape(8, 2), [0, 0, 1, 1, 2, 2, 3, 3]);
+    }
+
+    /// <summary>Runs every admitted generation to completion, every expert answering, with the exact experts.</summary>
+    private static List<CompletedGeneration> Drain(ContinuousSampler sampler, ExactPointSet set, int maxRows, Func<int, bool>? answers = null)
+    {
+        var experts = Enumerable.Range(0, set.K).Select(k => new ExactClusterExpert(set, k)).ToArray();
+        var done = new List<CompletedGeneration>();
+        for (var guard = 0; guard < 10_000 && sampler.PendingRows > 0; guard++)
+        {
+            var plan = sampler.Plan(maxRows, Enumerable.Repeat(true, set.K).ToArray())!;
+            var replies = plan.Work.Where(w => answers?.Invoke(w.Expert) ?? true)
+                .ToDictionary(w => w.Expert, w => ExpertVelocity.Evaluate(experts[w.Expert], w.X, w.T, w.Classes, w.Cfg, Shape));
+            done.AddRange(sampler.Apply(plan, replies).Completed);
+        }
+        return done;
+    }
+
+    [Fact]
+    public void Should_serve_exactly_the_offline_ensemble_sample_however_requests_are_batched()
+    {
+        TorchSetup.Initialise(2);
+        var set = Points();
+        var sampler = new ContinuousSampler(new ExactPosteriorRouter(set), 0, Shape);
+        sampler.Admit("a", new GenerationSpec(12, null, 30, 1, RoutingStrategy.Top1, Seed: 5));
+        sampler.Admit("b", new GenerationSpec(5, null, 17, 1, RoutingStrategy.Full, Seed: 9));
+        // 7 rows per step: request a spans two batches, and b joins whenever a leaves room.
+        var served = Drain(sampler, set, maxRows: 7).ToDictionary(c => c.Id);
+
+        foreach (var (id, count, steps, strategy, seed) in new[] { ("a", 12, 30, RoutingStrategy.Top1, 5L), ("b", 5, 17, RoutingStrategy.Full, 9L) })
+        {
+            var ensemble = new ExpertEnsemble(Enumerable.Range(0, set.K).Select(k => new ExactClusterExpert(set, k)).ToArray(), new ExactPosteriorRouter(set), strategy);
+            using var offline = FlowSampler.Sample(ensemble.Field(false, 1), count, null, -1, new SamplerOptions(Steps: steps, Seed: seed), Shape);
+            var expected = offline.contiguous().data<float>().ToArray();
+            var actual = served[id].Samples;
+            var error = expected.Zip(actual, (e, a) => Math.Abs(e - a)).Max();
+            Assert.True(error < 1e-4, $"{id}: served differs from offline by {error}");
+            Assert.All(served[id].Routing, r => Assert.Equal(steps, r.Length));
+            Assert.Empty(served[id].LeftOutExperts);
+        }
+    }
+
+    [Fact]
+    public void Should_renormalise_over_the_experts_that_answered_when_one_misses_its_deadline()
+    {
+        TorchSetup.Initialise(2);
+        var set = Points();
+        var sampler = new ContinuousSampler(new ExactPosteriorRouter(set), 0, Shape);
+        sampler.Admit("a", new GenerationSpec(16, null, 10, 1, RoutingStrategy.Full, Seed: 2));
+        var served = Drain(sampler, set, 64, answers: k => k != 2).Single();
+
+        var available = new[] { true, true, false, true };
+        var ensemble = new ExpertEnsemble(Enumerable.Range(0, set.K).Select(k => new ExactClusterExpert(set, k)).ToArray(), new ExactPosteriorRouter(set),
+            RoutingStrategy.Full, available);
+        using var offline = FlowSampler.Sample(ensemble.Field(false, 1), 16, null, -1, new SamplerOptions(Steps: 10, Seed: 2), Shape);
+        var error = offline.contiguous().data<float>().ToArray().Zip(served.Samples, (e, a) => Math.Abs(e - a)).Max();
+        Assert.True(error < 1e-4, $"degraded served sample differs from the offline ensemble without expert 2 by {error}");
+        Assert.Equal([2], served.LeftOutExperts);
+    }
+
+    [Fact]
+    public void Should_hold_a_top1_row_whose_expert_missed_and_route_it_elsewhere_next_step()
+    {
+        TorchSetup.Initialise(2);
+        var set = Points();
+        var sampler = new ContinuousSampler(new ExactPosteriorRouter(set), 0, Shape);
+        var generation = sampler.Admit("a", new GenerationSpec(32, null, 5, 1, RoutingStrategy.Top1, Seed: 4));
+        var plan = sampler.Plan(64, [true, true, true, true])!;
+        var silent = plan.Work.OrderByDescending(w => w.PlanRows.Length).First();
+        var experts = Enumerable.Range(0, set.K).Select(k => new ExactClusterExpert(set, k)).ToArray();
+        var replies = plan.Work.Where(w => w.Expert != silent.Expert)
+            .ToDictionary(w => w.Expert, w => ExpertVelocity.Evaluate(experts[w.Expert], w.X, w.T, w.Classes, w.Cfg, Shape));
+        var outcome = sampler.Apply(plan, replies);
+
+        Assert.Equal(silent.PlanRows.Length, outcome.StalledRows);
+        Assert.Equal(silent.PlanRows.Length, generation.RetriedRowSteps);
+        Assert.Equal(0, generation.Step);
+        Assert.Contains(silent.Expert, generation.LeftOutExperts);
+        var available = Enumerable.Range(0, 4).Select(k => k != silent.Expert).ToArray();
+        var next = sampler.Plan(64, available)!;
+        Assert.DoesNotContain(next.Work, w => w.Expert == silent.Expert);
+        Assert.Equal(32, next.Work.Sum(w => w.PlanRows.Length));
+    }
+
+    [Fact]
+    public void Should_guide_each_row_with_its_own_class_and_scale_as_the_offline_sampler_does()
+    {
+        TorchSetup.Initialise(2);
+        using var model = new ModelConfig(BaseChannels: 8, ClassCount: 3).Build();
+        model.eval();
+        using var generator = new Generator(3);
+        using var x = randn([6, 1, 28, 28], generator: generator);
+        long[] classes = [0, 2, -1, 1, -1, 2];
+        float[] cfg = [3, 3, 3, 1, 1, 0];
+        float t = 0.6f;
+        var served = ExpertVelocity.Evaluate(model, x.contiguous().data<float>().ToArray(), Enumerable.Repeat(t, 6).ToArray(), classes, cfg, (1, 28, 28));
+        for (var i = 0; i < 6; i++)
+        {
+            using var row = x[i..(i + 1)];
+            var conditional = classes[i] >= 0;
+            using var c = tensor(new[] { conditional ? classes[i] : model.NullClass });
+            using var expected = FlowSampler.Velocity(model, row, t, c, conditional, cfg[i]);
+            var e = expected.contiguous().data<float>().ToArray();
+            var error = e.Select((v, j) => Math.Abs(v - served[i * 784 + j])).Max();
+            Assert.True(error < 1e-4, $"row {i} (class {classes[i]}, cfg {cfg[i]}): differs by {error}");
+        }
+    }
+}
