@@ -20,7 +20,6 @@ namespace Islands.Hosting;
 /// </summary>
 public static class GenerationApi
 {
-    public const string RateLimitPolicy = "generations";
     private const int MaxIdempotencyKeyLength = 200;
 
     /// <summary>Latest news of the asynchronous generations this node accepted (for GET before the result is stored).</summary>
@@ -31,7 +30,7 @@ public static class GenerationApi
     public static void Map(WebApplication app, ServingNodeSettings settings)
     {
         var v1 = app.MapGroup("/v1");
-        v1.MapPost("/generations", Post).RequireRateLimiting(RateLimitPolicy)
+        v1.MapPost("/generations", Post)
             .Accepts<GenerationBody>("application/json")
             .Produces(StatusCodes.Status200OK, contentType: "image/png")
             .Produces<GenerationResult>(StatusCodes.Status200OK, "application/json")
@@ -53,7 +52,7 @@ public static class GenerationApi
     public sealed record GenerationTimings(double QueueSeconds, double ComputeSeconds, double TotalSeconds);
 
     public sealed record GenerationResult(string Id, int Count, long? Class, int Steps, double Cfg, string Strategy, long Seed, string[] Images,
-        int[][] Routing, long[] ImagesPerExpert, int[] LeftOutExperts, bool Degraded, int Retries, int RetriedImageSteps, GenerationTimings Timings,
+        int[][] Routing, long[] ImageStepsByExpert, int[] LeftOutExperts, bool Degraded, int Retries, int RetriedImageSteps, GenerationTimings Timings,
         IReadOnlyList<ServedCheckpoint> Checkpoints);
 
     public sealed record ExpertEntry(int Expert, bool Available, string? Island, long? Step, string? Checkpoint, string? ManifestSha256, DateTimeOffset? PublishedUtc);
@@ -104,8 +103,8 @@ public static class GenerationApi
         {
             if (AsyncLatest.TryGetValue(id, out var known) && known is not GenerationFailed)
                 return Results.Accepted($"/v1/generations/{id}", Status(id, known, valid.Request.Steps));
-            var lease = slots.AttemptAcquire();
-            if (!lease.IsAcquired) return TooMany(settings);
+            var lease = slots.TryAcquire();
+            if (lease is null) return TooMany(settings);
             var events = Channel.CreateUnbounded<IIslandsMessage>();
             system.ActorOf(GenerationWatcher.Props(router, generate, events.Writer, settings.Serving));
             AsyncLatest[id] = new GenerationAccepted(id, 0);
@@ -120,6 +119,8 @@ public static class GenerationApi
             return Results.Accepted($"/v1/generations/{id}", new GenerationStatus(id, "accepted", 0, valid.Request.Steps, $"/v1/generations/{id}"));
         }
 
+        using var permit = slots.TryAcquire();
+        if (permit is null) return TooMany(settings);
         var channel = Channel.CreateUnbounded<IIslandsMessage>();
         var watcher = system.ActorOf(GenerationWatcher.Props(router, generate, channel.Writer, settings.Serving));
         var streaming = http.Request.Headers.Accept.Any(a => a?.Contains("text/event-stream", StringComparison.OrdinalIgnoreCase) == true);
@@ -275,8 +276,17 @@ public static class GenerationApi
     private static IResult TooMany(ServingNodeSettings settings)
     {
         ServingTelemetry.Rejected.Add(1, new KeyValuePair<string, object?>("reason", "too-many"));
-        return Results.Problem(statusCode: 429, title: "Too many generations in flight",
-            detail: $"this node runs at most {settings.MaxInFlight} generations at once (islands.serving.http.max-in-flight); retry shortly");
+        return new RetryAfter(Results.Problem(statusCode: 429, title: "Too many generations in flight",
+            detail: $"this node runs at most {settings.MaxInFlight} generations at once (islands.serving.http.max-in-flight); retry shortly"));
+    }
+
+    private sealed class RetryAfter(IResult inner) : IResult
+    {
+        public Task ExecuteAsync(HttpContext http)
+        {
+            http.Response.Headers.RetryAfter = "1";
+            return inner.ExecuteAsync(http);
+        }
     }
 
     /// <summary>A PNG grid with the generation's id, seed, left-out experts and retries in headers.</summary>

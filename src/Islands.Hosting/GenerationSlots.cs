@@ -3,22 +3,24 @@ using System.Threading.RateLimiting;
 namespace Islands.Hosting;
 
 /// <summary>
-/// The serving node's limit on generations in flight, as an ASP.NET rate limiter: synchronous requests hold a permit
-/// through the rate-limiting middleware, asynchronous ones take another until their generation ends. It reports itself
-/// never idle, so the middleware never disposes the one shared instance.
+/// The serving node's limit on generations in flight: a concurrency rate limiter whose permit a synchronous request
+/// holds while it waits, and an asynchronous one until its generation ends (so the middleware, whose permits end with
+/// the HTTP request, cannot be used for it).
 /// </summary>
-public sealed class GenerationSlots(int permits) : RateLimiter
+public sealed class GenerationSlots(int permits) : IDisposable
 {
-    private readonly ConcurrencyLimiter inner = new(new ConcurrencyLimiterOptions { PermitLimit = permits, QueueLimit = 0 });
+    private readonly ConcurrencyLimiter limiter = new(new ConcurrencyLimiterOptions { PermitLimit = permits, QueueLimit = 0 });
 
     public int Permits { get; } = permits;
-    public override TimeSpan? IdleDuration => null;
-    public override RateLimiterStatistics? GetStatistics() => inner.GetStatistics();
-    protected override RateLimitLease AttemptAcquireCore(int permitCount) => inner.AttemptAcquire(permitCount);
-    protected override ValueTask<RateLimitLease> AcquireAsyncCore(int permitCount, CancellationToken cancellationToken) => inner.AcquireAsync(permitCount, cancellationToken);
 
-    protected override void Dispose(bool disposing)
+    /// <summary>A permit, or null when all are taken (the caller answers 429).</summary>
+    public RateLimitLease? TryAcquire()
     {
-        // Owned by the node (a DI singleton), not by the middleware's partitions.
+        var lease = limiter.AttemptAcquire();
+        if (lease.IsAcquired) return lease;
+        lease.Dispose();
+        return null;
     }
+
+    public void Dispose() => limiter.Dispose();
 }

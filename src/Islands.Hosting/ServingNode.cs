@@ -14,7 +14,6 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Diagnostics.HealthChecks;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
-using Microsoft.AspNetCore.RateLimiting;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Hosting;
@@ -60,27 +59,13 @@ public static class ServingNode
                 o.AllowAnonymous = settings.AllowAnonymous;
             });
         builder.Services.AddAuthorization(o => o.FallbackPolicy = new AuthorizationPolicyBuilder().RequireAuthenticatedUser().Build());
-        var slots = new GenerationSlots(settings.MaxInFlight);
-        builder.Services.AddSingleton(slots);
-        builder.Services.AddRateLimiter(o =>
-        {
-            o.RejectionStatusCode = StatusCodes.Status429TooManyRequests;
-            o.AddPolicy(GenerationApi.RateLimitPolicy, _ => System.Threading.RateLimiting.RateLimitPartition.Get("node", _ => slots));
-            o.OnRejected = async (context, cancel) =>
-            {
-                ServingTelemetry.Rejected.Add(1, new KeyValuePair<string, object?>("reason", "too-many"));
-                context.HttpContext.Response.Headers.RetryAfter = "1";
-                await Results.Problem(statusCode: 429, title: "Too many generations in flight",
-                    detail: $"this node runs at most {settings.MaxInFlight} generations at once (islands.serving.http.max-in-flight); retry shortly").ExecuteAsync(context.HttpContext);
-            };
-        });
+        builder.Services.AddSingleton(new GenerationSlots(settings.MaxInFlight));
         builder.Services.AddHealthChecks().AddCheck<ClusterMemberUpCheck>("cluster-member-up", tags: ["ready"]);
         builder.Services.AddAkka(settings.SystemName, (akka, _) => ConfigureAkka(akka, settings));
 
         var app = builder.Build();
         app.UseAuthentication();
         app.UseAuthorization();
-        app.UseRateLimiter();
         app.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = _ => false }).AllowAnonymous();
         app.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = c => c.Tags.Contains("ready") }).AllowAnonymous();
         app.MapOpenApi();

@@ -53,8 +53,8 @@ public sealed class ServingApiSpecs(ServingNodeFixture fixture) : IClassFixture<
         Assert.Equal(1, body.GetProperty("class").GetInt32());
         Assert.Equal("top2", body.GetProperty("strategy").GetString());
         Assert.All(body.GetProperty("routing").EnumerateArray(), r => Assert.Equal(5, r.GetArrayLength()));
-        Assert.Equal(4, body.GetProperty("imagesPerExpert").GetArrayLength());
-        Assert.Equal(15, body.GetProperty("imagesPerExpert").EnumerateArray().Sum(e => e.GetInt64()));
+        Assert.Equal(4, body.GetProperty("imageStepsByExpert").GetArrayLength());
+        Assert.Equal(15, body.GetProperty("imageStepsByExpert").EnumerateArray().Sum(e => e.GetInt64()));
         Assert.True(body.GetProperty("timings").GetProperty("totalSeconds").GetDouble() > 0);
         Assert.Contains(body.GetProperty("checkpoints").EnumerateArray(), c => c.GetProperty("job").GetString() == "router");
         var first = Convert.FromBase64String(body.GetProperty("images")[0].GetString()!);

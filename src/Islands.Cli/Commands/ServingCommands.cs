@@ -134,8 +134,8 @@ public static class ServingCommands
             var side = (int)Math.Sqrt(pixels.Length / result.Count);
             Diffusion.Imaging.ImageGrid.SavePng(parse.GetValue(output)!, pixels, result.Count, 1, side, side);
             if (parse.GetValue(trace) is { } tracePath) AtomicFile.WriteAllText(tracePath, text);
-            ctx.Result(new { output = parse.GetValue(output), result.Id, result.Count, result.Seed, result.Strategy, result.ImagesPerExpert, result.LeftOutExperts, result.Retries, result.Timings },
-                w => w.WriteLine($"wrote {result.Count} images to {parse.GetValue(output)} (generation {result.Id}, seed {result.Seed}, images·steps per expert [{string.Join(", ", result.ImagesPerExpert)}]" +
+            ctx.Result(new { output = parse.GetValue(output), result.Id, result.Count, result.Seed, result.Strategy, result.ImageStepsByExpert, result.LeftOutExperts, result.Retries, result.Timings },
+                w => w.WriteLine($"wrote {result.Count} images to {parse.GetValue(output)} (generation {result.Id}, seed {result.Seed}, images·steps per expert [{string.Join(", ", result.ImageStepsByExpert)}]" +
                                  $"{(result.Degraded ? $", DEGRADED: experts {string.Join(",", result.LeftOutExperts)} left out" : "")}, {result.Timings.TotalSeconds:F2} s)"));
             return ExitCodes.Ok;
         }));

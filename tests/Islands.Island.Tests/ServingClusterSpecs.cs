@@ -1,0 +1,140 @@
+using System.Collections.Concurrent;
+using System.Net;
+using System.Text.Json;
+using Akka.Actor;
+using Akka.Cluster.Sharding;
+using Akka.Hosting;
+using Islands.Actors.Serving;
+using Microsoft.Extensions.DependencyInjection;
+using Xunit.Abstractions;
+
+namespace Islands.Island.Tests;
+
+/// <summary>The serving cluster under stress: too many requests, a corrupt publication, and a node killed under load.</summary>
+[Collection("islands")]
+public sealed class ServingClusterSpecs(ITestOutputHelper output)
+{
+    private static async Task<JsonElement> Json(HttpResponseMessage response) =>
+        JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement.Clone();
+
+    [Fact]
+    public async Task Should_answer_429_beyond_the_in_flight_limit_and_still_finish_the_accepted_request()
+    {
+        var store = await ServingTestStore.StoreAsync();
+        await using var cluster = await LocalServing.StartAsync(1, store, "islands.serving.http.max-in-flight = 1");
+        using var http = ServingTestStore.Client(cluster.Nodes[0].Http);
+        using var accepted = await ServingTestStore.PostAsync(http, new { count = 64, steps = 120, async = true });
+        Assert.Equal(HttpStatusCode.Accepted, accepted.StatusCode);
+        var id = (await Json(accepted)).GetProperty("id").GetString();
+
+        using var refused = await ServingTestStore.PostAsync(http, new { count = 1, steps = 2 });
+        Assert.Equal(HttpStatusCode.TooManyRequests, refused.StatusCode);
+        Assert.Equal("application/problem+json", refused.Content.Headers.ContentType?.MediaType);
+        Assert.True(refused.Headers.Contains("Retry-After"));
+
+        await IslandTestEnvironment.Eventually(async () =>
+        {
+            using var get = await http.GetAsync($"/v1/generations/{id}");
+            return (await Json(get)).TryGetProperty("images", out var images) && images.GetArrayLength() == 64;
+        }, TimeSpan.FromSeconds(120), "the accepted request finishes");
+        await IslandTestEnvironment.Eventually(async () =>
+        {
+            using var again = await ServingTestStore.PostAsync(http, new { count = 1, steps = 2 });
+            return again.StatusCode == HttpStatusCode.OK;
+        }, TimeSpan.FromSeconds(20), "a new request is served once the slot is free");
+    }
+
+    [Fact]
+    public async Task Should_never_load_a_corrupt_publication_and_serve_degraded_without_it()
+    {
+        var store = await ServingTestStore.CopyAsync();
+        var weights = Directory.GetFiles(Path.Combine(store, "expert-2"), "ema.bin", SearchOption.AllDirectories).Single();
+        var bytes = await File.ReadAllBytesAsync(weights);
+        bytes[bytes.Length / 2] ^= 0xFF;
+        await File.WriteAllBytesAsync(weights, bytes);
+
+        await using var cluster = await LocalServing.StartAsync(1, store);
+        using var http = ServingTestStore.Client(cluster.Nodes[0].Http);
+        var experts = await Json(await http.GetAsync("/v1/experts"));
+        var expert2 = experts.GetProperty("experts").EnumerateArray().Single(e => e.GetProperty("expert").GetInt32() == 2);
+        Assert.False(expert2.GetProperty("available").GetBoolean());
+        Assert.Contains(experts.GetProperty("refused").EnumerateArray(), r => r.GetString()!.Contains("ema.bin", StringComparison.Ordinal));
+
+        using var response = await ServingTestStore.PostAsync(http, new { count = 4, steps = 4, strategy = "full", format = "json" });
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var body = await Json(response);
+        Assert.Equal(0, body.GetProperty("imageStepsByExpert")[2].GetInt64());
+        Assert.DoesNotContain(body.GetProperty("checkpoints").EnumerateArray(), c => c.GetProperty("job").GetString() == "expert:2");
+    }
+
+    [Theory]
+    [InlineData(SamplerActor.RegionName)]
+    [InlineData(EnsembleRouterActor.RegionName)]
+    public async Task Should_lose_no_accepted_request_when_a_node_hosting_a_sampler_or_the_router_is_killed_under_load(string hosted)
+    {
+        var store = await ServingTestStore.StoreAsync();
+        await using var cluster = await LocalServing.StartAsync(3, store, """
+            islands.serving {
+              expert-deadline = 2s
+              expert-cooldown = 2s
+              progress-timeout = 5s
+              batching.max-wait = 5ms
+            }
+            """);
+        // Full routing asks every expert, so all four sampler entities start somewhere in the cluster.
+        using (var warm = ServingTestStore.Client(cluster.Nodes[0].Http))
+            Assert.Equal(HttpStatusCode.OK, (await ServingTestStore.PostAsync(warm, new { count = 2, steps = 2, strategy = "full" })).StatusCode);
+        var hosting = new Dictionary<LocalServingNode, string[]>();
+        foreach (var node in cluster.Nodes)
+        {
+            var region = hosted == SamplerActor.RegionName
+                ? await node.App.Services.GetRequiredService<IRequiredActor<SamplerActor>>().GetAsync()
+                : await node.App.Services.GetRequiredService<IRequiredActor<EnsembleRouterActor>>().GetAsync();
+            var state = await region.Ask<CurrentShardRegionState>(GetShardRegionState.Instance, TimeSpan.FromSeconds(5));
+            hosting[node] = [.. state.Shards.SelectMany(s => s.EntityIds)];
+        }
+        var victim = hosting.Where(h => h.Value.Length > 0).OrderByDescending(h => h.Value.Length).First().Key;
+        var survivors = cluster.Nodes.Where(n => n != victim).ToList();
+        output.WriteLine($"{hosted}s: {string.Join("; ", hosting.Select(h => $"{h.Key.Address}: {string.Join(",", h.Value)}"))}; killing {victim.Address}");
+
+        var outcomes = new ConcurrentBag<(HttpStatusCode Status, int LeftOut, int Retries, string Detail)>();
+        using var stop = new CancellationTokenSource();
+        var clients = Enumerable.Range(0, 6).Select(c => Task.Run(async () =>
+        {
+            using var http = ServingTestStore.Client(survivors[c % survivors.Count].Http);
+            while (!stop.IsCancellationRequested)
+            {
+                using var response = await ServingTestStore.PostAsync(http, new { count = 4, steps = 12, strategy = c % 2 == 0 ? "top1" : "full", format = "json" });
+                var body = await Json(response);
+                outcomes.Add(response.StatusCode == HttpStatusCode.OK
+                    ? (response.StatusCode, body.GetProperty("leftOutExperts").GetArrayLength(), body.GetProperty("retries").GetInt32(), "")
+                    : (response.StatusCode, 0, 0, body.ToString()));
+            }
+        })).ToList();
+
+        await Task.Delay(TimeSpan.FromSeconds(3));
+        var before = outcomes.Count;
+        await victim.KillAsync();
+        await Task.Delay(TimeSpan.FromSeconds(25));
+        await stop.CancelAsync();
+        await Task.WhenAll(clients);
+
+        var all = outcomes.ToList();
+        output.WriteLine($"{all.Count} requests ({before} before the kill): {all.Count(o => o.LeftOut > 0)} degraded, {all.Count(o => o.Retries > 0)} retried");
+        Assert.All(all, o => Assert.True(o.Status == HttpStatusCode.OK, $"{o.Status}: {o.Detail}"));
+        Assert.True(all.Count > before + 6, $"only {all.Count - before} requests finished after the kill");
+        // A dead sampler leaves its expert out of some steps; a dead router makes waiting requests re-send themselves.
+        if (hosted == SamplerActor.RegionName) Assert.Contains(all, o => o.LeftOut > 0);
+        else Assert.Contains(all, o => o.Retries > 0);
+
+        // Once sharding has moved the dead node's samplers, full routing is answered by every expert again.
+        using var probe = ServingTestStore.Client(survivors[0].Http);
+        await IslandTestEnvironment.Eventually(async () =>
+        {
+            using var response = await ServingTestStore.PostAsync(probe, new { count = 2, steps = 3, strategy = "full", format = "json" });
+            var body = await Json(response);
+            return response.StatusCode == HttpStatusCode.OK && body.GetProperty("leftOutExperts").GetArrayLength() == 0
+                && body.GetProperty("checkpoints").EnumerateArray().Count(c => c.GetProperty("job").GetString()!.StartsWith("expert:", StringComparison.Ordinal)) == 4;
+        }, TimeSpan.FromSeconds(60), "full service after rebalancing");
+    }
+}
