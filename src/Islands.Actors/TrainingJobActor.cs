@@ -182,6 +182,8 @@ public sealed class TrainingJobActor : ReceivePersistentActor
             try
             {
                 PublishedCheckpoint.Publish(settings.RunDirectory, settings.Job.Name, settings.Island, written.Checkpoint);
+                // Serving clusters that this island announces to (PublicationAnnouncer) rescan at once instead of at their next interval.
+                Context.System.EventStream.Publish(new Serving.ModelPublished(settings.Island, settings.Job.Name, written.Checkpoint.Step));
             }
             catch (Exception ex) when (ex is IslandsException or IOException)
             {

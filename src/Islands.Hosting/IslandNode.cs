@@ -26,6 +26,9 @@ namespace Islands.Hosting;
 /// <summary>Registry key of the island's training-job singleton proxy.</summary>
 public sealed class TrainingJobSingleton;
 
+/// <summary>Registry key of the cluster client that reaches the serving clusters' receptionists.</summary>
+public sealed class ServingClusterClient;
+
 /// <summary>
 /// Wires one island node: an Akka.NET cluster member (remoting, clustering with the keep-majority split-brain resolver,
 /// SQL persistence, the island serializer) that may host the island's training-job singleton, plus an HTTP endpoint
@@ -90,6 +93,11 @@ public static class IslandNode
             settings.JournalProvider == "sqlite" ? ProviderName.SQLiteMS : ProviderName.PostgreSQL15, autoInitialize: true);
         akka.WithCustomSerializer("islands", [typeof(IIslandsMessage)], system => new IslandsSerializer(system));
         akka.WithStrictSerialization(true);
+        if (settings.ServingContacts.Count > 0)
+        {
+            akka.WithClusterClient<ServingClusterClient>(settings.ServingContacts);
+            akka.WithActors((system, registry) => system.ActorOf(PublicationAnnouncer.Props(registry.Get<ServingClusterClient>()), "publication-announcer"));
+        }
         akka.WithSingleton<TrainingJobSingleton>(SingletonName, JobSupervisor.Props(settings.JobSettings), new ClusterSingletonOptions
         {
             Role = IslandNodeSettings.Role,

@@ -42,9 +42,10 @@ public static partial class IslandNodeConfig
         ["ISLANDS_TLS_PASSWORD"] = "islands.tls.password",
         ["ISLANDS_TELEMETRY_EXPORTER"] = "islands.telemetry.exporter",
         ["ISLANDS_OTLP_ENDPOINT"] = "islands.telemetry.otlp-endpoint",
+        ["ISLANDS_SERVING_CONTACTS"] = "islands.serving-contacts",
     };
 
-    private static readonly HashSet<string> ListKeys = ["islands.seed-nodes", "islands.tls.trusted-thumbprints"];
+    private static readonly HashSet<string> ListKeys = ["islands.seed-nodes", "islands.tls.trusted-thumbprints", "islands.serving-contacts"];
 
     /// <param name="options">Configuration keys set by command-line options (null values are left out).</param>
     public static Config Load(string? configFile, IReadOnlyDictionary<string, string?> options, IDictionary? environment = null,
@@ -119,11 +120,15 @@ public static partial class IslandNodeConfig
             if (!seed.StartsWith(protocol + systemName, StringComparison.Ordinal))
                 throw new ConfigException("islands.seed-nodes", $"'{seed}' must start with {protocol}{systemName} (this island's actor system{(tls.Enabled ? ", over TLS" : "")})");
         }
+        var contacts = config.GetStringList("islands.serving-contacts") ?? [];
+        foreach (var contact in contacts)
+            if (!ServingContact().IsMatch(contact))
+                throw new ConfigException("islands.serving-contacts", $"'{contact}' must be a serving node's receptionist, e.g. akka.tcp://serving-main@10.0.0.5:5053/system/receptionist");
         var publicHost = config.GetString("islands.public-hostname", "");
         return new IslandNodeSettings(island, job, store, String(config, "islands.hostname"), string.IsNullOrWhiteSpace(publicHost) ? null : publicHost,
             Int(config, "islands.port", 0, 65535), [.. seeds], String(config, "islands.http.hostname"),
             Int(config, "islands.http.port", 0, 65535), provider, connection, chunk, minBackoff, maxBackoff, Duration(config, "islands.split-brain.stable-after"),
-            tls, exporter, String(config, "islands.telemetry.otlp-endpoint"), config);
+            tls, exporter, String(config, "islands.telemetry.otlp-endpoint"), [.. contacts], config);
     }
 
     /// <summary>expert:K, monolith or router, with the training block read as the matching config record.</summary>
@@ -255,4 +260,7 @@ public static partial class IslandNodeConfig
 
     [GeneratedRegex("^[a-z0-9][a-z0-9-]{0,39}$")]
     private static partial Regex IslandName();
+
+    [GeneratedRegex(@"^akka\.tcp://serving-[a-z0-9][a-z0-9-]{0,39}@[^/:]+:[0-9]{1,5}/system/receptionist$")]
+    private static partial Regex ServingContact();
 }

@@ -7,12 +7,13 @@ namespace Islands.Hosting;
 public sealed record TlsSettings(bool Enabled, string Certificate, string Password, IReadOnlyList<string> TrustedThumbprints);
 
 /// <summary>One island node's settings, read from the merged configuration by <see cref="IslandNodeConfig"/>.</summary>
+/// <param name="ServingContacts">Receptionists of serving clusters to announce publications to (may be empty).</param>
 /// <param name="Hocon">The merged configuration; its akka.* and islands.training-dispatcher sections go to the actor system.</param>
 public sealed record IslandNodeSettings(
     string Island, TrainingJob Job, string Store, string Hostname, string? PublicHostname, int Port, IReadOnlyList<string> SeedNodes,
     string HttpHostname, int HttpPort, string JournalProvider, string JournalConnectionString, int ChunkSteps,
     TimeSpan MinBackoff, TimeSpan MaxBackoff, TimeSpan StableAfter, TlsSettings Tls, string TelemetryExporter, string OtlpEndpoint,
-    Config Hocon)
+    IReadOnlyList<string> ServingContacts, Config Hocon)
 {
     public const string Role = "trainer";
     public string RunDirectory => Path.GetFullPath(Path.Combine(Store, Island));

@@ -137,4 +137,28 @@ public sealed class ServingClusterSpecs(ITestOutputHelper output)
                 && body.GetProperty("checkpoints").EnumerateArray().Count(c => c.GetProperty("job").GetString()!.StartsWith("expert:", StringComparison.Ordinal)) == 4;
         }, TimeSpan.FromSeconds(60), "full service after rebalancing");
     }
+
+    [Fact]
+    public async Task Should_pick_up_an_islands_new_publication_at_once_when_the_island_announces_it()
+    {
+        var store = await ServingTestStore.CopyAsync();
+        await using var serving = await LocalServing.StartAsync(1, store, "islands.serving.rescan-interval = 10m");
+        using var http = ServingTestStore.Client(serving.Nodes[0].Http);
+        var receptionist = $"{serving.Nodes[0].Address}/system/receptionist";
+
+        var (data, partitions) = await IslandTestEnvironment.DatasetAsync();
+        var config = Path.Combine(store, "announcing.conf");
+        await File.WriteAllTextAsync(config, IslandTestEnvironment.NodeConfig(data, partitions, steps: 25, $"islands.serving-contacts = [\"{receptionist}\"]"));
+        await using var island = await LocalIsland.StartAsync("announcing", 1, store, await File.ReadAllTextAsync(config), "sqlite", null, job: "expert:1");
+        // The registry would not rescan for 10 minutes: only the island's announcement can make expert 1 come from it.
+        await IslandTestEnvironment.Eventually(async () =>
+        {
+            var experts = await Json(await http.GetAsync("/v1/experts"));
+            return experts.GetProperty("experts")[1].GetProperty("island").GetString() == "announcing";
+        }, TimeSpan.FromSeconds(90), "serving lists expert 1 from the announcing island");
+        using var response = await ServingTestStore.PostAsync(http, new { count = 2, steps = 3, strategy = "full", format = "json" });
+        var body = await Json(response);
+        var expert1 = body.GetProperty("checkpoints").EnumerateArray().Single(c => c.GetProperty("job").GetString() == "expert:1");
+        Assert.Equal(25, expert1.GetProperty("step").GetInt64());
+    }
 }

@@ -10,6 +10,7 @@ public static class BenchCommands
     public static Command Build(TextWriter stdout, TextWriter stderr)
     {
         var bench = new Command("bench", "Measure training and sampling speed against this machine's limits");
+        bench.Add(Serve(stdout, stderr));
         bench.Add(Train(stdout, stderr));
         bench.Add(Sample(stdout, stderr));
         bench.Add(Island(stdout, stderr));
@@ -111,6 +112,52 @@ public static class BenchCommands
                 }
             });
             return Task.FromResult(ExitCodes.Ok);
+        }));
+        return command;
+    }
+
+    private static Command Serve(TextWriter stdout, TextWriter stderr)
+    {
+        var store = new Option<string>("--store") { Description = "Checkpoint store with published experts and a router", Required = true };
+        var clients = new Option<string>("--clients") { Description = "Concurrent HTTP clients per run, comma-separated", DefaultValueFactory = _ => "1,8,32" };
+        var nodes = new Option<int>("--nodes") { Description = "In-process serving nodes", DefaultValueFactory = _ => 1 };
+        var count = new Option<int>("--count") { Description = "Images per request", DefaultValueFactory = _ => 4 };
+        var strategy = new Option<string>("--strategy") { DefaultValueFactory = _ => "top1" };
+        var maxRows = new Option<int>("--max-rows") { Description = "Continuous batch size (islands.serving.batching.max-rows), also the offline batch", DefaultValueFactory = _ => 128 };
+        var seconds = new Option<int>("--seconds") { Description = "Load duration per client count", DefaultValueFactory = _ => 20 };
+        var command = new Command("serve", "Served throughput, p50/p99 latency and mean batch size for 1, 8, 32 clients, against offline batched sampling of the same ensemble")
+        {
+            store, clients, nodes, count, strategy, maxRows, seconds, SampleCommand.Steps, SampleCommand.Precision,
+        };
+        command.SetAction(IslandsCli.Action(stdout, stderr, async (ctx, parse, cancel) =>
+        {
+            var clientCounts = parse.GetValue(clients)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+                .Select(c => int.TryParse(c, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var n) && n is > 0 and <= 1024
+                    ? n : throw new Diffusion.ConfigException("--clients", $"'{c}' must be a whole number from 1 to 1024")).ToList();
+            IslandsCli.InitTorch(parse);
+            // Node logs and Akka's shutdown notice go to stderr, so --json output stays clean.
+            var stdoutBefore = Console.Out;
+            Console.SetOut(stderr);
+            Islands.Hosting.Benchmarks.ServeBenchmarkResult result;
+            try
+            {
+                result = await Islands.Hosting.Benchmarks.ServeBenchmark.RunAsync(Path.GetFullPath(parse.GetValue(store)!), parse.GetValue(nodes), clientCounts, parse.GetValue(count),
+                    parse.GetValue(SampleCommand.Steps), parse.GetValue(strategy)!, parse.GetValue(maxRows), TimeSpan.FromSeconds(parse.GetValue(seconds)),
+                    parse.GetValue(SampleCommand.Precision)!, ctx.Log, cancel);
+            }
+            finally
+            {
+                Console.SetOut(stdoutBefore);
+            }
+            ctx.Result(result, w =>
+            {
+                w.WriteLine($"serve: {result.Nodes} node(s), {result.Strategy}, {result.Steps} steps, {result.ImagesPerRequest} images per request, max batch {result.MaxBatchRows}");
+                w.WriteLine($"  offline batched sampling: {result.OfflineImagesPerSecond:F1} images/s ({string.Join(", ", result.Offline.Select(o => o.ImagesPerSecond.ToString("F1")))})");
+                w.WriteLine("  clients  images/s  served/offline  p50 s   p99 s   mean batch  failed");
+                foreach (var s in result.Served)
+                    w.WriteLine($"  {s.Clients,7} {s.ImagesPerSecond,9:F1} {s.OverOffline,15:F3} {s.P50Seconds,6:F2} {s.P99Seconds,7:F2} {s.MeanBatchRows,11:F1} {s.Failed,7}");
+            });
+            return ExitCodes.Ok;
         }));
         return command;
     }

@@ -1,0 +1,171 @@
+using System.Collections;
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+using System.Globalization;
+using System.Net.Http.Json;
+using Islands.Actors.Serving;
+using Islands.Diffusion;
+using Islands.Diffusion.Modules;
+using Islands.Diffusion.Routing;
+using Islands.Diffusion.Sampling;
+using Islands.Diffusion.Serving;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.Logging;
+
+namespace Islands.Hosting.Benchmarks;
+
+public sealed record OfflineSampling(int Images, int Steps, double Seconds, double ImagesPerSecond);
+
+public sealed record ServedLoad(int Clients, int Requests, int Images, double Seconds, double ImagesPerSecond, double P50Seconds, double P99Seconds,
+    double MeanBatchRows, int Failed, double OverOffline);
+
+public sealed record ServeBenchmarkResult(string Store, int Nodes, string Strategy, int Steps, int ImagesPerRequest, int MaxBatchRows,
+    IReadOnlyList<OfflineSampling> Offline, double OfflineImagesPerSecond, IReadOnlyList<ServedLoad> Served);
+
+/// <summary>
+/// `islands bench serve`: the published ensemble sampled offline in this process (one batched, routed sampling run of
+/// max-rows images, before and after the served runs), then served by an in-process serving cluster to 1, 8, 32...
+/// concurrent HTTP clients: throughput, p50/p99 latency and the mean continuous-batch size, each against offline.
+/// </summary>
+public static class ServeBenchmark
+{
+    public static async Task<ServeBenchmarkResult> RunAsync(string store, int nodes, IReadOnlyList<int> clients, int imagesPerRequest, int steps, string strategy,
+        int maxRows, TimeSpan duration, string precision, Action<string> log, CancellationToken cancel)
+    {
+        var scan = PublishedModels.Scan(store);
+        if (scan.Router is null || scan.Experts.Count == 0)
+            throw new ConfigException("--store", $"{store}: needs published experts and a router (found {scan.Experts.Count} experts, {(scan.Router is null ? "no" : "a")} router)");
+        var offline = new List<OfflineSampling> { Offline(scan, maxRows, steps, strategy, precision) };
+        log($"offline: {offline[0].ImagesPerSecond:F1} images/s ({offline[0].Images} images, {steps} steps, {strategy})");
+
+        var work = Path.Combine(Path.GetTempPath(), $"islands-bench-serve-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(work);
+        var name = "bench" + Guid.NewGuid().ToString("N")[..6];
+        var ports = Enumerable.Range(0, nodes).Select(_ => FreePort()).ToArray();
+        var configFile = Path.Combine(work, "serving.conf");
+        await File.WriteAllTextAsync(configFile, $$"""
+            islands.serving {
+              name = "{{name}}"
+              allow-anonymous = on
+              results = "{{Path.Combine(work, "results")}}"
+              precision = "{{precision}}"
+              http.port = 0
+              http.max-in-flight = 1024
+              batching.max-rows = {{maxRows}}
+              batching.max-wait = 5ms
+              seed-nodes = [{{string.Join(", ", ports.Take(Math.Min(2, nodes)).Select(p => $"\"akka.tcp://serving-{name}@127.0.0.1:{p}\""))}}]
+            }
+            """, cancel);
+        var apps = new List<WebApplication>();
+        var batchRows = new List<long>();
+        using var listener = new MeterListener
+        {
+            InstrumentPublished = (instrument, l) =>
+            {
+                if (instrument.Meter.Name == ServingTelemetry.Name && instrument.Name == "islands.serving.batch.rows") l.EnableMeasurementEvents(instrument);
+            },
+        };
+        listener.SetMeasurementEventCallback<int>((_, value, _, _) => { lock (batchRows) batchRows.Add(value); });
+        listener.Start();
+        try
+        {
+            foreach (var port in ports)
+            {
+                var options = new Dictionary<string, string?>
+                {
+                    ["islands.serving.store"] = store,
+                    ["islands.serving.port"] = port.ToString(CultureInfo.InvariantCulture),
+                };
+                var settings = ServingNodeConfig.Parse(ServingNodeConfig.Load(configFile, options, new Hashtable()));
+                var app = ServingNode.Build(settings, l => l.SetMinimumLevel(LogLevel.Error));
+                await app.StartAsync(cancel);
+                apps.Add(app);
+            }
+            var urls = apps.Select(IslandNode.HttpAddress).ToArray();
+            // Warm-up: loads the router and every expert that top-1 routing reaches, JIT-compiles the paths.
+            await Load(urls, 2, imagesPerRequest, steps, "full", TimeSpan.FromSeconds(3), cancel);
+            var served = new List<ServedLoad>();
+            foreach (var c in clients)
+            {
+                lock (batchRows) batchRows.Clear();
+                var (requests, latencies, seconds, failed) = await Load(urls, c, imagesPerRequest, steps, strategy, duration, cancel);
+                double meanBatch;
+                lock (batchRows) meanBatch = batchRows.Count == 0 ? 0 : batchRows.Average();
+                var images = requests * imagesPerRequest;
+                latencies.Sort();
+                var load = new ServedLoad(c, requests, images, seconds, images / seconds, Percentile(latencies, 0.5), Percentile(latencies, 0.99), meanBatch, failed, 0);
+                served.Add(load);
+                log($"{c} clients: {load.ImagesPerSecond:F1} images/s, p50 {load.P50Seconds:F2} s, p99 {load.P99Seconds:F2} s, mean batch {meanBatch:F1}");
+            }
+            offline.Add(Offline(scan, maxRows, steps, strategy, precision));
+            log($"offline again: {offline[1].ImagesPerSecond:F1} images/s");
+            var offlineRate = offline.Average(o => o.ImagesPerSecond);
+            return new ServeBenchmarkResult(store, nodes, strategy, steps, imagesPerRequest, maxRows, offline, offlineRate,
+                served.Select(s => s with { OverOffline = s.ImagesPerSecond / offlineRate }).ToList());
+        }
+        finally
+        {
+            foreach (var app in apps) await app.DisposeAsync();
+        }
+    }
+
+    private static async Task<(int Requests, List<double> Latencies, double Seconds, int Failed)> Load(string[] urls, int clients, int count, int steps,
+        string strategy, TimeSpan duration, CancellationToken cancel)
+    {
+        var latencies = new List<double>();
+        var failed = 0;
+        var clock = Stopwatch.StartNew();
+        var end = duration;
+        await Task.WhenAll(Enumerable.Range(0, clients).Select(c => Task.Run(async () =>
+        {
+            using var http = new HttpClient { BaseAddress = new Uri(urls[c % urls.Length]), Timeout = TimeSpan.FromMinutes(5) };
+            var seed = c * 100_000L;
+            while (clock.Elapsed < end && !cancel.IsCancellationRequested)
+            {
+                var started = clock.Elapsed.TotalSeconds;
+                using var response = await http.PostAsJsonAsync("/v1/generations", new { count, steps, strategy, seed = seed++, format = "png" }, cancel);
+                await response.Content.ReadAsByteArrayAsync(cancel);
+                lock (latencies)
+                {
+                    if (response.IsSuccessStatusCode) latencies.Add(clock.Elapsed.TotalSeconds - started);
+                    else failed++;
+                }
+            }
+        }, cancel)));
+        return (latencies.Count, latencies, clock.Elapsed.TotalSeconds, failed);
+    }
+
+    /// <summary>The same ensemble and strategy, sampled in one routed batch of max-rows images in this process.</summary>
+    private static OfflineSampling Offline(PublishedModelScan scan, int images, int steps, string strategy, string precision)
+    {
+        var experts = scan.Experts.Select(e => ServedModels.LoadExpert(e, precision)).ToList();
+        var shape = ServedModels.ImageShape(scan.Experts[0]);
+        var (router, _) = ServedModels.LoadRouter(scan.Router!, shape.C * shape.H * shape.W);
+        try
+        {
+            var models = Enumerable.Range(0, router.ExpertCount).Select(k => experts.FirstOrDefault(e => e.Published.Expert == k)?.Model).ToList();
+            var available = models.Select(m => m is not null).ToArray();
+            var standIn = models.First(m => m is not null)!;
+            var ensemble = new ExpertEnsemble(models.Select(m => m ?? standIn).ToList(), router, RoutingStrategy.Parse(strategy), available);
+            var clock = Stopwatch.StartNew();
+            using var samples = FlowSampler.Sample(ensemble.Field(false, 1), images, null, -1, new SamplerOptions(Steps: steps, Seed: 1, BatchSize: images), shape);
+            var seconds = clock.Elapsed.TotalSeconds;
+            return new OfflineSampling(images, steps, seconds, images / seconds);
+        }
+        finally
+        {
+            router.Dispose();
+            foreach (var e in experts) e.Dispose();
+        }
+    }
+
+    private static double Percentile(List<double> sorted, double q) =>
+        sorted.Count == 0 ? double.NaN : sorted[Math.Min(sorted.Count - 1, (int)Math.Ceiling(q * sorted.Count) - 1)];
+
+    private static int FreePort()
+    {
+        using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        listener.Start();
+        return ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
+    }
+}
