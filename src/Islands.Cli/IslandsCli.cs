@@ -22,8 +22,10 @@ public static class IslandsCli
         root.Add(BenchCommands.Build(stdout, stderr));
         root.Add(IslandCommands.Node(stdout, stderr));
         root.Add(IslandCommands.Status(stdout, stderr));
+        root.Add(IslandCommands.Health(stdout, stderr));
         root.Add(ServingCommands.Serve(stdout, stderr));
         root.Add(ServingCommands.Generate(stdout, stderr));
+        root.Add(DemoCommand.Build(stdout, stderr));
         return root;
     }
 

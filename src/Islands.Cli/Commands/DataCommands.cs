@@ -11,12 +11,13 @@ public static class DataCommands
         var data = new Command("data", "Import datasets and partition them into clusters");
         data.Add(Import(stdout, stderr));
         data.Add(Partition(stdout, stderr));
+        data.Add(Prepare(stdout, stderr));
         return data;
     }
 
     private static Command Import(TextWriter stdout, TextWriter stderr)
     {
-        var source = new Option<string>("--source") { Description = "fashion-mnist (Debian's dataset-fashion-mnist), idx:DIR (an MNIST-format pair) or folder:DIR (one subfolder per class)", Required = true };
+        var source = new Option<string>("--source") { Description = "fashion-mnist (Debian's dataset-fashion-mnist), synthetic (shapes drawn by islands), idx:DIR (an MNIST-format pair) or folder:DIR (one subfolder per class)", Required = true };
         var output = new Option<string>("--out") { Description = "New dataset directory", Required = true };
         var size = new Option<int>("--size") { Description = "Image side for folder imports", DefaultValueFactory = _ => 28 };
         var command = new Command("import", "Import a raw dataset into a canonical dataset directory (tensors + manifest with SHA-256)") { source, output, size };
@@ -25,6 +26,26 @@ public static class DataCommands
             var manifest = DatasetImporter.Import(parse.GetValue(source)!, parse.GetValue(output)!, parse.GetValue(size));
             ctx.Result(manifest, w => w.WriteLine(
                 $"imported {manifest.Name}: {manifest.Splits["train"].Count} train + {manifest.Splits["test"].Count} test images of {manifest.Channels}x{manifest.Height}x{manifest.Width}, {manifest.Classes.Count} classes -> {parse.GetValue(output)}"));
+            return Task.FromResult(ExitCodes.Ok);
+        }));
+        return command;
+    }
+
+    private static Command Prepare(TextWriter stdout, TextWriter stderr)
+    {
+        var dataDir = new Option<string>("--data") { Description = "Dataset directory to create (kept if it exists)", Required = true };
+        var partitions = new Option<string>("--partitions") { Description = "Partition file to create (kept if it exists with the same K)", Required = true };
+        var k = new Option<int>("--k") { Description = "Number of partitions (experts)", DefaultValueFactory = _ => 4 };
+        var command = new Command("prepare", "Import Fashion-MNIST (or, when it is not installed, synthetic shapes) and partition it: the one-shot step before islands start")
+        {
+            dataDir, partitions, k,
+        };
+        command.SetAction(IslandsCli.Action(stdout, stderr, (ctx, parse, _) =>
+        {
+            IslandsCli.InitTorch(parse);
+            var dataset = DataPreparation.Prepare(parse.GetValue(dataDir)!, parse.GetValue(partitions)!, parse.GetValue(k), ctx.Log);
+            ctx.Result(new { data = parse.GetValue(dataDir), partitions = parse.GetValue(partitions), dataset = dataset.Manifest.Name, train = dataset.Train.Count, k = parse.GetValue(k) },
+                w => w.WriteLine($"{parse.GetValue(dataDir)}: {dataset.Manifest.Name}, {dataset.Train.Count} training images; {parse.GetValue(partitions)}: K={parse.GetValue(k)}"));
             return Task.FromResult(ExitCodes.Ok);
         }));
         return command;

@@ -98,4 +98,29 @@ public static class IslandCommands
         }));
         return command;
     }
+
+    /// <summary>For container health checks: the node's own readiness endpoint, with no curl in the image.</summary>
+    public static Command Health(TextWriter stdout, TextWriter stderr)
+    {
+        var url = new Option<string>("--url") { Description = "The node's HTTP address", DefaultValueFactory = _ => "http://127.0.0.1:8080" };
+        var live = new Option<bool>("--live") { Description = "Check liveness (the process answers) instead of readiness (an Up cluster member)" };
+        var command = new Command("health", "Exit 0 if a node (island or serving) is ready, 1 if not") { url, live };
+        command.SetAction(IslandsCli.Action(stdout, stderr, async (ctx, parse, cancel) =>
+        {
+            using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(5) };
+            var address = parse.GetValue(url)!.TrimEnd('/') + (parse.GetValue(live) ? "/health/live" : "/health/ready");
+            try
+            {
+                using var response = await http.GetAsync(address, cancel);
+                var body = await response.Content.ReadAsStringAsync(cancel);
+                ctx.Result(new { url = address, status = (int)response.StatusCode, body }, w => w.WriteLine($"{address}: {(int)response.StatusCode} {body}"));
+                return response.IsSuccessStatusCode ? ExitCodes.Ok : ExitCodes.Failure;
+            }
+            catch (Exception e) when (e is HttpRequestException or TaskCanceledException)
+            {
+                throw new IslandsException($"{address}: {e.Message}");
+            }
+        }));
+        return command;
+    }
 }

@@ -18,22 +18,32 @@ public static class DatasetImporter
 
     private static readonly string[] ImageExtensions = [".png", ".jpg", ".jpeg"];
 
-    /// <summary>Parses "fashion-mnist", "idx:DIR" or "folder:DIR" and imports it into <paramref name="outDir"/>.</summary>
+    /// <summary>Where Debian's package puts Fashion-MNIST; ISLANDS_FASHION_MNIST_DIR points elsewhere (a copy, or a test of the fallback).</summary>
+    public static string FashionMnistLocation => Environment.GetEnvironmentVariable("ISLANDS_FASHION_MNIST_DIR") is { Length: > 0 } dir ? dir : FashionMnistDirectory;
+
+    public static bool FashionMnistInstalled => Directory.Exists(FashionMnistLocation);
+
+    /// <summary>Parses "fashion-mnist", "synthetic", "idx:DIR" or "folder:DIR" and imports it into <paramref name="outDir"/>.</summary>
     public static DatasetManifest Import(string source, string outDir, int size = 28, double testFraction = 1.0 / 7, int seed = 0)
     {
         if (Directory.Exists(outDir) && Directory.EnumerateFileSystemEntries(outDir).Any())
             throw new ConfigException("--out", $"{outDir} already exists and is not empty; choose a new directory");
         if (source == "fashion-mnist")
         {
-            if (!Directory.Exists(FashionMnistDirectory))
-                throw new IslandsException($"{FashionMnistDirectory}: Fashion-MNIST is not installed; install it with 'apt-get install dataset-fashion-mnist'");
-            return ImportIdx(FashionMnistDirectory, outDir, "fashion-mnist", source, FashionMnistClasses);
+            if (!FashionMnistInstalled)
+                throw new IslandsException($"{FashionMnistLocation}: Fashion-MNIST is not installed; install it with 'apt-get install dataset-fashion-mnist'");
+            return ImportIdx(FashionMnistLocation, outDir, "fashion-mnist", source, FashionMnistClasses);
+        }
+        if (source == "synthetic")
+        {
+            var (train, test) = SyntheticShapes.Generate(seed: seed);
+            return Write(outDir, "synthetic-shapes", source, SyntheticShapes.Classes, train, test);
         }
         if (source.StartsWith("idx:", StringComparison.Ordinal))
             return ImportIdx(source[4..], outDir, Path.GetFileName(Path.GetFullPath(source[4..]).TrimEnd('/')), source, null);
         if (source.StartsWith("folder:", StringComparison.Ordinal))
             return ImportFolder(source[7..], outDir, size, testFraction, seed, source);
-        throw new ConfigException("--source", $"'{source}' is not a known source; use fashion-mnist, idx:DIR or folder:DIR");
+        throw new ConfigException("--source", $"'{source}' is not a known source; use fashion-mnist, synthetic, idx:DIR or folder:DIR");
     }
 
     public static DatasetManifest ImportIdx(string dir, string outDir, string name, string source, IReadOnlyList<string>? classNames)

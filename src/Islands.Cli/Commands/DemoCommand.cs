@@ -1,0 +1,121 @@
+using System.CommandLine;
+using Islands.Hosting;
+using Islands.Hosting.Demo;
+using Spectre.Console;
+
+namespace Islands.Cli.Commands;
+
+/// <summary><c>islands demo</c>: the whole system on one machine (data, islands, serving, a client request), resumable.</summary>
+public static class DemoCommand
+{
+    public static Command Build(TextWriter stdout, TextWriter stderr)
+    {
+        var minutes = new Option<double>("--minutes") { Description = "Training time budget (the islands stop and commit when it runs out; a rerun continues)", DefaultValueFactory = _ => 10 };
+        var work = new Option<string>("--work") { Description = "Working directory: data, journals, checkpoints, results (rerunning resumes from it)", DefaultValueFactory = _ => "runs/demo" };
+        var output = new Option<string>("--out") { Description = "The grid of generated images (a row per class)", DefaultValueFactory = _ => "samples.png" };
+        var port = new Option<int>("--port") { Description = "HTTP port of the API; the islands' status pages take the next five", DefaultValueFactory = _ => 7100 };
+        var exit = new Option<bool>("--exit") { Description = "Exit after writing the samples instead of serving until Ctrl-C" };
+        var command = new Command("demo", "Train 4 expert islands and the router on this machine, serve them, and generate samples.png through the API")
+        {
+            minutes, work, output, port, exit,
+        };
+        command.SetAction(IslandsCli.Action(stdout, stderr, async (ctx, parse, cancel) =>
+        {
+            var budget = parse.GetValue(minutes);
+            if (budget is <= 0 or > 10_000) throw new Diffusion.ConfigException("--minutes", $"{budget} must be more than 0 and at most 10000");
+            IslandsCli.InitTorch(parse);
+            var stdoutBefore = Console.Out;
+            // Node logs and Akka's notices go to stderr; stdout carries only the result.
+            Console.SetOut(stderr);
+            try
+            {
+                await using var demo = new LocalDemo(parse.GetValue(work)!, parse.GetValue(port), ctx.Log);
+                var plan = demo.Prepare(budget, 4);
+                ctx.Log($"starting {plan.K} expert islands and the router island (SQLite journals, checkpoints in {demo.Store})");
+                await demo.StartIslandsAsync(cancel);
+                var clock = System.Diagnostics.Stopwatch.StartNew();
+                var deadline = TimeSpan.FromMinutes(budget);
+                var states = await Train(ctx, demo, deadline, clock, cancel);
+                if (states.Any(s => s.Phase != "completed")) await demo.StopUnfinishedIslandsAsync(states);
+                ctx.Log($"training: {string.Join(", ", states.Select(s => $"{s.Island} step {s.LastCheckpointStep ?? s.Step}/{s.TotalSteps}"))} after {clock.Elapsed.TotalMinutes:F1} min");
+
+                await demo.StartServingAsync(cancel);
+                ctx.Log($"serving at {demo.ApiUrl}; asking it for 8 images of every class as a client would");
+                var outputPath = Path.GetFullPath(parse.GetValue(output)!);
+                var (images, classes, seconds) = await demo.GenerateAsync(outputPath, 8, 20, cancel);
+                var final = await demo.IslandStatesAsync(cancel);
+                ctx.Result(new { samples = outputPath, images, classes, seconds, api = demo.ApiUrl, apiKeyFile = demo.ApiKeyFile, islands = final, plan }, w =>
+                {
+                    w.WriteLine($"wrote {outputPath}: {images} images, a row per class ({string.Join(", ", classes)}), generated in {seconds:F1} s");
+                    w.WriteLine($"API:     {demo.ApiUrl}/v1/generations   (key in {demo.ApiKeyFile}; OpenAPI at /openapi/v1.json)");
+                    w.WriteLine($"         curl -H \"Authorization: Bearer $(cat {demo.ApiKeyFile})\" -H 'Content-Type: application/json' -d '{{\"count\":16,\"class\":\"{classes[^1]}\"}}' {demo.ApiUrl}/v1/generations -o more.png");
+                    foreach (var s in final)
+                        w.WriteLine($"{s.Island,-9} {(s.StatusUrl is null ? $"stopped at its last checkpoint (step {states.First(x => x.Island == s.Island).LastCheckpointStep}); rerun to continue" : $"{s.StatusUrl}  ({s.Phase}, step {s.Step}/{s.TotalSteps})")}");
+                });
+                if (!parse.GetValue(exit))
+                {
+                    ctx.Log("serving until Ctrl-C (rerun `islands demo` later to continue from the checkpoints)");
+                    try { await Task.Delay(Timeout.Infinite, cancel); }
+                    catch (OperationCanceledException) { ctx.Log("stopping: islands commit their current step"); }
+                }
+            }
+            finally
+            {
+                Console.SetOut(stdoutBefore);
+            }
+            return ExitCodes.Ok;
+        }));
+        return command;
+    }
+
+    /// <summary>Waits until every island has completed or the budget runs out, showing one line per island.</summary>
+    private static async Task<IReadOnlyList<DemoIslandState>> Train(CliContext ctx, LocalDemo demo, TimeSpan deadline, System.Diagnostics.Stopwatch clock, CancellationToken cancel)
+    {
+        IReadOnlyList<DemoIslandState> states = await demo.IslandStatesAsync(cancel);
+        bool Done() => states.All(s => s.Phase == "completed") || clock.Elapsed >= deadline;
+        if (!ctx.Interactive)
+        {
+            var last = DateTime.MinValue;
+            while (!Done())
+            {
+                await Task.Delay(1000, cancel);
+                states = await demo.IslandStatesAsync(cancel);
+                if (DateTime.UtcNow - last < TimeSpan.FromSeconds(15) && !Done()) continue;
+                last = DateTime.UtcNow;
+                foreach (var s in states) ctx.Log(Line(s, clock, deadline));
+            }
+            return states;
+        }
+        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
+        var table = new Table().AddColumns("island", "job", "phase", "step", "loss", "images/s", "checkpoint", "ETA");
+        await console.Live(table).StartAsync(async live =>
+        {
+            while (true)
+            {
+                table.Rows.Clear();
+                foreach (var s in states)
+                    table.AddRow(s.Island, s.Job, s.Phase, $"{s.Step}/{s.TotalSteps}", s.Loss?.ToString("F4") ?? "-", s.ImagesPerSecond.ToString("F0"),
+                        s.LastCheckpointStep?.ToString() ?? "-", Eta(s, clock, deadline));
+                table.Caption($"time budget {deadline.TotalMinutes:0.#} min, {clock.Elapsed:mm\\:ss} elapsed");
+                live.Refresh();
+                if (Done()) break;
+                await Task.Delay(1000, cancel);
+                states = await demo.IslandStatesAsync(cancel);
+            }
+        });
+        return states;
+    }
+
+    private static string Eta(DemoIslandState s, System.Diagnostics.Stopwatch clock, TimeSpan deadline)
+    {
+        if (s.Phase == "completed") return "done";
+        var left = deadline - clock.Elapsed;
+        if (s.Step <= 0 || s.TotalSteps <= 0) return $"≤ {left:mm\\:ss}";
+        var perStep = clock.Elapsed.TotalSeconds / Math.Max(1, s.Step);
+        var eta = TimeSpan.FromSeconds(perStep * (s.TotalSteps - s.Step));
+        return eta < left ? eta.ToString(@"mm\:ss") : $"budget ({left:mm\\:ss})";
+    }
+
+    private static string Line(DemoIslandState s, System.Diagnostics.Stopwatch clock, TimeSpan deadline) =>
+        $"{s.Island,-9} {s.Phase,-10} step {s.Step}/{s.TotalSteps} loss {s.Loss?.ToString("F4") ?? "-"} {s.ImagesPerSecond:F0} img/s checkpoint {s.LastCheckpointStep?.ToString() ?? "-"} ETA {Eta(s, clock, deadline)}";
+}

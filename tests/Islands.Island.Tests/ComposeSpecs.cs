@@ -1,0 +1,89 @@
+using System.Collections;
+using System.Text.RegularExpressions;
+using Islands.Hosting;
+using YamlDotNet.Core;
+using YamlDotNet.Serialization;
+
+namespace Islands.Island.Tests;
+
+/// <summary>
+/// compose.yaml against the application: every ISLANDS_* variable it sets is one the role it starts reads, and each
+/// node's whole environment (defaults substituted as compose would) passes that role's configuration check.
+/// (CI also runs `docker-compose -f compose.yaml config`; no Docker engine runs here.)
+/// </summary>
+public sealed partial class ComposeSpecs
+{
+    private static string RepositoryFile(string name)
+    {
+        var dir = AppContext.BaseDirectory;
+        while (dir is not null && !File.Exists(Path.Combine(dir, "Islands.sln"))) dir = Path.GetDirectoryName(dir);
+        return Path.Combine(dir ?? throw new InvalidOperationException("Islands.sln not found above the test binaries"), name);
+    }
+
+    private static Dictionary<string, (List<string> Command, Dictionary<string, string> Environment)> Services()
+    {
+        using var reader = new StreamReader(RepositoryFile("compose.yaml"));
+        var document = new DeserializerBuilder().Build().Deserialize<Dictionary<object, object>>(new MergingParser(new Parser(reader)));
+        var services = (Dictionary<object, object>)document["services"];
+        var result = new Dictionary<string, (List<string>, Dictionary<string, string>)>();
+        foreach (var (name, body) in services)
+        {
+            var service = (Dictionary<object, object>)body;
+            var command = service.TryGetValue("command", out var c) ? ((List<object>)c).Select(x => x.ToString()!).ToList() : [];
+            var environment = service.TryGetValue("environment", out var e)
+                ? ((Dictionary<object, object>)e).ToDictionary(p => p.Key.ToString()!, p => Substitute(p.Value?.ToString() ?? ""))
+                : [];
+            result[name.ToString()!] = (command, environment);
+        }
+        return result;
+    }
+
+    /// <summary>${VAR:-default} as compose resolves it with VAR unset.</summary>
+    private static string Substitute(string value) => Variable().Replace(value, m => m.Groups["default"].Value);
+
+    [GeneratedRegex(@"\$\{(?<name>[A-Z_]+)(:-(?<default>[^}]*))?\}")]
+    private static partial Regex Variable();
+
+    private static Dictionary<string, string?> Options(List<string> command) =>
+        command.Skip(1).Chunk(2).Where(p => p.Length == 2).ToDictionary(p => p[0], p => (string?)p[1]);
+
+    [Fact]
+    public void Every_islands_variable_compose_sets_is_read_by_the_role_it_starts_and_passes_its_checks()
+    {
+        var services = Services();
+        var nodes = services.Where(s => s.Value.Command.FirstOrDefault() == "node").ToList();
+        var servers = services.Where(s => s.Value.Command.FirstOrDefault() == "serve").ToList();
+        Assert.Equal(15, nodes.Count);   // 5 islands x 3 nodes (two of them in the "ha" profile)
+        Assert.Equal(3, servers.Count);
+
+        foreach (var (name, (command, environment)) in nodes)
+        {
+            foreach (var key in environment.Keys.Where(k => k.StartsWith("ISLANDS_", StringComparison.Ordinal)))
+                Assert.True(IslandNodeConfig.EnvironmentKeys.ContainsKey(key), $"{name}: islands node does not read {key}");
+            var options = Options(command);
+            var settings = IslandNodeConfig.Parse(IslandNodeConfig.Load(null, new Dictionary<string, string?>
+            {
+                ["islands.island"] = options["--island"],
+                ["islands.job"] = options["--job"],
+                ["islands.training.data-directory"] = options["--data"],
+                ["islands.training.partitions-file"] = options["--partitions"],
+                ["islands.training.steps"] = options["--steps"],
+            }, new Hashtable(environment)));
+            Assert.Equal("postgresql", settings.JournalProvider);
+            Assert.Equal(name, settings.PublicHostname);
+            Assert.Single(settings.ServingContacts);
+        }
+        foreach (var (name, (_, environment)) in servers)
+        {
+            foreach (var key in environment.Keys.Where(k => k.StartsWith("ISLANDS_", StringComparison.Ordinal)))
+                Assert.True(ServingNodeConfig.EnvironmentKeys.ContainsKey(key), $"{name}: serving node does not read {key}");
+            var env = new Hashtable(environment) { ["ISLANDS_API_KEYS"] = "compose-test-key-0123456789" };
+            var settings = ServingNodeConfig.Parse(ServingNodeConfig.Load(null, new Dictionary<string, string?>(), env));
+            Assert.Equal("serving-main", settings.SystemName);
+            Assert.Equal(8080, settings.HttpPort);
+        }
+        // The serving nodes refuse to start without a key: compose passes ISLANDS_API_KEYS through, empty when unset.
+        Assert.Throws<Diffusion.ConfigException>(() => ServingNodeConfig.Parse(ServingNodeConfig.Load(null, new Dictionary<string, string?>(),
+            new Hashtable(servers[0].Value.Environment))));
+    }
+}
