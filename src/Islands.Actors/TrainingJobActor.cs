@@ -194,7 +194,8 @@ public sealed class TrainingJobActor : ReceivePersistentActor
     }
 
     private JobStatus Status() => new(settings.Island, settings.Job.Name,
-        state.Completed ? "completed" : stopRequester is not null ? "stopping" : worker is null ? "starting" : "training",
+        // "training" only once the worker has chosen its checkpoint, so a training status always says where it resumed from.
+        state.Completed ? "completed" : stopRequester is not null ? "stopping" : worker is null || resumedFrom is null ? "starting" : "training",
         progress?.Step ?? state.LastCommitted?.Step ?? 0, settings.Job.TotalSteps, progress?.Loss, progress?.ImagesPerSecond ?? 0,
         state.LastCommitted, state.Recoveries, Math.Max(0, workerStarts - 1), state.Rejected.Select(r => $"{r.Checkpoint}: {r.Reason}").ToList(),
         node, lastError, resumedFrom);

@@ -66,18 +66,32 @@ public static class GenerationApi
         if (http.Request.ContentLength > settings.MaxBodyBytes) return TooLarge(settings);
         if (http.Request.ContentType is not { } type || !type.StartsWith("application/json", StringComparison.OrdinalIgnoreCase))
             return Rejected(Results.Problem(statusCode: 415, title: "Unsupported media type", detail: "send the request body as application/json"));
-        JsonDocument document;
+        // Read at most one byte past the limit; an oversized body is drained (up to Kestrel's hard cap) before the 413, so
+        // the client reliably reads the answer instead of a reset connection.
+        var buffer = new MemoryStream();
         try
         {
-            document = await JsonDocument.ParseAsync(http.Request.Body, cancellationToken: cancel);
-        }
-        catch (JsonException e)
-        {
-            return Rejected(Results.Problem(statusCode: 400, title: "Malformed JSON", detail: $"the request body is not valid JSON: {e.Message}"));
+            var chunk = new byte[8192];
+            int n;
+            while (buffer.Length <= settings.MaxBodyBytes && (n = await http.Request.Body.ReadAsync(chunk, cancel)) > 0) buffer.Write(chunk, 0, n);
+            if (buffer.Length > settings.MaxBodyBytes)
+            {
+                while (await http.Request.Body.ReadAsync(chunk, cancel) > 0) { }
+                return TooLarge(settings);
+            }
         }
         catch (BadHttpRequestException e) when (e.StatusCode == StatusCodes.Status413PayloadTooLarge)
         {
             return TooLarge(settings);
+        }
+        JsonDocument document;
+        try
+        {
+            document = JsonDocument.Parse(buffer.GetBuffer().AsMemory(0, (int)buffer.Length));
+        }
+        catch (JsonException e)
+        {
+            return Rejected(Results.Problem(statusCode: 400, title: "Malformed JSON", detail: $"the request body is not valid JSON: {e.Message}"));
         }
         using var body = document;
 

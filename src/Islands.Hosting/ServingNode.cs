@@ -37,7 +37,9 @@ public static class ServingNode
     {
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory });
         builder.WebHost.UseUrls($"http://{settings.HttpHostname}:{settings.HttpPort}");
-        builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = settings.MaxBodyBytes);
+        // The API enforces max-body-bytes itself (and drains what is over it, so the 413 reaches the client); Kestrel's cap
+        // only stops bodies far beyond it.
+        builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = Math.Max(1 << 20, settings.MaxBodyBytes * 4L));
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(30));
         builder.Logging.ClearProviders();
         builder.Logging.AddSimpleConsole(o =>

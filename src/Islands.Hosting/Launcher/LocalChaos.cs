@@ -1,0 +1,181 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using Islands.Diffusion;
+using Islands.Diffusion.Checkpoints;
+
+namespace Islands.Hosting.Launcher;
+
+public sealed record ChaosKill(int Kill, string Victim, string Role, string Group, double AtSeconds, double? RecoverySeconds, string RecoveredBy);
+
+/// <param name="Problems">Every checkpoint or publication that failed verification, and why.</param>
+public sealed record ChaosIsland(string Island, string Phase, long Step, long TotalSteps, int Recoveries, int CheckpointsOnDisk, int CheckpointsVerified,
+    IReadOnlyList<string> Problems, bool PublicationVerified);
+
+public sealed record ChaosReport(double Seconds, IReadOnlyList<ChaosKill> Kills, IReadOnlyList<ChaosIsland> Islands, int RequestsServed, int RequestsLost,
+    int RequestsRetried, int RequestsDegraded, IReadOnlyList<string> LostReasons)
+{
+    public int JobsCompleted => Islands.Count(i => i.Phase == "completed");
+    public bool AllCheckpointsVerified => Islands.All(i => i.CheckpointsVerified == i.CheckpointsOnDisk && i.PublicationVerified);
+}
+
+/// <summary>
+/// `islands chaos`: kills random node processes of a local cluster (only those cluster.json lists) with SIGKILL on a
+/// schedule and restarts each after a pause, while clients send generation requests (retrying a failed one on another
+/// serving node with the same Idempotency-Key, as a careful client does). Then it reports jobs completed, checkpoints
+/// verified (every committed checkpoint on disk, and each publication), recoveries and their durations, and requests
+/// served and lost.
+/// </summary>
+public static class LocalChaos
+{
+    public static async Task<ChaosReport> RunAsync(string work, TimeSpan killEvery, TimeSpan duration, TimeSpan restartAfter, int clients, int seed,
+        Action<string> log, CancellationToken cancel)
+    {
+        var state = LocalCluster.Load(work);
+        var random = new Random(seed);
+        var clock = Stopwatch.StartNew();
+        var key = (await File.ReadAllTextAsync(state.ApiKeyFile, cancel)).Trim();
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancel);
+        var served = 0;
+        var retried = 0;
+        var degraded = 0;
+        var lost = new ConcurrentBag<string>();
+        var serving = state.Serving.ToList();
+        var load = serving.Count == 0 ? [] : Enumerable.Range(0, clients).Select(c => Task.Run(async () =>
+        {
+            using var http = new HttpClient { Timeout = TimeSpan.FromMinutes(3) };
+            http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", key);
+            for (var n = 0; !stop.IsCancellationRequested; n++)
+            {
+                var idempotency = $"chaos-{seed}-{c}-{n}";
+                string? reason = null;
+                var ok = false;
+                for (var attempt = 0; attempt < 6 && !ok; attempt++)
+                {
+                    var node = serving[(c + n + attempt) % serving.Count];
+                    try
+                    {
+                        using var request = new HttpRequestMessage(HttpMethod.Post, node.Http + "/v1/generations")
+                        {
+                            Content = JsonContent.Create(new { count = 2, steps = 10, format = "json" }),
+                        };
+                        request.Headers.Add("Idempotency-Key", idempotency);
+                        using var response = await http.SendAsync(request, CancellationToken.None);
+                        if (response.IsSuccessStatusCode)
+                        {
+                            var body = await response.Content.ReadFromJsonAsync<System.Text.Json.JsonElement>(CancellationToken.None);
+                            if (body.GetProperty("leftOutExperts").GetArrayLength() > 0) Interlocked.Increment(ref degraded);
+                            ok = true;
+                            break;
+                        }
+                        reason = $"{node.Name}: {(int)response.StatusCode} {await response.Content.ReadAsStringAsync(CancellationToken.None)}";
+                    }
+                    catch (Exception e) when (e is HttpRequestException or TaskCanceledException)
+                    {
+                        reason = $"{node.Name}: {e.Message}";
+                    }
+                    if (attempt == 0) Interlocked.Increment(ref retried);
+                    await Task.Delay(TimeSpan.FromSeconds(2 + attempt * 3), CancellationToken.None);
+                }
+                if (ok) Interlocked.Increment(ref served);
+                else lost.Add(reason ?? "no answer");
+            }
+        }, CancellationToken.None)).ToList();
+
+        var kills = new List<ChaosKill>();
+        var recoveries = new List<Task>();
+        using var probe = new HttpClient { Timeout = TimeSpan.FromSeconds(3) };
+        try
+        {
+            while (clock.Elapsed + killEvery <= duration)
+            {
+                await Task.Delay(killEvery, cancel);
+                state = LocalCluster.Load(work);
+                var candidates = state.Processes.Where(LocalCluster.Alive).ToList();
+                if (candidates.Count == 0) continue;
+                var victim = candidates[random.Next(candidates.Count)];
+                var at = clock.Elapsed.TotalSeconds;
+                log($"{clock.Elapsed:mm\\:ss} kill -9 {victim.Name} (pid {victim.Pid})");
+                LocalCluster.Signal(victim.Pid, "KILL");
+                var number = kills.Count + 1;
+                kills.Add(new ChaosKill(number, victim.Name, victim.Role, victim.Group, at, null, ""));
+                await Task.Delay(restartAfter, cancel);
+                var restarted = LocalCluster.Start(victim, state.Launcher);
+                state = state with { Processes = state.Processes.Select(p => p.Name == victim.Name ? restarted : p).ToList() };
+                LocalCluster.Save(state);
+                log($"{clock.Elapsed:mm\\:ss} restarted {victim.Name} (pid {restarted.Pid})");
+                var group = state.Processes.Where(p => p.Group == victim.Group).ToList();
+                recoveries.Add(Task.Run(async () =>
+                {
+                    var (seconds, by) = await RecoveryAsync(probe, victim, group, clock, at, cancel);
+                    lock (kills) kills[number - 1] = kills[number - 1] with { RecoverySeconds = seconds, RecoveredBy = by };
+                    log($"{victim.Name}: {(seconds is null ? "not recovered within 3 min" : $"recovered {seconds:F1} s after the kill ({by})")}");
+                }, CancellationToken.None));
+            }
+            var rest = duration - clock.Elapsed;
+            if (rest > TimeSpan.Zero) await Task.Delay(rest, cancel);
+        }
+        finally
+        {
+            await stop.CancelAsync();
+            await Task.WhenAll(load);
+            await Task.WhenAll(recoveries);
+        }
+
+        state = LocalCluster.Load(work);
+        var islands = new List<ChaosIsland>();
+        foreach (var island in state.Islands)
+        {
+            var status = await LocalCluster.IslandStatusAsync(probe, island, cancel);
+            islands.Add(Checkpoints(island.Key, Path.Combine(state.Store, island.Key), status));
+        }
+        return new ChaosReport(clock.Elapsed.TotalSeconds, kills, islands, served, lost.Count, retried, degraded, [.. lost]);
+    }
+
+    /// <summary>Seconds from the kill until the victim's island trains (or has completed) again, or a serving node is ready again.</summary>
+    private static async Task<(double? Seconds, string By)> RecoveryAsync(HttpClient http, ClusterProcess victim, IReadOnlyList<ClusterProcess> group,
+        Stopwatch clock, double killedAt, CancellationToken cancel)
+    {
+        var deadline = clock.Elapsed + TimeSpan.FromMinutes(3);
+        while (clock.Elapsed < deadline && !cancel.IsCancellationRequested)
+        {
+            if (victim.Role == "serving")
+            {
+                if (await LocalCluster.ReadyAsync(http, victim, cancel)) return (clock.Elapsed.TotalSeconds - killedAt, "restarted node ready");
+            }
+            else if (await LocalCluster.IslandStatusAsync(http, group, cancel) is { Job: { Phase: "training" or "completed" } job })
+            {
+                return (clock.Elapsed.TotalSeconds - killedAt, $"{job.Phase} on {job.Node}");
+            }
+            await Task.Delay(500, CancellationToken.None);
+        }
+        return (null, "");
+    }
+
+    private static ChaosIsland Checkpoints(string island, string runDirectory, IslandStatus? status)
+    {
+        var store = new CheckpointStore(runDirectory);
+        var listed = store.List();
+        var corrupt = new List<string>();
+        foreach (var (_, directory) in listed)
+        {
+            try { CheckpointStore.Verify(directory); }
+            catch (CheckpointException e) { corrupt.Add(e.Message); }
+        }
+        var verified = listed.Count - corrupt.Count;
+        var publication = false;
+        try
+        {
+            PublishedCheckpoint.ReadVerified(runDirectory);
+            publication = true;
+        }
+        catch (CheckpointException e)
+        {
+            corrupt.Add(e.Message);
+        }
+        var job = status?.Job;
+        return new ChaosIsland(island, job?.Phase ?? "unreachable", job?.Step ?? 0, job?.TotalSteps ?? 0, job?.Recoveries ?? 0, listed.Count,
+            verified, corrupt, publication);
+    }
+}
