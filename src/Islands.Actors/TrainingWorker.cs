@@ -1,3 +1,4 @@
+using Islands.Diffusion.Runtime;
 using System.Diagnostics;
 using Akka.Actor;
 using Akka.Event;
@@ -39,6 +40,8 @@ public sealed class TrainingWorker : ReceiveActor
 
     private void Begin(BeginTraining begin)
     {
+        // Several islands in one process (the demo) each get a share of the cores instead of all of them each.
+        if (settings.TorchThreads > 0) TorchSetup.SetThreadsOfCurrentThread(settings.TorchThreads);
         try
         {
             trainer = settings.Job.Open(settings.RunDirectory, message => log.Info("{0}", message));

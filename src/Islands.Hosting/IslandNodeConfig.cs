@@ -128,7 +128,7 @@ public static partial class IslandNodeConfig
         return new IslandNodeSettings(island, job, store, String(config, "islands.hostname"), string.IsNullOrWhiteSpace(publicHost) ? null : publicHost,
             Int(config, "islands.port", 0, 65535), [.. seeds], String(config, "islands.http.hostname"),
             Int(config, "islands.http.port", 0, 65535), provider, connection, chunk, minBackoff, maxBackoff, Duration(config, "islands.split-brain.stable-after"),
-            tls, exporter, String(config, "islands.telemetry.otlp-endpoint"), [.. contacts], config);
+            tls, exporter, String(config, "islands.telemetry.otlp-endpoint"), [.. contacts], Int(config, "islands.torch-threads", 0, 1024), config);
     }
 
     /// <summary>expert:K, monolith or router, with the training block read as the matching config record.</summary>
@@ -145,6 +145,9 @@ public static partial class IslandNodeConfig
             if (job == "router")
             {
                 var router = json.Deserialize<RouterConfig>(options)!;
+                // Unless it is set, the router has as many experts as its partition file has partitions.
+                if (json is JsonObject block && !block.ContainsKey("expertCount") && File.Exists(router.PartitionsFile))
+                    router = router with { ExpertCount = Diffusion.Partitioning.PartitionFile.Load(router.PartitionsFile).K };
                 Validate(router.Validate());
                 return TrainingJob.ForRouter(router);
             }

@@ -13,14 +13,14 @@ public sealed record IslandNodeSettings(
     string Island, TrainingJob Job, string Store, string Hostname, string? PublicHostname, int Port, IReadOnlyList<string> SeedNodes,
     string HttpHostname, int HttpPort, string JournalProvider, string JournalConnectionString, int ChunkSteps,
     TimeSpan MinBackoff, TimeSpan MaxBackoff, TimeSpan StableAfter, TlsSettings Tls, string TelemetryExporter, string OtlpEndpoint,
-    IReadOnlyList<string> ServingContacts, Config Hocon)
+    IReadOnlyList<string> ServingContacts, int TorchThreads, Config Hocon)
 {
     public const string Role = "trainer";
     public string RunDirectory => Path.GetFullPath(Path.Combine(Store, Island));
     public string SystemName => "islands-" + Island;
     public string Protocol => Tls.Enabled ? "akka.ssl.tcp" : "akka.tcp";
 
-    public IslandJobSettings JobSettings => new(Island, Job, RunDirectory, ChunkSteps, MinBackoff, MaxBackoff, JournalDescription);
+    public IslandJobSettings JobSettings => new(Island, Job, RunDirectory, ChunkSteps, MinBackoff, MaxBackoff, JournalDescription, TorchThreads);
 
     /// <summary>The journal for logs and status: provider and location only, so a password never leaves the process.</summary>
     public string JournalDescription

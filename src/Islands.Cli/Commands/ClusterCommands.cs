@@ -27,12 +27,13 @@ public static class ClusterCommands
         var steps = new Option<int>("--steps") { Description = "Training steps per expert (the router trains twice as many)", DefaultValueFactory = _ => 2000 };
         var portBase = new Option<int>("--port-base") { Description = "First remoting port (HTTP ports are 1000 higher; serving starts at base+500)", DefaultValueFactory = _ => 6000 };
         var postgres = new Option<string?>("--postgres") { Description = "PostgreSQL server connection string for islands of several nodes (default: ISLANDS_POSTGRES)" };
-        var command = new Command("up", "Start the cluster's node processes (detached) and wait until every node is ready") { work, islands, nodes, serving, steps, portBase, postgres };
+        var islandConfig = new Option<string?>("--island-config") { Description = "HOCON file the expert islands' nodes read (--config): training settings, model size, split-brain timing" };
+        var command = new Command("up", "Start the cluster's node processes (detached) and wait until every node is ready") { work, islands, nodes, serving, steps, portBase, postgres, islandConfig };
         command.SetAction(IslandsCli.Action(stdout, stderr, async (ctx, parse, cancel) =>
         {
             IslandsCli.InitTorch(parse);
             var state = await LocalCluster.UpAsync(parse.GetValue(work)!, parse.GetValue(islands), parse.GetValue(nodes), parse.GetValue(serving), parse.GetValue(steps),
-                parse.GetValue(portBase), parse.GetValue(postgres) ?? Environment.GetEnvironmentVariable("ISLANDS_POSTGRES"), ctx.Log, cancel);
+                parse.GetValue(portBase), parse.GetValue(postgres) ?? Environment.GetEnvironmentVariable("ISLANDS_POSTGRES"), parse.GetValue(islandConfig), ctx.Log, cancel);
             ctx.Result(state, w =>
             {
                 w.WriteLine($"cluster in {state.Work}: {state.K} expert islands + router, {state.NodesPerIsland} node(s) each ({state.Journal}), {state.Serving.Count()} serving node(s)");
@@ -53,14 +54,14 @@ public static class ClusterCommands
         {
             var state = LocalCluster.Load(parse.GetValue(work)!);
             using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(3) };
-            var nodes = new List<object>();
+            var nodes = new List<NodeState>();
             foreach (var p in state.Processes)
-                nodes.Add(new { p.Name, p.Role, p.Pid, alive = LocalCluster.Alive(p), ready = LocalCluster.Alive(p) && await LocalCluster.ReadyAsync(http, p, cancel), p.Http });
+                nodes.Add(new NodeState(p.Name, p.Role, p.Pid, LocalCluster.Alive(p), LocalCluster.Alive(p) && await LocalCluster.ReadyAsync(http, p, cancel), p.Http));
             var jobs = new List<(string Island, Islands.Actors.JobStatus? Job)>();
             foreach (var island in state.Islands) jobs.Add((island.Key, (await LocalCluster.IslandStatusAsync(http, island, cancel))?.Job));
             ctx.Result(new { state.Work, nodes, jobs = jobs.Select(j => new { j.Island, j.Job }) }, w =>
             {
-                foreach (dynamic n in nodes) w.WriteLine($"  {n.Name,-12} pid {n.Pid,-7} {(n.alive ? n.ready ? "ready" : "starting" : "DOWN"),-8} {n.Http}");
+                foreach (var n in nodes) w.WriteLine($"  {n.Name,-12} pid {n.Pid,-7} {(n.Alive ? n.Ready ? "ready" : "starting" : "DOWN"),-8} {n.Http}");
                 foreach (var (island, job) in jobs)
                     w.WriteLine(job is null ? $"  {island}: no node answers" : $"  {island}: {job.Phase} step {job.Step}/{job.TotalSteps} on {job.Node}, recoveries {job.Recoveries}, last checkpoint {job.LastCheckpoint?.Step.ToString() ?? "none"}");
             });
@@ -68,6 +69,8 @@ public static class ClusterCommands
         }));
         return command;
     }
+
+    private sealed record NodeState(string Name, string Role, int Pid, bool Alive, bool Ready, string Http);
 
     private static Command Down(TextWriter stdout, TextWriter stderr)
     {

@@ -16,6 +16,12 @@ public static class TorchSetup
         if (torch.get_num_threads() != n) torch.set_num_threads(n);
     }
 
+    /// <summary>
+    /// Sets libtorch's intra-op threads for the calling thread only: with OpenMP the count is per thread, so a worker on
+    /// its own thread otherwise uses every core however many workers share them.
+    /// </summary>
+    public static void SetThreadsOfCurrentThread(int threads) => torch.set_num_threads(Math.Max(1, threads));
+
     public static torch.Device ResolveDevice(string device) => device switch
     {
         "cpu" => torch.CPU,

@@ -102,6 +102,8 @@ public sealed class LocalDemo(string work, int httpPortBase, Action<string> log)
                 ["islands.island"] = island,
                 ["islands.job"] = job,
                 ["islands.http.port"] = Str(httpPortBase == 0 ? 0 : httpPortBase + 1 + i),
+                // The experts train side by side: each gets its share of the cores.
+                ["islands.torch-threads"] = Str(Math.Max(1, Environment.ProcessorCount / Plan.K)),
             };
             var settings = IslandNodeConfig.Parse(IslandNodeConfig.Load(config, options, new Hashtable()));
             var app = IslandNode.Build(settings, l => l.SetMinimumLevel(LogLevel.Error));

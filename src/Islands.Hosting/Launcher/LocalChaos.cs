@@ -46,6 +46,9 @@ public static class LocalChaos
         {
             using var http = new HttpClient { Timeout = TimeSpan.FromMinutes(3) };
             http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", key);
+            // Requests start once there is something to serve (a router and every expert published): a 503 before that
+            // is a refusal, not a lost request.
+            while (!stop.IsCancellationRequested && !await EnsemblePublishedAsync(http, serving, state.K)) await Task.Delay(1000, CancellationToken.None);
             for (var n = 0; !stop.IsCancellationRequested; n++)
             {
                 var idempotency = $"chaos-{seed}-{c}-{n}";
@@ -131,6 +134,23 @@ public static class LocalChaos
             islands.Add(Checkpoints(island.Key, Path.Combine(state.Store, island.Key), status));
         }
         return new ChaosReport(clock.Elapsed.TotalSeconds, kills, islands, served, lost.Count, retried, degraded, [.. lost]);
+    }
+
+    private static async Task<bool> EnsemblePublishedAsync(HttpClient http, IReadOnlyList<ClusterProcess> serving, int experts)
+    {
+        foreach (var node in serving)
+        {
+            try
+            {
+                var answer = await http.GetFromJsonAsync<System.Text.Json.JsonElement>(node.Http + "/v1/experts");
+                return answer.GetProperty("router").ValueKind == System.Text.Json.JsonValueKind.Object
+                    && answer.GetProperty("experts").EnumerateArray().Count(e => e.GetProperty("available").GetBoolean()) == experts;
+            }
+            catch (Exception e) when (e is HttpRequestException or TaskCanceledException)
+            {
+            }
+        }
+        return false;
     }
 
     /// <summary>Seconds from the kill until the victim's island trains (or has completed) again, or a serving node is ready again.</summary>

@@ -45,8 +45,9 @@ public static class LocalCluster
 
     public static void Save(ClusterState state) => Json.WriteAtomic(StatePath(state.Work), state);
 
+    /// <param name="islandConfig">A HOCON file every expert island's nodes read with --config (training settings, model size), or null.</param>
     public static async Task<ClusterState> UpAsync(string work, int experts, int nodesPerIsland, int servingNodes, int steps, int portBase, string? postgres,
-        Action<string> log, CancellationToken cancel)
+        string? islandConfig, Action<string> log, CancellationToken cancel)
     {
         work = Path.GetFullPath(work);
         if (File.Exists(StatePath(work)))
@@ -60,6 +61,7 @@ public static class LocalCluster
         if (servingNodes is < 0 or > 5) throw new ConfigException("--serving-nodes", $"{servingNodes} must be from 0 to 5");
         if (nodesPerIsland > 1 && string.IsNullOrWhiteSpace(postgres))
             throw new ConfigException("--postgres", "islands of several nodes share a PostgreSQL journal: give a server connection string (or ISLANDS_POSTGRES), e.g. Host=127.0.0.1;Username=islands;Password=islands");
+        if (islandConfig is not null && !File.Exists(islandConfig)) throw new ConfigException("--island-config", $"{islandConfig}: file not found");
         Directory.CreateDirectory(work);
         var data = Path.Combine(work, "data");
         var partitions = Path.Combine(work, $"partitions-k{experts}.json");
@@ -100,6 +102,8 @@ public static class LocalCluster
                     "--port", Str(ports[n]), "--http-port", Str(ports[n] + 1000),
                 ];
                 if (nodesPerIsland > 1) args.AddRange(["--seed-nodes", seeds]);
+                // Its training block is an expert's (TrainConfig); the router's job takes other settings and keeps its defaults.
+                if (islandConfig is not null && job != "router") args.AddRange(["--config", Path.GetFullPath(islandConfig)]);
                 processes.Add(Start(new ClusterProcess($"{island}-{n}", "island", island, ports[n], ports[n] + 1000, args, env,
                     Path.Combine(work, "logs", $"{island}-{n}.log"), 0, default), executable));
             }

@@ -1,0 +1,111 @@
+using System.Text.Json;
+using Islands.Cli;
+using Islands.Diffusion.Checkpoints;
+using Xunit.Abstractions;
+
+namespace Islands.Island.Tests;
+
+/// <summary>The ways in: `islands demo` (in-process, embedded defaults) and `islands cluster` with `islands chaos` (real processes).</summary>
+[Collection("islands")]
+public sealed class DemoAndClusterSpecs(ITestOutputHelper output)
+{
+    private static async Task<(int Code, string Out, string Err)> Cli(params string[] args)
+    {
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        var code = await IslandsCli.RunAsync([.. args, "--threads", "2"], stdout, stderr);
+        return (code, stdout.ToString(), stderr.ToString());
+    }
+
+    [Fact]
+    public async Task Should_run_the_demo_on_the_synthetic_fallback_to_a_grid_through_the_api_and_resume_on_a_rerun()
+    {
+        var work = IslandTestEnvironment.TempDir("demo");
+        var samples = Path.Combine(work, "samples.png");
+        Environment.SetEnvironmentVariable("ISLANDS_FASHION_MNIST_DIR", Path.Combine(work, "no-fashion-mnist-here"));
+        try
+        {
+            string[] args = ["demo", "--minutes", "0.75", "--work", Path.Combine(work, "demo"), "--out", samples, "--port", "0", "--exit", "--json"];
+            var first = await Cli(args);
+            output.WriteLine(first.Err);
+            Assert.True(first.Code == 0, first.Err);
+            Assert.Contains("apt-get install dataset-fashion-mnist", first.Err);
+            Assert.Contains("synthetic shapes", first.Err);
+            var firstResult = JsonDocument.Parse(first.Out).RootElement;
+            Assert.Equal(80, firstResult.GetProperty("images").GetInt32());
+            Assert.Equal("square", firstResult.GetProperty("classes")[0].GetString());
+            using (var grid = SixLabors.ImageSharp.Image.Load(samples))
+            {
+                // 8 columns by 10 class rows of 28x28 images with 2-pixel padding, scaled twice.
+                Assert.Equal(((8 * 30) + 2) * 2, grid.Width);
+                Assert.Equal(((10 * 30) + 2) * 2, grid.Height);
+            }
+            var before = Published(work);
+
+            var second = await Cli(args);
+            output.WriteLine(second.Err);
+            Assert.True(second.Code == 0, second.Err);
+            Assert.Contains("resuming the demo", second.Err);
+            var after = Published(work);
+            var plan = firstResult.GetProperty("plan");
+            foreach (var (island, step) in before)
+            {
+                var total = island == "router" ? plan.GetProperty("routerSteps").GetInt64() : plan.GetProperty("expertSteps").GetInt64();
+                // Either it had finished, or the rerun continued from its checkpoint instead of starting over.
+                Assert.True(step == total ? after[island] == total : after[island] > step, $"{island}: published step {step} then {after[island]} (of {total})");
+            }
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable("ISLANDS_FASHION_MNIST_DIR", null);
+        }
+    }
+
+    private static Dictionary<string, long> Published(string work) =>
+        Directory.GetDirectories(Path.Combine(work, "demo", "islands"))
+            .ToDictionary(d => Path.GetFileName(d), d => PublishedCheckpoint.ReadVerified(d).Published.Step);
+
+    [Fact]
+    public async Task Should_run_a_process_cluster_through_random_kills_with_no_lost_checkpoint_or_request()
+    {
+        var root = IslandTestEnvironment.TempDir("cluster");
+        var work = Path.Combine(root, "cluster");
+        var (data, partitions) = await IslandTestEnvironment.DatasetAsync();
+        // The tiny model of the island tests; the cluster's own data and partitions (options) take precedence over the file's.
+        var islandConfig = Path.Combine(root, "island.conf");
+        await File.WriteAllTextAsync(islandConfig, IslandTestEnvironment.NodeConfig(data, partitions, steps: 60));
+        var portBase = 20_000 + Random.Shared.Next(0, 200) * 50;
+        var up = await Cli("cluster", "up", "--work", work, "--islands", "2", "--nodes-per-island", "1", "--serving-nodes", "1", "--steps", "60",
+            "--port-base", portBase.ToString(System.Globalization.CultureInfo.InvariantCulture), "--island-config", islandConfig, "--json");
+        try
+        {
+            output.WriteLine(up.Err);
+            Assert.True(up.Code == 0, up.Err);
+            var state = JsonDocument.Parse(up.Out).RootElement;
+            Assert.Equal(4, state.GetProperty("processes").GetArrayLength());
+
+            var chaos = await Cli("chaos", "--work", work, "--kill-every", "12s", "--duration", "75s", "--restart-after", "3s", "--clients", "2", "--seed", "3", "--json");
+            output.WriteLine(chaos.Err);
+            output.WriteLine(chaos.Out);
+            Assert.True(chaos.Code == 0, chaos.Err + chaos.Out);
+            var report = JsonDocument.Parse(chaos.Out).RootElement;
+            Assert.True(report.GetProperty("kills").GetArrayLength() >= 3);
+            Assert.All(report.GetProperty("kills").EnumerateArray(), k => Assert.Equal(JsonValueKind.Number, k.GetProperty("recoverySeconds").ValueKind));
+            Assert.Equal(0, report.GetProperty("requestsLost").GetInt32());
+            Assert.True(report.GetProperty("requestsServed").GetInt32() > 0);
+            Assert.True(report.GetProperty("allCheckpointsVerified").GetBoolean());
+            Assert.Equal(3, report.GetProperty("jobsCompleted").GetInt32());
+
+            var status = await Cli("cluster", "status", "--work", work);
+            Assert.True(status.Code == 0, status.Err);
+            Assert.Contains("expert-0:", status.Out);
+        }
+        finally
+        {
+            var down = await Cli("cluster", "down", "--work", work, "--grace-seconds", "30");
+            output.WriteLine(down.Out + down.Err);
+        }
+        var after = await Cli("cluster", "status", "--work", work);
+        Assert.DoesNotContain("ready", after.Out);
+    }
+}
