@@ -41,19 +41,7 @@ public static class IslandNode
     public static WebApplication Build(IslandNodeSettings settings, Action<ILoggingBuilder>? logging = null)
     {
         Directory.CreateDirectory(settings.RunDirectory);
-        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory });
-        builder.WebHost.UseUrls($"http://{settings.HttpHostname}:{settings.HttpPort}");
-        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(90));
-        builder.Logging.ClearProviders();
-        builder.Logging.AddSimpleConsole(o =>
-        {
-            o.SingleLine = true;
-            o.TimestampFormat = "HH:mm:ss ";
-        });
-        // Logs go to stderr like every islands command's, so stdout carries only results (--json stays parseable).
-        builder.Services.Configure<Microsoft.Extensions.Logging.Console.ConsoleLoggerOptions>(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
-        builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
-        logging?.Invoke(builder.Logging);
+        var builder = NodeHost.CreateBuilder(settings.HttpHostname, settings.HttpPort, TimeSpan.FromSeconds(90), logging);
         builder.Services.AddSingleton(settings);
         IslandTelemetrySetup.Add(builder.Services, settings);
         builder.Services.AddHealthChecks().AddCheck<ClusterMemberUpCheck>("cluster-member-up", tags: ["ready"]);

@@ -35,21 +35,10 @@ public static class ServingNode
 
     public static WebApplication Build(ServingNodeSettings settings, Action<ILoggingBuilder>? logging = null)
     {
-        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory });
-        builder.WebHost.UseUrls($"http://{settings.HttpHostname}:{settings.HttpPort}");
+        var builder = NodeHost.CreateBuilder(settings.HttpHostname, settings.HttpPort, TimeSpan.FromSeconds(30), logging);
         // The API enforces max-body-bytes itself (and drains what is over it, so the 413 reaches the client); Kestrel's cap
         // only stops bodies far beyond it.
         builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = Math.Max(1 << 20, settings.MaxBodyBytes * 4L));
-        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(30));
-        builder.Logging.ClearProviders();
-        builder.Logging.AddSimpleConsole(o =>
-        {
-            o.SingleLine = true;
-            o.TimestampFormat = "HH:mm:ss ";
-        });
-        builder.Services.Configure<Microsoft.Extensions.Logging.Console.ConsoleLoggerOptions>(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
-        builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
-        logging?.Invoke(builder.Logging);
         builder.Services.AddSingleton(settings);
         IslandTelemetrySetup.Add(builder.Services, settings);
         builder.Services.AddProblemDetails();

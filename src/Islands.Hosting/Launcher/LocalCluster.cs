@@ -18,7 +18,7 @@ public sealed record ClusterProcess(string Name, string Role, string Group, int 
 
 /// <summary>The state file of a local cluster (cluster.json in its working directory).</summary>
 /// <param name="Launcher">How to run the islands CLI: its executable, or dotnet and islands.dll.</param>
-public sealed record ClusterState(int SchemaVersion, string Work, IReadOnlyList<string> Launcher, int K, int NodesPerIsland, string Journal, string Store,
+public sealed record ClusterState(int SchemaVersion, string Id, string Work, IReadOnlyList<string> Launcher, int K, int NodesPerIsland, string Journal, string Store,
     string ApiKeyFile, IReadOnlyList<ClusterProcess> Processes, DateTimeOffset CreatedUtc)
 {
     public const int CurrentSchemaVersion = 1;
@@ -74,7 +74,8 @@ public static class LocalCluster
             if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(apiKeyFile, UnixFileMode.UserRead | UnixFileMode.UserWrite);
         }
         var executable = Launcher();
-        var clusterId = Convert.ToHexStringLower(SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(work)))[..8];
+        // A new cluster gets new journal databases; bringing a stopped one up again reuses its own (its islands resume).
+        var clusterId = File.Exists(StatePath(work)) ? Load(work).Id : Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(4));
         var processes = new List<ClusterProcess>();
         var port = portBase;
         var servingPorts = Enumerable.Range(0, servingNodes).Select(i => portBase + 500 + i).ToArray();
@@ -83,7 +84,10 @@ public static class LocalCluster
         foreach (var (island, job) in jobs)
         {
             var ports = Enumerable.Range(0, nodesPerIsland).Select(_ => port++).ToArray();
-            var env = new Dictionary<string, string> { ["ISLANDS_SERVING_CONTACTS"] = contacts };
+            // Every island trains at once on this machine: each gets its share of the cores (OpenMP would otherwise start a
+            // team of all cores in every process and spin them against each other).
+            var threads = Math.Max(1, Environment.ProcessorCount / (experts + 1)).ToString(CultureInfo.InvariantCulture);
+            var env = new Dictionary<string, string> { ["ISLANDS_SERVING_CONTACTS"] = contacts, ["OMP_NUM_THREADS"] = threads, ["MKL_NUM_THREADS"] = threads };
             if (nodesPerIsland > 1)
             {
                 var database = $"islands_{clusterId}_{island.Replace('-', '_')}";
@@ -99,7 +103,7 @@ public static class LocalCluster
                 [
                     "node", "--island", island, "--job", job, "--store", store, "--data", data, "--partitions", partitions,
                     "--steps", Str(islandSteps), "--checkpoint-every", Str(Math.Max(5, islandSteps / 10)),
-                    "--port", Str(ports[n]), "--http-port", Str(ports[n] + 1000),
+                    "--port", Str(ports[n]), "--http-port", Str(ports[n] + 1000), "--threads", threads,
                 ];
                 if (nodesPerIsland > 1) args.AddRange(["--seed-nodes", seeds]);
                 // Its training block is an expert's (TrainConfig); the router's job takes other settings and keeps its defaults.
@@ -122,7 +126,7 @@ public static class LocalCluster
             processes.Add(Start(new ClusterProcess($"serving-{i}", "serving", "serving", servingPorts[i], servingPorts[i] + 1000, args, env,
                 Path.Combine(work, "logs", $"serving-{i}.log"), 0, default), executable));
         }
-        var state = new ClusterState(ClusterState.CurrentSchemaVersion, work, executable, experts, nodesPerIsland,
+        var state = new ClusterState(ClusterState.CurrentSchemaVersion, clusterId, work, executable, experts, nodesPerIsland,
             nodesPerIsland > 1 ? "postgresql (a database per island)" : "sqlite (a file per island)", store, apiKeyFile, processes, DateTimeOffset.UtcNow);
         Save(state);
         using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(3) };

@@ -1,0 +1,29 @@
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace Islands.Hosting;
+
+/// <summary>What every node's web host shares: its address, shutdown grace, and single-line logs on stderr.</summary>
+internal static class NodeHost
+{
+    public static WebApplicationBuilder CreateBuilder(string hostname, int port, TimeSpan shutdownGrace, Action<ILoggingBuilder>? logging)
+    {
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory });
+        builder.WebHost.UseUrls($"http://{hostname}:{port}");
+        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = shutdownGrace);
+        builder.Logging.ClearProviders();
+        builder.Logging.AddSimpleConsole(o =>
+        {
+            o.SingleLine = true;
+            o.TimestampFormat = "HH:mm:ss ";
+        });
+        // Logs go to stderr like every islands command's, so stdout carries only results (--json stays parseable).
+        builder.Services.Configure<Microsoft.Extensions.Logging.Console.ConsoleLoggerOptions>(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
+        builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
+        logging?.Invoke(builder.Logging);
+        return builder;
+    }
+}
