@@ -85,7 +85,7 @@ public static partial class ServingNodeConfig
         var serving = new ServingSettings(store, results, precision, maxRows, IslandNodeConfig.Duration(config, p + "batching.max-wait"),
             IslandNodeConfig.Duration(config, p + "expert-deadline"), IslandNodeConfig.Duration(config, p + "expert-cooldown"),
             IslandNodeConfig.Duration(config, p + "request-timeout"), IslandNodeConfig.Duration(config, p + "progress-timeout"),
-            IslandNodeConfig.Duration(config, p + "rescan-interval"), frame);
+            IslandNodeConfig.Duration(config, p + "rescan-interval"), frame, IslandNodeConfig.Duration(config, p + "results-retention"));
         var publicHost = config.GetString(p + "public-hostname", "");
         return new ServingNodeSettings(name, IslandNodeConfig.String(config, p + "hostname"), string.IsNullOrWhiteSpace(publicHost) ? null : publicHost,
             IslandNodeConfig.Int(config, p + "port", 0, 65535), [.. seeds], IslandNodeConfig.String(config, p + "http.hostname"),

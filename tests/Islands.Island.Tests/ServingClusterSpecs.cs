@@ -161,4 +161,32 @@ public sealed class ServingClusterSpecs(ITestOutputHelper output)
         var expert1 = body.GetProperty("checkpoints").EnumerateArray().Single(c => c.GetProperty("job").GetString() == "expert:1");
         Assert.Equal(25, expert1.GetProperty("step").GetInt64());
     }
+
+    [Fact]
+    public async Task Should_delete_stored_results_past_their_retention_and_keep_answering_from_the_rest()
+    {
+        var store = await ServingTestStore.StoreAsync();
+        var results = IslandTestEnvironment.TempDir("results");
+        GenerationCompleted Stored(string id) => new(id, "default", new GenerationRequest(1, null, 2, 1, "top1", 5), "hash", 1, 2, 2, 4, [], [[0, 1]], 0, 0.1, 0.2,
+            [], DateTimeOffset.UtcNow) { Payload = [0, 64, 128, 255] };
+        var oldId = "g" + new string('0', 32);
+        var freshId = "g" + new string('0', 31) + "1";
+        var oldFile = Path.Combine(results, oldId + ".bin");
+        await File.WriteAllBytesAsync(oldFile, Islands.Actors.IslandsSerializer.Encode(Stored(oldId)));
+        File.SetLastWriteTimeUtc(oldFile, DateTime.UtcNow.AddDays(-3));
+        await File.WriteAllBytesAsync(Path.Combine(results, freshId + ".bin"), Islands.Actors.IslandsSerializer.Encode(Stored(freshId)));
+
+        await using var cluster = await LocalServing.StartAsync(1, store, $$"""
+            islands.serving.results = "{{results}}"
+            islands.serving.results-retention = 1d
+            """);
+        using var http = ServingTestStore.Client(cluster.Nodes[0].Http);
+        // The router entity starts with the first request and sweeps the directory.
+        Assert.Equal(HttpStatusCode.OK, (await ServingTestStore.PostAsync(http, new { count = 1, steps = 2 })).StatusCode);
+        await IslandTestEnvironment.Eventually(() => Task.FromResult(!File.Exists(oldFile)), TimeSpan.FromSeconds(20), "the 3-day-old result is deleted");
+        Assert.Equal(HttpStatusCode.NotFound, (await http.GetAsync($"/v1/generations/{oldId}")).StatusCode);
+        var fresh = await Json(await http.GetAsync($"/v1/generations/{freshId}"));
+        Assert.Equal(freshId, fresh.GetProperty("id").GetString());
+        Assert.Equal(1, fresh.GetProperty("images").GetArrayLength());
+    }
 }

@@ -57,6 +57,11 @@ public sealed class EnsembleRouterActor : ReceiveActor, IWithTimers
 
     private sealed record StepDeadline(long PlanId);
 
+    private sealed record SweepResults
+    {
+        public static readonly SweepResults Instance = new();
+    }
+
     private sealed class Tracked(Generate request, GenerationSpec spec, DateTime deadline, Activity? span)
     {
         public Generate Request { get; } = request;
@@ -111,6 +116,11 @@ public sealed class EnsembleRouterActor : ReceiveActor, IWithTimers
         Receive<Generate>(g => OnGenerate(g, Sender));
         Receive<GetGeneration>(OnGetGeneration);
         Receive<RunStep>(_ => Step());
+        Receive<SweepResults>(_ =>
+        {
+            var deleted = results.DeleteOlderThan(settings.ResultRetention);
+            if (deleted > 0) log.Info("ensemble {0}: deleted {1} stored results older than {2}", ensemble, deleted, settings.ResultRetention);
+        });
         Receive<ExpertVelocityReply>(OnReply);
         Receive<ExpertVelocityFailed>(OnFailed);
         Receive<StepDeadline>(d =>
@@ -129,6 +139,8 @@ public sealed class EnsembleRouterActor : ReceiveActor, IWithTimers
     {
         Context.System.EventStream.Subscribe(Self, typeof(PublishedModelsSnapshot));
         registry.Tell(GetPublishedModels.Instance);
+        Self.Tell(SweepResults.Instance);
+        Timers.StartPeriodicTimer("sweep-results", SweepResults.Instance, TimeSpan.FromHours(1));
     }
 
     protected override void PostStop()

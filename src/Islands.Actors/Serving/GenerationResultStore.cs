@@ -18,6 +18,28 @@ public sealed class GenerationResultStore(string directory)
         AtomicFile.WriteAllBytes(PathOf(completed.Id), IslandsSerializer.Encode(completed));
     }
 
+    /// <summary>Deletes results last written before now - retention; returns how many.</summary>
+    public int DeleteOlderThan(TimeSpan retention)
+    {
+        if (retention <= TimeSpan.Zero || !System.IO.Directory.Exists(Directory)) return 0;
+        var cutoff = DateTime.UtcNow - retention;
+        var deleted = 0;
+        foreach (var file in System.IO.Directory.EnumerateFiles(Directory, "*.bin"))
+        {
+            if (File.GetLastWriteTimeUtc(file) >= cutoff) continue;
+            try
+            {
+                File.Delete(file);
+                deleted++;
+            }
+            catch (IOException)
+            {
+                // Another node deleted it first.
+            }
+        }
+        return deleted;
+    }
+
     public GenerationCompleted? TryLoad(string id)
     {
         var path = PathOf(id);

@@ -8,10 +8,12 @@ namespace Islands.Actors.Serving;
 /// <param name="ExpertDeadline">How long a step waits for an expert before leaving it out.</param>
 /// <param name="ExpertCooldown">How long an expert that missed a deadline is left out before it is tried again.</param>
 /// <param name="RequestTimeout">The longest a generation may take; then it fails instead of hanging.</param>
+/// <param name="ResultRetention">How long stored results answer retries before they are deleted (zero keeps them forever).</param>
 /// <param name="ProgressTimeout">How long a waiting client goes without news before it re-sends its request.</param>
 public sealed record ServingSettings(
     string Store, string ResultsDirectory, string Precision, int MaxBatchRows, TimeSpan MaxWait, TimeSpan ExpertDeadline,
-    TimeSpan ExpertCooldown, TimeSpan RequestTimeout, TimeSpan ProgressTimeout, TimeSpan RescanInterval, long MaximumFrameBytes)
+    TimeSpan ExpertCooldown, TimeSpan RequestTimeout, TimeSpan ProgressTimeout, TimeSpan RescanInterval, long MaximumFrameBytes,
+    TimeSpan ResultRetention = default)
 {
     /// <summary>Room for a message's JSON header and Akka's envelope beside its payload.</summary>
     public const long FrameHeadroom = 64 * 1024;
