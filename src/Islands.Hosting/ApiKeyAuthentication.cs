@@ -23,6 +23,14 @@ public sealed class ApiKeyAuthentication(IOptionsMonitor<ApiKeyOptions> options,
 
     public static string KeyId(byte[] digest) => Convert.ToHexStringLower(digest)[..8];
 
+    /// <summary>Creates a key file with one random key, readable by its owner only, unless it exists (demo and local clusters).</summary>
+    public static void EnsureKeyFile(string path)
+    {
+        if (File.Exists(path)) return;
+        Diffusion.IO.AtomicFile.WriteAllText(path, Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(24)) + "\n");
+        if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+    }
+
     protected override Task<AuthenticateResult> HandleAuthenticateAsync()
     {
         if (Options.AllowAnonymous) return Task.FromResult(Success("anonymous"));

@@ -22,9 +22,15 @@ public sealed class LocalNode(WebApplication app, IslandNodeSettings settings)
     public async Task KillAsync()
     {
         Alive = false;
-        ((ExtendedActorSystem)System).Abort();
+        await AbortAsync(App);
+    }
+
+    /// <summary>Aborts a node's actor system (no leaving, no hand-over) and stops its web host without waiting for it.</summary>
+    public static async Task AbortAsync(WebApplication app)
+    {
+        ((ExtendedActorSystem)app.Services.GetRequiredService<ActorSystem>()).Abort();
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(2));
-        try { await App.StopAsync(timeout.Token); } catch (OperationCanceledException) { }
+        try { await app.StopAsync(timeout.Token); } catch (OperationCanceledException) { }
     }
 
     public async Task StopGracefullyAsync()

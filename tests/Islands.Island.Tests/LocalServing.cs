@@ -90,9 +90,7 @@ public sealed class LocalServingNode(WebApplication app, ServingNodeSettings set
     public async Task KillAsync()
     {
         Alive = false;
-        ((ExtendedActorSystem)System).Abort();
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(2));
-        try { await App.StopAsync(timeout.Token); } catch (OperationCanceledException) { }
+        await LocalNode.AbortAsync(App);
     }
 }
 

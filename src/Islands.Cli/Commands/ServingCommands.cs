@@ -130,7 +130,7 @@ public static class ServingCommands
             }
             var result = JsonSerializer.Deserialize<GenerationApi.GenerationResult>(text, JsonSerializerOptions.Web)
                 ?? throw new IslandsException($"{address}: empty answer");
-            var pixels = result.Images.SelectMany(png => Pixels(Convert.FromBase64String(png))).ToArray();
+            var pixels = result.Images.SelectMany(png => Diffusion.Imaging.ImageGrid.DecodeGrey(Convert.FromBase64String(png)).Pixels).ToArray();
             var side = (int)Math.Sqrt(pixels.Length / result.Count);
             Diffusion.Imaging.ImageGrid.SavePng(parse.GetValue(output)!, pixels, result.Count, 1, side, side);
             if (parse.GetValue(trace) is { } tracePath) AtomicFile.WriteAllText(tracePath, text);
@@ -140,13 +140,5 @@ public static class ServingCommands
             return ExitCodes.Ok;
         }));
         return command;
-    }
-
-    private static byte[] Pixels(byte[] png)
-    {
-        using var image = SixLabors.ImageSharp.Image.Load<SixLabors.ImageSharp.PixelFormats.L8>(png);
-        var pixels = new byte[image.Width * image.Height];
-        image.CopyPixelDataTo(pixels);
-        return pixels;
     }
 }

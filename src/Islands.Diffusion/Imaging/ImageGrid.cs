@@ -24,6 +24,15 @@ public static class ImageGrid
         return stream.ToArray();
     }
 
+    /// <summary>A PNG's pixels as raw grey bytes (row-major), and its width and height.</summary>
+    public static (byte[] Pixels, int Width, int Height) DecodeGrey(byte[] png)
+    {
+        using var image = Image.Load<L8>(png);
+        var pixels = new byte[image.Width * image.Height];
+        image.CopyPixelDataTo(pixels);
+        return (pixels, image.Width, image.Height);
+    }
+
     private static Image<L8> Render(byte[] pixels, int count, int channels, int height, int width, int columns, int padding, int scale)
     {
         if (count == 0) throw new ConfigException("--count", "no images to write");

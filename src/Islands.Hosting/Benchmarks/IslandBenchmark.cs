@@ -226,7 +226,7 @@ public static class IslandBenchmark
     private static void Quiet(ILoggingBuilder logging) =>
         logging.SetMinimumLevel(Environment.GetEnvironmentVariable("ISLANDS_BENCH_LOG") == "info" ? LogLevel.Information : LogLevel.Error);
 
-    private static int FreePort()
+    internal static int FreePort()
     {
         using var listener = new TcpListener(IPAddress.Loopback, 0);
         listener.Start();

@@ -41,7 +41,7 @@ public static class ServeBenchmark
         var work = Path.Combine(Path.GetTempPath(), $"islands-bench-serve-{Guid.NewGuid():N}");
         Directory.CreateDirectory(work);
         var name = "bench" + Guid.NewGuid().ToString("N")[..6];
-        var ports = Enumerable.Range(0, nodes).Select(_ => FreePort()).ToArray();
+        var ports = Enumerable.Range(0, nodes).Select(_ => IslandBenchmark.FreePort()).ToArray();
         var configFile = Path.Combine(work, "serving.conf");
         await File.WriteAllTextAsync(configFile, $$"""
             islands.serving {
@@ -161,11 +161,4 @@ public static class ServeBenchmark
 
     private static double Percentile(List<double> sorted, double q) =>
         sorted.Count == 0 ? double.NaN : sorted[Math.Min(sorted.Count - 1, (int)Math.Ceiling(q * sorted.Count) - 1)];
-
-    private static int FreePort()
-    {
-        using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
-        listener.Start();
-        return ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
-    }
 }

@@ -2,7 +2,6 @@ using System.Collections;
 using System.Globalization;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
-using System.Security.Cryptography;
 using System.Text.Json;
 using Islands.Diffusion;
 using Islands.Diffusion.Data;
@@ -150,11 +149,7 @@ public sealed class LocalDemo(string work, int httpPortBase, Action<string> log)
     /// <summary>Starts a serving node on the store, with an API key kept in work/api-key (created on the first run).</summary>
     public async Task StartServingAsync(CancellationToken cancel)
     {
-        if (!File.Exists(ApiKeyFile))
-        {
-            AtomicFile.WriteAllText(ApiKeyFile, Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(24)) + "\n");
-            if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(ApiKeyFile, UnixFileMode.UserRead | UnixFileMode.UserWrite);
-        }
+        ApiKeyAuthentication.EnsureKeyFile(ApiKeyFile);
         var options = new Dictionary<string, string?>
         {
             ["islands.serving.store"] = Store,
@@ -191,11 +186,9 @@ public sealed class LocalDemo(string work, int httpPortBase, Action<string> log)
         foreach (var answer in answers)
             foreach (var image in answer.GetProperty("images").EnumerateArray())
             {
-                using var png = SixLabors.ImageSharp.Image.Load<SixLabors.ImageSharp.PixelFormats.L8>(image.GetBytesFromBase64());
-                var buffer = new byte[png.Width * png.Height];
-                png.CopyPixelDataTo(buffer);
-                pixels.AddRange(buffer);
-                side = png.Width;
+                var (grey, width, _) = ImageGrid.DecodeGrey(image.GetBytesFromBase64());
+                pixels.AddRange(grey);
+                side = width;
             }
         ImageGrid.SavePng(output, [.. pixels], classes.Count * perClass, 1, side, side, columns: perClass);
         return (classes.Count * perClass, classes, seconds);

@@ -68,11 +68,7 @@ public static class LocalCluster
         DataPreparation.Prepare(data, partitions, experts, log);
         var store = Path.Combine(work, "islands");
         var apiKeyFile = Path.Combine(work, "api-key");
-        if (!File.Exists(apiKeyFile))
-        {
-            AtomicFile.WriteAllText(apiKeyFile, Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(24)) + "\n");
-            if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(apiKeyFile, UnixFileMode.UserRead | UnixFileMode.UserWrite);
-        }
+        ApiKeyAuthentication.EnsureKeyFile(apiKeyFile);
         var executable = Launcher();
         // A new cluster gets new journal databases; bringing a stopped one up again reuses its own (its islands resume).
         var clusterId = File.Exists(StatePath(work)) ? Load(work).Id : Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(4));
