@@ -26,6 +26,7 @@ public static class IslandsCli
         root.Add(ServingCommands.Serve(stdout, stderr));
         root.Add(ServingCommands.Generate(stdout, stderr));
         root.Add(DemoCommand.Build(stdout, stderr));
+        root.Add(ExperimentCommands.Build(stdout, stderr));
         root.Add(ClusterCommands.Build(stdout, stderr));
         root.Add(ClusterCommands.Chaos(stdout, stderr));
         return root;

@@ -105,6 +105,43 @@ public sealed class EnsembleSpecs
     }
 
     [Fact]
+    public void Should_route_a_class_to_the_partitions_that_hold_it_with_the_training_free_router_even_from_pure_noise()
+    {
+        // Two partitions of 2x2 images: partition 0 holds classes 0 and 1 (bright), partition 1 holds class 2 (dark) and
+        // a few of class 1. At t=1 the image is pure noise, so only the class can tell the partitions apart.
+        var pixels = new List<byte>();
+        var labels = new List<byte>();
+        var assignments = new List<int>();
+        void Add(byte value, byte label, int partition, int count)
+        {
+            for (var i = 0; i < count; i++)
+            {
+                pixels.AddRange(Enumerable.Repeat((byte)(value + i % 7), 4));
+                labels.Add(label);
+                assignments.Add(partition);
+            }
+        }
+        Add(220, 0, 0, 40);
+        Add(200, 1, 0, 30);
+        Add(30, 1, 1, 10);
+        Add(20, 2, 1, 40);
+        var images = new Data.LabeledImages([.. pixels], [.. labels], 1, 2, 2);
+        var partitions = new Partitioning.PartitionFile(1, "test", "", "", 0, 2, 2, 0, null, [], [0, 1], [], [.. assignments], [70, 50], [], ["a", "b", "c"]);
+        using var router = GaussianRouter.Fit(images, partitions);
+        using var noise = randn(4, 1, 2, 2, generator: new Generator(3));
+        using var posterior = router.Posterior(noise, ones(4), tensor(new long[] { 0, 1, 2, 3 }));
+        var p = posterior.to_type(ScalarType.Float64).data<double>().ToArray();
+        Assert.Equal(1.0, p[0], 6);                 // class 0 lives only in partition 0
+        Assert.Equal(0.75, p[2], 6);                // class 1: 30 of its 40 images are in partition 0
+        Assert.Equal(0.0, p[4], 6);                 // class 2 lives only in partition 1
+        Assert.Equal(70.0 / 120, p[6], 6);          // the null class falls back to the partitions' shares
+        // Near the data the pixels decide, within the class: a dark class-1 image belongs to partition 1.
+        using var dark = full(1, 1, 2, 2, -0.75f);
+        using var nearData = router.Posterior(dark, full(1, 0.05f), tensor(new long[] { 1 }));
+        Assert.True(nearData[0, 1].item<float>() > 0.99f, $"p(partition 1 | dark class-1 image) = {nearData[0, 1].item<float>()}");
+    }
+
+    [Fact]
     public void Should_equal_oracle_routing_when_top1_uses_a_router_that_is_always_right()
     {
         TorchSetup.Initialise(2);

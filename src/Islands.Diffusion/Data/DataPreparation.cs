@@ -10,6 +10,21 @@ public static class DataPreparation
 {
     public static CanonicalDataset Prepare(string dataDirectory, string partitionsFile, int k, Action<string> log)
     {
+        var dataset = EnsureDataset(dataDirectory, log);
+        if (File.Exists(partitionsFile))
+        {
+            var existing = PartitionFile.Load(partitionsFile);
+            if (existing.K != k) throw new ConfigException("--k", $"{partitionsFile} already holds K={existing.K} partitions; remove it to repartition into {k}");
+            return dataset;
+        }
+        log($"partitioning {dataset.Train.Count} images of {dataset.Manifest.Name} into K={k} clusters");
+        Partitioner.Partition(dataset.Train, dataset.Manifest.Classes, new PartitionOptions(k), Path.GetFullPath(dataDirectory)).Save(partitionsFile);
+        return dataset;
+    }
+
+    /// <summary>The dataset in dataDirectory, imported first (Fashion-MNIST, else synthetic shapes) when the directory is empty.</summary>
+    public static CanonicalDataset EnsureDataset(string dataDirectory, Action<string> log)
+    {
         if (!File.Exists(Path.Combine(dataDirectory, DatasetManifest.FileName)))
         {
             if (Directory.Exists(dataDirectory) && Directory.EnumerateFileSystemEntries(dataDirectory).Any())
@@ -26,15 +41,6 @@ public static class DataPreparation
                 DatasetImporter.Import("synthetic", dataDirectory);
             }
         }
-        var dataset = CanonicalDataset.Load(dataDirectory);
-        if (File.Exists(partitionsFile))
-        {
-            var existing = PartitionFile.Load(partitionsFile);
-            if (existing.K != k) throw new ConfigException("--k", $"{partitionsFile} already holds K={existing.K} partitions; remove it to repartition into {k}");
-            return dataset;
-        }
-        log($"partitioning {dataset.Train.Count} images of {dataset.Manifest.Name} into K={k} clusters");
-        Partitioner.Partition(dataset.Train, dataset.Manifest.Classes, new PartitionOptions(k), Path.GetFullPath(dataDirectory)).Save(partitionsFile);
-        return dataset;
+        return CanonicalDataset.Load(dataDirectory);
     }
 }

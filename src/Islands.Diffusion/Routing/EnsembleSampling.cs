@@ -17,7 +17,8 @@ public sealed record EnsembleSamplingResult(Tensor Samples, EnsembleCosts Costs,
 public static class EnsembleSampling
 {
     public static EnsembleSamplingResult Run(IReadOnlyList<UNet> experts, IReadOnlyList<TrainConfig> configs, string routerSpec, RoutingStrategy strategy,
-        IReadOnlyList<int> unavailable, bool trace, int count, long[]? classes, SamplerOptions options, (long C, long H, long W) shape, Action<string>? log = null, string precision = "fp32")
+        IReadOnlyList<int> unavailable, bool trace, int count, long[]? classes, SamplerOptions options, (long C, long H, long W) shape, Action<string>? log = null, string precision = "fp32",
+        long[]? oracleAssignments = null)
     {
         var partitionsFile = configs[0].PartitionsFile;
         for (var i = 0; i < configs.Count; i++)
@@ -57,7 +58,7 @@ public static class EnsembleSampling
             var routingTrace = trace ? new RoutingTrace() : null;
             var expertFlops = experts.Select((e, i) => TrainBenchmark.CountForwardFlopsPerImage(e, configs[i].ModelOrDefault)).ToArray();
             var velocityModels = experts.Select(e => Bfloat16Velocity.ForPrecision(e, precision)).ToList();
-            var ensemble = new ExpertEnsemble(velocityModels, router, strategy, available, routingTrace, options.Seed);
+            var ensemble = new ExpertEnsemble(velocityModels, router, strategy, available, routingTrace, options.Seed) { OracleAssignments = oracleAssignments };
             var conditional = classes is not null;
             var samples = FlowSampler.Sample(ensemble.Field(conditional, options.Cfg), count, classes, -1, options, shape);
             var expertCost = ensemble.ExpertRowEvaluations.Select((rows, i) => rows * expertFlops[i]).Sum();

@@ -37,17 +37,32 @@ public sealed class RunDirectory(string path)
         var newest = Checkpoints.NewestValid(skipped);
         foreach (var s in skipped) warn?.Invoke($"skipping corrupt checkpoint: {s.Message}");
         if (newest is null) throw new CheckpointException(Checkpoints.Root, "no committed checkpoint that verifies; train first");
+        return (Load(config, newest.Value.Directory, ema), newest.Value.Manifest.Step, newest.Value.Directory);
+    }
+
+    /// <summary>Builds the run's model from the checkpoint of one step, after verifying that checkpoint's hashes.</summary>
+    public UNet LoadModelAt(long step, bool ema = true)
+    {
+        var config = LoadConfig();
+        var found = Checkpoints.List().Where(c => c.Step == step).Select(c => c.Directory).FirstOrDefault()
+            ?? throw new CheckpointException(Checkpoints.Root, $"holds no checkpoint of step {step}");
+        CheckpointStore.Verify(found);
+        return Load(config, found, ema);
+    }
+
+    private static UNet Load(TrainConfig config, string checkpoint, bool ema)
+    {
         var model = config.ModelOrDefault.Build();
         try
         {
-            model.load(System.IO.Path.Combine(newest.Value.Directory, ema ? ExpertTrainer.EmaFile : ExpertTrainer.ModelFile));
+            model.load(System.IO.Path.Combine(checkpoint, ema ? ExpertTrainer.EmaFile : ExpertTrainer.ModelFile));
         }
         catch (Exception e) when (e is ArgumentException or InvalidOperationException or IOException or KeyNotFoundException)
         {
             model.Dispose();
-            throw new CheckpointException(newest.Value.Directory, $"weights do not fit the model in config.json ({e.Message})", e);
+            throw new CheckpointException(checkpoint, $"weights do not fit the model in config.json ({e.Message})", e);
         }
         model.eval();
-        return (model, newest.Value.Manifest.Step, newest.Value.Directory);
+        return model;
     }
 }

@@ -1,0 +1,363 @@
+using System.Diagnostics;
+using System.Globalization;
+using Islands.Diffusion;
+using Islands.Diffusion.Benchmarks;
+using Islands.Diffusion.Configs;
+using Islands.Diffusion.Data;
+using Islands.Diffusion.Imaging;
+using Islands.Diffusion.IO;
+using Islands.Diffusion.Metrics;
+using Islands.Diffusion.Modules;
+using Islands.Diffusion.Partitioning;
+using Islands.Diffusion.Routing;
+using Islands.Diffusion.Sampling;
+using Islands.Diffusion.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Islands.Hosting.Experiments;
+
+/// <summary>
+/// <c>islands experiment ddm</c>: the monolith against K isolated experts at equal training compute, scored along
+/// training with every routing method, plus the ablations and the failure run. Every stage writes its outcome to
+/// stages/ when it finishes and every training run checkpoints, so an interrupted experiment resumes where it stopped.
+/// </summary>
+public sealed class DdmExperiment(string output, Action<string> log)
+{
+    public const string PlanFile = "plan.json";
+    public string Output { get; } = Path.GetFullPath(output);
+    public DdmStageStore Stages { get; } = new(Path.GetFullPath(output));
+
+    private readonly Stopwatch clock = Stopwatch.StartNew();
+
+    /// <summary>Loads the frozen plan, or imports the data, partitions it, measures this machine and plans the steps.</summary>
+    public DdmPlan Prepare(DdmExperimentOptions options, string command)
+    {
+        ConfigException.ThrowFirst(options.Validate());
+        var planPath = Path.Combine(Output, PlanFile);
+        if (File.Exists(planPath))
+        {
+            var frozen = Json.Read<DdmPlan>(planPath);
+            if (frozen.SchemaVersion != DdmPlan.CurrentSchemaVersion)
+                throw new ConfigException("--out", $"{planPath} has schemaVersion {frozen.SchemaVersion}; this islands writes {DdmPlan.CurrentSchemaVersion}: use a new --out");
+            var differences = frozen.Options.DifferencesForResume(options with { DataDirectory = Path.GetFullPath(options.DataDirectory) }).ToList();
+            if (differences.Count > 0)
+                throw new ConfigException("--out", $"{Output} holds an experiment with other options: {string.Join(", ", differences)}; rerun with the same options to resume, or use a new --out");
+            log($"resuming the experiment planned at {frozen.Created:u} ({frozen.Steps} steps per run)");
+            return frozen;
+        }
+        options = options with { DataDirectory = Path.GetFullPath(options.DataDirectory) };
+        var scale = DdmScale.For(options.Quick);
+        var data = DataPreparation.EnsureDataset(options.DataDirectory, log);
+        Directory.CreateDirectory(Output);
+        var ks = scale.KsWith(options.K);
+        for (var seed = 0; seed < options.Seeds; seed++)
+        {
+            foreach (var k in ks) EnsurePartitions(data, scale, "kmeans", k, seed);
+            EnsurePartitions(data, scale, "random", options.K, seed);
+        }
+        var calibration = Calibrate(scale, options.K);
+        var left = options.BudgetMinutes * 60 - clock.Elapsed.TotalSeconds;
+        var (steps, estimate) = DdmPlan.Solve(options, scale, calibration, left);
+        var plan = new DdmPlan(DdmPlan.CurrentSchemaVersion, options, scale, steps, ks, calibration, (estimate + clock.Elapsed.TotalSeconds) / 60,
+            command, $"{Environment.ProcessorCount} cores, {calibration.Threads} libtorch threads, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}",
+            DateTimeOffset.UtcNow);
+        Json.WriteAtomic(planPath, plan);
+        log(string.Create(CultureInfo.InvariantCulture,
+            $"plan: {steps} steps per run (monolith batch {scale.MonolithBatch}, experts {scale.MonolithBatch}/K), {options.Seeds} seeds, K in {{{string.Join(", ", ks)}}}, {scale.Samples} samples per score; about {plan.EstimatedMinutes:F0} minutes"));
+        return plan;
+    }
+
+    /// <summary>Runs every stage not yet finished. progress(doneSeconds, totalSeconds, status) in estimated seconds.</summary>
+    public void Run(DdmPlan plan, Action<double, double, string> progress, CancellationToken cancel)
+    {
+        var stages = PlanStages(plan);
+        var total = stages.Sum(s => s.EstimatedSeconds);
+        var done = 0.0;
+        var data = CanonicalDataset.Load(plan.Options.DataDirectory);
+        using var evaluator = Evaluator.ForDataset(data, plan.Scale.EvaluatorEpochs, 0, log, plan.Scale.EvaluatorImages);
+        var context = new StageContext(plan, data, evaluator, cancel);
+        foreach (var stage in stages)
+        {
+            cancel.ThrowIfCancellationRequested();
+            if (!File.Exists(Path.Combine(Stages.Root, stage.Name + ".json")))
+            {
+                progress(done, total, stage.Name);
+                var start = done;
+                stage.Run(context, fraction => progress(start + fraction * stage.EstimatedSeconds, total, stage.Name));
+                cancel.ThrowIfCancellationRequested();
+            }
+            done += stage.EstimatedSeconds;
+            progress(done, total, stage.Name);
+        }
+    }
+
+    private sealed record StageContext(DdmPlan Plan, CanonicalDataset Data, Evaluator Evaluator, CancellationToken Cancel);
+
+    private sealed record Stage(string Name, double EstimatedSeconds, Action<StageContext, Action<double>> Run);
+
+    public string SeedDirectory(int seed) => Path.Combine(Output, $"seed-{seed}");
+    public string PartitionsPath(string method, int k, int seed) => Path.Combine(SeedDirectory(seed), $"partitions-{method}-k{k}.json");
+    public static string ArmName(string method, int k) => $"{(method == "kmeans" ? "ddm" : "random")}-k{k}";
+    public string ExpertRun(int seed, string arm, int expert) => Path.Combine(SeedDirectory(seed), arm, $"expert-{expert}");
+    public string RouterRunDirectory(int seed, string arm) => Path.Combine(SeedDirectory(seed), arm, "router");
+    public string MonolithRun(int seed) => Path.Combine(SeedDirectory(seed), "monolith");
+    public string FailureRun(int seed) => Path.Combine(SeedDirectory(seed), "failure", "expert-0");
+
+    /// <summary>The stages in the order that gives the main comparison first, then the ablations, then the failure run, seed by seed.</summary>
+    private List<Stage> PlanStages(DdmPlan plan)
+    {
+        var scale = plan.Scale;
+        var k = plan.Options.K;
+        var b = scale.MonolithBatch;
+        double TrainSeconds(int batch) => plan.Steps * (double)batch / plan.Calibration.TrainImagesPerSecond[batch];
+        double EvalSeconds(int rowsPerImagePerStep) => (double)scale.Samples * scale.SamplingSteps * rowsPerImagePerStep / plan.Calibration.SampleRowsPerSecond;
+        var routerSeconds = scale.RouterSteps / plan.Calibration.RouterStepsPerSecond;
+        var stages = new List<Stage>();
+        for (var seed = 0; seed < plan.Options.Seeds; seed++)
+        {
+            var s = seed;
+            var main = ArmName("kmeans", k);
+            stages.Add(new Stage($"train-s{s}-monolith", TrainSeconds(b), (c, p) => TrainMonolith(c, s, p)));
+            AddArm(stages, s, "kmeans", k, TrainSeconds(b / k), routerSeconds);
+            foreach (var step in plan.EvalSteps)
+            {
+                var st = step;
+                stages.Add(new Stage($"eval-s{s}-monolith-monolith-{st:D9}", EvalSeconds(1), (c, _) => EvaluateMonolith(c, s, st)));
+                foreach (var (method, rows) in new[] { ("top1", 1), ("top2", Math.Min(2, k)), ("full", k), ("oracle", 1) })
+                    stages.Add(new Stage($"eval-s{s}-{main}-{method}-{st:D9}", EvalSeconds(rows), (c, _) => EvaluateEnsemble(c, s, main, "kmeans", k, method, st)));
+            }
+            var final = plan.EvalSteps[^1];
+            stages.Add(new Stage($"eval-s{s}-{main}-top1gaussian-{final:D9}", EvalSeconds(1), (c, _) => EvaluateEnsemble(c, s, main, "kmeans", k, "top1gaussian", final)));
+            foreach (var other in plan.Ks.Where(x => x != k))
+            {
+                var kk = other;
+                AddArm(stages, s, "kmeans", kk, TrainSeconds(b / kk), routerSeconds);
+                stages.Add(new Stage($"eval-s{s}-{ArmName("kmeans", kk)}-top1-{final:D9}", EvalSeconds(1), (c, _) => EvaluateEnsemble(c, s, ArmName("kmeans", kk), "kmeans", kk, "top1", final)));
+            }
+            AddArm(stages, s, "random", k, TrainSeconds(b / k), routerSeconds);
+            stages.Add(new Stage($"eval-s{s}-{ArmName("random", k)}-top1-{final:D9}", EvalSeconds(1), (c, _) => EvaluateEnsemble(c, s, ArmName("random", k), "random", k, "top1", final)));
+            stages.Add(new Stage($"failure-s{s}", TrainSeconds(b / k) / k + 2 * DdmPlan.ProcessStartSeconds, (c, p) => RunFailure(c, s, p)));
+            stages.Add(new Stage($"eval-s{s}-failure-k{k}-top1-{final:D9}", EvalSeconds(1), (c, _) => EvaluateEnsemble(c, s, $"failure-k{k}", "kmeans", k, "top1", final)));
+        }
+        return stages;
+    }
+
+    private void AddArm(List<Stage> stages, int seed, string method, int k, double expertsSeconds, double routerSeconds)
+    {
+        var arm = ArmName(method, k);
+        for (var e = 0; e < k; e++)
+        {
+            var expert = e;
+            stages.Add(new Stage($"train-s{seed}-{arm}-e{expert}", expertsSeconds / k, (c, p) => TrainExpert(c, seed, arm, method, k, expert, p)));
+        }
+        stages.Add(new Stage($"router-s{seed}-{arm}", routerSeconds, (c, p) => TrainRouter(c, seed, arm, method, k, p)));
+    }
+
+    private void EnsurePartitions(CanonicalDataset data, DdmScale scale, string method, int k, int seed)
+    {
+        var path = PartitionsPath(method, k, seed);
+        if (File.Exists(path))
+        {
+            PartitionFile.Load(path);
+            return;
+        }
+        log($"seed {seed}: partitioning {data.Train.Count} images into K={k} ({method})");
+        Directory.CreateDirectory(SeedDirectory(seed));
+        var options = new PartitionOptions(K: k, FineClusters: Math.Min(scale.FineClusters, data.Train.Count / 4), Seed: seed, Method: method);
+        Partitioner.Partition(data.Train, data.Manifest.Classes, options, data.Directory).Save(path);
+    }
+
+    private DdmCalibration Calibrate(DdmScale scale, int k)
+    {
+        var model = new ModelConfig(BaseChannels: scale.BaseChannels);
+        var rates = new Dictionary<int, double>();
+        foreach (var batch in scale.KsWith(k).Append(1).Select(kk => scale.MonolithBatch / kk).Distinct().Order())
+        {
+            var result = TrainBenchmark.Run(model, batch, steps: Math.Max(3, 256 / batch), warmup: 2, scale.Precision, peak: 1);
+            rates[batch] = result.ImagesPerSecond;
+            log(string.Create(CultureInfo.InvariantCulture, $"calibration: training at batch {batch}: {result.ImagesPerSecond:F0} images/s"));
+        }
+        using var unet = model.Build();
+        unet.eval();
+        var forward = TrainBenchmark.CountForwardFlopsPerImage(unet, model);
+        var velocity = Bfloat16Velocity.ForPrecision(unet, scale.Precision);
+        var shape = (1L, 28L, 28L);
+        var count = Math.Min(256, scale.Samples);
+        FlowSampler.Sample(velocity, count, null, new SamplerOptions(Steps: 1), shape).Dispose();
+        var watch = Stopwatch.StartNew();
+        FlowSampler.Sample(velocity, count, null, new SamplerOptions(Steps: 2), shape).Dispose();
+        var sampleRows = 2.0 * count / watch.Elapsed.TotalSeconds;
+        log(string.Create(CultureInfo.InvariantCulture, $"calibration: sampling {sampleRows:F0} network rows/s"));
+        using var router = new RouterNet(28 * 28, k, classCount: 10);
+        using var probe = randn(1, 1, 28, 28);
+        var routerFlops = FlopCounter.ForwardFlops(router, () => router.Posterior(probe, full(1, 0.5f), zeros(1, dtype: ScalarType.Int64)).Dispose());
+        var routerRate = RouterStepsPerSecond(router, scale.RouterBatch);
+        return new DdmCalibration(rates, sampleRows, routerRate, forward, routerFlops, get_num_threads());
+    }
+
+    private static double RouterStepsPerSecond(RouterNet router, int batch)
+    {
+        using var optimizer = optim.AdamW(router.parameters());
+        var watch = new Stopwatch();
+        for (var i = 0; i < 12; i++)
+        {
+            if (i == 2) watch.Start();
+            using var scope = NewDisposeScope();
+            var x = randn(batch, 1, 28, 28);
+            var logits = router.call(x, rand(batch), randint(0, 10, [batch]));
+            var loss = nn.functional.cross_entropy(logits, randint(0, router.ExpertCount, [batch]));
+            optimizer.zero_grad();
+            loss.backward();
+            optimizer.step();
+        }
+        return 10 / watch.Elapsed.TotalSeconds;
+    }
+
+    private TrainConfig ConfigFor(DdmPlan plan, int seed, string? partitions, int? expert, int batch) => new(
+        Job: partitions is null ? "monolith" : "expert",
+        DataDirectory: plan.Options.DataDirectory,
+        PartitionsFile: partitions,
+        Expert: expert,
+        Model: new ModelConfig(BaseChannels: plan.Scale.BaseChannels, ChannelMultipliers: [1, 2, 4]),
+        Steps: plan.Steps,
+        BatchSize: batch,
+        WarmupSteps: Math.Min(100, plan.Steps / 10),
+        Seed: seed,
+        CheckpointEvery: plan.CheckpointEvery,
+        KeepCheckpoints: plan.Scale.EvalPoints,
+        Precision: plan.Scale.Precision);
+
+    private static double TrainFlopsPerImage(DdmPlan plan) => 3 * plan.Calibration.ExpertForwardFlops;
+
+    private void TrainMonolith(StageContext c, int seed, Action<double> progress)
+    {
+        var config = ConfigFor(c.Plan, seed, null, null, c.Plan.Scale.MonolithBatch);
+        var outcome = Train(c, config, MonolithRun(seed), seed, "monolith", -1, progress);
+        Stages.Put($"train-s{seed}-monolith", outcome);
+    }
+
+    private void TrainExpert(StageContext c, int seed, string arm, string method, int k, int expert, Action<double> progress)
+    {
+        var config = ConfigFor(c.Plan, seed, PartitionsPath(method, k, seed), expert, c.Plan.Scale.MonolithBatch / k);
+        Stages.Put($"train-s{seed}-{arm}-e{expert}", Train(c, config, ExpertRun(seed, arm, expert), seed, arm, expert, progress));
+    }
+
+    private TrainingOutcome Train(StageContext c, TrainConfig config, string run, int seed, string arm, int expert, Action<double> progress)
+    {
+        var watch = Stopwatch.StartNew();
+        var summary = TrainingRun.Execute(config, run, p => progress((double)p.Step / p.TotalSteps), log, c.Cancel);
+        c.Cancel.ThrowIfCancellationRequested();
+        if (!summary.Completed) throw new IslandsException($"{run}: training stopped at step {summary.Step} of {summary.TotalSteps}");
+        return new TrainingOutcome(seed, arm, expert, run, summary.Step, config.BatchSize, watch.Elapsed.TotalSeconds, summary.Resumed,
+            summary.Step * (double)config.BatchSize * TrainFlopsPerImage(c.Plan), summary.FinalLoss);
+    }
+
+    private void TrainRouter(StageContext c, int seed, string arm, string method, int k, Action<double> progress)
+    {
+        var scale = c.Plan.Scale;
+        var config = new RouterConfig(DataDirectory: c.Plan.Options.DataDirectory, PartitionsFile: PartitionsPath(method, k, seed), ExpertCount: k,
+            Steps: scale.RouterSteps, BatchSize: scale.RouterBatch, Seed: seed, CheckpointEvery: Math.Max(1, scale.RouterSteps / 4));
+        var watch = Stopwatch.StartNew();
+        var summary = RouterRun.Execute(config, RouterRunDirectory(seed, arm), p => progress((double)p.Step / p.TotalSteps), log, c.Cancel);
+        c.Cancel.ThrowIfCancellationRequested();
+        Stages.Put($"router-s{seed}-{arm}", new RouterOutcome(seed, arm, summary.RunDirectory, summary.Step, config.BatchSize, watch.Elapsed.TotalSeconds,
+            summary.Step * (double)config.BatchSize * 3 * c.Plan.Calibration.RouterForwardFlops, summary.HeldOut));
+    }
+
+    /// <summary>The classes to generate (and, for the oracle, each image's true partition): the labels of N training images drawn with the seed.</summary>
+    private static int[] EvaluationImages(StageContext c, int seed)
+    {
+        var random = new Random(seed);
+        return [.. Enumerable.Range(0, c.Plan.Scale.Samples).Select(_ => random.Next(c.Data.Train.Count))];
+    }
+
+    private void EvaluateMonolith(StageContext c, int seed, long step)
+    {
+        var indices = EvaluationImages(c, seed);
+        var classes = indices.Select(i => (long)c.Data.Train.Labels[i]).ToArray();
+        var run = new RunDirectory(MonolithRun(seed));
+        using var unet = run.LoadModelAt(step);
+        var options = SamplerOptionsFor(c.Plan, seed);
+        var watch = Stopwatch.StartNew();
+        using var samples = FlowSampler.Sample(Bfloat16Velocity.ForPrecision(unet, c.Plan.Scale.Precision), classes.Length, classes, options, (1, 28, 28));
+        var seconds = watch.Elapsed.TotalSeconds;
+        var flops = step * (double)c.Plan.Scale.MonolithBatch * TrainFlopsPerImage(c.Plan);
+        Score(c, seed, "monolith", "monolith", step, flops, samples, seconds, options.Steps, c.Plan.Calibration.ExpertForwardFlops * options.Steps / 1e9);
+    }
+
+    /// <param name="method">top1, top2, full, oracle (each image's true partition), or top1gaussian (the training-free router).</param>
+    private void EvaluateEnsemble(StageContext c, int seed, string arm, string partitionMethod, int k, string method, long step)
+    {
+        var partitionsPath = PartitionsPath(partitionMethod, k, seed);
+        var partitions = PartitionFile.Load(partitionsPath);
+        var indices = EvaluationImages(c, seed);
+        var classes = indices.Select(i => (long)c.Data.Train.Labels[i]).ToArray();
+        var oracle = method == "oracle" ? indices.Select(i => (long)partitions.Assignments[i]).ToArray() : null;
+        var isFailure = arm.StartsWith("failure", StringComparison.Ordinal);
+        var expertArm = isFailure ? ArmName("kmeans", k) : arm;
+        var runs = Enumerable.Range(0, k).Select(e => isFailure && e == 0 ? FailureRun(seed) : ExpertRun(seed, expertArm, e)).ToList();
+        var experts = new List<UNet>();
+        try
+        {
+            foreach (var r in runs) experts.Add(new RunDirectory(r).LoadModelAt(step));
+            var configs = runs.Select(r => new RunDirectory(r).LoadConfig()).ToList();
+            var routerSpec = method == "top1gaussian" ? "gaussian" : RouterRunDirectory(seed, expertArm);
+            var strategy = method switch
+            {
+                "top1" or "top1gaussian" => RoutingStrategy.Top1,
+                "top2" => RoutingStrategy.Parse("top2"),
+                "full" => RoutingStrategy.Full,
+                "oracle" => new RoutingStrategy("oracle", OracleExpert: 0),
+                _ => throw new ArgumentOutOfRangeException(nameof(method), method, "unknown method"),
+            };
+            var options = SamplerOptionsFor(c.Plan, seed);
+            var watch = Stopwatch.StartNew();
+            var result = EnsembleSampling.Run(experts, configs, routerSpec, strategy, [], false, classes.Length, classes, options, (1, 28, 28), null,
+                c.Plan.Scale.Precision, oracle);
+            var seconds = watch.Elapsed.TotalSeconds;
+            using var samples = result.Samples;
+            var expertFlops = step * (double)c.Plan.Scale.MonolithBatch * TrainFlopsPerImage(c.Plan);
+            // The router is trained once, before sampling: all of it counts at every point along training.
+            var routerFlops = method == "top1gaussian" ? 0 : Stages.TryGet<RouterOutcome>($"router-s{seed}-{expertArm}", out var router) ? router.Flops : 0;
+            var gflopPerImage = (result.Costs.ExpertGflopPerImage.Zip(result.Costs.ExpertEvaluations, (gflop, rows) => gflop * rows).Sum()
+                + result.Costs.RouterGflopPerImage * result.Costs.RouterEvaluations) / classes.Length;
+            Score(c, seed, arm, method, step, expertFlops + routerFlops, samples, seconds, result.Costs.EvaluationsPerImage, gflopPerImage);
+        }
+        finally
+        {
+            foreach (var e in experts) e.Dispose();
+        }
+    }
+
+    private static SamplerOptions SamplerOptionsFor(DdmPlan plan, int seed) => new(Steps: plan.Scale.SamplingSteps, Method: "euler", Cfg: 1.0, Seed: seed);
+
+    private void Score(StageContext c, int seed, string arm, string method, long step, double trainFlops, Tensor samples, double seconds,
+        double evaluationsPerImage, double gflopPerImage)
+    {
+        var report = c.Evaluator.Score(samples);
+        string? grid = null;
+        if (step == c.Plan.EvalSteps[^1])
+        {
+            var shown = (int)Math.Min(c.Plan.Scale.GridImages, samples.shape[0]);
+            using var head = samples.narrow(0, 0, shown);
+            grid = Path.Combine(SeedDirectory(seed), "grids", $"{arm}-{method}.png");
+            Directory.CreateDirectory(Path.GetDirectoryName(grid)!);
+            ImageGrid.SavePng(grid, ImageTensors.ToBytes(head), shown, 1, 28, 28, columns: 8);
+        }
+        log(string.Create(CultureInfo.InvariantCulture, $"seed {seed} {arm} {method} at step {step}: FID {report.Fid:F2}, KID {report.Kid:F4} ({report.Count} samples, {seconds:F0} s)"));
+        Stages.Put($"eval-s{seed}-{arm}-{method}-{step:D9}", new EvaluationOutcome(seed, arm, method, step, trainFlops, report.Count, c.Plan.Scale.SamplingSteps,
+            report.Fid, report.Kid, seconds, evaluationsPerImage, gflopPerImage, grid is null ? null : Path.GetRelativePath(Output, grid)));
+    }
+
+    private void RunFailure(StageContext c, int seed, Action<double> progress)
+    {
+        var k = c.Plan.Options.K;
+        var arm = ArmName("kmeans", k);
+        if (!Stages.TryGet<TrainingOutcome>($"train-s{seed}-{arm}-e0", out var baseline))
+            throw new IslandsException($"seed {seed}: expert 0 of {arm} has no finished training stage to compare the interrupted run with");
+        var config = ConfigFor(c.Plan, seed, PartitionsPath("kmeans", k, seed), 0, c.Plan.Scale.MonolithBatch / k);
+        var outcome = new InterruptedTraining(log).Run(config, FailureRun(seed), baseline, progress, c.Cancel);
+        Stages.Put($"failure-s{seed}", outcome with { Seed = seed });
+    }
+}
