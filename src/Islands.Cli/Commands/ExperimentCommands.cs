@@ -17,7 +17,7 @@ public static class ExperimentCommands
     private static Command Ddm(TextWriter stdout, TextWriter stderr)
     {
         var k = new Option<int>("--k") { Description = "Experts in the main comparison (the ablation also trains K=2, 4 and 8)", DefaultValueFactory = _ => 4 };
-        var budget = new Option<double>("--budget-minutes") { Description = "Wall-clock budget; the training steps are planned from it and this machine's measured speed", DefaultValueFactory = _ => 120 };
+        var budget = new Option<double>("--budget-minutes") { Description = "Wall-clock budget (3 with --quick); the training steps are planned from it and the speed measured on this machine", DefaultValueFactory = _ => 120 };
         var seeds = new Option<int>("--seeds") { Description = "Independent repetitions (partitions, training, sampling); tables show mean ± sd", DefaultValueFactory = _ => 2 };
         var data = new Option<string>("--data") { Description = "Dataset directory (imported from Fashion-MNIST when empty)", DefaultValueFactory = _ => "data/fm" };
         var output = new Option<string>("--out") { Description = "Experiment directory (rerunning with the same options resumes)", DefaultValueFactory = _ => "runs/ddm" };
