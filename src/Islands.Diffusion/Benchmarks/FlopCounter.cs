@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace Islands.Diffusion.Benchmarks;
 
 /// <summary>
-/// Counts the multiply-add FLOPs (2 per MAC) of every Conv2d and Linear layer in one forward pass, with forward hooks.
+/// Counts the multiply-add FLOPs (2 per MAC) of every Conv2d, PaddedConv2d and Linear layer in one forward pass, with forward hooks.
 /// A training step costs about 3x the forward pass (forward, plus gradients for inputs and for weights).
 /// Normalisation, activations and element-wise ops are not counted: they are memory-bound and small.
 /// </summary>
@@ -29,6 +29,16 @@ public static class FlopCounter
                         return output;
                     });
                     removers.Add(() => convHook.remove());
+                    break;
+                case Modules.PaddedConv2d padded:
+                    // Counts the convolution as declared; the zero channels it may add for oneDNN are not useful work.
+                    var paddedHook = padded.register_forward_hook((m, input, output) =>
+                    {
+                        var c = (Modules.PaddedConv2d)m;
+                        total += 2 * c.InChannels * c.KernelSize * c.KernelSize * output.numel();
+                        return output;
+                    });
+                    removers.Add(() => paddedHook.remove());
                     break;
                 case Linear linear:
                     var linearHook = linear.register_forward_hook((m, input, output) =>

@@ -10,20 +10,20 @@ namespace Islands.Diffusion.Modules;
 public sealed class ResBlock : Module<Tensor, Tensor, Tensor>
 {
     private readonly GroupNorm32 norm1;
-    private readonly Conv2d conv1;
+    private readonly PaddedConv2d conv1;
     private readonly Linear emb_proj;
     private readonly GroupNorm32 norm2;
-    private readonly Conv2d conv2;
+    private readonly PaddedConv2d conv2;
     private readonly Module<Tensor, Tensor> skip;
 
     public ResBlock(long inChannels, long outChannels, long embDim, long groups) : base(nameof(ResBlock))
     {
         norm1 = new GroupNorm32(groups, inChannels);
-        conv1 = Conv2d(inChannels, outChannels, 3, padding: 1);
+        conv1 = new PaddedConv2d(inChannels, outChannels, 3, padding: 1);
         emb_proj = Linear(embDim, outChannels);
         norm2 = new GroupNorm32(groups, outChannels);
-        conv2 = Conv2d(outChannels, outChannels, 3, padding: 1);
-        skip = inChannels == outChannels ? Identity() : Conv2d(inChannels, outChannels, 1);
+        conv2 = new PaddedConv2d(outChannels, outChannels, 3, padding: 1);
+        skip = inChannels == outChannels ? Identity() : new PaddedConv2d(inChannels, outChannels, 1);
         RegisterComponents();
     }
 

@@ -14,16 +14,16 @@ namespace Islands.Diffusion.Modules;
 public sealed class UNet : Module<Tensor, Tensor, Tensor, Tensor>, IVelocityModel
 {
     private readonly ModelConfig config;
-    private readonly Conv2d conv_in;
+    private readonly PaddedConv2d conv_in;
     private readonly Linear time_fc1;
     private readonly Linear time_fc2;
     private readonly Embedding class_embed;
     private readonly ModuleList<ResBlock> down_blocks;
-    private readonly ModuleList<Conv2d> downsamples;
+    private readonly ModuleList<PaddedConv2d> downsamples;
     private readonly ResBlock mid_block;
     private readonly ModuleList<ResBlock> up_blocks;
     private readonly GroupNorm32 norm_out;
-    private readonly Conv2d conv_out;
+    private readonly PaddedConv2d conv_out;
 
     public ModelConfig Config => config;
     public long NullClass => config.ClassCount;
@@ -37,13 +37,13 @@ public sealed class UNet : Module<Tensor, Tensor, Tensor, Tensor>, IVelocityMode
         long emb = config.TimeEmbeddingDim;
         long groups = config.GroupNormGroups;
 
-        conv_in = Conv2d(config.ImageChannels, channels[0], 3, padding: 1);
+        conv_in = new PaddedConv2d(config.ImageChannels, channels[0], 3, padding: 1);
         time_fc1 = Linear(emb, emb);
         time_fc2 = Linear(emb, emb);
         class_embed = Embedding(config.ClassCount + 1, emb);
 
         var down = new List<ResBlock>();
-        var downs = new List<Conv2d>();
+        var downs = new List<PaddedConv2d>();
         var current = channels[0];
         for (var level = 0; level < channels.Length; level++)
         {
@@ -52,7 +52,7 @@ public sealed class UNet : Module<Tensor, Tensor, Tensor, Tensor>, IVelocityMode
                 down.Add(new ResBlock(current, channels[level], emb, groups));
                 current = channels[level];
             }
-            if (level < channels.Length - 1) downs.Add(Conv2d(current, current, 3, stride: 2, padding: 1));
+            if (level < channels.Length - 1) downs.Add(new PaddedConv2d(current, current, 3, stride: 2, padding: 1));
         }
         mid_block = new ResBlock(current, current, emb, groups);
 
@@ -69,10 +69,10 @@ public sealed class UNet : Module<Tensor, Tensor, Tensor, Tensor>, IVelocityMode
             }
         }
         down_blocks = new ModuleList<ResBlock>(down.ToArray());
-        downsamples = new ModuleList<Conv2d>(downs.ToArray());
+        downsamples = new ModuleList<PaddedConv2d>(downs.ToArray());
         up_blocks = new ModuleList<ResBlock>(up.ToArray());
         norm_out = new GroupNorm32(groups, current);
-        conv_out = Conv2d(current, config.ImageChannels, 3, padding: 1);
+        conv_out = new PaddedConv2d(current, config.ImageChannels, 3, padding: 1);
         RegisterComponents();
     }
 

@@ -8,12 +8,13 @@ public static class TorchSetup
 {
     private static int initialised;
 
-    /// <summary>Call once before any tensor work. threads = 0 uses every core.</summary>
+    /// <summary>Call once before any tensor work. threads = 0 uses every core. Runs the numerics self-test (once per process).</summary>
     public static void Initialise(int threads = 0)
     {
         if (Interlocked.Exchange(ref initialised, 1) == 0) MallocTuning.Apply();
         var n = threads > 0 ? threads : Environment.ProcessorCount;
         if (torch.get_num_threads() != n) torch.set_num_threads(n);
+        Numerics.NumericsPolicy.EnsureSelfTested();
     }
 
     /// <summary>

@@ -1,0 +1,24 @@
+namespace Islands.Diffusion.Numerics;
+
+/// <summary>The CPU's model name and the instruction-set features that decide libtorch's kernels, from /proc/cpuinfo.</summary>
+public static class CpuInfo
+{
+    private static readonly string[] Interesting = ["avx2", "avx512f", "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_bf16", "amx_tile"];
+
+    public static (string Model, IReadOnlyList<string> Features) Read()
+    {
+        try
+        {
+            var lines = File.ReadLines("/proc/cpuinfo").TakeWhile(l => l.Length > 0).ToList();
+            var model = Value(lines, "model name") ?? "unknown CPU";
+            var flags = (Value(lines, "flags") ?? "").Split(' ', StringSplitOptions.RemoveEmptyEntries).ToHashSet();
+            var features = Interesting.Select(f => flags.Contains(f) ? f : "no-" + f).Where(f => !f.StartsWith("no-amx_bf16")).ToList();
+            return (model, features);
+        }
+        catch (IOException) { return ("unknown CPU", []); }
+        catch (UnauthorizedAccessException) { return ("unknown CPU", []); }
+    }
+
+    private static string? Value(IEnumerable<string> lines, string key) =>
+        lines.Where(l => l.StartsWith(key, StringComparison.Ordinal)).Select(l => l[(l.IndexOf(':') + 1)..].Trim()).FirstOrDefault();
+}

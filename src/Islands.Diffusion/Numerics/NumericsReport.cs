@@ -1,0 +1,36 @@
+namespace Islands.Diffusion.Numerics;
+
+/// <summary>One known-answer comparison: the largest error of output and gradients relative to the fp64 reference's magnitude.</summary>
+public sealed record NumericsCheck(string Policy, string Check, string Precision, double RelativeError, double Tolerance)
+{
+    public bool Passed => double.IsFinite(RelativeError) && RelativeError <= Tolerance;
+}
+
+/// <summary>What the start-up self-test found on this CPU and which kernel paths it chose.</summary>
+public sealed record NumericsReport(
+    string Cpu,
+    IReadOnlyList<string> CpuFeatures,
+    NumericsPolicy Chosen,
+    IReadOnlyList<NumericsCheck> Checks,
+    double Seconds,
+    string? Fault)
+{
+    public IEnumerable<NumericsCheck> Failures => Checks.Where(c => !c.Passed);
+
+    /// <summary>The one line logged at start-up: what was wrong (if anything), what was chosen, what it cost.</summary>
+    public string Summary
+    {
+        get
+        {
+            var failed = Failures.ToList();
+            var found = failed.Count == 0
+                ? "every check passed"
+                : string.Join("; ", failed.GroupBy(f => f.Policy).Select(g =>
+                    $"{g.Key} wrong in {string.Join(", ", g.Take(3).Select(f => $"{f.Check} {f.Precision} (error {Format(f.RelativeError)})"))}{(g.Count() > 3 ? $" and {g.Count() - 3} more" : "")}"));
+            var bf16 = Chosen.Bf16Trusted ? "bf16 ok" : "bf16 untrusted, bf16 runs compute in fp32";
+            return $"numerics self-test on {Cpu} [{string.Join(' ', CpuFeatures)}]: {found}; chose {Chosen.Name}, {bf16} ({Seconds:F2} s){(Fault is null ? "" : $"; injected fault {Fault}")}";
+        }
+    }
+
+    private static string Format(double e) => double.IsFinite(e) ? e.ToString("G2", System.Globalization.CultureInfo.InvariantCulture) : "non-finite";
+}
