@@ -11,8 +11,8 @@ namespace Islands.Diffusion.Modules;
 /// so checkpoints are unchanged) that can widen its channel counts to a multiple of <see cref="NumericsPolicy.ChannelBlock"/>
 /// with zero weights. oneDNN stores activations in channel blocks of 8 or 16 and, on some CPUs (seen on AMD EPYC Zen 5),
 /// its kernels read the padding of a partial block uninitialised: backward-data of a convolution with 1 output channel
-/// returned garbage or NaN in fp32 and bf16, and bf16 forward was wrong too (see README "Numerics"). With the widening
-/// on, every block is full and the padded channels hold real zeros. The start-up self-test decides whether it is needed.
+/// returned garbage or NaN in fp32 and bf16, fp32 forward with 24 or 40 input channels and bf16 forward with 8 were
+/// wrong too (see README "Numerics"). With the widening on, every block is full and the padded channels hold real zeros. The start-up self-test decides whether it is needed.
 /// </summary>
 public sealed class PaddedConv2d : Module<Tensor, Tensor>
 {
@@ -47,7 +47,7 @@ public sealed class PaddedConv2d : Module<Tensor, Tensor>
     {
         var block = NumericsPolicy.Current.PadConvolutionChannels ? NumericsPolicy.ChannelBlock : 1;
         var outPadded = RoundUp(OutChannels, block);
-        var inPadded = x.requires_grad ? RoundUp(InChannels, block) : InChannels; // input channels only matter for dx
+        var inPadded = RoundUp(InChannels, block);
         if (outPadded == OutChannels && inPadded == InChannels)
             return functional.conv2d(x, weight, bias, [stride, stride], [padding, padding]);
 

@@ -7,7 +7,7 @@ namespace Islands.Diffusion.Numerics;
 
 /// <summary>
 /// Known-answer self-test of the kernels the models use (convolutions with full and partial channel blocks, strided and
-/// 1x1 convolutions, GroupNorm, linear, a whole ResBlock), forward and backward, in fp32 and bf16, against the same
+/// 1x1 convolutions, GroupNorm, linear, a whole ResBlock), inference, training forward and backward, in fp32 and bf16, against the same
 /// computation in fp64 (which libtorch runs on its native kernels: oneDNN has none for fp64). Before each check the heap
 /// is filled with NaN-holding buffers, so a kernel that reads memory it never wrote fails every time instead of by luck.
 /// Candidates are tried fastest first; the first on which fp32 and bf16 pass is chosen, else the first on which fp32
@@ -25,6 +25,8 @@ public static class NumericsSelfTest
         new("conv3x3-32to1", () => new PaddedConv2d(32, 1, 3, padding: 1), [4, 32, 12, 12], true),
         new("conv3x3-1to32", () => new PaddedConv2d(1, 32, 3, padding: 1), [4, 1, 12, 12], true),
         new("conv3x3-3to24", () => new PaddedConv2d(3, 24, 3, padding: 1), [4, 3, 12, 12], true),
+        new("conv3x3-24to16", () => new PaddedConv2d(24, 16, 3, padding: 1), [4, 24, 12, 12], true),
+        new("conv3x3-8to8", () => new PaddedConv2d(8, 8, 3, padding: 1), [4, 8, 12, 12], false),
         new("conv3x3-32to32-stride2", () => new PaddedConv2d(32, 32, 3, stride: 2, padding: 1), [4, 32, 12, 12], true),
         new("conv1x1-48to32", () => new PaddedConv2d(48, 32, 1), [4, 48, 8, 8], true),
         new("groupnorm-8x32", () => new GroupNorm32(8, 32), [4, 32, 8, 8], true),
@@ -107,7 +109,15 @@ public static class NumericsSelfTest
         Poison();
         yt.backward([cotangent]);
 
-        var pairs = new List<(Tensor Result, Tensor Reference)> { (yt, yr) };
+        Tensor inference;
+        using (no_grad())
+        {
+            // Inference may take other kernels than training (oneDNN's forward_inference), so it is checked on its own.
+            Poison();
+            inference = Forward(module, x, emb, c);
+        }
+
+        var pairs = new List<(Tensor Result, Tensor Reference)> { (yt, yr), (inference, yr) };
         if (c.InputNeedsGrad) pairs.Add((xt.grad!, xr.grad!));
         if (c.WithEmbedding) pairs.Add((et.grad!, er.grad!));
         pairs.AddRange(module.parameters().Zip(reference.parameters()).Select(p => (p.First.grad!, p.Second.grad!)));
