@@ -1,6 +1,8 @@
 using System.CommandLine;
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using Islands.Diffusion.IO;
+using Islands.Diffusion.Numerics;
 
 namespace Islands.Cli;
 
@@ -17,9 +19,19 @@ public sealed class CliContext(TextWriter stdout, TextWriter stderr, bool json, 
 
     public void Log(string message) => Err.WriteLine(message);
 
+    /// <summary>Every JSON result of a command that ran libtorch says which kernel path computed it (the self-test's status).</summary>
+    private static string WithNumerics<T>(T value)
+    {
+        var numerics = NumericsPolicy.ReportIfTested;
+        if (numerics is null || JsonSerializer.SerializeToNode(value, Diffusion.IO.Json.Options) is not JsonObject node || node.ContainsKey("numerics"))
+            return Diffusion.IO.Json.Serialize(value);
+        node["numerics"] = JsonSerializer.SerializeToNode(numerics.Status, Diffusion.IO.Json.Options);
+        return node.ToJsonString(Diffusion.IO.Json.Options);
+    }
+
     public void Result<T>(T value, Action<TextWriter> human)
     {
-        if (Json) Out.WriteLine(Diffusion.IO.Json.Serialize(value));
+        if (Json) Out.WriteLine(WithNumerics(value));
         else human(Out);
     }
 }

@@ -95,4 +95,7 @@ public static class IslandsCli
 
     /// <summary>Initialises libtorch for commands that need it (not for --help or validation failures).</summary>
     public static void InitTorch(ParseResult parse) => TorchSetup.Initialise(parse.GetValue(CommonOptions.Threads));
+
+    /// <summary>The line benchmarks print first: the CPU, the kernel path the self-test chose and what it found.</summary>
+    public static string NumericsLine() => Diffusion.Numerics.NumericsPolicy.Report.Summary;
 }

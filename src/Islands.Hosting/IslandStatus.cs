@@ -1,13 +1,15 @@
 using Akka.Actor;
 using Akka.Cluster;
 using Islands.Actors;
+using Islands.Diffusion.Numerics;
 
 namespace Islands.Hosting;
 
 public sealed record IslandMember(string Address, string Status, IReadOnlyList<string> Roles, bool Reachable);
 
 /// <summary>What GET /status returns: the island's members as this node sees them, and the training job's status.</summary>
-public sealed record IslandStatus(string Island, string Node, string? Leader, IReadOnlyList<IslandMember> Members, JobStatus? Job, string? JobError)
+public sealed record IslandStatus(string Island, string Node, string? Leader, IReadOnlyList<IslandMember> Members, JobStatus? Job, string? JobError,
+    NumericsStatus? Numerics = null)
 {
     public static async Task<IslandStatus> Collect(ActorSystem system, IActorRef jobProxy, string island, TimeSpan timeout)
     {
@@ -25,6 +27,6 @@ public sealed record IslandStatus(string Island, string Node, string? Leader, IR
         {
             error = $"the training job did not answer within {timeout.TotalSeconds:0} s (the singleton may be moving to another node)";
         }
-        return new IslandStatus(island, cluster.SelfAddress.ToString(), state.Leader?.ToString(), members, job, error);
+        return new IslandStatus(island, cluster.SelfAddress.ToString(), state.Leader?.ToString(), members, job, error, NumericsPolicy.ReportIfTested?.Status);
     }
 }

@@ -33,6 +33,7 @@ public static class BenchCommands
             var ratio = results.Count == 2 ? results[1].ImagesPerSecond / results[0].ImagesPerSecond : (double?)null;
             ctx.Result(new { results, bf16OverFp32 = ratio }, w =>
             {
+                w.WriteLine(IslandsCli.NumericsLine());
                 foreach (var result in results)
                 {
                     w.WriteLine($"train {result.Precision}: {result.ImagesPerSecond:F1} images/s at batch {result.Batch} on {result.Threads} threads ({result.Parameters:N0} parameters)");
@@ -182,6 +183,7 @@ public static class BenchCommands
                 : [];
             ctx.Result(new { single = result, bf16, bf16OverFp32 = bf16.ImagesPerSecond / result.ImagesPerSecond, ensembleExperts = parse.GetValue(experts), ensemble }, w =>
             {
+                w.WriteLine(IslandsCli.NumericsLine());
                 w.WriteLine($"sample: {result.Count} images, {result.Steps} {result.Sampler} steps, cfg {result.Cfg}: {result.Seconds:F2} s = {result.ImagesPerSecond:F1} images/s");
                 w.WriteLine($"  {result.EvaluationsPerImage} network evaluations per image, {result.AchievedGflops:F1} GFLOP/s; resident memory {result.RssStartMb:F0} -> {result.RssEndMb:F0} MB");
                 w.WriteLine($"sample bf16: {bf16.Seconds:F2} s = {bf16.ImagesPerSecond:F1} images/s ({bf16.ImagesPerSecond / result.ImagesPerSecond:F2}x fp32); resident memory -> {bf16.RssEndMb:F0} MB");

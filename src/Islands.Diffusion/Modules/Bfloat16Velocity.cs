@@ -28,8 +28,8 @@ public sealed class Bfloat16Velocity : IVelocityModel, IDisposable
 
     public void Dispose() => model.Dispose();
 
-    /// <summary>The model for a --precision option: itself for fp32, a bf16 wrapper for bf16.</summary>
-    public static IVelocityModel ForPrecision(UNet model, string precision) => precision switch
+    /// <summary>The model for a --precision option: itself for fp32, a bf16 wrapper for bf16 (fp32 where the self-test distrusts bf16).</summary>
+    public static IVelocityModel ForPrecision(UNet model, string precision) => Numerics.NumericsPolicy.EffectivePrecision(precision) switch
     {
         "fp32" => model,
         "bf16" => new Bfloat16Velocity(model),

@@ -48,6 +48,9 @@ public sealed record NumericsPolicy(string Name, bool PadConvolutionChannels, bo
     /// <summary>The self-test's findings for this process (running it first if needed).</summary>
     public static NumericsReport Report => report ?? EnsureSelfTested();
 
+    /// <summary>The self-test's findings if it has run in this process (null before: reading this never starts it).</summary>
+    public static NumericsReport? ReportIfTested => report;
+
     /// <summary>Where the self-test's one line goes; hosts may redirect it to their logger.</summary>
     public static Action<string> Log { get; set; } = line => Console.Error.WriteLine(line);
 

@@ -17,6 +17,10 @@ public sealed record NumericsReport(
 {
     public IEnumerable<NumericsCheck> Failures => Checks.Where(c => !c.Passed);
 
+    /// <summary>The short form that status pages, --json results and benchmarks carry.</summary>
+    public NumericsStatus Status => new(Cpu, CpuFeatures, Chosen.Name, Chosen.Bf16Trusted,
+        Failures.Select(f => $"{f.Policy}: {f.Check} {f.Precision}").ToList(), Math.Round(Seconds, 3), Summary);
+
     /// <summary>The one line logged at start-up: what was wrong (if anything), what was chosen, what it cost.</summary>
     public string Summary
     {
@@ -34,3 +38,7 @@ public sealed record NumericsReport(
 
     private static string Format(double e) => double.IsFinite(e) ? e.ToString("G2", System.Globalization.CultureInfo.InvariantCulture) : "non-finite";
 }
+
+/// <summary>What /status, --json outputs and benchmarks report of the self-test: the CPU, the chosen kernel path, what failed.</summary>
+public sealed record NumericsStatus(string Cpu, IReadOnlyList<string> CpuFeatures, string Path, bool Bf16Trusted, IReadOnlyList<string> FailedChecks,
+    double SelfTestSeconds, string Summary);

@@ -142,7 +142,7 @@ public static class NumericsSelfTest
     };
 
     /// <summary>Fills recently freed heap memory with NaN so that reads of uninitialised memory show up as NaN.</summary>
-    private static void Poison()
+    public static void Poison()
     {
         using var scope = NewDisposeScope();
         for (long size = 1 << 10; size <= 1 << 20; size <<= 2)

@@ -66,7 +66,7 @@ public sealed class ExpertTrainer : IChunkedTrainer
         parameters = Model.parameters().ToArray();
         emaParameters = Ema.parameters().ToArray();
         optimizer = optim.AdamW(parameters, config.LearningRate, 0.9, 0.999, 1e-8, config.WeightDecay);
-        if (config.Precision == "bf16")
+        if (Numerics.NumericsPolicy.EffectivePrecision(config.Precision) == "bf16")
         {
             // Mixed precision without autocast: a bfloat16 copy of the model computes forward and backward; the fp32
             // master weights, their gradients, the optimizer state and the EMA stay fp32; GroupNorm32 keeps
