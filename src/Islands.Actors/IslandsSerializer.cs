@@ -17,6 +17,10 @@ public sealed class IslandsSerializer(ExtendedActorSystem system) : SerializerWi
 {
     public const int SerializerId = 7401;
 
+    // Named literals ("NaN", "Infinity") on purpose, unlike Json.Options' null: this is the wire and journal format, read
+    // only by Islands nodes. It keeps a NaN loss a NaN between nodes (null would merge it with "no loss yet" in a nullable
+    // field) and stays readable by nodes of earlier versions, which cannot read null into a non-nullable float. Outputs
+    // for people and other programs (HTTP, files, --json) go through Json.Options / ASP.NET's options, which write null.
     private static readonly JsonSerializerOptions Options = new(JsonSerializerDefaults.Web)
     {
         NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,

@@ -51,9 +51,10 @@ public static class GenerationApi
 
     public sealed record GenerationTimings(double QueueSeconds, double ComputeSeconds, double TotalSeconds);
 
+    /// <param name="NonFiniteImages">Images whose sampled values held a NaN or an infinity: their pixels say nothing (0 when all are finite).</param>
     public sealed record GenerationResult(string Id, int Count, long? Class, int Steps, double Cfg, string Strategy, long Seed, string[] Images,
         int[][] Routing, long[] ImageStepsByExpert, int[] LeftOutExperts, bool Degraded, int Retries, int RetriedImageSteps, GenerationTimings Timings,
-        IReadOnlyList<ServedCheckpoint> Checkpoints);
+        IReadOnlyList<ServedCheckpoint> Checkpoints, int NonFiniteImages);
 
     public sealed record ExpertEntry(int Expert, bool Available, string? Island, long? Step, string? Checkpoint, string? ManifestSha256, DateTimeOffset? PublishedUtc);
 
@@ -253,7 +254,7 @@ public static class GenerationApi
         var r = done.Request;
         return new GenerationResult(done.Id, r.Count, r.Classes?[0], r.Steps, r.Cfg, r.Strategy, r.Seed, images, done.Routing, perExpert, done.LeftOutExperts,
             done.LeftOutExperts.Length > 0, retries, done.RetriedRowSteps,
-            new GenerationTimings(done.QueueSeconds, done.TotalSeconds - done.QueueSeconds, done.TotalSeconds), done.Checkpoints);
+            new GenerationTimings(done.QueueSeconds, done.TotalSeconds - done.QueueSeconds, done.TotalSeconds), done.Checkpoints, done.NonFiniteImages);
     }
 
     private static IResult Failure(GenerationFailed failed) =>
@@ -267,7 +268,7 @@ public static class GenerationApi
 
     private static async Task Event(HttpContext http, string name, object data, CancellationToken cancel)
     {
-        await http.Response.WriteAsync($"event: {name}\ndata: {JsonSerializer.Serialize(data, JsonSerializerOptions.Web)}\n\n", cancel);
+        await http.Response.WriteAsync($"event: {name}\ndata: {JsonSerializer.Serialize(data, Diffusion.IO.Json.Web)}\n\n", cancel);
         await http.Response.Body.FlushAsync(cancel);
     }
 

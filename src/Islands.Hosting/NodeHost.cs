@@ -6,7 +6,7 @@ using Microsoft.Extensions.Logging;
 
 namespace Islands.Hosting;
 
-/// <summary>What every node's web host shares: its address, shutdown grace, and single-line logs on stderr.</summary>
+/// <summary>What every node's web host shares: its address, shutdown grace, JSON that writes NaN as null, and single-line logs on stderr.</summary>
 internal static class NodeHost
 {
     public static WebApplicationBuilder CreateBuilder(string hostname, int port, TimeSpan shutdownGrace, Action<ILoggingBuilder>? logging)
@@ -14,6 +14,8 @@ internal static class NodeHost
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory });
         builder.WebHost.UseUrls($"http://{hostname}:{port}");
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = shutdownGrace);
+        // A NaN loss in a status or result is written as null: System.Text.Json would otherwise refuse it and answer 500.
+        builder.Services.ConfigureHttpJsonOptions(o => Diffusion.IO.Json.WithFiniteNumbers(o.SerializerOptions));
         builder.Logging.ClearProviders();
         builder.Logging.AddSimpleConsole(o =>
         {

@@ -21,19 +21,34 @@ public sealed class DemoAndClusterSpecs(ITestOutputHelper output)
     public async Task Should_run_the_demo_on_the_synthetic_fallback_to_a_grid_through_the_api_and_resume_on_a_rerun()
     {
         var work = IslandTestEnvironment.TempDir("demo");
-        var samples = Path.Combine(work, "samples.png");
+        // The first run writes where the demo writes by default (under runs/, relative to the working directory, never a
+        // tracked file of the checkout); the rerun writes where --out says.
+        Assert.Equal("runs/demo/samples.png", Islands.Cli.Commands.DemoCommand.DefaultOutput);
+        var samples = Path.GetFullPath(Islands.Cli.Commands.DemoCommand.DefaultOutput);
+        var rerunSamples = Path.Combine(work, "samples.png");
+        if (File.Exists(samples)) File.Delete(samples);
         Environment.SetEnvironmentVariable("ISLANDS_FASHION_MNIST_DIR", Path.Combine(work, "no-fashion-mnist-here"));
         try
         {
-            string[] args = ["demo", "--minutes", "0.75", "--work", Path.Combine(work, "demo"), "--out", samples, "--port", "0", "--exit", "--json"];
+            string[] args = ["demo", "--minutes", "0.75", "--work", Path.Combine(work, "demo"), "--port", "0", "--exit", "--json"];
             var first = await Cli(args);
             output.WriteLine(first.Err);
             Assert.True(first.Code == 0, first.Err);
             Assert.Contains("apt-get install dataset-fashion-mnist", first.Err);
             Assert.Contains("synthetic shapes", first.Err);
+            // Progress and summary show each island's real step, never a made-up 0/0 or an empty "(step )".
+            Assert.DoesNotContain("step 0/0", first.Err);
+            Assert.DoesNotContain("(step )", first.Err);
             var firstResult = JsonDocument.Parse(first.Out).RootElement;
+            Assert.Equal(samples, firstResult.GetProperty("samples").GetString());
             Assert.Equal(80, firstResult.GetProperty("images").GetInt32());
             Assert.Equal("square", firstResult.GetProperty("classes")[0].GetString());
+            Assert.All(firstResult.GetProperty("islands").EnumerateArray(), i =>
+            {
+                Assert.Equal(JsonValueKind.Number, i.GetProperty("step").ValueKind);
+                Assert.True(i.GetProperty("totalSteps").GetInt64() > 0);
+                Assert.Equal(JsonValueKind.Number, i.GetProperty("lastCheckpointStep").ValueKind);
+            });
             using (var grid = SixLabors.ImageSharp.Image.Load(samples))
             {
                 // 8 columns by 10 class rows of 28x28 images with 2-pixel padding, scaled twice.
@@ -42,10 +57,12 @@ public sealed class DemoAndClusterSpecs(ITestOutputHelper output)
             }
             var before = Published(work);
 
-            var second = await Cli(args);
+            var second = await Cli([.. args, "--out", rerunSamples]);
             output.WriteLine(second.Err);
             Assert.True(second.Code == 0, second.Err);
             Assert.Contains("resuming the demo", second.Err);
+            Assert.Equal(rerunSamples, JsonDocument.Parse(second.Out).RootElement.GetProperty("samples").GetString());
+            Assert.True(File.Exists(rerunSamples));
             var after = Published(work);
             var plan = firstResult.GetProperty("plan");
             foreach (var (island, step) in before)
@@ -58,6 +75,7 @@ public sealed class DemoAndClusterSpecs(ITestOutputHelper output)
         finally
         {
             Environment.SetEnvironmentVariable("ISLANDS_FASHION_MNIST_DIR", null);
+            if (File.Exists(samples)) File.Delete(samples);
         }
     }
 

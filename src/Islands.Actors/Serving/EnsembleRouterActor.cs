@@ -22,10 +22,14 @@ public sealed record GenerationProgress(string Id, int Step, int Steps, int[] Le
 
 public sealed record ServedCheckpoint(string Job, long Step, string ManifestSha256);
 
-/// <summary>The images as raw uint8 [Count, C, H, W] in the payload, with the routing of every image at every step.</summary>
+/// <summary>
+/// The images as raw uint8 [Count, C, H, W] in the payload, with the routing of every image at every step.
+/// NonFiniteImages counts the images whose final state held a NaN or an infinity (their pixels are then meaningless);
+/// results stored before it existed read as 0.
+/// </summary>
 public sealed record GenerationCompleted(string Id, string Ensemble, GenerationRequest Request, string RequestHash, int Channels, int Height, int Width,
     int ExpertCount, int[] LeftOutExperts, int[][] Routing, int RetriedRowSteps, double QueueSeconds, double TotalSeconds, IReadOnlyList<ServedCheckpoint> Checkpoints,
-    DateTimeOffset CompletedUtc) : IPayloadMessage
+    DateTimeOffset CompletedUtc, int NonFiniteImages = 0) : IPayloadMessage
 {
     [JsonIgnore] public byte[] Payload { get; init; } = [];
     public IPayloadMessage WithPayload(byte[] payload) => this with { Payload = payload };
@@ -347,6 +351,23 @@ public sealed class EnsembleRouterActor : ReceiveActor, IWithTimers
         else if (routerModel?.ManifestSha256 != snapshot?.Router?.ManifestSha256 && snapshot is not null) OnSnapshot(snapshot);
     }
 
+    private static int NonFiniteImages(float[] samples, int count)
+    {
+        if (count <= 0 || samples.Length == 0) return 0;
+        var plane = samples.Length / count;
+        var bad = 0;
+        for (var i = 0; i < count; i++)
+            if (HasNonFinite(samples.AsSpan(i * plane, plane))) bad++;
+        return bad;
+    }
+
+    private static bool HasNonFinite(ReadOnlySpan<float> values)
+    {
+        foreach (var v in values)
+            if (!float.IsFinite(v)) return true;
+        return false;
+    }
+
     private void Finish(CompletedGeneration done)
     {
         var t = tracked[done.Id];
@@ -355,7 +376,8 @@ public sealed class EnsembleRouterActor : ReceiveActor, IWithTimers
         if (routerModel is not null) checkpoints.Add(new ServedCheckpoint("router", routerModel.Step, routerModel.ManifestSha256));
         var (c, h, w) = sampler!.Shape;
         var completed = new GenerationCompleted(done.Id, ensemble, t.Request.Request, t.Request.RequestHash, (int)c, (int)h, (int)w, sampler.ExpertCount, done.LeftOutExperts,
-            done.Routing, done.RetriedRowSteps, done.QueueSeconds, done.TotalSeconds, checkpoints, DateTimeOffset.UtcNow) { Payload = done.Pixels };
+            done.Routing, done.RetriedRowSteps, done.QueueSeconds, done.TotalSeconds, checkpoints, DateTimeOffset.UtcNow, NonFiniteImages(done.Samples, done.Spec.Count))
+        { Payload = done.Pixels };
         try
         {
             results.Save(completed);

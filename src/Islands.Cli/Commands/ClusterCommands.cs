@@ -57,13 +57,13 @@ public static class ClusterCommands
             var nodes = new List<NodeState>();
             foreach (var p in state.Processes)
                 nodes.Add(new NodeState(p.Name, p.Role, p.Pid, LocalCluster.Alive(p), LocalCluster.Alive(p) && await LocalCluster.ReadyAsync(http, p, cancel), p.Http));
-            var jobs = new List<(string Island, Islands.Actors.JobStatus? Job)>();
-            foreach (var island in state.Islands) jobs.Add((island.Key, (await LocalCluster.IslandStatusAsync(http, island, cancel))?.Job));
-            ctx.Result(new { state.Work, nodes, jobs = jobs.Select(j => new { j.Island, j.Job }) }, w =>
+            var jobs = new List<(string Island, Islands.Actors.JobStatus? Job, long? PlannedSteps)>();
+            foreach (var island in state.Islands) jobs.Add((island.Key, (await LocalCluster.IslandStatusAsync(http, island, cancel))?.Job, LocalCluster.PlannedSteps(island)));
+            ctx.Result(new { state.Work, nodes, jobs = jobs.Select(j => new { j.Island, j.Job, j.PlannedSteps }) }, w =>
             {
                 foreach (var n in nodes) w.WriteLine($"  {n.Name,-12} pid {n.Pid,-7} {(n.Alive ? n.Ready ? "ready" : "starting" : "DOWN"),-8} {n.Http}");
-                foreach (var (island, job) in jobs)
-                    w.WriteLine(job is null ? $"  {island}: no node answers" : $"  {island}: {job.Phase} step {job.Step}/{job.TotalSteps} on {job.Node}, recoveries {job.Recoveries}, last checkpoint {job.LastCheckpoint?.Step.ToString() ?? "none"}");
+                foreach (var (island, job, planned) in jobs)
+                    w.WriteLine(job is null ? $"  {island}: {StatusText.NoAnswer(planned)}" : $"  {island}: {StatusText.Job(job)}, recoveries {job.Recoveries}");
             });
             return ExitCodes.Ok;
         }));

@@ -8,14 +8,17 @@ namespace Islands.Cli.Commands;
 /// <summary><c>islands demo</c>: the whole system on one machine (data, islands, serving, a client request), resumable.</summary>
 public static class DemoCommand
 {
+    /// <summary>Under runs/ (ignored by git), so a demo run never modifies the checkout; the README's picture is docs/samples.png.</summary>
+    public const string DefaultOutput = "runs/demo/samples.png";
+
     public static Command Build(TextWriter stdout, TextWriter stderr)
     {
         var minutes = new Option<double>("--minutes") { Description = "Training time budget (the islands stop and commit when it runs out; a rerun continues)", DefaultValueFactory = _ => 10 };
         var work = new Option<string>("--work") { Description = "Working directory: data, journals, checkpoints, results (rerunning resumes from it)", DefaultValueFactory = _ => "runs/demo" };
-        var output = new Option<string>("--out") { Description = "The grid of generated images (a row per class)", DefaultValueFactory = _ => "samples.png" };
+        var output = new Option<string>("--out") { Description = "The grid of generated images (a row per class)", DefaultValueFactory = _ => DefaultOutput };
         var port = new Option<int>("--port") { Description = "HTTP port of the API; the islands' status pages take the next five", DefaultValueFactory = _ => 7100 };
         var exit = new Option<bool>("--exit") { Description = "Exit after writing the samples instead of serving until Ctrl-C" };
-        var command = new Command("demo", "Train 4 expert islands and the router on this machine, serve them, and generate samples.png through the API")
+        var command = new Command("demo", $"Train 4 expert islands and the router on this machine, serve them, and generate {DefaultOutput} through the API")
         {
             minutes, work, output, port, exit,
         };
@@ -37,7 +40,10 @@ public static class DemoCommand
                 var deadline = TimeSpan.FromMinutes(budget);
                 var states = await Train(ctx, demo, deadline, clock, cancel);
                 if (states.Any(s => s.Phase != "completed")) await demo.StopUnfinishedIslandsAsync(states);
-                ctx.Log($"training: {string.Join(", ", states.Select(s => $"{s.Island} step {s.LastCheckpointStep ?? s.Step}/{s.TotalSteps}"))} after {clock.Elapsed.TotalMinutes:F1} min");
+                states = await demo.IslandStatesAsync(cancel);
+                ctx.Log($"training after {clock.Elapsed.TotalMinutes:F1} min: {string.Join(", ", states.Select(s => $"{s.Island} {s.Phase} step {StatusText.Steps(s.Step, s.TotalSteps)}, checkpoint {StatusText.Checkpoint(s.LastCheckpointStep, s.LastCheckpointLoss)}"))}");
+                if (LocalDemo.UnusableIslands(states) is { Count: > 0 } unusable)
+                    throw new Diffusion.IslandsException($"no usable model from {string.Join(", ", unusable)}; no grid was written");
 
                 await demo.StartServingAsync(cancel);
                 ctx.Log($"serving at {demo.ApiUrl}; asking it for 8 images of every class as a client would");
@@ -49,8 +55,7 @@ public static class DemoCommand
                     w.WriteLine($"wrote {outputPath}: {images} images, a row per class ({string.Join(", ", classes)}), generated in {seconds:F1} s");
                     w.WriteLine($"API:     {demo.ApiUrl}/v1/generations   (key in {demo.ApiKeyFile}; OpenAPI at /openapi/v1.json)");
                     w.WriteLine($"         curl -H \"Authorization: Bearer $(cat {demo.ApiKeyFile})\" -H 'Content-Type: application/json' -d '{{\"count\":16,\"class\":\"{classes[^1]}\"}}' {demo.ApiUrl}/v1/generations -o more.png");
-                    foreach (var s in final)
-                        w.WriteLine($"{s.Island,-9} {(s.StatusUrl is null ? $"stopped at its last checkpoint (step {states.First(x => x.Island == s.Island).LastCheckpointStep}); rerun to continue" : $"{s.StatusUrl}  ({s.Phase}, step {s.Step}/{s.TotalSteps})")}");
+                    foreach (var s in final) w.WriteLine(StatusText.DemoSummary(s));
                 });
                 if (!parse.GetValue(exit))
                 {
@@ -72,7 +77,8 @@ public static class DemoCommand
     private static async Task<IReadOnlyList<DemoIslandState>> Train(CliContext ctx, LocalDemo demo, TimeSpan deadline, System.Diagnostics.Stopwatch clock, CancellationToken cancel)
     {
         IReadOnlyList<DemoIslandState> states = await demo.IslandStatesAsync(cancel);
-        bool Done() => states.All(s => s.Phase == "completed") || clock.Elapsed >= deadline;
+        // A diverged (or failed) island will not complete: waiting out the budget for it would only hide it.
+        bool Done() => states.All(s => s.Phase == "completed" || DemoIslandState.FailedPhases.Contains(s.Phase)) || clock.Elapsed >= deadline;
         if (!ctx.Interactive)
         {
             var last = DateTime.MinValue;
@@ -94,8 +100,9 @@ public static class DemoCommand
             {
                 table.Rows.Clear();
                 foreach (var s in states)
-                    table.AddRow(s.Island, s.Job, s.Phase, $"{s.Step}/{s.TotalSteps}", s.Loss?.ToString("F4") ?? "-", s.ImagesPerSecond.ToString("F0"),
-                        s.LastCheckpointStep?.ToString() ?? "-", Eta(s, clock, deadline));
+                    table.AddRow(Markup.Escape(s.Island), Markup.Escape(s.Job), Markup.Escape(s.Error is null ? s.Phase : $"{s.Phase}: {s.Error}"),
+                        StatusText.Steps(s.Step, s.TotalSteps), StatusText.Loss(s.Loss), s.ImagesPerSecond.ToString("F0"),
+                        Markup.Escape(StatusText.Checkpoint(s.LastCheckpointStep, s.LastCheckpointLoss)), Markup.Escape(Eta(s, clock, deadline)));
                 table.Caption($"time budget {deadline.TotalMinutes:0.#} min, {clock.Elapsed:mm\\:ss} elapsed");
                 live.Refresh();
                 if (Done()) break;
@@ -110,12 +117,12 @@ public static class DemoCommand
     {
         if (s.Phase == "completed") return "done";
         var left = deadline - clock.Elapsed;
-        if (s.Step <= 0 || s.TotalSteps <= 0) return $"≤ {left:mm\\:ss}";
-        var perStep = clock.Elapsed.TotalSeconds / Math.Max(1, s.Step);
-        var eta = TimeSpan.FromSeconds(perStep * (s.TotalSteps - s.Step));
+        if (s.Step is not > 0 || s.TotalSteps is not > 0) return $"≤ {left:mm\\:ss}";
+        var perStep = clock.Elapsed.TotalSeconds / s.Step.Value;
+        var eta = TimeSpan.FromSeconds(perStep * (s.TotalSteps.Value - s.Step.Value));
         return eta < left ? eta.ToString(@"mm\:ss") : $"budget ({left:mm\\:ss})";
     }
 
     private static string Line(DemoIslandState s, System.Diagnostics.Stopwatch clock, TimeSpan deadline) =>
-        $"{s.Island,-9} {s.Phase,-10} step {s.Step}/{s.TotalSteps} loss {s.Loss?.ToString("F4") ?? "-"} {s.ImagesPerSecond:F0} img/s checkpoint {s.LastCheckpointStep?.ToString() ?? "-"} ETA {Eta(s, clock, deadline)}";
+        $"{StatusText.Demo(s)} ETA {Eta(s, clock, deadline)}";
 }

@@ -87,12 +87,12 @@ public static class IslandCommands
                 foreach (var m in status.Members) w.WriteLine($"  member {m.Address} {m.Status}{(m.Reachable ? "" : " UNREACHABLE")}");
                 if (status.Job is { } j)
                 {
-                    w.WriteLine($"  job {j.Job}: {j.Phase} on {j.Node}, step {j.Step}/{j.TotalSteps}, loss {j.Loss?.ToString("F4") ?? "-"}, {j.ImagesPerSecond:F0} img/s");
-                    w.WriteLine($"  last checkpoint {(j.LastCheckpoint is { } c ? $"{c.Checkpoint} (step {c.Step}, sha256 {c.ManifestSha256[..12]}…, {c.At:u})" : "none")}");
+                    w.WriteLine($"  job {j.Job}: {j.Phase} on {j.Node ?? "?"}, step {StatusText.Steps(j.Step, j.TotalSteps)}, loss {StatusText.Loss(j.Loss)}, {j.ImagesPerSecond:F0} img/s");
+                    w.WriteLine($"  last checkpoint {(j.LastCheckpoint is { } c ? $"{c.Checkpoint} ({StatusText.Checkpoint(c.Step, c.Loss)}, sha256 {c.ManifestSha256[..Math.Min(12, c.ManifestSha256.Length)]}…, {c.At:u})" : "none")}");
                     w.WriteLine($"  recoveries {j.Recoveries}, worker restarts {j.WorkerRestarts}, rejected checkpoints {j.RejectedCheckpoints.Count}");
                     if (j.LastError is not null) w.WriteLine($"  last error: {j.LastError}");
                 }
-                else w.WriteLine($"  job: {status.JobError}");
+                else w.WriteLine($"  job: phase unknown, step ?/? ({status.JobError ?? "the node answered without its job"})");
             });
             return ExitCodes.Ok;
         }));

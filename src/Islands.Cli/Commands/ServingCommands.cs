@@ -128,7 +128,7 @@ public static class ServingCommands
                 if ((int)answer.StatusCode == 401) message += $" (set {ApiKeyVariable})";
                 throw new IslandsException(message);
             }
-            var result = JsonSerializer.Deserialize<GenerationApi.GenerationResult>(text, JsonSerializerOptions.Web)
+            var result = JsonSerializer.Deserialize<GenerationApi.GenerationResult>(text, Diffusion.IO.Json.Web)
                 ?? throw new IslandsException($"{address}: empty answer");
             var pixels = result.Images.SelectMany(png => Diffusion.Imaging.ImageGrid.DecodeGrey(Convert.FromBase64String(png)).Pixels).ToArray();
             var side = (int)Math.Sqrt(pixels.Length / result.Count);

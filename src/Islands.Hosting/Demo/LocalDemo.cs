@@ -23,9 +23,25 @@ public sealed record DemoPlan(int SchemaVersion, string DataSource, int K, int E
     public const string FileName = "demo.json";
 }
 
-/// <summary>One island of the demo as it is now.</summary>
-public sealed record DemoIslandState(string Island, string Job, string Phase, long Step, long TotalSteps, float? Loss, double ImagesPerSecond,
-    long? LastCheckpointStep, string? StatusUrl);
+/// <summary>
+/// One island of the demo as it is now. Step is null when it is not known (the island does not answer); TotalSteps is
+/// the plan's. Phase is the job's own (starting, training, completed, diverged, ...), "unreachable" when its node does
+/// not answer (Error says why) or "unknown" when the node answers without its job. A stopped island keeps the phase and
+/// step it last reported, and its checkpoint is the one it published on disk.
+/// </summary>
+public sealed record DemoIslandState(string Island, string Job, string Phase, long? Step, long? TotalSteps, float? Loss, double ImagesPerSecond,
+    long? LastCheckpointStep, float? LastCheckpointLoss, string? StatusUrl, string? Error = null, bool Stopped = false)
+{
+    /// <summary>Phases after which an island has no model worth serving, whatever it committed.</summary>
+    public static readonly IReadOnlySet<string> FailedPhases = new HashSet<string>(StringComparer.Ordinal) { "diverged", "failed" };
+
+    /// <summary>Why this island has no usable model, or null if it has one (a finite committed checkpoint, and a phase that did not fail).</summary>
+    public string? Unusable() =>
+        FailedPhases.Contains(Phase) ? $"{Island} (phase {Phase} at step {StatusText.Steps(Step, TotalSteps)})"
+        : LastCheckpointStep is null ? $"{Island} (no committed checkpoint; phase {Phase}, step {StatusText.Steps(Step, TotalSteps)}{(Error is null ? "" : $"; {Error}")})"
+        : LastCheckpointLoss is { } l && !float.IsFinite(l) ? $"{Island} (its checkpoint at step {LastCheckpointStep} has loss {StatusText.Loss(l)})"
+        : null;
+}
 
 /// <summary>
 /// The whole system on one machine, in one process, on the embedded defaults: the dataset (Fashion-MNIST, or the
@@ -36,6 +52,8 @@ public sealed record DemoIslandState(string Island, string Job, string Phase, lo
 public sealed class LocalDemo(string work, int httpPortBase, Action<string> log) : IAsyncDisposable
 {
     private readonly List<(string Island, string Job, WebApplication App)> islands = [];
+    private readonly Dictionary<string, DemoIslandState> lastKnown = [];
+    private readonly HashSet<string> stopped = [];
     private WebApplication? serving;
 
     public string Work { get; } = Path.GetFullPath(work);
@@ -113,36 +131,75 @@ public sealed class LocalDemo(string work, int httpPortBase, Action<string> log)
 
     private static string Str(int value) => value.ToString(CultureInfo.InvariantCulture);
 
+    private long TotalSteps(string job) => job == "router" ? Plan.RouterSteps : Plan.ExpertSteps;
+
+    /// <summary>
+    /// Every island as its own /status says, or, for an island this demo stopped, as it last said with the checkpoint it
+    /// published. Nothing is made up: a value that is not known is null.
+    /// </summary>
     public async Task<IReadOnlyList<DemoIslandState>> IslandStatesAsync(CancellationToken cancel)
     {
         using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(10) };
         var states = new List<DemoIslandState>();
         foreach (var (island, job, app) in islands)
         {
+            if (stopped.Contains(island))
+            {
+                states.Add(Stopped(island, job));
+                continue;
+            }
             var url = IslandNode.HttpAddress(app) + "/status";
+            DemoIslandState state;
             try
             {
                 var status = await http.GetFromJsonAsync<IslandStatus>(url, Json.Options, cancel);
-                var j = status?.Job;
-                states.Add(new DemoIslandState(island, job, j?.Phase ?? "starting", j?.Step ?? 0, j?.TotalSteps ?? 0, j?.Loss, j?.ImagesPerSecond ?? 0,
-                    j?.LastCheckpoint?.Step, url));
+                state = status?.Job is { } j
+                    ? new DemoIslandState(island, job, j.Phase, j.Step, j.TotalSteps > 0 ? j.TotalSteps : TotalSteps(job), j.Loss, j.ImagesPerSecond,
+                        j.LastCheckpoint?.Step, j.LastCheckpoint?.Loss, url)
+                    : new DemoIslandState(island, job, "unknown", null, TotalSteps(job), null, 0, lastKnown.GetValueOrDefault(island)?.LastCheckpointStep,
+                        lastKnown.GetValueOrDefault(island)?.LastCheckpointLoss, url, status?.JobError ?? "the node answered without its job");
             }
-            catch (Exception e) when (e is HttpRequestException or TaskCanceledException && !cancel.IsCancellationRequested)
+            catch (Exception e) when (e is HttpRequestException or JsonException or TaskCanceledException && !cancel.IsCancellationRequested)
             {
-                states.Add(new DemoIslandState(island, job, "stopped", 0, 0, null, 0, null, null));
+                state = new DemoIslandState(island, job, "unreachable", null, TotalSteps(job), null, 0, lastKnown.GetValueOrDefault(island)?.LastCheckpointStep,
+                    lastKnown.GetValueOrDefault(island)?.LastCheckpointLoss, url, $"{url}: {e.Message}");
             }
+            if (state.Phase is not ("unreachable" or "unknown")) lastKnown[island] = state;
+            states.Add(state);
         }
         return states;
     }
 
+    /// <summary>A stopped island: its last report, with the checkpoint it published (it commits and publishes as it stops).</summary>
+    private DemoIslandState Stopped(string island, string job)
+    {
+        var last = lastKnown.GetValueOrDefault(island) ?? new DemoIslandState(island, job, "unknown", null, TotalSteps(job), null, 0, null, null, null);
+        try
+        {
+            var (published, _) = Diffusion.Checkpoints.PublishedCheckpoint.ReadVerified(Path.Combine(Store, island));
+            // The loss is only known for the checkpoint the island last reported (published.json writes a NaN loss as null).
+            var loss = published.Step == last.LastCheckpointStep ? last.LastCheckpointLoss : published.Loss;
+            return last with { LastCheckpointStep = published.Step, LastCheckpointLoss = loss, StatusUrl = null, Stopped = true, ImagesPerSecond = 0 };
+        }
+        catch (Exception e) when (e is IslandsException or IOException)
+        {
+            return last with { LastCheckpointStep = null, LastCheckpointLoss = null, StatusUrl = null, Stopped = true, ImagesPerSecond = 0, Error = e.Message };
+        }
+    }
+
+    /// <summary>The islands that have no usable model, each with the reason (empty when every island has one).</summary>
+    public static IReadOnlyList<string> UnusableIslands(IEnumerable<DemoIslandState> states) =>
+        [.. states.Select(s => s.Unusable()).OfType<string>()];
+
     /// <summary>Stops the islands that have not finished: each commits and publishes its current step first.</summary>
     public async Task StopUnfinishedIslandsAsync(IReadOnlyList<DemoIslandState> states)
     {
-        foreach (var state in states.Where(s => s.Phase != "completed"))
+        foreach (var state in states.Where(s => s.Phase != "completed" && !stopped.Contains(s.Island)))
         {
             var (_, _, app) = islands.Single(i => i.Island == state.Island);
-            log($"{state.Island}: time budget reached at step {state.Step}/{state.TotalSteps}; committing and stopping (a rerun continues)");
+            log($"{state.Island}: time budget reached at step {StatusText.Steps(state.Step, state.TotalSteps)} (phase {state.Phase}); committing and stopping (a rerun continues)");
             await app.StopAsync();
+            stopped.Add(state.Island);
         }
     }
 
@@ -183,16 +240,37 @@ public sealed class LocalDemo(string work, int httpPortBase, Action<string> log)
         var seconds = clock.Elapsed.TotalSeconds;
         var pixels = new List<byte>();
         var side = 0;
-        foreach (var answer in answers)
-            foreach (var image in answer.GetProperty("images").EnumerateArray())
+        var problems = new List<string>();
+        for (var c = 0; c < answers.Length; c++)
+        {
+            var images = answers[c].GetProperty("images").EnumerateArray().Select(i => ImageGrid.DecodeGrey(i.GetBytesFromBase64())).ToList();
+            var nonFinite = answers[c].TryGetProperty("nonFiniteImages", out var n) && n.ValueKind == JsonValueKind.Number ? n.GetInt32() : 0;
+            if (ImageCheck(classes[c], images.Count, nonFinite, images.Count(i => IsConstant(i.Pixels))) is { } problem) problems.Add(problem);
+            foreach (var (grey, width, _) in images)
             {
-                var (grey, width, _) = ImageGrid.DecodeGrey(image.GetBytesFromBase64());
                 pixels.AddRange(grey);
                 side = width;
             }
+        }
+        if (problems.Count > 0)
+            throw new IslandsException($"the sampled images are not usable, so no grid was written: {string.Join("; ", problems)}");
+        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(output))!);
         ImageGrid.SavePng(output, [.. pixels], classes.Count * perClass, 1, side, side, columns: perClass);
         return (classes.Count * perClass, classes, seconds);
     }
+
+    /// <summary>What is wrong with one class's sampled images (non-finite values, one flat colour), or null if nothing is.</summary>
+    public static string? ImageCheck(string className, int images, int nonFinite, int constant)
+    {
+        var wrong = new List<string>();
+        if (images == 0) wrong.Add("no images came back");
+        if (nonFinite > 0) wrong.Add($"{nonFinite} of {images} hold NaN or infinite values");
+        if (constant > 0) wrong.Add($"{constant} of {images} are one flat colour");
+        return wrong.Count == 0 ? null : $"class '{className}': {string.Join(", ", wrong)}";
+    }
+
+    /// <summary>Whether every pixel of an image has the same value (what a NaN model's images become once quantised).</summary>
+    public static bool IsConstant(ReadOnlySpan<byte> pixels) => pixels.Length == 0 || !pixels.ContainsAnyExcept(pixels[0]);
 
     public async ValueTask DisposeAsync()
     {

@@ -207,6 +207,12 @@ public static class LocalCluster
         }
     }
 
+    /// <summary>The training steps an island's nodes were started with (their --steps), or null if they were not given any.</summary>
+    public static long? PlannedSteps(IEnumerable<ClusterProcess> nodes) => nodes
+        .Select(n => n.Arguments.ToList())
+        .Select(a => a.IndexOf("--steps") is var i and >= 0 && i + 1 < a.Count && long.TryParse(a[i + 1], NumberStyles.None, CultureInfo.InvariantCulture, out var steps) ? steps : (long?)null)
+        .FirstOrDefault(s => s is not null);
+
     public static async Task<IslandStatus?> IslandStatusAsync(HttpClient http, IEnumerable<ClusterProcess> nodes, CancellationToken cancel)
     {
         foreach (var node in nodes.Where(Alive))
