@@ -33,6 +33,25 @@ public static class ImageGrid
         return (pixels, image.Width, image.Height);
     }
 
+    /// <summary>The inverse of <see cref="EncodePng"/> for grey grids: the tiles' pixels, [count, height, width] bytes, row-major.</summary>
+    public static byte[] DecodeTiles(byte[] png, int count, int height, int width, int columns, int padding = 2, int scale = 2)
+    {
+        var (grid, gridWidth, gridHeight) = DecodeGrey(png);
+        var rows = (count + columns - 1) / columns;
+        if (gridWidth != (columns * (width + padding) + padding) * scale || gridHeight != (rows * (height + padding) + padding) * scale)
+            throw new ConfigException("grid", $"a {gridWidth}x{gridHeight} image is not a grid of {count} {width}x{height} tiles in {columns} columns");
+        var tiles = new byte[count * height * width];
+        for (var i = 0; i < count; i++)
+        {
+            var ox = padding + i % columns * (width + padding);
+            var oy = padding + i / columns * (height + padding);
+            for (var y = 0; y < height; y++)
+            for (var x = 0; x < width; x++)
+                tiles[(i * height + y) * width + x] = grid[((oy + y) * scale) * gridWidth + (ox + x) * scale];
+        }
+        return tiles;
+    }
+
     private static Image<L8> Render(byte[] pixels, int count, int channels, int height, int width, int columns, int padding, int scale)
     {
         if (count == 0) throw new ConfigException("--count", "no images to write");

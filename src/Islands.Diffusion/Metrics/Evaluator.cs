@@ -130,6 +130,19 @@ public sealed class Evaluator : IDisposable
         return result;
     }
 
+    /// <summary>
+    /// The fraction of class-conditional samples (images in [-1, 1]) that the classifier puts in the class they were asked
+    /// for: recognisability, which an all-black, noisy or NaN grid fails however well-formed it is. Chance is 1/classes.
+    /// </summary>
+    public double ClassAgreement(Tensor images, IReadOnlyList<long> classes)
+    {
+        if (images.shape[0] != classes.Count) throw new ArgumentException($"{images.shape[0]} images but {classes.Count} classes");
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var predicted = classifier.call(nan_to_num(images, 0, 0, 0)).argmax(1);
+        return predicted.eq(tensor(classes.ToArray())).to_type(ScalarType.Float32).mean().item<float>();
+    }
+
     /// <summary>FID and KID of images in [-1, 1] against the test split.</summary>
     public QualityReport Score(Tensor images)
     {
