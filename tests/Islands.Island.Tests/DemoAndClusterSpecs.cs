@@ -17,8 +17,8 @@ public sealed class DemoAndClusterSpecs(ITestOutputHelper output)
         return (code, stdout.ToString(), stderr.ToString());
     }
 
-    /// <summary>Chance is 10 %. See README "Numerics" for the measured agreement this threshold was chosen from.</summary>
-    private const double DemoMinimumAgreement = 0.0;
+    /// <summary>Chance is 10 %. Measured on the AMD EPYC VM: 25 % after 34 steps per expert (0.75 min), 53.8 % after 68 (1.5 min).</summary>
+    private const double DemoMinimumAgreement = 0.3;
 
     [Fact]
     public async Task Should_run_the_demo_on_the_synthetic_fallback_to_a_grid_through_the_api_and_resume_on_a_rerun()
