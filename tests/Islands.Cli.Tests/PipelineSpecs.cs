@@ -47,6 +47,14 @@ public sealed class PipelineSpecs
         var (values, shape) = Diffusion.IO.Npy.ReadFloat32(raw);
         Assert.Equal([16L, 1, 28, 28], shape);
         Assert.All(values, v => Assert.True(float.IsFinite(v)));
+        // Not an all-black or flat grid: every sample varies across its pixels.
+        for (var i = 0; i < 16; i++)
+        {
+            var pixels = values.Skip(i * 784).Take(784).ToArray();
+            var mean = pixels.Average();
+            var sd = Math.Sqrt(pixels.Average(v => (v - mean) * (v - mean)));
+            Assert.True(sd > 0.05, $"sample {i} is flat: standard deviation {sd:F4}");
+        }
 
         var eval = await CliRunner.RunAsync("eval", "--model", run, "--count", "200", "--steps", "4", "--evaluator-epochs", "1", "--evaluator-images", "3000", "--json");
         Assert.True(eval.ExitCode == 0, eval.Stderr);

@@ -56,9 +56,16 @@ public sealed class ServingApiSpecs(ServingNodeFixture fixture) : IClassFixture<
         Assert.Equal(4, body.GetProperty("imageStepsByExpert").GetArrayLength());
         Assert.Equal(15, body.GetProperty("imageStepsByExpert").EnumerateArray().Sum(e => e.GetInt64()));
         Assert.True(body.GetProperty("timings").GetProperty("totalSeconds").GetDouble() > 0);
+        Assert.Equal(0, body.GetProperty("nonFiniteImages").GetInt32());
         Assert.Contains(body.GetProperty("checkpoints").EnumerateArray(), c => c.GetProperty("job").GetString() == "router");
         var first = Convert.FromBase64String(body.GetProperty("images")[0].GetString()!);
         Assert.Equal((byte)'P', first[1]);
+        foreach (var image in body.GetProperty("images").EnumerateArray())
+        {
+            // Served images are looked at, not only decoded: none may be flat (all black, all grey, or NaN turned to 0).
+            var (pixels, _, _) = Diffusion.Imaging.ImageGrid.DecodeGrey(Convert.FromBase64String(image.GetString()!));
+            Assert.True(pixels.Max() - pixels.Min() >= 32, $"a served image is flat: pixel range {pixels.Min()}..{pixels.Max()}");
+        }
     }
 
     [Theory]
