@@ -59,7 +59,7 @@ public sealed record TrainingJob(string Name, TrainConfig? Expert, RouterConfig?
         if (File.Exists(configPath))
         {
             var frozen = Json.Read<RouterConfig>(configPath);
-            if (frozen with { Steps = config.Steps } != config with { Steps = config.Steps })
+            if (frozen with { Steps = config.Steps, MaxConsecutiveBadSteps = config.MaxConsecutiveBadSteps, MaxRollbacks = config.MaxRollbacks } != config)
                 throw new ConfigException("--out", $"{runDirectory} holds a router run with different settings; use the same options to resume, or a new --out");
         }
         var data = CanonicalDataset.Load(config.DataDirectory);
