@@ -18,6 +18,7 @@ public sealed record TrainingJob(string Name, TrainConfig? Expert, RouterConfig?
     public long TotalSteps => Expert?.Steps ?? Router!.Steps;
     public int BatchSize => Expert?.BatchSize ?? Router!.BatchSize;
     public int CheckpointEvery => Expert?.CheckpointEvery ?? Router!.CheckpointEvery;
+    public int MaxRollbacks => Expert?.MaxRollbacks ?? Router!.MaxRollbacks;
 
     public static TrainingJob ForExpert(TrainConfig config) =>
         new(config.Expert is { } k ? $"expert:{k}" : config.Job, config, null);
