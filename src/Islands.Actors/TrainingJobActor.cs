@@ -238,7 +238,9 @@ public sealed class TrainingJobActor : ReceivePersistentActor
         // "training" only once the worker has chosen its checkpoint, so a training status always says where it resumed from.
         state.Completed ? "completed" : state.Diverged ? "diverged" : stopRequester is not null ? "stopping"
             : worker is null || resumedFrom is null ? "starting" : "training",
-        state.Diverged ? state.DivergedStep : progress?.Step ?? state.LastCommitted?.Step ?? 0, settings.Job.TotalSteps, progress?.Loss, progress?.ImagesPerSecond ?? 0,
+        state.Diverged ? state.DivergedStep : progress?.Step ?? state.LastCommitted?.Step ?? 0, settings.Job.TotalSteps,
+        // A chunk of only skipped (non-finite) steps has no loss; JSON cannot carry NaN.
+        progress?.Loss is { } loss && float.IsFinite(loss) ? loss : null, progress?.ImagesPerSecond ?? 0,
         state.LastCommitted, state.Recoveries, Math.Max(0, workerStarts - 1), state.Rejected.Select(r => $"{r.Checkpoint}: {r.Reason}").ToList(),
         node, state.Diverged ? state.DivergedReason : lastError, resumedFrom, state.DivergedReason, progress?.BadSteps ?? 0, state.TotalRollbacks);
 

@@ -54,6 +54,7 @@ public sealed class TrainingWorker : ReceiveActor
         try
         {
             trainer = settings.Job.Open(settings.RunDirectory, message => log.Info("{0}", message));
+            if (settings.FaultNanFromStep is { } fault) trainer.FaultNanFromStep = fault;
         }
         catch (IslandsException e)
         {

@@ -19,6 +19,9 @@ public interface IChunkedTrainer : IDisposable
     /// <summary>Counts the steps skipped for a non-finite loss or gradient norm; Diverging asks the host to roll back.</summary>
     NonFiniteGuard Guard { get; }
 
+    /// <summary>Test only: from this step on the loss (and every gradient) is NaN; see <see cref="FaultInjection"/>.</summary>
+    long? FaultNanFromStep { get; set; }
+
     /// <summary>Rollbacks without progress allowed before the job ends as diverged (from its config).</summary>
     int MaxRollbacks { get; }
 
