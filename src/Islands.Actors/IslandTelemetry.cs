@@ -20,6 +20,10 @@ public static class IslandTelemetry
     public static readonly Counter<long> Restarts = Meter.CreateCounter<long>("islands.job.restarts", "{restart}", "Restarts of the training worker or the job actor after a failure");
     public static readonly Counter<long> RejectedCheckpoints = Meter.CreateCounter<long>("islands.checkpoint.rejected", "{checkpoint}", "Committed checkpoints that failed verification");
 
+    public static readonly Counter<long> SkippedSteps = Meter.CreateCounter<long>("islands.training.skipped_steps", "{step}", "Training steps skipped for a non-finite loss or gradient norm");
+    public static readonly Counter<long> Rollbacks = Meter.CreateCounter<long>("islands.training.rollbacks", "{rollback}", "Rollbacks to the last good checkpoint after too many non-finite steps");
+    public static readonly Counter<long> Divergences = Meter.CreateCounter<long>("islands.training.divergences", "{job}", "Jobs that ended in phase diverged");
+
     private static readonly ConcurrentDictionary<string, Snapshot> Latest = new();
 
     private sealed record Snapshot(float Loss, double StepsPerSecond, DateTimeOffset? LastCommit);

@@ -40,6 +40,8 @@ public sealed class IslandsSerializer(ExtendedActorSystem system) : SerializerWi
         ["ev:checkpoint-committed"] = typeof(CheckpointCommitted),
         ["ev:checkpoint-rejected"] = typeof(CheckpointRejected),
         ["ev:job-completed"] = typeof(JobCompleted),
+        ["ev:job-rolled-back"] = typeof(JobRolledBack),
+        ["ev:job-diverged"] = typeof(JobDiverged),
         ["models?"] = typeof(Serving.GetPublishedModels),
         ["models"] = typeof(Serving.PublishedModelsSnapshot),
         ["model-published"] = typeof(Serving.ModelPublished),

@@ -16,6 +16,9 @@ namespace Islands.Actors;
 /// job started or resumed, checkpoint committed (step, name in the store, SHA-256 of the manifest, loss), checkpoint
 /// rejected, job completed. A new incarnation (after a crash, on another node) replays the journal and resumes from the
 /// newest committed checkpoint that still verifies, journaling every one it has to skip. Weights never enter the journal.
+/// When the worker reports too many non-finite steps, the job journals a rollback and restarts the worker from the newest
+/// usable checkpoint; after the job's MaxRollbacks rollbacks without progress it journals <see cref="JobDiverged"/> and
+/// stays in phase <c>diverged</c> (also after a restart), with the reason in its status.
 /// </summary>
 public sealed class TrainingJobActor : ReceivePersistentActor
 {
@@ -49,6 +52,11 @@ public sealed class TrainingJobActor : ReceivePersistentActor
         if (state.Completed)
         {
             log.Info("island {0}: job {1} already completed at step {2}", settings.Island, settings.Job.Name, state.CompletedStep);
+            return;
+        }
+        if (state.Diverged)
+        {
+            log.Error("island {0}: job {1} diverged at step {2} and is not retried: {3}", settings.Island, settings.Job.Name, state.DivergedStep, state.DivergedReason);
             return;
         }
         using var activity = IslandTelemetry.Source.StartActivity("job.recovery");
@@ -120,8 +128,10 @@ public sealed class TrainingJobActor : ReceivePersistentActor
             resumedFrom = resume?.Step ?? 0;
             ready.Worker.Tell(new BeginTraining(resume?.Checkpoint, resume?.ManifestSha256));
         });
+        Command<TrainingTroubled>(OnTrainingTroubled);
         Command<WorkerProgress>(p =>
         {
+            if (state.Diverged) return;
             progress = p;
             lastError = null;
             IslandTelemetry.RecordChunk(settings.Island, p.Steps, p.Loss, p.StepsPerSecond);
@@ -135,7 +145,7 @@ public sealed class TrainingJobActor : ReceivePersistentActor
         });
         Command<TrainingFinished>(f =>
         {
-            if (state.Completed) return;
+            if (state.Completed || state.Diverged) return;
             Persist(new JobCompleted(f.Step, DateTimeOffset.UtcNow), e =>
             {
                 state = state.Apply(e);
@@ -169,6 +179,37 @@ public sealed class TrainingJobActor : ReceivePersistentActor
         });
     }
 
+    private void OnTrainingTroubled(TrainingTroubled trouble)
+    {
+        if (state.Completed || state.Diverged) return;
+        var worker = Sender;
+        var tag = IslandTelemetry.Tag(settings.Island);
+        if (state.RollbacksWithoutProgress >= settings.Job.MaxRollbacks)
+        {
+            var reason = $"{trouble.Reason}; gave up after {state.RollbacksWithoutProgress} rollback(s) to the last good checkpoint";
+            Persist(new JobDiverged(trouble.Step, reason, DateTimeOffset.UtcNow), e =>
+            {
+                state = state.Apply(e);
+                IslandTelemetry.Divergences.Add(1, tag);
+                log.Error("island {0}: job {1} diverged at step {2}: {3}", settings.Island, settings.Job.Name, e.Step, e.Reason);
+                if (this.worker is not null) Context.Stop(this.worker);
+                this.worker = null;
+            });
+            return;
+        }
+        var resume = state.NewestUsable();
+        Persist(new JobRolledBack(trouble.Step, trouble.FailedAt, trouble.Reason, resume?.Step ?? 0, resume?.Checkpoint, DateTimeOffset.UtcNow), e =>
+        {
+            state = state.Apply(e);
+            IslandTelemetry.Rollbacks.Add(1, tag);
+            log.Warning("island {0}: {1}; rolling back (rollback {2} of {3}) to {4}", settings.Island, e.Reason, state.RollbacksWithoutProgress,
+                settings.Job.MaxRollbacks, resume is null ? "the start" : $"step {resume.Step} ({resume.Checkpoint})");
+            resumedFrom = resume?.Step ?? 0;
+            progress = null;
+            worker.Tell(new BeginTraining(resume?.Checkpoint, resume?.ManifestSha256));
+        });
+    }
+
     private void OnCheckpointWritten(CheckpointWritten written)
     {
         var activity = IslandTelemetry.Source.StartActivity("checkpoint.commit");
@@ -195,10 +236,13 @@ public sealed class TrainingJobActor : ReceivePersistentActor
 
     private JobStatus Status() => new(settings.Island, settings.Job.Name,
         // "training" only once the worker has chosen its checkpoint, so a training status always says where it resumed from.
-        state.Completed ? "completed" : stopRequester is not null ? "stopping" : worker is null || resumedFrom is null ? "starting" : "training",
-        progress?.Step ?? state.LastCommitted?.Step ?? 0, settings.Job.TotalSteps, progress?.Loss, progress?.ImagesPerSecond ?? 0,
+        state.Completed ? "completed" : state.Diverged ? "diverged" : stopRequester is not null ? "stopping"
+            : worker is null || resumedFrom is null ? "starting" : "training",
+        state.Diverged ? state.DivergedStep : progress?.Step ?? state.LastCommitted?.Step ?? 0, settings.Job.TotalSteps,
+        // A chunk of only skipped (non-finite) steps has no loss; JSON cannot carry NaN.
+        progress?.Loss is { } loss && float.IsFinite(loss) ? loss : null, progress?.ImagesPerSecond ?? 0,
         state.LastCommitted, state.Recoveries, Math.Max(0, workerStarts - 1), state.Rejected.Select(r => $"{r.Checkpoint}: {r.Reason}").ToList(),
-        node, lastError, resumedFrom);
+        node, state.Diverged ? state.DivergedReason : lastError, resumedFrom, state.DivergedReason, progress?.BadSteps ?? 0, state.TotalRollbacks);
 
     protected override void OnRecoveryFailure(Exception reason, object? message = null)
     {
@@ -213,8 +257,10 @@ public sealed class TrainingJobActor : ReceivePersistentActor
     }
 
     /// <summary>The state rebuilt from the journal. Immutable, so applying an event is the only way it changes.</summary>
+    /// <param name="RollbacksWithoutProgress">Rollbacks since the last checkpoint committed past the step where trouble began.</param>
     public sealed record JobState(bool Started, ImmutableList<CheckpointCommitted> Committed, ImmutableList<CheckpointRejected> Rejected,
-        int Recoveries, bool Completed, long CompletedStep)
+        int Recoveries, bool Completed, long CompletedStep, int RollbacksWithoutProgress = 0, long? FailedAt = null, int TotalRollbacks = 0,
+        bool Diverged = false, long DivergedStep = 0, string? DivergedReason = null)
     {
         public static readonly JobState Empty = new(false, [], [], 0, false, 0);
 
@@ -230,7 +276,12 @@ public sealed class TrainingJobActor : ReceivePersistentActor
         {
             JobStarted => this with { Started = true },
             JobResumed => this with { Recoveries = Recoveries + 1 },
-            CheckpointCommitted c => this with { Committed = Committed.Add(c) },
+            CheckpointCommitted c => FailedAt is { } f && c.Step > f
+                ? this with { Committed = Committed.Add(c), RollbacksWithoutProgress = 0, FailedAt = null }
+                : this with { Committed = Committed.Add(c) },
+            JobRolledBack b => this with { RollbacksWithoutProgress = RollbacksWithoutProgress + 1, TotalRollbacks = TotalRollbacks + 1,
+                FailedAt = FailedAt is { } f ? Math.Min(f, b.FailedAt) : b.FailedAt },
+            JobDiverged d => this with { Diverged = true, DivergedStep = d.Step, DivergedReason = d.Reason },
             CheckpointRejected r => Rejected.Any(x => x.Checkpoint == r.Checkpoint) ? this : this with { Rejected = Rejected.Add(r) },
             JobCompleted d => this with { Completed = true, CompletedStep = d.Step },
             _ => throw new ArgumentOutOfRangeException(nameof(e), e.GetType().Name, "unknown job event"),
@@ -257,13 +308,16 @@ public sealed record TrainingStopped(string Island, long CommittedStep) : IIslan
 
 public sealed record CommittedCheckpoint(long Step, string Checkpoint, string ManifestSha256, float Loss, DateTimeOffset At) : IIslandsMessage;
 
-/// <param name="Phase">starting, training, stopping, completed, or waiting-for-journal.</param>
+/// <param name="Phase">starting, training, stopping, completed, diverged, or waiting-for-journal.</param>
 /// <param name="Recoveries">Incarnations of the job that resumed from the journal (after a crash, a hand-over, a restart).</param>
 /// <param name="WorkerRestarts">Restarts of the training worker in the current incarnation.</param>
 /// <param name="ResumedFromStep">The committed step the current worker started from (0: from scratch); null before it started.</param>
+/// <param name="DivergedReason">Why the job ended in phase diverged (non-finite steps after its rollbacks); null otherwise.</param>
+/// <param name="BadSteps">Steps the current worker skipped for a non-finite loss or gradient norm.</param>
+/// <param name="Rollbacks">Rollbacks to the last good checkpoint in the job's history (journaled).</param>
 public sealed record JobStatus(string Island, string Job, string Phase, long Step, long TotalSteps, float? Loss, double ImagesPerSecond,
     CommittedCheckpoint? LastCheckpoint, int Recoveries, int WorkerRestarts, IReadOnlyList<string> RejectedCheckpoints, string? Node, string? LastError,
-    long? ResumedFromStep = null) : IIslandsMessage;
+    long? ResumedFromStep = null, string? DivergedReason = null, long BadSteps = 0, int Rollbacks = 0) : IIslandsMessage;
 
 public interface IJobEvent : IIslandsMessage;
 
@@ -276,3 +330,9 @@ public sealed record CheckpointCommitted(long Step, string Checkpoint, string Ma
 public sealed record CheckpointRejected(long Step, string Checkpoint, string Reason, DateTimeOffset At) : IJobEvent;
 
 public sealed record JobCompleted(long Step, DateTimeOffset At) : IJobEvent;
+
+/// <summary>The worker reported non-finite trouble at <paramref name="Step"/> (beginning at FailedAt); it restarts from ToCheckpoint (null: the start).</summary>
+public sealed record JobRolledBack(long Step, long FailedAt, string Reason, long ToStep, string? ToCheckpoint, DateTimeOffset At) : IJobEvent;
+
+/// <summary>The job gave up: too many rollbacks without progress. A new incarnation stays diverged instead of retrying.</summary>
+public sealed record JobDiverged(long Step, string Reason, DateTimeOffset At) : IJobEvent;

@@ -23,6 +23,8 @@ public sealed class TrainingWorker : ReceiveActor
     private readonly ILoggingAdapter log = Context.GetLogger();
     private IChunkedTrainer? trainer;
     private long lastCommittedStep;
+    private long badStepsReported;
+    private long badStepsOfEarlierTrainers;
 
     public TrainingWorker(IActorRef job, IslandJobSettings settings)
     {
@@ -42,9 +44,17 @@ public sealed class TrainingWorker : ReceiveActor
     {
         // Several islands in one process (the demo) each get a share of the cores instead of all of them each.
         if (settings.TorchThreads > 0) TorchSetup.SetThreadsOfCurrentThread(settings.TorchThreads);
+        // A rollback asks again (BeginTraining from the job actor): start from a freshly opened trainer every time.
+        if (trainer is not null)
+        {
+            badStepsOfEarlierTrainers += trainer.Guard.BadSteps;
+            trainer.Dispose();
+            trainer = null;
+        }
         try
         {
             trainer = settings.Job.Open(settings.RunDirectory, message => log.Info("{0}", message));
+            if (settings.FaultNanFromStep is { } fault) trainer.FaultNanFromStep = fault;
         }
         catch (IslandsException e)
         {
@@ -85,8 +95,32 @@ public sealed class TrainingWorker : ReceiveActor
         var loss = t.Train(Math.Min(settings.ChunkSteps, untilCheckpoint));
         var steps = (int)(t.Step - before);
         var seconds = Math.Max(1e-9, watch.Elapsed.TotalSeconds);
-        job.Tell(new WorkerProgress(t.Step, loss, steps, steps / seconds, steps * t.BatchSize / seconds));
-        if (t.Step % t.CheckpointEvery == 0 || t.Step >= t.TotalSteps) CommitNow(loss);
+        var badSteps = badStepsOfEarlierTrainers + t.Guard.BadSteps;
+        if (badSteps > badStepsReported) IslandTelemetry.SkippedSteps.Add(badSteps - badStepsReported, IslandTelemetry.Tag(settings.Island));
+        badStepsReported = badSteps;
+        job.Tell(new WorkerProgress(t.Step, loss, steps, steps / seconds, steps * t.BatchSize / seconds, badSteps));
+        var trouble = Rollback.Needed(t, settings.Job.Name);
+        // No checkpoint is committed in the middle of a streak of bad steps: a rollback must land before the streak.
+        if (trouble is null && t.Guard.ConsecutiveBadSteps == 0 && (t.Step % t.CheckpointEvery == 0 || t.Step >= t.TotalSteps))
+        {
+            try
+            {
+                CommitNow(loss);
+            }
+            catch (NonFiniteTensorException e)
+            {
+                trouble = (e.Message, t.Step);
+            }
+        }
+        if (trouble is null && t.Step >= t.TotalSteps && t.Guard.ConsecutiveBadSteps > 0)
+            trouble = (t.Guard.Describe(settings.Job.Name) + " at the end of the run", t.Guard.StreakStartedAt ?? t.Step);
+        if (trouble is { } bad)
+        {
+            // The job actor decides (and journals) whether to roll back, answering with BeginTraining, or to end diverged.
+            log.Warning("island {0}: {1}; asking the job to roll back", settings.Island, bad.Reason);
+            job.Tell(new TrainingTroubled(t.Step, bad.FailedAt, bad.Reason));
+            return;
+        }
         if (t.Step >= t.TotalSteps) job.Tell(new TrainingFinished(t.Step));
         else Self.Tell(RunChunk.Instance);
     }
@@ -100,7 +134,9 @@ public sealed class TrainingWorker : ReceiveActor
 
     private void CommitAndStopNow()
     {
-        if (trainer is not null && trainer.Step > lastCommittedStep)
+        if (trainer is not null && trainer.Guard.ConsecutiveBadSteps > 0)
+            log.Warning("island {0}: not committing step {1} on stop: {2} bad step(s) in a row", settings.Island, trainer.Step, trainer.Guard.ConsecutiveBadSteps);
+        if (trainer is not null && trainer.Step > lastCommittedStep && trainer.Guard.ConsecutiveBadSteps == 0)
         {
             var history = trainer.LossHistory;
             CommitNow(history.Count == 0 ? float.NaN : history[^1]);
@@ -129,7 +165,14 @@ public sealed class TrainingWorker : ReceiveActor
         public static readonly CommitAndStop Instance = new();
     }
 
-    public sealed record WorkerProgress(long Step, float Loss, int Steps, double StepsPerSecond, double ImagesPerSecond) : INoSerializationVerificationNeeded;
+    /// <param name="BadSteps">Steps skipped for a non-finite loss or gradient norm by this worker so far.</param>
+    public sealed record WorkerProgress(long Step, float Loss, int Steps, double StepsPerSecond, double ImagesPerSecond, long BadSteps = 0) : INoSerializationVerificationNeeded;
+
+    /// <summary>
+    /// Worker to job: too many non-finite steps in a row (from <paramref name="FailedAt"/>), or a checkpoint refused for a
+    /// non-finite weight. The worker waits: the job answers with BeginTraining (a rollback) or stops it (diverged).
+    /// </summary>
+    public sealed record TrainingTroubled(long Step, long FailedAt, string Reason) : INoSerializationVerificationNeeded;
 
     /// <summary>A checkpoint is on disk (atomically); it counts only once the job actor has journaled it.</summary>
     public sealed record CheckpointWritten(CheckpointRef Checkpoint, float Loss) : INoSerializationVerificationNeeded;

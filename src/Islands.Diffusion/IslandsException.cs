@@ -31,3 +31,22 @@ public sealed class CheckpointException(string path, string problem, Exception? 
 {
     public string Path { get; } = path;
 }
+
+/// <summary>
+/// A training job kept producing non-finite losses or gradients: it skipped its bad steps, rolled back to its last good
+/// checkpoint as often as allowed, and still failed. The message names the job, the step and the reason.
+/// </summary>
+public sealed class TrainingDivergedException(string job, long step, string reason)
+    : IslandsException($"{job}: training diverged at step {step}: {reason}")
+{
+    public string Job { get; } = job;
+    public long Step { get; } = step;
+    public string Reason { get; } = reason;
+}
+
+/// <summary>A tensor that was about to be committed, published or served holds NaN or infinity.</summary>
+public sealed class NonFiniteTensorException(string what, string tensor)
+    : IslandsException($"{what}: tensor '{tensor}' is not finite (NaN or infinity); refusing it")
+{
+    public string Tensor { get; } = tensor;
+}

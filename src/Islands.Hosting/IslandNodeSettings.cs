@@ -20,7 +20,8 @@ public sealed record IslandNodeSettings(
     public string SystemName => "islands-" + Island;
     public string Protocol => Tls.Enabled ? "akka.ssl.tcp" : "akka.tcp";
 
-    public IslandJobSettings JobSettings => new(Island, Job, RunDirectory, ChunkSteps, MinBackoff, MaxBackoff, JournalDescription, TorchThreads);
+    public IslandJobSettings JobSettings => new(Island, Job, RunDirectory, ChunkSteps, MinBackoff, MaxBackoff, JournalDescription, TorchThreads,
+        FaultInjection.Parse(Hocon.GetString("islands.test.fault-nan-from-step", ""), Job.Name));
 
     /// <summary>The journal for logs and status: provider and location only, so a password never leaves the process.</summary>
     public string JournalDescription

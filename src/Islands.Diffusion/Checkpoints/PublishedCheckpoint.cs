@@ -21,11 +21,24 @@ public sealed record PublishedCheckpoint(
     public static PublishedCheckpoint Publish(string runDirectory, string job, string island, CheckpointRef checkpoint)
     {
         CheckpointStore.VerifyManifestHash(checkpoint.Directory, checkpoint.ManifestSha256);
+        ThrowIfNonFinite(job, checkpoint.Directory);
         var manifest = Json.Read<CheckpointManifest>(Path.Combine(checkpoint.Directory, CheckpointManifest.FileName));
         var published = new PublishedCheckpoint(CurrentSchemaVersion, job, island, checkpoint.Step,
             Path.GetRelativePath(runDirectory, checkpoint.Directory), checkpoint.ManifestSha256, manifest.Files, manifest.Loss, DateTimeOffset.UtcNow);
         Json.WriteAtomic(Path.Combine(runDirectory, FileName), published);
         return published;
+    }
+
+    /// <summary>
+    /// Throws <see cref="CheckpointException"/> when the weights that readers serve from this checkpoint (the router's,
+    /// or an expert's EMA) hold NaN or infinity: such a checkpoint is never published, and serving refuses it.
+    /// </summary>
+    public static void ThrowIfNonFinite(string job, string directory)
+    {
+        var file = Path.Combine(directory, job == "router" ? Routing.RouterTrainer.WeightsFile : Training.ExpertTrainer.EmaFile);
+        if (!File.Exists(file)) return; // the loader reports a missing weights file
+        if (WeightsFile.FirstNonFinite(file) is { } tensor)
+            throw new CheckpointException(file, $"tensor '{tensor}' is not finite (NaN or infinity); refusing to publish or serve it");
     }
 
     /// <summary>Reads a run's published checkpoint and verifies the manifest and every file it names; throws if anything differs.</summary>

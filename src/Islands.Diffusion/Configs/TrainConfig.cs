@@ -4,6 +4,10 @@ namespace Islands.Diffusion.Configs;
 /// Everything that determines a training run. Saved frozen as config.json in the run directory; every later command
 /// (resume, sample, eval) rebuilds the run from that file.
 /// </summary>
+/// <param name="MaxConsecutiveBadSteps">Steps in a row with a non-finite loss or gradient norm (each skipped: weights and
+/// optimizer untouched) after which the run rolls back to its last good checkpoint.</param>
+/// <param name="MaxRollbacks">Rollbacks without progress past the failing step before the run ends as diverged. Neither
+/// knob takes part in <see cref="DifferencesForResume"/>: a config.json written before they existed loads with the defaults.</param>
 public sealed record TrainConfig(
     string Job = "expert",
     string DataDirectory = "",
@@ -24,7 +28,9 @@ public sealed record TrainConfig(
     int CheckpointEvery = 500,
     int KeepCheckpoints = 3,
     string Precision = "fp32",
-    int SchemaVersion = TrainConfig.CurrentSchemaVersion)
+    int SchemaVersion = TrainConfig.CurrentSchemaVersion,
+    int MaxConsecutiveBadSteps = 5,
+    int MaxRollbacks = 2)
 {
     public const int CurrentSchemaVersion = 1;
     public ModelConfig ModelOrDefault => Model ?? new ModelConfig();
@@ -49,6 +55,8 @@ public sealed record TrainConfig(
         if (CheckpointEvery < 1) yield return $"--checkpoint-every: {CheckpointEvery} must be at least 1";
         if (KeepCheckpoints < 1) yield return $"--keep: {KeepCheckpoints} must be at least 1";
         if (Precision is not ("fp32" or "bf16")) yield return $"--precision: '{Precision}' must be fp32 or bf16";
+        if (MaxConsecutiveBadSteps < 1) yield return $"maxConsecutiveBadSteps: {MaxConsecutiveBadSteps} must be at least 1";
+        if (MaxRollbacks < 0) yield return $"maxRollbacks: {MaxRollbacks} must not be negative";
         foreach (var e in ModelOrDefault.Validate()) yield return e;
     }
 

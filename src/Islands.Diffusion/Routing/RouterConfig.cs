@@ -1,6 +1,8 @@
 namespace Islands.Diffusion.Routing;
 
 /// <summary>Frozen configuration of a learned router run (config.json in its run directory).</summary>
+/// <param name="MaxConsecutiveBadSteps">Non-finite steps in a row (each skipped) before the run rolls back; see TrainConfig.</param>
+/// <param name="MaxRollbacks">Rollbacks without progress before the run ends as diverged.</param>
 public sealed record RouterConfig(
     string Job = "router",
     string DataDirectory = "",
@@ -16,7 +18,9 @@ public sealed record RouterConfig(
     int Seed = 0,
     int CheckpointEvery = 500,
     int KeepCheckpoints = 3,
-    int SchemaVersion = RouterConfig.CurrentSchemaVersion)
+    int SchemaVersion = RouterConfig.CurrentSchemaVersion,
+    int MaxConsecutiveBadSteps = 5,
+    int MaxRollbacks = 2)
 {
     public const int CurrentSchemaVersion = 1;
 
@@ -33,6 +37,8 @@ public sealed record RouterConfig(
         if (LearningRate is <= 0 or > 1) yield return $"--lr: {LearningRate} must lie in (0, 1]";
         if (HeldOutFraction is <= 0 or >= 1) yield return $"heldOutFraction: {HeldOutFraction} must lie in (0, 1)";
         if (CheckpointEvery < 1) yield return $"--checkpoint-every: {CheckpointEvery} must be at least 1";
+        if (MaxConsecutiveBadSteps < 1) yield return $"maxConsecutiveBadSteps: {MaxConsecutiveBadSteps} must be at least 1";
+        if (MaxRollbacks < 0) yield return $"maxRollbacks: {MaxRollbacks} must not be negative";
     }
 
     public void ThrowIfInvalid() => ConfigException.ThrowFirst(Validate());

@@ -38,6 +38,11 @@ public sealed class RouterTrainer : IChunkedTrainer
     public long TotalSteps => config.Steps;
     public int BatchSize => config.BatchSize;
     public int CheckpointEvery => config.CheckpointEvery;
+    public NonFiniteGuard Guard { get; }
+    public int MaxRollbacks => config.MaxRollbacks;
+
+    /// <summary>Test-only: from this step on the loss is NaN. Defaults to <see cref="FaultInjection"/>'s variable (job "router").</summary>
+    public long? FaultNanFromStep { get; set; } = FaultInjection.NanFromStep("router");
     public CheckpointStore Checkpoints => checkpoints ?? throw new InvalidOperationException("this trainer was built without a checkpoint store");
     public CheckpointRef Commit() => SaveCheckpoint(Checkpoints);
     public void Restore(string checkpointDirectory) => LoadCheckpoint(checkpointDirectory);
@@ -48,6 +53,7 @@ public sealed class RouterTrainer : IChunkedTrainer
         this.checkpoints = checkpoints;
         config.ThrowIfInvalid();
         this.config = config;
+        Guard = new NonFiniteGuard(config.MaxConsecutiveBadSteps);
         var n = allImages.shape[0];
         if (assignments.Length != n) throw new ConfigException("--partitions", $"assigns {assignments.Length} images but the dataset has {n}");
         using var generator = new Generator((ulong)config.Seed + 17);
@@ -74,8 +80,9 @@ public sealed class RouterTrainer : IChunkedTrainer
         var watch = Stopwatch.StartNew();
         double sum = 0;
         var done = 0;
+        var good = 0;
         Router.train();
-        while (done < maxSteps && Step < config.Steps && !cancel.IsCancellationRequested)
+        while (done < maxSteps && Step < config.Steps && !cancel.IsCancellationRequested && !Guard.Diverging)
         {
             using var scope = NewDisposeScope();
             using var generator = new Generator(ExpertTrainer.StepSeed(config.Seed, Step));
@@ -88,19 +95,30 @@ public sealed class RouterTrainer : IChunkedTrainer
             var eps = randn(x0.shape, generator: generator);
             var logits = Router.call(FlowMatching.Interpolate(x0, eps, t), t, c);
             var loss = nn.functional.cross_entropy(logits, targets.index_select(0, index));
+            if (FaultNanFromStep is { } from && Step >= from) loss = loss * float.NaN;
             foreach (var g in optimizer.ParamGroups)
                 g.LearningRate = LearningRateSchedule.At(Step, config.LearningRate, Math.Min(100, config.Steps / 10), config.Steps, 0.1);
             optimizer.zero_grad();
             loss.backward();
-            optimizer.step();
             var value = loss.item<float>();
+            // A bad step (see NonFiniteGuard) leaves weights and optimizer untouched but still advances Step.
+            if (Guard.Record(Step, value, NonFiniteGuard.GradientNorm(Router.parameters())))
+            {
+                optimizer.step();
+                sum += value;
+                good++;
+            }
+            else
+            {
+                optimizer.zero_grad();
+                value = float.NaN;
+            }
             lossHistory.Add(value);
-            sum += value;
             Step++;
             done++;
         }
         trainSeconds += watch.Elapsed.TotalSeconds;
-        return done == 0 ? float.NaN : (float)(sum / done);
+        return good == 0 ? float.NaN : (float)(sum / good);
     }
 
     /// <summary>Accuracy and expected calibration error (10 confidence bins) on the held-out images, per band of t.</summary>
@@ -143,7 +161,8 @@ public sealed class RouterTrainer : IChunkedTrainer
     }
 
     public CheckpointRef SaveCheckpoint(CheckpointStore store) =>
-        TrainingCheckpoint.Save(store, new TrainingState(Step, config.Seed, Step * config.BatchSize, trainSeconds, lossHistory.ToArray()), config.KeepCheckpoints, dir =>
+        TrainingCheckpoint.Save(store, new TrainingState(Step, config.Seed, Step * config.BatchSize, trainSeconds, lossHistory.ToArray()), config.KeepCheckpoints,
+            [("router", Router)], dir =>
         {
             Router.save(Path.Combine(dir, WeightsFile));
             optimizer.save_state_dict(Path.Combine(dir, OptimizerFile));
@@ -157,6 +176,7 @@ public sealed class RouterTrainer : IChunkedTrainer
             optimizer.load_state_dict(Path.Combine(dir, OptimizerFile));
         });
         Step = state.Step;
+        Guard.Reset();
         trainSeconds = state.TrainSeconds;
         lossHistory.Clear();
         lossHistory.AddRange(state.LossHistory);

@@ -36,6 +36,9 @@ public static class PublishedModels
             try
             {
                 var (published, directory) = PublishedCheckpoint.ReadVerified(run);
+                // Weights with NaN or infinity are refused like a corrupt checkpoint; a sampler already serving an
+                // earlier checkpoint of that expert keeps it.
+                PublishedCheckpoint.ThrowIfNonFinite(published.Job, directory);
                 var model = new PublishedModel(published.Job, ExpertIndex(published.Job), published.Island, published.Step, run, directory,
                     published.ManifestSha256, published.PublishedUtc);
                 found.Add(model);

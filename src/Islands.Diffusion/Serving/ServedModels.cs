@@ -28,6 +28,8 @@ public static class ServedModels
         try
         {
             model.load(Path.Combine(published.CheckpointDirectory, ExpertTrainer.EmaFile));
+            if (NonFiniteGuard.FirstNonFinite(model) is { } tensor)
+                throw new InvalidOperationException($"tensor '{tensor}' is not finite (NaN or infinity)");
             model.eval();
             var velocity = Bfloat16Velocity.ForPrecision(model, precision);
             return new ServedExpert(velocity, model, config.ModelOrDefault, published);
@@ -35,7 +37,7 @@ public static class ServedModels
         catch (Exception e) when (e is ArgumentException or InvalidOperationException or IOException or KeyNotFoundException)
         {
             model.Dispose();
-            throw new CheckpointException(published.CheckpointDirectory, $"weights do not fit the model in config.json ({e.Message})", e);
+            throw new CheckpointException(published.CheckpointDirectory, $"weights do not fit the model in config.json or are not finite ({e.Message})", e);
         }
     }
 
@@ -66,13 +68,15 @@ public static class ServedModels
         try
         {
             router.load(Path.Combine(published.CheckpointDirectory, RouterTrainer.WeightsFile));
+            if (NonFiniteGuard.FirstNonFinite(router) is { } tensor)
+                throw new InvalidOperationException($"tensor '{tensor}' is not finite (NaN or infinity)");
             router.eval();
             return (router, config);
         }
         catch (Exception e) when (e is ArgumentException or InvalidOperationException or IOException or KeyNotFoundException)
         {
             router.Dispose();
-            throw new CheckpointException(published.CheckpointDirectory, $"router weights do not fit its config.json ({e.Message})", e);
+            throw new CheckpointException(published.CheckpointDirectory, $"router weights do not fit its config.json or are not finite ({e.Message})", e);
         }
     }
 }

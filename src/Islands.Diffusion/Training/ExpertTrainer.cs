@@ -38,6 +38,14 @@ public sealed class ExpertTrainer : IChunkedTrainer
     public double TrainSeconds => trainSeconds;
     public long TotalSteps => config.Steps;
     public long TrainImageCount => images.shape[0];
+    public NonFiniteGuard Guard { get; }
+    public int MaxRollbacks => config.MaxRollbacks;
+
+    /// <summary>Test-only: from this step on the loss (and so every gradient) is NaN. Defaults to <see cref="FaultInjection"/>'s variable.</summary>
+    public long? FaultNanFromStep { get; set; }
+
+    /// <summary>Test-only: skip the finiteness check (bench train measures its cost this way). Never turn it off in a run.</summary>
+    public bool GuardEnabled { get; set; } = true;
     public int BatchSize => config.BatchSize;
     public int CheckpointEvery => config.CheckpointEvery;
     public CheckpointStore Checkpoints => checkpoints ?? throw new InvalidOperationException("this trainer was built without a checkpoint store");
@@ -53,6 +61,8 @@ public sealed class ExpertTrainer : IChunkedTrainer
         config.ThrowIfInvalid();
         if (images.shape[0] == 0) throw new ConfigException("--expert", "the partition holds no training images");
         this.config = config;
+        Guard = new NonFiniteGuard(config.MaxConsecutiveBadSteps);
+        FaultNanFromStep = FaultInjection.NanFromStep(TrainingJob.ForExpert(config).Name);
         this.device = device ?? CPU;
         this.images = images.to(this.device).DetachFromDisposeScope();
         this.labels = labels.to(this.device).DetachFromDisposeScope();
@@ -84,16 +94,24 @@ public sealed class ExpertTrainer : IChunkedTrainer
         var stopwatch = Stopwatch.StartNew();
         double sum = 0;
         var done = 0;
+        var good = 0;
         Model.train();
-        while (done < maxSteps && Step < config.Steps && !cancel.IsCancellationRequested)
+        while (done < maxSteps && Step < config.Steps && !cancel.IsCancellationRequested && !Guard.Diverging)
         {
-            sum += TrainStep();
+            var loss = TrainStep();
             done++;
+            if (!float.IsFinite(loss)) continue;
+            sum += loss;
+            good++;
         }
         trainSeconds += stopwatch.Elapsed.TotalSeconds;
-        return done == 0 ? float.NaN : (float)(sum / done);
+        return good == 0 ? float.NaN : (float)(sum / good);
     }
 
+    /// <summary>
+    /// One step. A bad step (loss or total gradient norm not finite) zeroes the gradients and skips the optimizer and the
+    /// EMA, records NaN in the loss history, and still advances Step (and ImagesSeen) like a good one.
+    /// </summary>
     private float TrainStep()
     {
         using var scope = NewDisposeScope();
@@ -113,7 +131,7 @@ public sealed class ExpertTrainer : IChunkedTrainer
         Tensor loss;
         if (compute is null)
         {
-            loss = nn.functional.mse_loss(Model.call(xt, t, classes), FlowMatching.TargetVelocity(x0, eps));
+            loss = InjectFault(nn.functional.mse_loss(Model.call(xt, t, classes), FlowMatching.TargetVelocity(x0, eps)));
             loss.backward();
         }
         else
@@ -124,7 +142,7 @@ public sealed class ExpertTrainer : IChunkedTrainer
             }
             compute.zero_grad();
             var prediction = compute.call(xt.to_type(ScalarType.BFloat16), t, classes).to_type(ScalarType.Float32);
-            loss = nn.functional.mse_loss(prediction, FlowMatching.TargetVelocity(x0, eps));
+            loss = InjectFault(nn.functional.mse_loss(prediction, FlowMatching.TargetVelocity(x0, eps)));
             loss.backward();
             using (no_grad())
             {
@@ -137,16 +155,26 @@ public sealed class ExpertTrainer : IChunkedTrainer
                 }
             }
         }
-        if (config.GradClip > 0) nn.utils.clip_grad_norm_(parameters, config.GradClip);
-        optimizer.step();
-        UpdateEma();
-
+        var norm = config.GradClip > 0 ? nn.utils.clip_grad_norm_(parameters, config.GradClip)
+            : GuardEnabled ? NonFiniteGuard.GradientNorm(parameters) : 0;
         var value = loss.item<float>();
+        if (!GuardEnabled || Guard.Record(Step, value, norm))
+        {
+            optimizer.step();
+            UpdateEma();
+        }
+        else
+        {
+            optimizer.zero_grad();
+            value = float.NaN;
+        }
         lossHistory.Add(value);
         Step++;
         ImagesSeen += batch;
         return value;
     }
+
+    private Tensor InjectFault(Tensor loss) => FaultNanFromStep is { } from && Step >= from ? loss * float.NaN : loss;
 
     private void UpdateEma()
     {
@@ -170,7 +198,8 @@ public sealed class ExpertTrainer : IChunkedTrainer
     public const string OptimizerFile = "optimizer.bin";
 
     public CheckpointRef SaveCheckpoint(CheckpointStore store) =>
-        TrainingCheckpoint.Save(store, new TrainingState(Step, config.Seed, ImagesSeen, trainSeconds, lossHistory.ToArray()), config.KeepCheckpoints, dir =>
+        TrainingCheckpoint.Save(store, new TrainingState(Step, config.Seed, ImagesSeen, trainSeconds, lossHistory.ToArray()), config.KeepCheckpoints,
+            [("model", Model), ("ema", Ema)], dir =>
         {
             Model.save(Path.Combine(dir, ModelFile));
             Ema.save(Path.Combine(dir, EmaFile));
@@ -187,6 +216,7 @@ public sealed class ExpertTrainer : IChunkedTrainer
             optimizer.load_state_dict(Path.Combine(dir, OptimizerFile));
         });
         Step = state.Step;
+        Guard.Reset();
         ImagesSeen = state.ImagesSeen;
         trainSeconds = state.TrainSeconds;
         lossHistory.Clear();

@@ -10,9 +10,12 @@ namespace Islands.Diffusion.Training;
 /// </summary>
 public static class TrainingCheckpoint
 {
-    public static CheckpointRef Save(CheckpointStore store, TrainingState state, int keep, Action<string> writeModelFiles)
+    /// <param name="weights">Every module whose tensors the checkpoint holds: all must be finite, or nothing is committed.</param>
+    public static CheckpointRef Save(CheckpointStore store, TrainingState state, int keep, IReadOnlyList<(string Prefix, TorchSharp.torch.nn.Module Module)> weights,
+        Action<string> writeModelFiles)
     {
-        var recent = state.LossHistory.Count == 0 ? (float?)null : state.LossHistory.TakeLast(50).Average();
+        NonFiniteGuard.ThrowIfNonFinite($"checkpoint of step {state.Step} in {store.Root}", weights);
+        var recent = RecentLoss(state.LossHistory);
         var committed = store.Commit(state.Step, recent, dir =>
         {
             writeModelFiles(dir);
@@ -20,6 +23,13 @@ public static class TrainingCheckpoint
         });
         store.Prune(keep);
         return committed;
+    }
+
+    /// <summary>Mean of the last 50 finite losses (skipped steps record NaN), or null.</summary>
+    public static float? RecentLoss(IReadOnlyList<float> history)
+    {
+        var finite = history.TakeLast(50).Where(float.IsFinite).ToList();
+        return finite.Count == 0 ? null : finite.Average();
     }
 
     public static TrainingState Load(string directory, int expectedSeed, string what, Action<string> loadModelFiles)

@@ -18,6 +18,7 @@ public sealed record TrainingJob(string Name, TrainConfig? Expert, RouterConfig?
     public long TotalSteps => Expert?.Steps ?? Router!.Steps;
     public int BatchSize => Expert?.BatchSize ?? Router!.BatchSize;
     public int CheckpointEvery => Expert?.CheckpointEvery ?? Router!.CheckpointEvery;
+    public int MaxRollbacks => Expert?.MaxRollbacks ?? Router!.MaxRollbacks;
 
     public static TrainingJob ForExpert(TrainConfig config) =>
         new(config.Expert is { } k ? $"expert:{k}" : config.Job, config, null);
@@ -59,7 +60,7 @@ public sealed record TrainingJob(string Name, TrainConfig? Expert, RouterConfig?
         if (File.Exists(configPath))
         {
             var frozen = Json.Read<RouterConfig>(configPath);
-            if (frozen with { Steps = config.Steps } != config with { Steps = config.Steps })
+            if (frozen with { Steps = config.Steps, MaxConsecutiveBadSteps = config.MaxConsecutiveBadSteps, MaxRollbacks = config.MaxRollbacks } != config)
                 throw new ConfigException("--out", $"{runDirectory} holds a router run with different settings; use the same options to resume, or a new --out");
         }
         var data = CanonicalDataset.Load(config.DataDirectory);
