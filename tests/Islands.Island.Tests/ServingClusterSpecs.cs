@@ -5,6 +5,7 @@ using Akka.Actor;
 using Akka.Cluster.Sharding;
 using Akka.Hosting;
 using Islands.Actors.Serving;
+using Islands.Diffusion.Checkpoints;
 using Microsoft.Extensions.DependencyInjection;
 using Xunit.Abstractions;
 
@@ -205,5 +206,54 @@ public sealed class ServingClusterSpecs(ITestOutputHelper output)
         var fresh = await Json(await http.GetAsync($"/v1/generations/{freshId}"));
         Assert.Equal(freshId, fresh.GetProperty("id").GetString());
         Assert.Equal(1, fresh.GetProperty("images").GetArrayLength());
+    }
+
+    [Fact]
+    public async Task Should_keep_serving_the_previous_good_expert_when_its_island_publishes_non_finite_weights()
+    {
+        var store = await ServingTestStore.CopyAsync();
+        await using var cluster = await LocalServing.StartAsync(1, store, "islands.serving.rescan-interval = 1s");
+        using var http = ServingTestStore.Client(cluster.Nodes[0].Http);
+        async Task<JsonElement> Generate()
+        {
+            using var response = await ServingTestStore.PostAsync(http, new { count = 4, steps = 3, strategy = "full", format = "json", seed = 5 });
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            return await Json(response);
+        }
+        static long Expert1Step(JsonElement body) =>
+            body.GetProperty("checkpoints").EnumerateArray().Single(c => c.GetProperty("job").GetString() == "expert:1").GetProperty("step").GetInt64();
+        var before = await Generate();
+        Assert.Equal(20, Expert1Step(before));
+
+        // Expert 1's island publishes a newer checkpoint whose weights hold NaN (a writer without the guard, or bits
+        // flipped before hashing): hashes match, so only the finiteness check can refuse it.
+        var run = Path.Combine(store, "expert-1");
+        var config = new Diffusion.Training.RunDirectory(run).LoadConfig();
+        using var model = config.ModelOrDefault.Build();
+        var good = new CheckpointStore(run).List()[0].Directory;
+        model.load(Path.Combine(good, Diffusion.Training.ExpertTrainer.EmaFile));
+        using (TorchSharp.torch.no_grad()) model.parameters().First().fill_(float.NaN);
+        var bad = new CheckpointStore(run).Commit(21, 0.5f, dir =>
+        {
+            model.save(Path.Combine(dir, Diffusion.Training.ExpertTrainer.ModelFile));
+            model.save(Path.Combine(dir, Diffusion.Training.ExpertTrainer.EmaFile));
+        });
+        var manifest = Diffusion.IO.Json.Read<CheckpointManifest>(Path.Combine(bad.Directory, CheckpointManifest.FileName));
+        Diffusion.IO.Json.WriteAtomic(Path.Combine(run, PublishedCheckpoint.FileName), new PublishedCheckpoint(PublishedCheckpoint.CurrentSchemaVersion,
+            "expert:1", "expert-1", 21, Path.GetRelativePath(run, bad.Directory), bad.ManifestSha256, manifest.Files, 0.5f, DateTimeOffset.UtcNow));
+
+        await IslandTestEnvironment.Eventually(async () =>
+        {
+            var experts = await Json(await http.GetAsync("/v1/experts"));
+            return experts.GetProperty("refused").EnumerateArray().Any(r => r.GetString()!.Contains("not finite"));
+        }, TimeSpan.FromSeconds(30), "serving lists the NaN publication among the refused");
+        var after = await Generate();
+        Assert.Equal(20, Expert1Step(after));
+        Assert.Equal(0, after.GetProperty("nonFiniteImages").GetInt32());
+        foreach (var image in after.GetProperty("images").EnumerateArray())
+        {
+            var (pixels, _, _) = Diffusion.Imaging.ImageGrid.DecodeGrey(Convert.FromBase64String(image.GetString()!));
+            Assert.True(pixels.Max() - pixels.Min() >= 32, $"a served image is flat: pixel range {pixels.Min()}..{pixels.Max()}");
+        }
     }
 }

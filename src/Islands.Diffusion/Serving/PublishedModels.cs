@@ -36,8 +36,7 @@ public static class PublishedModels
             try
             {
                 var (published, directory) = PublishedCheckpoint.ReadVerified(run);
-                // Weights with NaN or infinity are refused like a corrupt checkpoint; a sampler already serving an
-                // earlier checkpoint of that expert keeps it.
+                // Weights with NaN or infinity are refused like a corrupt checkpoint.
                 PublishedCheckpoint.ThrowIfNonFinite(published.Job, directory);
                 var model = new PublishedModel(published.Job, ExpertIndex(published.Job), published.Island, published.Step, run, directory,
                     published.ManifestSha256, published.PublishedUtc);
@@ -46,7 +45,17 @@ public static class PublishedModels
             }
             catch (CheckpointException e)
             {
-                refused.Add(e.Message);
+                // A refused republication does not take the run's expert out of service: its last verified publication
+                // (kept by the island's checkpoint retention, and verified again by the loader) goes on serving.
+                if (cache is not null && cache.TryGetValue(run, out var previous))
+                {
+                    found.Add(previous.Model);
+                    refused.Add($"{e.Message}; still serving its earlier step {previous.Model.Step}");
+                }
+                else
+                {
+                    refused.Add(e.Message);
+                }
             }
         }
         var experts = new List<PublishedModel>();
