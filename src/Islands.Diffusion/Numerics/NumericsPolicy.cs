@@ -110,7 +110,8 @@ internal static partial class OneDnnSwitch
         try
         {
             _ = TorchSharp.torch.get_num_threads();
-            return UserEnabledMkldnn(GlobalContext()) || true;
+            _ = UserEnabledMkldnn(GlobalContext()); // resolves the entry points; the value itself does not matter
+            return true;
         }
         catch (DllNotFoundException) { return false; }
         catch (EntryPointNotFoundException) { return false; }
