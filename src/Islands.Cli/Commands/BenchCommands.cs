@@ -14,7 +14,81 @@ public static class BenchCommands
         bench.Add(Train(stdout, stderr));
         bench.Add(Sample(stdout, stderr));
         bench.Add(Island(stdout, stderr));
+        bench.Add(Ops(stdout, stderr));
         return bench;
+    }
+
+    /// <summary>The named kernel paths, each self-tested on this CPU first (a speed measured on a wrong kernel does not count).</summary>
+    private static IReadOnlyList<Diffusion.Numerics.NumericsPolicy> VerifiedPaths(string list)
+    {
+        var report = Diffusion.Numerics.NumericsPolicy.Report;
+        var named = Diffusion.Numerics.NumericsPolicy.Parse(list, "--paths").Select(p => p.Name == report.Chosen.Name ? report.Chosen : p).ToList();
+        foreach (var p in named)
+        {
+            // A path the start-up self-test never reached (it stops at the first that passes) is tested here.
+            var checks = report.Checks.Any(c => c.Policy == p.Name) ? report.Checks : Diffusion.Numerics.NumericsSelfTest.Run(candidates: [p]).Checks;
+            var failed = checks.Where(c => c.Policy == p.Name && !c.Passed).Select(c => $"{c.Check} {c.Precision}").ToList();
+            if (failed.Count > 0)
+                throw new Diffusion.ConfigException("--paths", $"'{p.Name}' computes wrong results on this CPU ({string.Join(", ", failed.Take(3))}); timing it would not count");
+        }
+        return named;
+    }
+
+    private static Command Ops(TextWriter stdout, TextWriter stderr)
+    {
+        var batch = new Option<int>("--batch") { DefaultValueFactory = _ => 128 };
+        var steps = new Option<int>("--steps") { Description = "Profiled training steps per precision and path", DefaultValueFactory = _ => 6 };
+        var precision = new Option<string>("--precision") { Description = "fp32, bf16, or both", DefaultValueFactory = _ => "both" };
+        precision.AcceptOnlyFromAmong("fp32", "bf16", "both");
+        var paths = new Option<string?>("--paths")
+        {
+            Description = "Kernel paths to compare, comma-separated (default: the one the self-test chose); each must have passed this CPU's self-test",
+        };
+        var command = new Command("ops", "Per-operation times of a training step (each convolution, GroupNorm, SiLU, linear, forward and backward) beside the whole step's phases")
+        {
+            batch, steps, precision, paths,
+        };
+        command.SetAction(IslandsCli.Action(stdout, stderr, (ctx, parse, _) =>
+        {
+            IslandsCli.InitTorch(parse);
+            var report = Diffusion.Numerics.NumericsPolicy.Report;
+            var chosen = parse.GetValue(paths) is { } list ? VerifiedPaths(list) : [report.Chosen];
+            var which = parse.GetValue(precision) == "both" ? new[] { "fp32", "bf16" } : [parse.GetValue(precision)!];
+            var results = which.SelectMany(pr => OpBenchmark.Run(new ModelConfig(), parse.GetValue(batch), pr, chosen, parse.GetValue(steps))).ToList();
+            ctx.Result(new { cpu = report.Cpu, results }, w =>
+            {
+                w.WriteLine(IslandsCli.NumericsLine());
+                foreach (var r in results)
+                {
+                    w.WriteLine($"{r.Precision} on {r.Path}, batch {r.Batch}, {r.Threads} threads: step {r.StepMs:F1} ms = {r.ImagesPerSecond:F1} images/s");
+                    w.WriteLine("  operation  shape                         per step  forward ms  backward ms  ms per step  share");
+                    foreach (var o in r.Ops.OrderByDescending(o => o.StepMs))
+                        w.WriteLine($"  {o.Operation,-10} {o.Shape,-30} {o.PerStep,8} {o.ForwardMs,11:F2} {o.BackwardMs,12:F2} {o.StepMs,12:F1} {o.StepMs / r.StepMs,6:P1}");
+                    w.WriteLine($"  listed operations together: {r.Ops.Sum(o => o.StepMs):F1} ms; the rest of forward and backward (adds, cat, upsampling, loss, autograd): {r.UnlistedForwardBackwardMs:F1} ms");
+                    w.WriteLine("  phases of the real step:");
+                    foreach (var p in r.Phases) w.WriteLine($"    {p.Phase,-38} {p.Milliseconds,8:F1} ms {p.Milliseconds / r.StepMs,7:P1}");
+                    w.WriteLine($"  one .NET-to-native call: {r.NativeCallMicroseconds:F2} us; {r.ParameterTensors} parameter tensors");
+                }
+                if (chosen.Count < 2) return;
+                w.WriteLine($"paths compared in alternation (ms per step; ratio to {chosen[0].Name}):");
+                foreach (var group in results.GroupBy(r => r.Precision))
+                {
+                    var first = group.First();
+                    foreach (var r in group.Skip(1))
+                    {
+                        w.WriteLine($"  {r.Precision} {r.Path}: step {r.StepMs:F1} vs {first.StepMs:F1} -> {r.StepMs / first.StepMs:F2}x");
+                        foreach (var kind in r.Ops.GroupBy(o => o.Operation))
+                        {
+                            var mine = kind.Sum(o => o.StepMs);
+                            var theirs = first.Ops.Where(o => o.Operation == kind.Key).Sum(o => o.StepMs);
+                            w.WriteLine($"    {kind.Key,-10} {mine,8:F1} vs {theirs,8:F1} -> {mine / theirs:F2}x");
+                        }
+                    }
+                }
+            });
+            return Task.FromResult(ExitCodes.Ok);
+        }));
+        return command;
     }
 
     private static Command Train(TextWriter stdout, TextWriter stderr)
@@ -168,15 +242,38 @@ public static class BenchCommands
     {
         var count = new Option<int>("--count") { DefaultValueFactory = _ => 64 };
         var experts = new Option<int>("--experts") { Description = "Ensemble size for the routed comparison (0 skips it)", DefaultValueFactory = _ => 4 };
+        var paths = new Option<string?>("--paths")
+        {
+            Description = "Instead: compare these kernel paths (comma-separated) in alternating rounds, fp32 and bf16; each must pass this CPU's self-test",
+        };
+        var rounds = new Option<int>("--rounds") { Description = "Rounds per path with --paths", DefaultValueFactory = _ => 3 };
         var command = new Command("sample", "Sampling images/s and network evaluations per image, alone and as a routed ensemble (top1, top2, full)")
         {
-            count, experts, SampleCommand.Steps, SampleCommand.Sampler, SampleCommand.Cfg,
+            count, experts, SampleCommand.Steps, SampleCommand.Sampler, SampleCommand.Cfg, paths, rounds,
         };
         command.SetAction(IslandsCli.Action(stdout, stderr, (ctx, parse, _) =>
         {
             IslandsCli.InitTorch(parse);
             var options = new SamplerOptions(parse.GetValue(SampleCommand.Steps), parse.GetValue(SampleCommand.Sampler)!, parse.GetValue(SampleCommand.Cfg));
             options.ThrowIfInvalid();
+            if (parse.GetValue(paths) is { } list)
+            {
+                if (parse.GetValue(rounds) < 1) throw new Diffusion.ConfigException("--rounds", $"{parse.GetValue(rounds)} must be at least 1");
+                var compared = VerifiedPaths(list);
+                var rows = new[] { "fp32", "bf16" }.SelectMany(p => PathSampleBenchmark.Run(new ModelConfig(), parse.GetValue(count), options, p, compared, parse.GetValue(rounds))).ToList();
+                ctx.Result(new { cpu = Diffusion.Numerics.NumericsPolicy.Report.Cpu, paths = rows }, w =>
+                {
+                    w.WriteLine(IslandsCli.NumericsLine());
+                    w.WriteLine($"sample: {parse.GetValue(count)} images, {options.Steps} {options.Method} steps, cfg {options.Cfg}; {parse.GetValue(rounds)} alternating rounds per path");
+                    foreach (var group in rows.GroupBy(r => r.Precision))
+                    {
+                        var first = group.First();
+                        foreach (var r in group)
+                            w.WriteLine($"  {r.Precision} {r.Path,-30} {r.Median,7:F1} images/s (median; rounds {string.Join(" ", r.ImagesPerSecond.Select(v => v.ToString("F1")))}) {r.Median / first.Median,6:F2}x {first.Path}");
+                    }
+                });
+                return Task.FromResult(ExitCodes.Ok);
+            }
             var result = SampleBenchmark.Run(new ModelConfig(), parse.GetValue(count), options);
             var bf16 = SampleBenchmark.Run(new ModelConfig(), parse.GetValue(count), options, "bf16");
             var ensemble = parse.GetValue(experts) > 0

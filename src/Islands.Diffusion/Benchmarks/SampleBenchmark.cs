@@ -21,13 +21,45 @@ public static class SampleBenchmark
         using var owner = unet;
         var velocity = Modules.Bfloat16Velocity.ForPrecision(unet, precision);
         var classes = Enumerable.Range(0, count).Select(i => (long)(i % Math.Max(1, model.ClassCount))).ToArray();
-        FlowSampler.Sample(velocity, Math.Min(count, 8), classes[..Math.Min(count, 8)], options with { Steps = 2 }, (model.ImageChannels, model.ImageSize, model.ImageSize)).Dispose();
+        // Warm-up at the measured batch size: oneDNN creates its kernels for each new shape, once.
+        FlowSampler.Sample(velocity, count, classes, options with { Steps = 2 }, (model.ImageChannels, model.ImageSize, model.ImageSize)).Dispose();
         var watch = Stopwatch.StartNew();
         using var samples = FlowSampler.Sample(velocity, count, classes, options, (model.ImageChannels, model.ImageSize, model.ImageSize));
         var seconds = watch.Elapsed.TotalSeconds;
         var nfe = options.EvaluationsPerImage(conditional: true);
         return new SampleBenchmarkResult(precision, count, options.Steps, options.Method, options.Cfg, nfe, seconds, count / seconds, forward / 1e9,
             count * nfe * forward / seconds / 1e9, rssStart / 1048576.0, TorchSetup.ResidentBytes() / 1048576.0);
+    }
+}
+
+public sealed record PathSampleRow(string Path, string Precision, IReadOnlyList<double> ImagesPerSecond)
+{
+    public double Median => ImagesPerSecond.Order().ElementAt(ImagesPerSecond.Count / 2);
+}
+
+/// <summary>Sampling throughput of one expert on several kernel paths, in alternating rounds (A B A B ...) on the same model and seed.</summary>
+public static class PathSampleBenchmark
+{
+    public static IReadOnlyList<PathSampleRow> Run(ModelConfig model, int count, SamplerOptions options, string precision, IReadOnlyList<Numerics.NumericsPolicy> paths, int rounds)
+    {
+        using var unet = model.Build();
+        unet.eval();
+        var velocity = Modules.Bfloat16Velocity.ForPrecision(unet, precision);
+        var classes = Enumerable.Range(0, count).Select(i => (long)(i % Math.Max(1, model.ClassCount))).ToArray();
+        var shape = (model.ImageChannels, (long)model.ImageSize, (long)model.ImageSize);
+        var results = paths.Select(_ => new List<double>()).ToArray();
+        for (var round = 0; round <= rounds; round++)
+        {
+            for (var i = 0; i < paths.Count; i++)
+            {
+                using var trial = Numerics.NumericsPolicy.Trial(paths[i]);
+                // Round 0 warms each path up at the measured batch size (oneDNN creates its kernels for each new shape).
+                var watch = Stopwatch.StartNew();
+                FlowSampler.Sample(velocity, count, classes, round == 0 ? options with { Steps = 2 } : options, shape).Dispose();
+                if (round > 0) results[i].Add(count / watch.Elapsed.TotalSeconds);
+            }
+        }
+        return paths.Select((p, i) => new PathSampleRow(p.Name, precision, results[i])).ToList();
     }
 }
 

@@ -33,8 +33,12 @@ public sealed class GroupNorm32 : Module<Tensor, Tensor>
     /// </summary>
     public static bool Mixed { get; set; } = Environment.GetEnvironmentVariable("ISLANDS_GROUPNORM") != "cast";
 
-    public override Tensor forward(Tensor x) =>
-        x.dtype == ScalarType.Float32 || Mixed ? functional.group_norm(x, groups, weight, bias, eps) : CastForward(x);
+    public override Tensor forward(Tensor x)
+    {
+        if (Numerics.NumericsPolicy.Current.ChannelsLastNow && ChannelsLastGroupNorm.Supports(x, groups))
+            return ChannelsLastGroupNorm.Apply(x, groups, weight, bias, eps);
+        return x.dtype == ScalarType.Float32 || Mixed ? functional.group_norm(x, groups, weight, bias, eps) : CastForward(x);
+    }
 
     private Tensor CastForward(Tensor x)
     {

@@ -95,6 +95,7 @@ public static class NumericsSelfTest
         reference.to(ScalarType.Float64);
 
         var x = randn(c.InputShape, generator: generator).to_type(dtype);
+        if (NumericsPolicy.Current.ChannelsLast) x = MemoryLayout.ChannelsLast(x);
         var emb = randn([c.InputShape[0], 32], generator: generator).to_type(dtype);
         var xr = x.to_type(ScalarType.Float64).requires_grad_(c.InputNeedsGrad);
         var er = emb.to_type(ScalarType.Float64).requires_grad_(c.WithEmbedding);
@@ -114,7 +115,7 @@ public static class NumericsSelfTest
         {
             // Inference may take other kernels than training (oneDNN's forward_inference), so it is checked on its own.
             Poison();
-            inference = Forward(module, x, emb, c);
+            inference = Forward(module, NumericsPolicy.Current.ChannelsLastInference ? MemoryLayout.ChannelsLast(x) : x, emb, c);
         }
 
         var pairs = new List<(Tensor Result, Tensor Reference)> { (yt, yr), (inference, yr) };

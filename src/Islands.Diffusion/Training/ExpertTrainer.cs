@@ -46,6 +46,9 @@ public sealed class ExpertTrainer : IChunkedTrainer
 
     /// <summary>Test-only: skip the finiteness check (bench train measures its cost this way). Never turn it off in a run.</summary>
     public bool GuardEnabled { get; set; } = true;
+
+    /// <summary>Benchmarks only: when set, every step charges its phases' time to it.</summary>
+    public StepProfile? Profile { get; set; }
     public int BatchSize => config.BatchSize;
     public int CheckpointEvery => config.CheckpointEvery;
     public CheckpointStore Checkpoints => checkpoints ?? throw new InvalidOperationException("this trainer was built without a checkpoint store");
@@ -115,6 +118,7 @@ public sealed class ExpertTrainer : IChunkedTrainer
     private float TrainStep()
     {
         using var scope = NewDisposeScope();
+        Profile?.BeginStep();
         using var generator = new Generator(StepSeed(config.Seed, Step), device);
         var batch = config.BatchSize;
         var index = randint(0, images.shape[0], [batch], generator: generator, device: device);
@@ -128,11 +132,14 @@ public sealed class ExpertTrainer : IChunkedTrainer
         var lr = LearningRateSchedule.At(Step, config.LearningRate, config.WarmupSteps, config.Steps, config.MinLearningRateFraction);
         foreach (var group in optimizer.ParamGroups) group.LearningRate = lr;
         optimizer.zero_grad();
+        Profile?.Lap("batch and noise");
         Tensor loss;
         if (compute is null)
         {
             loss = InjectFault(nn.functional.mse_loss(Model.call(xt, t, classes), FlowMatching.TargetVelocity(x0, eps)));
+            Profile?.Lap("forward and loss");
             loss.backward();
+            Profile?.Lap("backward");
         }
         else
         {
@@ -141,9 +148,12 @@ public sealed class ExpertTrainer : IChunkedTrainer
                 for (var i = 0; i < parameters.Length; i++) computeParameters[i].copy_(parameters[i]);
             }
             compute.zero_grad();
+            Profile?.Lap("weights to bf16");
             var prediction = compute.call(xt.to_type(ScalarType.BFloat16), t, classes).to_type(ScalarType.Float32);
             loss = InjectFault(nn.functional.mse_loss(prediction, FlowMatching.TargetVelocity(x0, eps)));
+            Profile?.Lap("forward and loss");
             loss.backward();
+            Profile?.Lap("backward");
             using (no_grad())
             {
                 for (var i = 0; i < parameters.Length; i++)
@@ -154,14 +164,18 @@ public sealed class ExpertTrainer : IChunkedTrainer
                     parameters[i].grad!.copy_(source);
                 }
             }
+            Profile?.Lap("gradients to fp32");
         }
         var norm = config.GradClip > 0 ? nn.utils.clip_grad_norm_(parameters, config.GradClip)
             : GuardEnabled ? NonFiniteGuard.GradientNorm(parameters) : 0;
         var value = loss.item<float>();
+        Profile?.Lap("clip and guard");
         if (!GuardEnabled || Guard.Record(Step, value, norm))
         {
             optimizer.step();
+            Profile?.Lap("optimizer");
             UpdateEma();
+            Profile?.Lap("ema");
         }
         else
         {
