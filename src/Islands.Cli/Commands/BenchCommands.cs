@@ -44,17 +44,21 @@ public static class BenchCommands
         {
             Description = "Kernel paths to compare, comma-separated (default: the one the self-test chose); each must have passed this CPU's self-test",
         };
+        var opSeconds = new Option<double>("--op-seconds") { Description = "Seconds of timing per operation, path and measurement", DefaultValueFactory = _ => 0.15 };
         var command = new Command("ops", "Per-operation times of a training step (each convolution, GroupNorm, SiLU, linear, forward and backward) beside the whole step's phases")
         {
-            batch, steps, precision, paths,
+            batch, steps, precision, paths, opSeconds,
         };
         command.SetAction(IslandsCli.Action(stdout, stderr, (ctx, parse, _) =>
         {
             IslandsCli.InitTorch(parse);
+            if (parse.GetValue(batch) < 1) throw new Diffusion.ConfigException("--batch", $"{parse.GetValue(batch)} must be at least 1");
+            if (parse.GetValue(steps) < 1) throw new Diffusion.ConfigException("--steps", $"{parse.GetValue(steps)} must be at least 1");
+            if (parse.GetValue(opSeconds) is not (> 0 and <= 60)) throw new Diffusion.ConfigException("--op-seconds", $"{parse.GetValue(opSeconds)} must lie in (0, 60]");
             var report = Diffusion.Numerics.NumericsPolicy.Report;
             var chosen = parse.GetValue(paths) is { } list ? VerifiedPaths(list) : [report.Chosen];
             var which = parse.GetValue(precision) == "both" ? new[] { "fp32", "bf16" } : [parse.GetValue(precision)!];
-            var results = which.SelectMany(pr => OpBenchmark.Run(new ModelConfig(), parse.GetValue(batch), pr, chosen, parse.GetValue(steps))).ToList();
+            var results = which.SelectMany(pr => OpBenchmark.Run(new ModelConfig(), parse.GetValue(batch), pr, chosen, parse.GetValue(steps), parse.GetValue(opSeconds))).ToList();
             ctx.Result(new { cpu = report.Cpu, results }, w =>
             {
                 w.WriteLine(IslandsCli.NumericsLine());

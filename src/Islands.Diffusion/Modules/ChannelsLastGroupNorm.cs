@@ -107,6 +107,16 @@ public static class ChannelsLastGroupNorm
         {
             Parallel.For(0, s.B, Parallelism, () => new Scratch(s.C), (b, _, scratch) =>
             {
+                ForwardSample(x, y, bf16, s, gamma, beta, eps, mean, rstd, b, scratch);
+                return scratch;
+            }, _ => { });
+        }
+
+        // Optimised from the first call: tiered compilation would run these loops unoptimised (no inlining of the vector helpers) for the first calls.
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private static void ForwardSample(IntPtr x, IntPtr y, bool bf16, Shape s, float[] gamma, float[] beta, double eps, float[] mean, float[] rstd, int b, Scratch scratch)
+        {
+            {
                 var start = (long)b * s.HW * s.C;
                 fixed (float* shift = scratch.Shift, sum = scratch.Sum, sumSq = scratch.SumSq, a = scratch.A, bias = scratch.Bias)
                 {
@@ -134,14 +144,23 @@ public static class ChannelsLastGroupNorm
                         for (; c < s.C; c++) Write(y, bf16, row + c, Read(x, bf16, row + c) * a[c] + bias[c]);
                     }
                 }
-                return scratch;
-            }, _ => { });
+            }
         }
 
         public static void Backward(IntPtr x, IntPtr dy, IntPtr dx, bool bf16, Shape s, float[] gamma, float[] mean, float[] rstd, double[] dgamma, double[] dbeta)
         {
             var gate = new Lock();
             Parallel.For(0, s.B, Parallelism, () => new Scratch(s.C), (b, _, scratch) =>
+            {
+                BackwardSample(x, dy, dx, bf16, s, gamma, mean, rstd, dgamma, dbeta, b, scratch, gate);
+                return scratch;
+            }, _ => { });
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private static void BackwardSample(IntPtr x, IntPtr dy, IntPtr dx, bool bf16, Shape s, float[] gamma, float[] mean, float[] rstd, double[] dgamma, double[] dbeta,
+            int b, Scratch scratch, Lock gate)
+        {
             {
                 var start = (long)b * s.HW * s.C;
                 var n = (double)s.HW * s.PerGroup;
@@ -189,8 +208,7 @@ public static class ChannelsLastGroupNorm
                         }
                     }
                 }
-                return scratch;
-            }, _ => { });
+            }
         }
 
         /// <summary>
@@ -198,6 +216,7 @@ public static class ChannelsLastGroupNorm
         /// when shift is given (statistics, u = v = x), else sum of u and of u * v (backward, u = dy, v = x). Channels are taken
         /// 32 at a time with the accumulators in registers, walking down the rows.
         /// </summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         private static void ShiftedSums(IntPtr u, IntPtr v, bool bf16, long start, Shape s, float* shift, float* sum, float* products)
         {
             var c = 0;

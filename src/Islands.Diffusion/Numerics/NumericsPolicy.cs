@@ -43,7 +43,7 @@ public sealed record NumericsPolicy(string Name, bool PadConvolutionChannels, bo
     public const string PathsVariable = "ISLANDS_KERNEL_PATHS";
 
     /// <summary>The candidates the self-test tries: <see cref="All"/>, or those <see cref="PathsVariable"/> names.</summary>
-    public static IReadOnlyList<NumericsPolicy> Candidates { get; } = Parse(Environment.GetEnvironmentVariable(PathsVariable), PathsVariable);
+    public static IReadOnlyList<NumericsPolicy> Candidates => Parse(Environment.GetEnvironmentVariable(PathsVariable), PathsVariable);
 
     /// <summary>Paths by name, comma-separated; empty means all. <paramref name="source"/> names the setting in the error.</summary>
     public static IReadOnlyList<NumericsPolicy> Parse(string? text, string source)
