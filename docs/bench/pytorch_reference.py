@@ -5,6 +5,7 @@ level, 128-d time embedding, 8 groups, 10 classes + null, 28x28 grey) and the sa
 backward, gradient clipping at 1.0, AdamW, EMA), so that both are measured on one machine in one session.
 
     python3 docs/bench/pytorch_reference.py [--batch 128] [--steps 20] [--precision fp32|bf16|both] [--layout nchw|nhwc]
+    python3 docs/bench/pytorch_reference.py --ops    # per-layer times, as `islands bench ops` prints them
 
 Debian's python3-torch (1.13) runs it. Islands' malloc settings (2 arenas, 64 MiB mmap threshold, 128 MiB trim
 threshold) are glibc environment variables here: MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=67108864 MALLOC_TRIM_THRESHOLD_=134217728.
@@ -131,7 +132,7 @@ def train(precision, batch, steps, warmup, layout):
     return steps * batch / seconds
 
 
-def sample(precision, count, steps, layout):
+def sample(precision, count, steps, layout, rounds=3):
     torch.manual_seed(0)
     model = UNet().eval()
     if precision == "bf16":
@@ -148,9 +149,65 @@ def sample(precision, count, steps, layout):
                 x = x - (1.0 / k) * model(x.to(dtype), t, classes[:n]).float()
         return x
     run(count, 2)  # warm-up at the measured batch size, as bench sample does
-    start = time.perf_counter()
-    run(count, steps)
-    return count / (time.perf_counter() - start)
+    times = []
+    for _ in range(rounds):  # the median of several runs, as bench sample reports
+        start = time.perf_counter()
+        run(count, steps)
+        times.append(time.perf_counter() - start)
+    return count / sorted(times)[len(times) // 2]
+
+
+def layer_times(precision, batch, layout, seconds=0.15):
+    """Forward (no autograd) and backward of every Conv2d, GroupNorm, SiLU and Linear at the shapes one step gives them."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    fmt = torch.channels_last if layout == "nhwc" else torch.contiguous_format
+    model = UNet().to(dtype)
+    seen = []
+    hooks = [m.register_forward_hook(lambda m, i, o: seen.append((m, tuple(i[0].shape))))
+             for m in model.modules() if isinstance(m, (nn.Conv2d, nn.GroupNorm, nn.Linear))]
+    with torch.no_grad():
+        model(torch.randn(batch, 1, 28, 28, dtype=dtype), torch.full((batch,), 0.5), torch.zeros(batch, dtype=torch.long))
+    for h in hooks:
+        h.remove()
+    rows = {}
+    for m, shape in seen:
+        at = f" @{shape[2]}x{shape[3]}" if len(shape) == 4 else ""
+        if isinstance(m, nn.Conv2d):
+            key = ("conv", f"{m.kernel_size[0]}x{m.kernel_size[1]} {m.in_channels}->{m.out_channels}{' stride %d' % m.stride[0] if m.stride[0] > 1 else ''}{at}")
+        elif isinstance(m, nn.GroupNorm):
+            key = ("groupnorm", f"{shape[1]} channels{at}")
+            rows.setdefault(("silu", key[1]), [nn.SiLU(), shape, 0])[2] += 1
+        else:
+            key = ("linear", f"{m.in_features}->{m.out_features}")
+        rows.setdefault(key, [m, shape, 0])[2] += 1
+
+    def timed(run):
+        run()
+        best = float("inf")
+        for _ in range(3):
+            count, start = 0, time.perf_counter()
+            while count < 2 or time.perf_counter() - start < seconds / 3:
+                run()
+                count += 1
+            best = min(best, (time.perf_counter() - start) / count * 1e3)
+        return best
+
+    out = []
+    for (op, desc), (m, shape, count) in rows.items():
+        x = torch.randn(shape, dtype=dtype)
+        if len(shape) == 4:
+            x = x.contiguous(memory_format=fmt)
+        with torch.no_grad():
+            fwd = timed(lambda: m(x))
+        x.requires_grad_(True)
+        g = torch.randn_like(m(x))
+        with_grad = timed(lambda: m(x))
+        def fb():
+            x.grad = None
+            m.zero_grad(set_to_none=True)
+            m(x).backward(g)
+        out.append((op, desc, count, fwd, max(0.0, timed(fb) - with_grad)))
+    return out
 
 
 if __name__ == "__main__":
@@ -163,8 +220,19 @@ if __name__ == "__main__":
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--sample-count", type=int, default=64)
     ap.add_argument("--sample-steps", type=int, default=20)
+    ap.add_argument("--ops", action="store_true", help="per-layer forward/backward times instead of the whole step")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    if a.ops:
+        for p in (["fp32", "bf16"] if a.precision == "both" else [a.precision]):
+            rows = layer_times(p, a.batch, a.layout)
+            print(f"pytorch {torch.__version__} {p}, layout {a.layout}, batch {a.batch}, {a.threads} threads")
+            print("  operation  shape                         per step  forward ms  backward ms  ms per step")
+            for op, desc, count, f, b in sorted(rows, key=lambda r: -r[2] * (r[3] + r[4])):
+                print(f"  {op:<10} {desc:<30} {count:>8} {f:>11.2f} {b:>12.2f} {count * (f + b):>12.1f}")
+            for kind in ["conv", "groupnorm", "silu", "linear"]:
+                print(f"  {kind}: {sum(c * (f + b) for o, _, c, f, b in rows if o == kind):.1f} ms per step")
+        raise SystemExit(0)
     n = sum(p.numel() for p in UNet().parameters())
     print(f"pytorch {torch.__version__}, {a.threads} threads, {n:,} parameters, layout {a.layout}")
     for p in (["fp32", "bf16"] if a.precision == "both" else [a.precision]):

@@ -250,7 +250,7 @@ public static class BenchCommands
         {
             Description = "Instead: compare these kernel paths (comma-separated) in alternating rounds, fp32 and bf16; each must pass this CPU's self-test",
         };
-        var rounds = new Option<int>("--rounds") { Description = "Rounds per path with --paths", DefaultValueFactory = _ => 3 };
+        var rounds = new Option<int>("--rounds") { Description = "Timed runs (the median is reported), per path with --paths", DefaultValueFactory = _ => 3 };
         var command = new Command("sample", "Sampling images/s and network evaluations per image, alone and as a routed ensemble (top1, top2, full)")
         {
             count, experts, SampleCommand.Steps, SampleCommand.Sampler, SampleCommand.Cfg, paths, rounds,
@@ -260,9 +260,9 @@ public static class BenchCommands
             IslandsCli.InitTorch(parse);
             var options = new SamplerOptions(parse.GetValue(SampleCommand.Steps), parse.GetValue(SampleCommand.Sampler)!, parse.GetValue(SampleCommand.Cfg));
             options.ThrowIfInvalid();
+            if (parse.GetValue(rounds) < 1) throw new Diffusion.ConfigException("--rounds", $"{parse.GetValue(rounds)} must be at least 1");
             if (parse.GetValue(paths) is { } list)
             {
-                if (parse.GetValue(rounds) < 1) throw new Diffusion.ConfigException("--rounds", $"{parse.GetValue(rounds)} must be at least 1");
                 var compared = VerifiedPaths(list);
                 var rows = new[] { "fp32", "bf16" }.SelectMany(p => PathSampleBenchmark.Run(new ModelConfig(), parse.GetValue(count), options, p, compared, parse.GetValue(rounds))).ToList();
                 ctx.Result(new { cpu = Diffusion.Numerics.NumericsPolicy.Report.Cpu, paths = rows }, w =>
@@ -278,15 +278,15 @@ public static class BenchCommands
                 });
                 return Task.FromResult(ExitCodes.Ok);
             }
-            var result = SampleBenchmark.Run(new ModelConfig(), parse.GetValue(count), options);
-            var bf16 = SampleBenchmark.Run(new ModelConfig(), parse.GetValue(count), options, "bf16");
+            var result = SampleBenchmark.Run(new ModelConfig(), parse.GetValue(count), options, rounds: parse.GetValue(rounds));
+            var bf16 = SampleBenchmark.Run(new ModelConfig(), parse.GetValue(count), options, "bf16", parse.GetValue(rounds));
             var ensemble = parse.GetValue(experts) > 0
                 ? EnsembleBenchmark.Run(new ModelConfig(), parse.GetValue(experts), parse.GetValue(count), options, ["top1", "top2", "full"])
                 : [];
             ctx.Result(new { single = result, bf16, bf16OverFp32 = bf16.ImagesPerSecond / result.ImagesPerSecond, ensembleExperts = parse.GetValue(experts), ensemble }, w =>
             {
                 w.WriteLine(IslandsCli.NumericsLine());
-                w.WriteLine($"sample: {result.Count} images, {result.Steps} {result.Sampler} steps, cfg {result.Cfg}: {result.Seconds:F2} s = {result.ImagesPerSecond:F1} images/s");
+                w.WriteLine($"sample: {result.Count} images, {result.Steps} {result.Sampler} steps, cfg {result.Cfg}: {result.Seconds:F2} s = {result.ImagesPerSecond:F1} images/s (median of {parse.GetValue(rounds)} runs)");
                 w.WriteLine($"  {result.EvaluationsPerImage} network evaluations per image, {result.AchievedGflops:F1} GFLOP/s; resident memory {result.RssStartMb:F0} -> {result.RssEndMb:F0} MB");
                 w.WriteLine($"sample bf16: {bf16.Seconds:F2} s = {bf16.ImagesPerSecond:F1} images/s ({bf16.ImagesPerSecond / result.ImagesPerSecond:F2}x fp32); resident memory -> {bf16.RssEndMb:F0} MB");
                 if (ensemble.Count == 0) return;
