@@ -118,7 +118,7 @@ public static class BenchCommands
                     w.WriteLine($"  {result.TrainGflopPerImage:F3} GFLOP per training image (forward {result.ForwardGflopPerImage:F3} x 3) -> {result.AchievedGflops:F1} GFLOP/s");
                     w.WriteLine($"  {result.Precision} matmul peak measured now: {result.MatmulPeakGflops:F1} GFLOP/s -> {result.FractionOfPeak:P1} of peak");
                     w.WriteLine($"  non-finite guard: {result.GuardedSecondsPerStep * 1e3:F1} ms/step with it, {result.UnguardedSecondsPerStep * 1e3:F1} ms/step without -> {result.GuardOverhead:P2} overhead (target under 1 %; alternating steps, noisy)");
-                    w.WriteLine($"  resident memory {result.RssStartMb:F0} MB at start, {result.RssAfterWarmupMb:F0} MB after {parse.GetValue(warmup)} warm-up steps, {result.RssEndMb:F0} MB after {parse.GetValue(warmup) + result.Steps} (malloc mode {result.Malloc})");
+                    w.WriteLine($"  resident memory {result.RssStartMb:F0} MB at start, {result.RssAfterWarmupMb:F0} MB after {parse.GetValue(warmup)} warm-up steps, {result.RssEndMb:F0} MB at the end, after {result.Steps} timed and {Math.Max(2, result.Steps)} guard-pricing steps and the matmul peak's 36 MB matrices (malloc mode {result.Malloc})");
                 }
                 if (ratio is { } r) w.WriteLine($"bf16 / fp32 training throughput: {r:F2}x");
             });
