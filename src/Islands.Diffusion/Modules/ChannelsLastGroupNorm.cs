@@ -9,11 +9,12 @@ namespace Islands.Diffusion.Modules;
 /// <summary>
 /// GroupNorm for channels-last (NHWC) activations, forward and backward, in fp32 arithmetic for fp32 and bf16 tensors.
 /// libtorch 2.10's own GroupNorm kernel for channels-last input is 7-13x slower than its NCHW kernel on AMD EPYC Zen 5
-/// (bench ops), which made the channels-last path lose more than its convolutions gain. Here each sample's rows of C
-/// channels are read with SIMD vectors across the channels: two passes over the input forward (statistics, then the
+/// (bench ops), which cost channels-last inference more than its faster convolutions saved. Here each sample's rows of C
+/// channels are read with SIMD vectors across the channels (Vector256: AVX2 and up; correct, if slower, elsewhere): two passes over the input forward (statistics, then the
 /// affine map), two over input and gradient backward, samples split across libtorch's intra-op thread count.
 /// Statistics are taken per channel around the channel's first value (which keeps E[x^2]-E[x]^2 from cancelling) and
-/// merged per group in double.
+/// merged per group in double. Inference on the default path uses it; training stays NCHW because its backward is still
+/// slower than libtorch's NCHW kernel (README "Speed").
 /// </summary>
 public static class ChannelsLastGroupNorm
 {
@@ -116,33 +117,31 @@ public static class ChannelsLastGroupNorm
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private static void ForwardSample(IntPtr x, IntPtr y, bool bf16, Shape s, float[] gamma, float[] beta, double eps, float[] mean, float[] rstd, int b, Scratch scratch)
         {
+            var start = (long)b * s.HW * s.C;
+            fixed (float* shift = scratch.Shift, sum = scratch.Sum, sumSq = scratch.SumSq, a = scratch.A, bias = scratch.Bias)
             {
-                var start = (long)b * s.HW * s.C;
-                fixed (float* shift = scratch.Shift, sum = scratch.Sum, sumSq = scratch.SumSq, a = scratch.A, bias = scratch.Bias)
+                for (var c = 0; c < s.C; c++) shift[c] = Read(x, bf16, start + c);
+                ShiftedSums(x, x, bf16, start, s, shift, sum, sumSq);
+                var vectorEnd = s.C - s.C % Width;
+                for (var g = 0; g < s.Groups; g++)
                 {
-                    for (var c = 0; c < s.C; c++) shift[c] = Read(x, bf16, start + c);
-                    ShiftedSums(x, x, bf16, start, s, shift, sum, sumSq);
-                    var vectorEnd = s.C - s.C % Width;
-                    for (var g = 0; g < s.Groups; g++)
+                    var (m, v) = GroupMoments(scratch, s, g);
+                    var r = 1.0 / Math.Sqrt(v + eps);
+                    mean[b * s.Groups + g] = (float)m;
+                    rstd[b * s.Groups + g] = (float)r;
+                    for (var c = g * s.PerGroup; c < (g + 1) * s.PerGroup; c++)
                     {
-                        var (m, v) = GroupMoments(scratch, s, g);
-                        var r = 1.0 / Math.Sqrt(v + eps);
-                        mean[b * s.Groups + g] = (float)m;
-                        rstd[b * s.Groups + g] = (float)r;
-                        for (var c = g * s.PerGroup; c < (g + 1) * s.PerGroup; c++)
-                        {
-                            a[c] = (float)(r * gamma[c]);
-                            bias[c] = (float)(beta[c] - m * r * gamma[c]);
-                        }
+                        a[c] = (float)(r * gamma[c]);
+                        bias[c] = (float)(beta[c] - m * r * gamma[c]);
                     }
-                    for (var hw = 0; hw < s.HW; hw++)
-                    {
-                        var row = start + (long)hw * s.C;
-                        var c = 0;
-                        for (; c < vectorEnd; c += Width)
-                            Save(y, bf16, row + c, Load(x, bf16, row + c) * Vector256.Load(a + c) + Vector256.Load(bias + c));
-                        for (; c < s.C; c++) Write(y, bf16, row + c, Read(x, bf16, row + c) * a[c] + bias[c]);
-                    }
+                }
+                for (var hw = 0; hw < s.HW; hw++)
+                {
+                    var row = start + (long)hw * s.C;
+                    var c = 0;
+                    for (; c < vectorEnd; c += Width)
+                        Save(y, bf16, row + c, Load(x, bf16, row + c) * Vector256.Load(a + c) + Vector256.Load(bias + c));
+                    for (; c < s.C; c++) Write(y, bf16, row + c, Read(x, bf16, row + c) * a[c] + bias[c]);
                 }
             }
         }
@@ -161,51 +160,49 @@ public static class ChannelsLastGroupNorm
         private static void BackwardSample(IntPtr x, IntPtr dy, IntPtr dx, bool bf16, Shape s, float[] gamma, float[] mean, float[] rstd, double[] dgamma, double[] dbeta,
             int b, Scratch scratch, Lock gate)
         {
+            var start = (long)b * s.HW * s.C;
+            var n = (double)s.HW * s.PerGroup;
+            var localGamma = new double[s.C];
+            fixed (float* sum = scratch.Sum, sumXy = scratch.SumSq, a = scratch.A, p = scratch.P, q = scratch.Bias)
             {
-                var start = (long)b * s.HW * s.C;
-                var n = (double)s.HW * s.PerGroup;
-                var localGamma = new double[s.C];
-                fixed (float* sum = scratch.Sum, sumXy = scratch.SumSq, a = scratch.A, p = scratch.P, q = scratch.Bias)
+                // sum[c] = sum of dy, sumXy[c] = sum of dy * x over the sample's positions.
+                ShiftedSums(dy, x, bf16, start, s, null, sum, sumXy);
+                var vectorEnd = s.C - s.C % Width;
+                for (var g = 0; g < s.Groups; g++)
                 {
-                    // sum[c] = sum of dy, sumXy[c] = sum of dy * x over the sample's positions.
-                    ShiftedSums(dy, x, bf16, start, s, null, sum, sumXy);
-                    var vectorEnd = s.C - s.C % Width;
-                    for (var g = 0; g < s.Groups; g++)
+                    double m = mean[b * s.Groups + g], r = rstd[b * s.Groups + g];
+                    double sumGammaDy = 0, sumGammaDyXhat = 0;
+                    for (var c = g * s.PerGroup; c < (g + 1) * s.PerGroup; c++)
                     {
-                        double m = mean[b * s.Groups + g], r = rstd[b * s.Groups + g];
-                        double sumGammaDy = 0, sumGammaDyXhat = 0;
-                        for (var c = g * s.PerGroup; c < (g + 1) * s.PerGroup; c++)
-                        {
-                            var dyXhat = r * (sumXy[c] - m * sum[c]);
-                            sumGammaDy += gamma[c] * (double)sum[c];
-                            sumGammaDyXhat += gamma[c] * dyXhat;
-                            localGamma[c] = dyXhat;
-                        }
-                        // dx = r*gamma*dy - (r/n)*sum(gamma*dy) - (r/n)*xhat*sum(gamma*dy*xhat) = a*dy + p*x + q
-                        var pg = (float)(-r * r * sumGammaDyXhat / n);
-                        var qg = (float)(r * r * sumGammaDyXhat * m / n - r * sumGammaDy / n);
-                        for (var c = g * s.PerGroup; c < (g + 1) * s.PerGroup; c++)
-                        {
-                            a[c] = (float)(r * gamma[c]);
-                            p[c] = pg;
-                            q[c] = qg;
-                        }
+                        var dyXhat = r * (sumXy[c] - m * sum[c]);
+                        sumGammaDy += gamma[c] * (double)sum[c];
+                        sumGammaDyXhat += gamma[c] * dyXhat;
+                        localGamma[c] = dyXhat;
                     }
-                    for (var hw = 0; hw < s.HW; hw++)
+                    // dx = r*gamma*dy - (r/n)*sum(gamma*dy) - (r/n)*xhat*sum(gamma*dy*xhat) = a*dy + p*x + q
+                    var pg = (float)(-r * r * sumGammaDyXhat / n);
+                    var qg = (float)(r * r * sumGammaDyXhat * m / n - r * sumGammaDy / n);
+                    for (var c = g * s.PerGroup; c < (g + 1) * s.PerGroup; c++)
                     {
-                        var row = start + (long)hw * s.C;
-                        var c = 0;
-                        for (; c < vectorEnd; c += Width)
-                            Save(dx, bf16, row + c, Load(dy, bf16, row + c) * Vector256.Load(a + c) + Load(x, bf16, row + c) * Vector256.Load(p + c) + Vector256.Load(q + c));
-                        for (; c < s.C; c++) Write(dx, bf16, row + c, Read(dy, bf16, row + c) * a[c] + Read(x, bf16, row + c) * p[c] + q[c]);
+                        a[c] = (float)(r * gamma[c]);
+                        p[c] = pg;
+                        q[c] = qg;
                     }
-                    lock (gate)
+                }
+                for (var hw = 0; hw < s.HW; hw++)
+                {
+                    var row = start + (long)hw * s.C;
+                    var c = 0;
+                    for (; c < vectorEnd; c += Width)
+                        Save(dx, bf16, row + c, Load(dy, bf16, row + c) * Vector256.Load(a + c) + Load(x, bf16, row + c) * Vector256.Load(p + c) + Vector256.Load(q + c));
+                    for (; c < s.C; c++) Write(dx, bf16, row + c, Read(dy, bf16, row + c) * a[c] + Read(x, bf16, row + c) * p[c] + q[c]);
+                }
+                lock (gate)
+                {
+                    for (var c = 0; c < s.C; c++)
                     {
-                        for (var c = 0; c < s.C; c++)
-                        {
-                            dgamma[c] += localGamma[c];
-                            dbeta[c] += sum[c];
-                        }
+                        dgamma[c] += localGamma[c];
+                        dbeta[c] += sum[c];
                     }
                 }
             }
