@@ -49,7 +49,8 @@ public static class OpBenchmark
         var dtype = precision == "bf16" ? ScalarType.BFloat16 : ScalarType.Float32;
         var ops = TimeLayers(model, batch, dtype, paths, secondsPerOp);
         var profiles = ProfileStep(model, batch, precision, paths, steps);
-        var parameterTensors = model.Build().parameters().Count();
+        int parameterTensors;
+        using (var counted = model.Build()) parameterTensors = counted.parameters().Count();
         return paths.Select((path, i) =>
         {
             using var trial = NumericsPolicy.Trial(path);
