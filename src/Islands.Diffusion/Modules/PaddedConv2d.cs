@@ -47,12 +47,13 @@ public sealed class PaddedConv2d : Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         var policy = NumericsPolicy.Current;
+        var channelsLast = policy.ChannelsLastNow;
         var block = policy.PadConvolutionChannels ? NumericsPolicy.ChannelBlock : 1;
         var outPadded = RoundUp(OutChannels, block);
         var inPadded = RoundUp(InChannels, block);
         if (outPadded == OutChannels && inPadded == InChannels)
         {
-            if (!policy.ChannelsLastNow) return functional.conv2d(x, weight, bias, [stride, stride], [padding, padding]);
+            if (!channelsLast) return functional.conv2d(x, weight, bias, [stride, stride], [padding, padding]);
             using var cl = NewDisposeScope();
             // libtorch computes in channels-last when the input is; the weights are reordered by oneDNN either way.
             return functional.conv2d(MemoryLayout.ChannelsLast(x), weight, bias, [stride, stride], [padding, padding]).MoveToOuterDisposeScope();
@@ -70,10 +71,10 @@ public sealed class PaddedConv2d : Module<Tensor, Tensor>
             w = cat([w, zeros([outPadded, inPadded - InChannels, KernelSize, KernelSize], w.dtype, w.device)], 1);
             input = cat([x, zeros([x.shape[0], inPadded - InChannels, x.shape[2], x.shape[3]], x.dtype, x.device)], 1);
         }
-        if (policy.ChannelsLastNow) input = MemoryLayout.ChannelsLast(input);
+        if (channelsLast) input = MemoryLayout.ChannelsLast(input);
         var y = functional.conv2d(input, w, b, [stride, stride], [padding, padding]);
         if (outPadded > OutChannels) y = y.narrow(1, 0, OutChannels);
-        return (policy.ChannelsLastNow ? MemoryLayout.ChannelsLast(y) : y.contiguous()).MoveToOuterDisposeScope();
+        return (channelsLast ? MemoryLayout.ChannelsLast(y) : y.contiguous()).MoveToOuterDisposeScope();
     }
 
     private static long RoundUp(long value, long block) => (value + block - 1) / block * block;
