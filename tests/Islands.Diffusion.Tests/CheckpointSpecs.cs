@@ -42,6 +42,29 @@ public sealed class CheckpointSpecs
     }
 
     [Fact]
+    public void A_second_commit_of_the_same_step_takes_a_new_name_and_leaves_the_first_as_it_was()
+    {
+        var run = TestData.TempDir("ckpt-revision");
+        var store = new CheckpointStore(run);
+        var first = store.Commit(30, 0.5f, dir => File.WriteAllText(Path.Combine(dir, "model.bin"), "first trainer"));
+        var firstBytes = Directory.GetFiles(first.Directory).Order().Select(File.ReadAllBytes).ToList();
+        var second = store.Commit(30, 0.25f, dir => File.WriteAllText(Path.Combine(dir, "model.bin"), "second trainer"));
+        var third = store.Commit(30, 0.25f, dir => File.WriteAllText(Path.Combine(dir, "model.bin"), "third trainer"));
+
+        Assert.Equal("step-000000030", Path.GetFileName(first.Directory));
+        Assert.Equal("step-000000030-2", Path.GetFileName(second.Directory));
+        Assert.Equal("step-000000030-3", Path.GetFileName(third.Directory));
+        // The journal's reference to the first commit still verifies: same manifest hash, same bytes.
+        CheckpointStore.VerifyReference(first.Directory, first.ManifestSha256);
+        Assert.Equal(firstBytes, Directory.GetFiles(first.Directory).Order().Select(File.ReadAllBytes).ToList());
+        Assert.NotEqual(first.ManifestSha256, second.ManifestSha256);
+        Assert.Equal([third.Directory, second.Directory, first.Directory], store.List().Select(c => c.Directory));
+        Assert.Equal("third trainer", File.ReadAllText(Path.Combine(store.NewestValid()!.Value.Directory, "model.bin")));
+        store.Prune(keep: 1);
+        Assert.Equal([third.Directory], store.List().Select(c => c.Directory));
+    }
+
+    [Fact]
     public void Should_follow_the_same_loss_curve_after_an_interruption_and_resume()
     {
         using var straight = NewTrainer();

@@ -6,19 +6,23 @@ namespace Islands.Diffusion.Checkpoints;
 /// <summary>
 /// Checkpoints of one run: <c>checkpoints/step-000001000/</c> holding the weights, optimizer state, training state and
 /// a manifest of SHA-256 hashes. A checkpoint is built in a temporary directory and committed by one rename, so a
-/// crash leaves either the whole checkpoint or none of it. Loading verifies every hash first.
+/// crash leaves either the whole checkpoint or none of it. Loading verifies every hash first. A committed directory is
+/// never rewritten: a second commit of the same step (a trainer that resumed from an older checkpoint, or a second
+/// trainer) takes the next free name, <c>step-000001000-2</c>, so a reference kept elsewhere (a journal, a publication)
+/// goes on naming the bytes it was written for.
 /// </summary>
 public sealed class CheckpointStore(string runDirectory)
 {
     private const string Prefix = "step-";
     public string Root { get; } = Path.Combine(runDirectory, "checkpoints");
 
-    public static string NameFor(long step) => Prefix + step.ToString("D9", CultureInfo.InvariantCulture);
+    /// <param name="revision">1 for the first commit of a step; 2, 3, ... for later ones.</param>
+    public static string NameFor(long step, int revision = 1) =>
+        Prefix + step.ToString("D9", CultureInfo.InvariantCulture) + (revision == 1 ? "" : "-" + revision.ToString(CultureInfo.InvariantCulture));
 
     public CheckpointRef Commit(long step, float? loss, Action<string> writeFiles)
     {
-        var target = Path.Combine(Root, NameFor(step));
-        AtomicFile.WriteDirectory(target, temp =>
+        var target = AtomicFile.WriteNewDirectory(revision => Path.Combine(Root, NameFor(step, revision)), temp =>
         {
             writeFiles(temp);
             var files = Directory.GetFiles(temp).Select(Path.GetFileName).Order(StringComparer.Ordinal)
@@ -30,21 +34,31 @@ public sealed class CheckpointStore(string runDirectory)
                 using var handle = new FileStream(f, FileMode.Open, FileAccess.ReadWrite);
                 handle.Flush(flushToDisk: true);
             }
-        }, replace: true);
+        });
         return new CheckpointRef(target, step, AtomicFile.Sha256(Path.Combine(target, CheckpointManifest.FileName)));
     }
 
-    /// <summary>Committed checkpoints (complete directories with a manifest), newest first. Temporary directories are ignored.</summary>
+    /// <summary>Committed checkpoints (complete directories with a manifest), newest first (by step, then revision). Temporary directories are ignored.</summary>
     public IReadOnlyList<(long Step, string Directory)> List()
     {
         if (!Directory.Exists(Root)) return [];
         return Directory.GetDirectories(Root)
             .Where(d => !AtomicFile.IsTemporary(d))
-            .Select(d => (Name: Path.GetFileName(d), Dir: d))
-            .Where(x => x.Name.StartsWith(Prefix, StringComparison.Ordinal) && long.TryParse(x.Name[Prefix.Length..], NumberStyles.None, CultureInfo.InvariantCulture, out _))
-            .Select(x => (long.Parse(x.Name[Prefix.Length..], CultureInfo.InvariantCulture), x.Dir))
-            .OrderByDescending(x => x.Item1)
+            .Select(d => (Parsed: Parse(Path.GetFileName(d)), Dir: d))
+            .Where(x => x.Parsed is not null)
+            .OrderByDescending(x => x.Parsed!.Value.Step).ThenByDescending(x => x.Parsed!.Value.Revision)
+            .Select(x => (x.Parsed!.Value.Step, x.Dir))
             .ToList();
+    }
+
+    /// <summary>Step and revision of a checkpoint directory's name, or null for anything else.</summary>
+    public static (long Step, int Revision)? Parse(string name)
+    {
+        if (!name.StartsWith(Prefix, StringComparison.Ordinal)) return null;
+        var parts = name[Prefix.Length..].Split('-');
+        if (parts.Length > 2 || !long.TryParse(parts[0], NumberStyles.None, CultureInfo.InvariantCulture, out var step)) return null;
+        if (parts.Length == 1) return (step, 1);
+        return int.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out var revision) && revision >= 2 ? (step, revision) : null;
     }
 
     /// <summary>Throws <see cref="CheckpointException"/> unless every file of the checkpoint matches its manifest.</summary>

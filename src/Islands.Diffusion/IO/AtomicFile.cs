@@ -67,6 +67,41 @@ public static class AtomicFile
         }
     }
 
+    /// <summary>
+    /// Builds a directory under a temporary name, then renames it to the first of <paramref name="nameFor"/>(1), (2), ...
+    /// that does not exist yet; an existing directory is never replaced. Returns the name it took.
+    /// </summary>
+    public static string WriteNewDirectory(Func<int, string> nameFor, Action<string> fill)
+    {
+        var first = Path.GetFullPath(nameFor(1)).TrimEnd(Path.DirectorySeparatorChar);
+        Directory.CreateDirectory(Path.GetDirectoryName(first)!);
+        var temp = TempSibling(first);
+        Directory.CreateDirectory(temp);
+        try
+        {
+            fill(temp);
+            for (var revision = 1; ; revision++)
+            {
+                var target = Path.GetFullPath(nameFor(revision)).TrimEnd(Path.DirectorySeparatorChar);
+                if (Directory.Exists(target) || File.Exists(target)) continue;
+                try
+                {
+                    Directory.Move(temp, target);
+                    return target;
+                }
+                // Another writer took this name between the check and the rename: try the next one.
+                catch (IOException) when (Directory.Exists(target) && Directory.Exists(temp))
+                {
+                }
+            }
+        }
+        catch
+        {
+            if (Directory.Exists(temp)) Directory.Delete(temp, recursive: true);
+            throw;
+        }
+    }
+
     /// <summary>Temporary names start with '.' and end with '.tmp' so listings and cleanup can skip them.</summary>
     public static string TempSibling(string full) =>
         Path.Combine(Path.GetDirectoryName(full)!, $".{Path.GetFileName(full)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
