@@ -46,10 +46,12 @@ public static class IslandNode
         IslandTelemetrySetup.Add(builder.Services, settings);
         builder.Services.AddHealthChecks().AddCheck<ClusterMemberUpCheck>("cluster-member-up", tags: ["ready"]);
         builder.Services.AddAkka(settings.SystemName, (akka, _) => ConfigureAkka(akka, settings));
+        settings.Formation.AddServices(builder.Services);
 
         var app = builder.Build();
         app.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = _ => false });
         app.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = c => c.Tags.Contains("ready") });
+        ClusterFormation.MapSeedNodes(app);
         app.MapGet("/status", async (ActorSystem system, IRequiredActor<TrainingJobSingleton> job, CancellationToken cancel) =>
             Results.Json(await IslandStatus.Collect(system, await job.GetAsync(cancel), settings.Island, TimeSpan.FromSeconds(5))));
         return app;
@@ -72,11 +74,7 @@ public static class IslandNode
             SeedNodes = [.. settings.SeedNodes],
             SplitBrainResolver = new KeepMajorityOption(),
         });
-        if (settings.SeedNodes.Count == 0)
-        {
-            // No seed nodes: a one-node island that forms its own cluster (remoting may have picked a free port).
-            akka.AddStartup((system, _) => Cluster.Get(system).Join(Cluster.Get(system).SelfAddress));
-        }
+        settings.Formation.Apply(akka);
         akka.WithSqlPersistence(settings.JournalConnectionString,
             settings.JournalProvider == "sqlite" ? ProviderName.SQLiteMS : ProviderName.PostgreSQL15, autoInitialize: true);
         akka.WithCustomSerializer("islands", [typeof(IIslandsMessage)], system => new IslandsSerializer(system));

@@ -32,6 +32,7 @@ public static partial class IslandNodeConfig
         ["ISLANDS_PUBLIC_HOSTNAME"] = "islands.public-hostname",
         ["ISLANDS_PORT"] = "islands.port",
         ["ISLANDS_SEED_NODES"] = "islands.seed-nodes",
+        ["ISLANDS_CONTACT_POINTS"] = "islands.bootstrap.contact-points",
         ["ISLANDS_HTTP_HOSTNAME"] = "islands.http.hostname",
         ["ISLANDS_HTTP_PORT"] = "islands.http.port",
         ["ISLANDS_JOURNAL_PROVIDER"] = "islands.journal.provider",
@@ -45,7 +46,7 @@ public static partial class IslandNodeConfig
         ["ISLANDS_SERVING_CONTACTS"] = "islands.serving-contacts",
     };
 
-    private static readonly HashSet<string> ListKeys = ["islands.seed-nodes", "islands.tls.trusted-thumbprints", "islands.serving-contacts"];
+    private static readonly HashSet<string> ListKeys = ["islands.seed-nodes", "islands.bootstrap.contact-points", "islands.tls.trusted-thumbprints", "islands.serving-contacts"];
 
     /// <param name="options">Configuration keys set by command-line options (null values are left out).</param>
     public static Config Load(string? configFile, IReadOnlyDictionary<string, string?> options, IDictionary? environment = null,
@@ -125,9 +126,12 @@ public static partial class IslandNodeConfig
             if (!ServingContact().IsMatch(contact))
                 throw new ConfigException("islands.serving-contacts", $"'{contact}' must be a serving node's receptionist, e.g. akka.tcp://serving-main@10.0.0.5:5053/system/receptionist");
         var publicHost = config.GetString("islands.public-hostname", "");
-        return new IslandNodeSettings(island, job, store, String(config, "islands.hostname"), string.IsNullOrWhiteSpace(publicHost) ? null : publicHost,
-            Int(config, "islands.port", 0, 65535), [.. seeds], String(config, "islands.http.hostname"),
-            Int(config, "islands.http.port", 0, 65535), provider, connection, chunk, minBackoff, maxBackoff, Duration(config, "islands.split-brain.stable-after"),
+        var hostname = String(config, "islands.hostname");
+        var httpPort = Int(config, "islands.http.port", 0, 65535);
+        var formation = ClusterFormation.Parse(config, "islands.", [.. seeds], string.IsNullOrWhiteSpace(publicHost) ? hostname : publicHost, httpPort);
+        return new IslandNodeSettings(island, job, store, hostname, string.IsNullOrWhiteSpace(publicHost) ? null : publicHost,
+            Int(config, "islands.port", 0, 65535), formation, String(config, "islands.http.hostname"),
+            httpPort, provider, connection, chunk, minBackoff, maxBackoff, Duration(config, "islands.split-brain.stable-after"),
             tls, exporter, String(config, "islands.telemetry.otlp-endpoint"), [.. contacts], Int(config, "islands.torch-threads", 0, 1024), config);
     }
 

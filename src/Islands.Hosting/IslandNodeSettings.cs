@@ -10,7 +10,7 @@ public sealed record TlsSettings(bool Enabled, string Certificate, string Passwo
 /// <param name="ServingContacts">Receptionists of serving clusters to announce publications to (may be empty).</param>
 /// <param name="Hocon">The merged configuration; its akka.* and islands.training-dispatcher sections go to the actor system.</param>
 public sealed record IslandNodeSettings(
-    string Island, TrainingJob Job, string Store, string Hostname, string? PublicHostname, int Port, IReadOnlyList<string> SeedNodes,
+    string Island, TrainingJob Job, string Store, string Hostname, string? PublicHostname, int Port, ClusterFormation Formation,
     string HttpHostname, int HttpPort, string JournalProvider, string JournalConnectionString, int ChunkSteps,
     TimeSpan MinBackoff, TimeSpan MaxBackoff, TimeSpan StableAfter, TlsSettings Tls, string TelemetryExporter, string OtlpEndpoint,
     IReadOnlyList<string> ServingContacts, int TorchThreads, Config Hocon)
@@ -19,6 +19,7 @@ public sealed record IslandNodeSettings(
     public string RunDirectory => Path.GetFullPath(Path.Combine(Store, Island));
     public string SystemName => "islands-" + Island;
     public string Protocol => Tls.Enabled ? "akka.ssl.tcp" : "akka.tcp";
+    public IReadOnlyList<string> SeedNodes => Formation.SeedNodes;
 
     public IslandJobSettings JobSettings => new(Island, Job, RunDirectory, ChunkSteps, MinBackoff, MaxBackoff, JournalDescription, TorchThreads,
         FaultInjection.Parse(Hocon.GetString("islands.test.fault-nan-from-step", ""), Job.Name));

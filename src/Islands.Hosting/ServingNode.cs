@@ -53,12 +53,14 @@ public static class ServingNode
         builder.Services.AddSingleton(new GenerationSlots(settings.MaxInFlight));
         builder.Services.AddHealthChecks().AddCheck<ClusterMemberUpCheck>("cluster-member-up", tags: ["ready"]);
         builder.Services.AddAkka(settings.SystemName, (akka, _) => ConfigureAkka(akka, settings));
+        settings.Formation.AddServices(builder.Services);
 
         var app = builder.Build();
         app.UseAuthentication();
         app.UseAuthorization();
         app.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = _ => false }).AllowAnonymous();
         app.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = c => c.Tags.Contains("ready") }).AllowAnonymous();
+        ClusterFormation.MapSeedNodes(app).AllowAnonymous();
         app.MapOpenApi();
         GenerationApi.Map(app, settings);
         return app;
@@ -76,7 +78,7 @@ public static class ServingNode
             SeedNodes = [.. settings.SeedNodes],
             SplitBrainResolver = new KeepMajorityOption(),
         });
-        if (settings.SeedNodes.Count == 0) akka.AddStartup((system, _) => Cluster.Get(system).Join(Cluster.Get(system).SelfAddress));
+        settings.Formation.Apply(akka);
         akka.WithCustomSerializer("islands", [typeof(IIslandsMessage)], system => new IslandsSerializer(system));
         akka.WithStrictSerialization(true);
         akka.WithClusterClientReceptionist(role: ServingNodeSettings.Role);

@@ -24,6 +24,7 @@ public static partial class ServingNodeConfig
         ["ISLANDS_PUBLIC_HOSTNAME"] = "islands.serving.public-hostname",
         ["ISLANDS_PORT"] = "islands.serving.port",
         ["ISLANDS_SEED_NODES"] = "islands.serving.seed-nodes",
+        ["ISLANDS_CONTACT_POINTS"] = "islands.serving.bootstrap.contact-points",
         ["ISLANDS_HTTP_HOSTNAME"] = "islands.serving.http.hostname",
         ["ISLANDS_HTTP_PORT"] = "islands.serving.http.port",
         ["ISLANDS_API_KEYS"] = "islands.serving.api-keys",
@@ -34,7 +35,7 @@ public static partial class ServingNodeConfig
         ["ISLANDS_OTLP_ENDPOINT"] = "islands.serving.telemetry.otlp-endpoint",
     };
 
-    private static readonly HashSet<string> ListKeys = ["islands.serving.seed-nodes", "islands.serving.api-keys"];
+    private static readonly HashSet<string> ListKeys = ["islands.serving.seed-nodes", "islands.serving.bootstrap.contact-points", "islands.serving.api-keys"];
 
     public static Config Load(string? configFile, IReadOnlyDictionary<string, string?> options, IDictionary? environment = null, string? defaultsFile = null) =>
         IslandNodeConfig.LoadLayers(defaultsFile ?? Path.Combine(AppContext.BaseDirectory, DefaultsFile), configFile, options, environment, EnvironmentKeys, ListKeys);
@@ -87,9 +88,12 @@ public static partial class ServingNodeConfig
             IslandNodeConfig.Duration(config, p + "request-timeout"), IslandNodeConfig.Duration(config, p + "progress-timeout"),
             IslandNodeConfig.Duration(config, p + "rescan-interval"), frame, IslandNodeConfig.Duration(config, p + "results-retention"));
         var publicHost = config.GetString(p + "public-hostname", "");
-        return new ServingNodeSettings(name, IslandNodeConfig.String(config, p + "hostname"), string.IsNullOrWhiteSpace(publicHost) ? null : publicHost,
-            IslandNodeConfig.Int(config, p + "port", 0, 65535), [.. seeds], IslandNodeConfig.String(config, p + "http.hostname"),
-            IslandNodeConfig.Int(config, p + "http.port", 0, 65535), IslandNodeConfig.Int(config, p + "http.max-body-bytes", 256, 16 << 20),
+        var hostname = IslandNodeConfig.String(config, p + "hostname");
+        var httpPort = IslandNodeConfig.Int(config, p + "http.port", 0, 65535);
+        var formation = ClusterFormation.Parse(config, p, [.. seeds], string.IsNullOrWhiteSpace(publicHost) ? hostname : publicHost, httpPort);
+        return new ServingNodeSettings(name, hostname, string.IsNullOrWhiteSpace(publicHost) ? null : publicHost,
+            IslandNodeConfig.Int(config, p + "port", 0, 65535), formation, IslandNodeConfig.String(config, p + "http.hostname"),
+            httpPort, IslandNodeConfig.Int(config, p + "http.max-body-bytes", 256, 16 << 20),
             IslandNodeConfig.Int(config, p + "http.max-in-flight", 1, 100_000), keys, anonymous, serving, IslandNodeConfig.Duration(config, p + "passivate-after"),
             IslandNodeConfig.Int(config, p + "shards", 1, 10_000), frame, IslandNodeConfig.Duration(config, p + "split-brain.stable-after"),
             exporter, IslandNodeConfig.String(config, p + "telemetry.otlp-endpoint"), config);

@@ -7,10 +7,11 @@ namespace Islands.Hosting;
 /// <param name="ApiKeys">Accepted bearer tokens; empty only with AllowAnonymous.</param>
 /// <param name="Hocon">The merged configuration; its akka.* and dispatcher sections go to the actor system.</param>
 public sealed record ServingNodeSettings(
-    string Name, string Hostname, string? PublicHostname, int Port, IReadOnlyList<string> SeedNodes, string HttpHostname, int HttpPort,
+    string Name, string Hostname, string? PublicHostname, int Port, ClusterFormation Formation, string HttpHostname, int HttpPort,
     long MaxBodyBytes, int MaxInFlight, IReadOnlyList<string> ApiKeys, bool AllowAnonymous, ServingSettings Serving, TimeSpan PassivateAfter,
     int Shards, long MaximumFrameBytes, TimeSpan StableAfter, string TelemetryExporter, string OtlpEndpoint, Config Hocon)
 {
     public const string Role = "serving";
     public string SystemName => "serving-" + Name;
+    public IReadOnlyList<string> SeedNodes => Formation.SeedNodes;
 }

@@ -17,7 +17,8 @@ public static class IslandCommands
         var config = new Option<string?>("--config") { Description = "HOCON file over hocon/island.conf (islands.training holds the training settings)" };
         var hostname = new Option<string?>("--hostname") { Description = "Remoting address to bind (islands.hostname)" };
         var port = new Option<int?>("--port") { Description = "Remoting port; seed nodes need fixed ports (islands.port)" };
-        var seeds = new Option<string?>("--seed-nodes") { Description = "Comma-separated seed node addresses, e.g. akka.tcp://islands-a@127.0.0.1:4053" };
+        var seeds = new Option<string?>("--seed-nodes") { Description = "Static seed nodes (tests; a restarted first seed can form a second cluster): use --contact-points" };
+        var contacts = new Option<string?>("--contact-points") { Description = "HTTP endpoints host:port of every node of the island, this one included (islands.bootstrap.contact-points)" };
         var httpPort = new Option<int?>("--http-port") { Description = "Port of /status and /health/* (islands.http.port)" };
         var store = new Option<string?>("--store") { Description = "Checkpoint store directory; the island's run is <store>/<island> (islands.store)" };
         var provider = new Option<string?>("--journal") { Description = "sqlite or postgresql (islands.journal.provider)" };
@@ -27,7 +28,7 @@ public static class IslandCommands
         var every = new Option<int?>("--checkpoint-every") { Description = "Steps between committed checkpoints (islands.training.checkpoint-every)" };
         var command = new Command("node", "Run one node of an island: an Akka.NET cluster member that trains the island's job as a cluster singleton")
         {
-            island, job, config, hostname, port, seeds, httpPort, store, provider, data, partitions, steps, every,
+            island, job, config, hostname, port, seeds, contacts, httpPort, store, provider, data, partitions, steps, every,
         };
         command.SetAction(IslandsCli.Action(stdout, stderr, async (ctx, parse, cancel) =>
         {
@@ -38,6 +39,7 @@ public static class IslandCommands
                 ["islands.hostname"] = parse.GetValue(hostname),
                 ["islands.port"] = parse.GetValue(port)?.ToString(System.Globalization.CultureInfo.InvariantCulture),
                 ["islands.seed-nodes"] = parse.GetValue(seeds),
+                ["islands.bootstrap.contact-points"] = parse.GetValue(contacts),
                 ["islands.http.port"] = parse.GetValue(httpPort)?.ToString(System.Globalization.CultureInfo.InvariantCulture),
                 ["islands.store"] = parse.GetValue(store),
                 ["islands.journal.provider"] = parse.GetValue(provider),

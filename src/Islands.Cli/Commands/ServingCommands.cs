@@ -21,12 +21,13 @@ public static class ServingCommands
         var store = new Option<string?>("--store") { Description = "Checkpoint store the islands publish into (islands.serving.store)" };
         var hostname = new Option<string?>("--hostname") { Description = "Remoting address to bind (islands.serving.hostname)" };
         var port = new Option<int?>("--port") { Description = "Remoting port; seed nodes need fixed ports (islands.serving.port)" };
-        var seeds = new Option<string?>("--seed-nodes") { Description = "Comma-separated seed nodes, e.g. akka.tcp://serving-main@127.0.0.1:5053" };
+        var seeds = new Option<string?>("--seed-nodes") { Description = "Static seed nodes (tests; a restarted first seed can form a second cluster): use --contact-points" };
+        var contacts = new Option<string?>("--contact-points") { Description = "HTTP endpoints host:port of every serving node, this one included (islands.serving.bootstrap.contact-points)" };
         var httpPort = new Option<int?>("--http-port") { Description = "Port of the API (islands.serving.http.port)" };
         var precision = new Option<string?>("--precision") { Description = "fp32 or bf16 arithmetic for the experts (islands.serving.precision)" };
         var command = new Command("serve", "Run one node of the serving cluster: sharded router and sampler actors behind the generation API")
         {
-            config, store, hostname, port, seeds, httpPort, precision,
+            config, store, hostname, port, seeds, contacts, httpPort, precision,
         };
         command.SetAction(IslandsCli.Action(stdout, stderr, async (ctx, parse, cancel) =>
         {
@@ -36,6 +37,7 @@ public static class ServingCommands
                 ["islands.serving.hostname"] = parse.GetValue(hostname),
                 ["islands.serving.port"] = parse.GetValue(port)?.ToString(CultureInfo.InvariantCulture),
                 ["islands.serving.seed-nodes"] = parse.GetValue(seeds),
+                ["islands.serving.bootstrap.contact-points"] = parse.GetValue(contacts),
                 ["islands.serving.http.port"] = parse.GetValue(httpPort)?.ToString(CultureInfo.InvariantCulture),
                 ["islands.serving.precision"] = parse.GetValue(precision),
             };

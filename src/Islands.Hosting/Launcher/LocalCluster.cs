@@ -91,7 +91,7 @@ public static class LocalCluster
                 env["ISLANDS_JOURNAL_PROVIDER"] = "postgresql";
                 env["ISLANDS_JOURNAL_CONNECTION_STRING"] = new NpgsqlConnectionStringBuilder(postgres) { Database = database }.ConnectionString;
             }
-            var seeds = string.Join(",", ports.Take(2).Select(p => $"akka.tcp://islands-{island}@127.0.0.1:{p}"));
+            var contactPoints = ContactPoints(ports);
             for (var n = 0; n < nodesPerIsland; n++)
             {
                 var islandSteps = job == "router" ? Math.Max(100, steps * 2) : steps;
@@ -101,18 +101,18 @@ public static class LocalCluster
                     "--steps", Str(islandSteps), "--checkpoint-every", Str(Math.Max(5, islandSteps / 10)),
                     "--port", Str(ports[n]), "--http-port", Str(ports[n] + 1000), "--threads", threads,
                 ];
-                if (nodesPerIsland > 1) args.AddRange(["--seed-nodes", seeds]);
+                if (nodesPerIsland > 1) args.AddRange(["--contact-points", contactPoints]);
                 // Its training block is an expert's (TrainConfig); the router's job takes other settings and keeps its defaults.
                 if (islandConfig is not null && job != "router") args.AddRange(["--config", Path.GetFullPath(islandConfig)]);
                 processes.Add(Start(new ClusterProcess($"{island}-{n}", "island", island, ports[n], ports[n] + 1000, args, env,
                     Path.Combine(work, "logs", $"{island}-{n}.log"), 0, default), executable));
             }
         }
-        var servingSeeds = string.Join(",", servingPorts.Take(2).Select(p => $"akka.tcp://serving-local@127.0.0.1:{p}"));
+        var servingContactPoints = ContactPoints(servingPorts);
         for (var i = 0; i < servingNodes; i++)
         {
             List<string> args = ["serve", "--store", store, "--port", Str(servingPorts[i]), "--http-port", Str(servingPorts[i] + 1000)];
-            if (servingNodes > 1) args.AddRange(["--seed-nodes", servingSeeds]);
+            if (servingNodes > 1) args.AddRange(["--contact-points", servingContactPoints]);
             var env = new Dictionary<string, string>
             {
                 ["ISLANDS_SERVING_NAME"] = "local",
@@ -153,6 +153,9 @@ public static class LocalCluster
     }
 
     private static string Str(int value) => value.ToString(CultureInfo.InvariantCulture);
+
+    /// <summary>The nodes' HTTP endpoints (remoting port + 1000), where each answers /cluster/seed-nodes.</summary>
+    private static string ContactPoints(IEnumerable<int> remotingPorts) => string.Join(",", remotingPorts.Select(p => $"127.0.0.1:{Str(p + 1000)}"));
 
     private static async Task CreateDatabaseAsync(string server, string database, CancellationToken cancel)
     {
