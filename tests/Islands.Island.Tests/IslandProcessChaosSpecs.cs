@@ -19,6 +19,7 @@ public sealed class IslandProcessChaosSpecs(ITestOutputHelper output)
         public Process? Process { get; set; }
         public string Http => $"http://127.0.0.1:{HttpPort}";
         public string Address(string island) => $"akka.tcp://islands-{island}@127.0.0.1:{Port}";
+        public string ContactPoint => $"127.0.0.1:{HttpPort}";
         public bool Alive => Process is { HasExited: false };
     }
 
@@ -33,7 +34,7 @@ public sealed class IslandProcessChaosSpecs(ITestOutputHelper output)
         await File.WriteAllTextAsync(config, NodeConfig(data, partitions, steps));
         var journal = await CreateDatabaseAsync(island);
         var nodes = Enumerable.Range(0, 3).Select(i => new NodeProcess(FreePort(), FreePort(), Path.Combine(store, $"node-{i}.log"))).ToList();
-        var seeds = string.Join(",", nodes.Take(2).Select(n => n.Address(island)));
+        var seeds = string.Join(",", nodes.Select(n => n.ContactPoint));
         var random = new Random(Environment.TickCount);
         try
         {
@@ -108,14 +109,67 @@ public sealed class IslandProcessChaosSpecs(ITestOutputHelper output)
         }
     }
 
-    private static void Start(NodeProcess node, string island, string config, string store, string seeds, string journal)
+    [Fact]
+    public async Task Restarting_the_first_node_while_the_others_run_never_forms_a_second_cluster()
+    {
+        const string island = "rejoin";
+        var (data, partitions) = await DatasetAsync();
+        var store = TempDir("process-rejoin");
+        var config = Path.Combine(store, "node.conf");
+        await File.WriteAllTextAsync(config, NodeConfig(data, partitions, steps: 5000));
+        var journal = await CreateDatabaseAsync(island);
+        var nodes = Enumerable.Range(0, 3).Select(i => new NodeProcess(FreePort(), FreePort(), Path.Combine(store, $"node-{i}.log"))).ToList();
+        var contacts = string.Join(",", nodes.Select(n => n.ContactPoint));
+        // The lowest contact point is the one that forms the cluster, and the one a seed-node arrangement would let self-join.
+        var first = nodes.OrderBy(n => n.HttpPort).First();
+        try
+        {
+            foreach (var node in nodes) Start(node, island, config, store, contacts, journal);
+            await WaitAllUp(nodes, island);
+            await OneClusterAsync(nodes, island, "after start-up");
+            for (var restart = 1; restart <= 4; restart++)
+            {
+                first.Process!.Kill();
+                await first.Process.WaitForExitAsync();
+                // Back before the others have even noticed: its old incarnation is still a member, as in the kill loop that found the bug.
+                await Task.Delay(TimeSpan.FromSeconds(2));
+                Start(first, island, config, store, contacts, journal);
+                await WaitAllUp(nodes, island);
+                await OneClusterAsync(nodes, island, $"after restart {restart} of {first.Address(island)}");
+                output.WriteLine($"restart {restart} of {first.Address(island)}: one cluster again");
+            }
+            // Only the very first start formed a cluster: no later incarnation of any node joined itself.
+            var selfJoins = nodes.Sum(n => File.ReadLines(n.Log).Count(l => l.Contains("is JOINING itself", StringComparison.Ordinal)));
+            Assert.Equal(1, selfJoins);
+        }
+        finally
+        {
+            foreach (var node in nodes.Where(n => n.Alive)) node.Process!.Kill(entireProcessTree: true);
+        }
+    }
+
+    /// <summary>Every node agrees on the members (all Up), on the leader and on where the training job runs.</summary>
+    private static async Task OneClusterAsync(List<NodeProcess> nodes, string island, string when)
+    {
+        await Eventually(async () =>
+        {
+            var views = new List<Hosting.IslandStatus>();
+            foreach (var node in nodes) views.Add(await LocalIsland.StatusAsync(node.Http));
+            var expected = nodes.Select(n => n.Address(island)).Order().ToList();
+            return views.All(v => v.Members.Where(m => m.Status == "Up" && m.Reachable).Select(m => m.Address).Order().SequenceEqual(expected))
+                && views.Select(v => v.Leader).Distinct().Count() == 1
+                && views.All(v => v.Job is not null) && views.Select(v => v.Job!.Node).Distinct().Count() == 1;
+        }, TimeSpan.FromSeconds(90), $"all {nodes.Count} nodes agree on members, leader and the job's node {when}");
+    }
+
+    private static void Start(NodeProcess node, string island, string config, string store, string contacts, string journal)
     {
         var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (var arg in new[]
         {
             Path.Combine(AppContext.BaseDirectory, "islands.dll"), "node", "--island", island, "--job", "expert:3", "--config", config,
             "--port", node.Port.ToString(System.Globalization.CultureInfo.InvariantCulture), "--http-port", node.HttpPort.ToString(System.Globalization.CultureInfo.InvariantCulture),
-            "--seed-nodes", seeds, "--store", store, "--journal", "postgresql", "--threads", "2",
+            "--contact-points", contacts, "--store", store, "--journal", "postgresql", "--threads", "2",
         }) info.ArgumentList.Add(arg);
         // The connection string (with its password) goes through the environment, as the README tells operators to do.
         info.Environment["ISLANDS_JOURNAL_CONNECTION_STRING"] = journal;
