@@ -53,7 +53,7 @@ public static class IslandNode
         app.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = c => c.Tags.Contains("ready") });
         ClusterFormation.MapSeedNodes(app);
         app.MapGet("/status", async (ActorSystem system, IRequiredActor<TrainingJobSingleton> job, CancellationToken cancel) =>
-            Results.Json(await IslandStatus.Collect(system, await job.GetAsync(cancel), settings.Island, TimeSpan.FromSeconds(5))));
+            Results.Json(await IslandStatus.Collect(system, await job.GetAsync(cancel), settings, TimeSpan.FromSeconds(5), cancel)));
         return app;
     }
 
@@ -84,10 +84,17 @@ public static class IslandNode
             akka.WithClusterClient<ServingClusterClient>(settings.ServingContacts);
             akka.WithActors((system, registry) => system.ActorOf(PublicationAnnouncer.Props(registry.Get<ServingClusterClient>()), "publication-announcer"));
         }
+        var lease = settings.JournalProvider == "postgresql" ? new JournalLeaseOption(settings.JournalConnectionString, settings.LeaseTimeToLive) : null;
+        // The singleton options only name the lease's config path; its settings must be in the config already.
+        lease?.Apply(akka);
         akka.WithSingleton<TrainingJobSingleton>(SingletonName, JobSupervisor.Props(settings.JobSettings), new ClusterSingletonOptions
         {
             Role = IslandNodeSettings.Role,
             TerminationMessage = StopTraining.Instance,
+            // At most one trainer per island even when its cluster splits: the singleton runs only while its node holds the
+            // island's lease in the shared journal database (SQLite is one node's, so there is nobody to share it with).
+            LeaseImplementation = lease,
+            LeaseRetryInterval = lease is null ? null : TimeSpan.FromSeconds(1),
         });
     }
 

@@ -132,7 +132,8 @@ public static partial class IslandNodeConfig
         return new IslandNodeSettings(island, job, store, hostname, string.IsNullOrWhiteSpace(publicHost) ? null : publicHost,
             Int(config, "islands.port", 0, 65535), formation, String(config, "islands.http.hostname"),
             httpPort, provider, connection, chunk, minBackoff, maxBackoff, Duration(config, "islands.split-brain.stable-after"),
-            tls, exporter, String(config, "islands.telemetry.otlp-endpoint"), [.. contacts], Int(config, "islands.torch-threads", 0, 1024), config);
+            tls, exporter, String(config, "islands.telemetry.otlp-endpoint"), [.. contacts], Int(config, "islands.torch-threads", 0, 1024),
+            Duration(config, "islands.lease.time-to-live"), config);
     }
 
     /// <summary>expert:K, monolith or router, with the training block read as the matching config record.</summary>

@@ -95,6 +95,7 @@ public static class IslandTestEnvironment
         islands {
           chunk-steps = 5
           split-brain.stable-after = 5s
+          lease.time-to-live = 5s
           backoff { min = 500ms, max = 4s }
           training {
             data-directory = "{{data}}"
