@@ -42,6 +42,7 @@ public sealed class IslandsSerializer(ExtendedActorSystem system) : SerializerWi
         ["ev:job-completed"] = typeof(JobCompleted),
         ["ev:job-rolled-back"] = typeof(JobRolledBack),
         ["ev:job-diverged"] = typeof(JobDiverged),
+        ["ev:job-reopened"] = typeof(JobReopened),
         ["models?"] = typeof(Serving.GetPublishedModels),
         ["models"] = typeof(Serving.PublishedModelsSnapshot),
         ["model-published"] = typeof(Serving.ModelPublished),

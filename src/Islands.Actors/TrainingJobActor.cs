@@ -51,8 +51,19 @@ public sealed class TrainingJobActor : ReceivePersistentActor
         Context.Parent.Tell(JobSupervisor.JobRecovered.Instance);
         if (state.Completed)
         {
-            log.Info("island {0}: job {1} already completed at step {2}", settings.Island, settings.Job.Name, state.CompletedStep);
-            return;
+            // "Completed" is a claim about the store: the final checkpoint must still be there and verify (a deleted
+            // directory, an older backup restored). If it is not, the job reopens and resumes from what does verify.
+            RejectUnverifiable();
+            var kept = state.NewestUsable();
+            if (kept is not null && kept.Step >= state.CompletedStep)
+            {
+                log.Info("island {0}: job {1} already completed at step {2}", settings.Island, settings.Job.Name, state.CompletedStep);
+                return;
+            }
+            var reason = $"the journal says the job completed at step {state.CompletedStep}, but " +
+                         (kept is null ? "no committed checkpoint verifies" : $"the newest committed checkpoint that verifies is step {kept.Step} ({kept.Checkpoint})");
+            log.Error("island {0}: {1}; resuming from {2}", settings.Island, reason, kept is null ? "the start" : $"step {kept.Step}");
+            Persist(new JobReopened(state.CompletedStep, reason, DateTimeOffset.UtcNow), e => state = state.Apply(e));
         }
         if (state.Diverged)
         {
@@ -242,7 +253,7 @@ public sealed class TrainingJobActor : ReceivePersistentActor
         // A chunk of only skipped (non-finite) steps has no loss; JSON cannot carry NaN.
         progress?.Loss is { } loss && float.IsFinite(loss) ? loss : null, progress?.ImagesPerSecond ?? 0,
         state.LastCommitted, state.Recoveries, Math.Max(0, workerStarts - 1), state.Rejected.Select(r => $"{r.Checkpoint}: {r.Reason}").ToList(),
-        node, state.Diverged ? state.DivergedReason : lastError, resumedFrom, state.DivergedReason, progress?.BadSteps ?? 0, state.TotalRollbacks);
+        node, state.Diverged ? state.DivergedReason : lastError ?? state.ReopenedReason, resumedFrom, state.DivergedReason, progress?.BadSteps ?? 0, state.TotalRollbacks);
 
     protected override void OnRecoveryFailure(Exception reason, object? message = null)
     {
@@ -256,19 +267,17 @@ public sealed class TrainingJobActor : ReceivePersistentActor
         base.OnPersistFailure(cause, @event, sequenceNr);
     }
 
-    /// <summary>The state rebuilt from the journal. Immutable, so applying an event is the only way it changes.</summary>
+    /// <summary>The state rebuilt from the journal; <c>Committed</c> holds the commits not rejected since. Immutable, so applying an event is the only way it changes.</summary>
     /// <param name="RollbacksWithoutProgress">Rollbacks since the last checkpoint committed past the step where trouble began.</param>
     public sealed record JobState(bool Started, ImmutableList<CheckpointCommitted> Committed, ImmutableList<CheckpointRejected> Rejected,
         int Recoveries, bool Completed, long CompletedStep, int RollbacksWithoutProgress = 0, long? FailedAt = null, int TotalRollbacks = 0,
-        bool Diverged = false, long DivergedStep = 0, string? DivergedReason = null)
+        bool Diverged = false, long DivergedStep = 0, string? DivergedReason = null, string? ReopenedReason = null)
     {
         public static readonly JobState Empty = new(false, [], [], 0, false, 0);
 
         public CommittedCheckpoint? LastCommitted => Committed.Count == 0 ? null : ToReference(Committed[^1]);
 
-        public CommittedCheckpoint? NewestUsable() => Committed
-            .Where(c => Rejected.All(r => r.Checkpoint != c.Checkpoint))
-            .OrderByDescending(c => c.Step).Select(ToReference).FirstOrDefault();
+        public CommittedCheckpoint? NewestUsable() => Committed.OrderByDescending(c => c.Step).Select(ToReference).FirstOrDefault();
 
         private static CommittedCheckpoint ToReference(CheckpointCommitted c) => new(c.Step, c.Checkpoint, c.ManifestSha256, c.Loss, c.At);
 
@@ -282,8 +291,14 @@ public sealed class TrainingJobActor : ReceivePersistentActor
             JobRolledBack b => this with { RollbacksWithoutProgress = RollbacksWithoutProgress + 1, TotalRollbacks = TotalRollbacks + 1,
                 FailedAt = FailedAt is { } f ? Math.Min(f, b.FailedAt) : b.FailedAt },
             JobDiverged d => this with { Diverged = true, DivergedStep = d.Step, DivergedReason = d.Reason },
-            CheckpointRejected r => Rejected.Any(x => x.Checkpoint == r.Checkpoint) ? this : this with { Rejected = Rejected.Add(r) },
-            JobCompleted d => this with { Completed = true, CompletedStep = d.Step },
+            // A rejection removes the commits it follows, not later ones: a name can be committed again once its directory is gone.
+            CheckpointRejected r => this with
+            {
+                Committed = Committed.RemoveAll(c => c.Checkpoint == r.Checkpoint),
+                Rejected = Rejected.Any(x => x.Checkpoint == r.Checkpoint) ? Rejected : Rejected.Add(r),
+            },
+            JobCompleted d => this with { Completed = true, CompletedStep = d.Step, ReopenedReason = null },
+            JobReopened r => this with { Completed = false, CompletedStep = 0, ReopenedReason = r.Reason },
             _ => throw new ArgumentOutOfRangeException(nameof(e), e.GetType().Name, "unknown job event"),
         };
     }
@@ -333,6 +348,9 @@ public sealed record JobCompleted(long Step, DateTimeOffset At) : IJobEvent;
 
 /// <summary>The worker reported non-finite trouble at <paramref name="Step"/> (beginning at FailedAt); it restarts from ToCheckpoint (null: the start).</summary>
 public sealed record JobRolledBack(long Step, long FailedAt, string Reason, long ToStep, string? ToCheckpoint, DateTimeOffset At) : IJobEvent;
+
+/// <summary>The journal said completed at <paramref name="CompletedStep"/>, but the store no longer holds a checkpoint of that step that verifies: the job trains again.</summary>
+public sealed record JobReopened(long CompletedStep, string Reason, DateTimeOffset At) : IJobEvent;
 
 /// <summary>The job gave up: too many rollbacks without progress. A new incarnation stays diverged instead of retrying.</summary>
 public sealed record JobDiverged(long Step, string Reason, DateTimeOffset At) : IJobEvent;

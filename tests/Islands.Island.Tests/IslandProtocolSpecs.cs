@@ -36,6 +36,7 @@ public sealed class IslandProtocolSpecs(ITestOutputHelper output)
         new JobCompleted(100, At),
         new JobRolledBack(83, 80, "5 consecutive non-finite steps", 75, "step-000000075", At),
         new JobDiverged(83, "5 consecutive non-finite steps; gave up after 2 rollback(s)", At),
+        new JobReopened(400, "the journal says the job completed at step 400, but no committed checkpoint verifies", At),
         GetPublishedModels.Instance,
         new PublishedModelsSnapshot(3, "/store", [new PublishedModel("expert:0", 0, "a", 50, "/store/a", "/store/a/checkpoints/step-000000050", new string('d', 64), At)],
             new PublishedModel("router", null, "r", 80, "/store/r", "/store/r/checkpoints/step-000000080", new string('e', 64), At), ["/store/x: corrupt"], At),

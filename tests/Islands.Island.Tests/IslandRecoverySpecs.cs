@@ -49,6 +49,36 @@ public sealed class IslandRecoverySpecs(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task A_completed_job_whose_final_checkpoint_is_gone_reopens_and_trains_again_from_the_newest_that_verifies()
+    {
+        var (data, partitions) = await DatasetAsync();
+        var store = TempDir("reopen");
+        var config = Path.Combine(store, "node.conf");
+        await File.WriteAllTextAsync(config, NodeConfig(data, partitions, steps: 100));
+        JobStatus? job = null;
+        await using (var first = new NodeScope(await LocalIsland.StartNodeAsync("reopen", FreePort(), null, store, config, "sqlite", null)))
+        {
+            await Eventually(async () => (job = (await LocalIsland.StatusAsync(first.Node.Http)).Job) is { Phase: "completed" }, TimeSpan.FromSeconds(120), "the job completes");
+        }
+        // An operator restores an older backup of the store: the final checkpoint the journal names is gone.
+        var final = Path.Combine(store, "reopen", "checkpoints", job!.LastCheckpoint!.Checkpoint);
+        Assert.Equal(100, job.LastCheckpoint.Step);
+        Directory.Delete(final, recursive: true);
+        output.WriteLine($"deleted {final}");
+
+        await using var second = new NodeScope(await LocalIsland.StartNodeAsync("reopen", FreePort(), null, store, config, "sqlite", null));
+        await Eventually(async () => (job = (await LocalIsland.StatusAsync(second.Node.Http)).Job) is { Phase: "training" or "completed", ResumedFromStep: not null },
+            TimeSpan.FromSeconds(60), "the job reopens and resumes");
+        output.WriteLine($"{job!.Phase} from step {job.ResumedFromStep}: {job.LastError}; rejected: {string.Join("; ", job.RejectedCheckpoints)}");
+        Assert.Equal(75, job.ResumedFromStep);
+        Assert.Contains(job.RejectedCheckpoints, r => r.StartsWith(Path.GetFileName(final), StringComparison.Ordinal) && r.Contains("missing", StringComparison.Ordinal));
+        await Eventually(async () => (job = (await LocalIsland.StatusAsync(second.Node.Http)).Job) is { Phase: "completed" }, TimeSpan.FromSeconds(120), "the reopened job completes");
+        Assert.Equal(100, job!.LastCheckpoint!.Step);
+        CheckpointStore.VerifyReference(Path.Combine(store, "reopen", "checkpoints", job.LastCheckpoint.Checkpoint), job.LastCheckpoint.ManifestSha256);
+        Assert.Equal(100, PublishedCheckpoint.ReadVerified(Path.Combine(store, "reopen")).Published.Step);
+    }
+
+    [Fact]
     public async Task A_journal_that_is_down_at_start_up_is_retried_with_backoff_and_reported_then_training_starts_when_it_is_back()
     {
         var (data, partitions) = await DatasetAsync();
