@@ -119,6 +119,8 @@ public sealed class DemoAndClusterSpecs(ITestOutputHelper output)
             Assert.Equal(0, report.GetProperty("requestsLost").GetInt32());
             Assert.True(report.GetProperty("requestsServed").GetInt32() > 0);
             Assert.True(report.GetProperty("allCheckpointsVerified").GetBoolean());
+            Assert.True(report.GetProperty("oneClusterEverywhere").GetBoolean());
+            Assert.All(report.GetProperty("islands").EnumerateArray(), i => Assert.True(i.GetProperty("journalReferenceVerified").GetBoolean()));
             Assert.Equal(3, report.GetProperty("jobsCompleted").GetInt32());
 
             var status = await Cli("cluster", "status", "--work", work);

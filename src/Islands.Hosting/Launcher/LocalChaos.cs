@@ -10,14 +10,17 @@ namespace Islands.Hosting.Launcher;
 public sealed record ChaosKill(int Kill, string Victim, string Role, string Group, double AtSeconds, double? RecoverySeconds, string RecoveredBy);
 
 /// <param name="Problems">Every checkpoint or publication that failed verification, and why.</param>
+/// <param name="JournalReferenceVerified">The job's last committed checkpoint, as its journal names it (directory and manifest hash), verifies.</param>
+/// <param name="ClusterProblem">Null when every live node of the island is in one cluster with all the others; else what the nodes see.</param>
 public sealed record ChaosIsland(string Island, string Phase, long Step, long TotalSteps, int Recoveries, int CheckpointsOnDisk, int CheckpointsVerified,
-    IReadOnlyList<string> Problems, bool PublicationVerified);
+    IReadOnlyList<string> Problems, bool PublicationVerified, bool JournalReferenceVerified, string? ClusterProblem);
 
 public sealed record ChaosReport(double Seconds, IReadOnlyList<ChaosKill> Kills, IReadOnlyList<ChaosIsland> Islands, int RequestsServed, int RequestsLost,
-    int RequestsRetried, int RequestsDegraded, IReadOnlyList<string> LostReasons)
+    int RequestsRetried, int RequestsDegraded, IReadOnlyList<string> LostReasons, string? ServingClusterProblem)
 {
     public int JobsCompleted => Islands.Count(i => i.Phase == "completed");
-    public bool AllCheckpointsVerified => Islands.All(i => i.CheckpointsVerified == i.CheckpointsOnDisk && i.PublicationVerified);
+    public bool AllCheckpointsVerified => Islands.All(i => i.CheckpointsVerified == i.CheckpointsOnDisk && i.PublicationVerified && i.JournalReferenceVerified);
+    public bool OneClusterEverywhere => ServingClusterProblem is null && Islands.All(i => i.ClusterProblem is null);
 }
 
 /// <summary>
@@ -97,7 +100,9 @@ public static class LocalChaos
                 state = LocalCluster.Load(work);
                 var candidates = state.Processes.Where(LocalCluster.Alive).ToList();
                 if (candidates.Count == 0) continue;
-                var victim = candidates[random.Next(candidates.Count)];
+                // Every third kill hits a group's first node: the one a static seed list would let form a second cluster.
+                var firsts = candidates.Where(p => state.Processes.First(q => q.Group == p.Group).Name == p.Name).ToList();
+                var victim = kills.Count % 3 == 2 && firsts.Count > 0 ? firsts[random.Next(firsts.Count)] : candidates[random.Next(candidates.Count)];
                 var at = clock.Elapsed.TotalSeconds;
                 log($"{clock.Elapsed:mm\\:ss} kill -9 {victim.Name} (pid {victim.Pid})");
                 LocalCluster.Signal(victim.Pid, "KILL");
@@ -131,9 +136,11 @@ public static class LocalChaos
         foreach (var island in state.Islands)
         {
             var status = await LocalCluster.IslandStatusAsync(probe, island, cancel);
-            islands.Add(Checkpoints(island.Key, Path.Combine(state.Store, island.Key), status));
+            var checkpoints = Checkpoints(island.Key, Path.Combine(state.Store, island.Key), status);
+            islands.Add(checkpoints with { ClusterProblem = await ClusterProblemAsync(probe, [.. island], cancel) });
         }
-        return new ChaosReport(clock.Elapsed.TotalSeconds, kills, islands, served, lost.Count, retried, degraded, [.. lost]);
+        var servingProblem = state.Serving.Any() ? await ClusterProblemAsync(probe, [.. state.Serving], cancel) : null;
+        return new ChaosReport(clock.Elapsed.TotalSeconds, kills, islands, served, lost.Count, retried, degraded, [.. lost], servingProblem);
     }
 
     private static async Task<bool> EnsemblePublishedAsync(HttpClient http, IReadOnlyList<ClusterProcess> serving, int experts)
@@ -173,6 +180,31 @@ public static class LocalChaos
         return (null, "");
     }
 
+    /// <summary>
+    /// Null once every node of the group answers GET /cluster/seed-nodes with the same members, all of them the group's
+    /// nodes (given a minute to settle after the last restart); otherwise what each node sees.
+    /// </summary>
+    private static async Task<string?> ClusterProblemAsync(HttpClient http, IReadOnlyList<ClusterProcess> group, CancellationToken cancel)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(1);
+        string problem;
+        do
+        {
+            var views = new List<(string Node, SeedNodesAnswer? Answer)>();
+            foreach (var node in group)
+            {
+                try { views.Add((node.Name, await http.GetFromJsonAsync<SeedNodesAnswer>(node.Http + ClusterFormation.Route, Diffusion.IO.Json.Options, cancel))); }
+                catch (Exception e) when (e is HttpRequestException or TaskCanceledException && !cancel.IsCancellationRequested) { views.Add((node.Name, null)); }
+            }
+            var everyone = views.Where(v => v.Answer is not null).Select(v => v.Answer!.Self).Order(StringComparer.Ordinal).ToList();
+            if (views.All(v => v.Answer is not null && v.Answer.Members.Order(StringComparer.Ordinal).SequenceEqual(everyone))) return null;
+            problem = "not one cluster: " + string.Join("; ", views.Select(v => v.Answer is null ? $"{v.Node} does not answer"
+                : $"{v.Node} sees {(v.Answer.Members.Count == 0 ? "no cluster" : string.Join(", ", v.Answer.Members))}"));
+            await Task.Delay(1000, cancel);
+        } while (DateTime.UtcNow < deadline);
+        return problem;
+    }
+
     private static ChaosIsland Checkpoints(string island, string runDirectory, IslandStatus? status)
     {
         var store = new CheckpointStore(runDirectory);
@@ -195,7 +227,20 @@ public static class LocalChaos
             corrupt.Add(e.Message);
         }
         var job = status?.Job;
+        var reference = job?.LastCheckpoint is null;
+        if (job?.LastCheckpoint is { } last)
+        {
+            try
+            {
+                CheckpointStore.VerifyReference(Path.Combine(store.Root, last.Checkpoint), last.ManifestSha256);
+                reference = true;
+            }
+            catch (CheckpointException e)
+            {
+                corrupt.Add($"the journal's last commit {last.Checkpoint} (step {last.Step}) does not match its directory: {e.Message}");
+            }
+        }
         return new ChaosIsland(island, job?.Phase ?? "unreachable", job?.Step ?? 0, job?.TotalSteps ?? 0, job?.Recoveries ?? 0, listed.Count,
-            verified, corrupt, publication);
+            verified, corrupt, publication, reference, null);
     }
 }
