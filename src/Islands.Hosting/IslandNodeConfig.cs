@@ -33,6 +33,7 @@ public static partial class IslandNodeConfig
         ["ISLANDS_PORT"] = "islands.port",
         ["ISLANDS_SEED_NODES"] = "islands.seed-nodes",
         ["ISLANDS_CONTACT_POINTS"] = "islands.bootstrap.contact-points",
+        ["ISLANDS_REQUIRED_CONTACT_POINTS"] = "islands.bootstrap.required-contact-points",
         ["ISLANDS_HTTP_HOSTNAME"] = "islands.http.hostname",
         ["ISLANDS_HTTP_PORT"] = "islands.http.port",
         ["ISLANDS_JOURNAL_PROVIDER"] = "islands.journal.provider",

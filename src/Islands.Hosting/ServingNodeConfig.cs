@@ -25,6 +25,7 @@ public static partial class ServingNodeConfig
         ["ISLANDS_PORT"] = "islands.serving.port",
         ["ISLANDS_SEED_NODES"] = "islands.serving.seed-nodes",
         ["ISLANDS_CONTACT_POINTS"] = "islands.serving.bootstrap.contact-points",
+        ["ISLANDS_REQUIRED_CONTACT_POINTS"] = "islands.serving.bootstrap.required-contact-points",
         ["ISLANDS_HTTP_HOSTNAME"] = "islands.serving.http.hostname",
         ["ISLANDS_HTTP_PORT"] = "islands.serving.http.port",
         ["ISLANDS_API_KEYS"] = "islands.serving.api-keys",
