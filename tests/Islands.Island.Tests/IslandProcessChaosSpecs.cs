@@ -135,8 +135,22 @@ public sealed class IslandProcessChaosSpecs(ITestOutputHelper output)
                 var victims = round < 3 ? lowest.Take(1).ToList() : lowest.Take(2).ToList();
                 foreach (var victim in victims) victim.Process!.Kill();
                 foreach (var victim in victims) await victim.Process!.WaitForExitAsync();
-                // Back before the others have even noticed: its old incarnation is still a member, as in the kill loop that found the bug.
-                await Task.Delay(TimeSpan.FromSeconds(2));
+                if (victims.Count == 1)
+                {
+                    // Back before the others have even noticed: its old incarnation is still a member, as in the kill loop that found the bug.
+                    await Task.Delay(TimeSpan.FromSeconds(2));
+                }
+                else
+                {
+                    // Two at once: back once the survivors (a majority) have removed both, so that nothing but the restart is in play.
+                    var survivors = nodes.Except(victims).ToList();
+                    await Eventually(async () =>
+                    {
+                        foreach (var s in survivors)
+                            if ((await LocalIsland.StatusAsync(s.Http)).Members.Count != survivors.Count) return false;
+                        return true;
+                    }, TimeSpan.FromSeconds(90), $"the {survivors.Count} survivors remove the two killed nodes");
+                }
                 foreach (var victim in victims)
                 {
                     Start(victim, island, config, store, contacts, journal);
