@@ -131,13 +131,18 @@ public sealed class JournalLease : Lease
         command.Parameters.AddWithValue("owner", owner);
     }
 
+    /// <summary>Databases whose lease table this process has already created (renewals and /status run often).</summary>
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, bool> Created = new();
+
     private static async Task<NpgsqlConnection> OpenAsync(string connectionString)
     {
         var connection = new NpgsqlConnection(connectionString);
         await connection.OpenAsync();
+        if (Created.ContainsKey(connectionString)) return connection;
         await using var create = new NpgsqlCommand(
             "CREATE TABLE IF NOT EXISTS islands_lease (name text PRIMARY KEY, owner text NOT NULL, expires_at timestamptz NOT NULL, epoch bigint NOT NULL)", connection);
         await create.ExecuteNonQueryAsync();
+        Created[connectionString] = true;
         return connection;
     }
 
