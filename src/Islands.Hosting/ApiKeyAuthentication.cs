@@ -10,7 +10,7 @@ using Microsoft.Extensions.Options;
 namespace Islands.Hosting;
 
 /// <summary>
-/// Bearer API keys for the serving API. Keys are held only as SHA-256 digests and compared in constant time; a caller is
+/// Bearer API keys (the serving API, an island's publication). Keys are held only as SHA-256 digests and compared in constant time; a caller is
 /// known by a short key id (the digest's first 8 hex digits), which is all that ever reaches logs or traces.
 /// </summary>
 public sealed class ApiKeyAuthentication(IOptionsMonitor<ApiKeyOptions> options, ILoggerFactory logger, UrlEncoder encoder)
@@ -54,7 +54,7 @@ public sealed class ApiKeyAuthentication(IOptionsMonitor<ApiKeyOptions> options,
         Response.StatusCode = StatusCodes.Status401Unauthorized;
         Response.Headers.WWWAuthenticate = "Bearer";
         await Results.Problem(statusCode: 401, title: "API key required",
-            detail: "send 'Authorization: Bearer <key>' with a key from ISLANDS_API_KEYS (health endpoints need none)").ExecuteAsync(Context);
+            detail: Options.ChallengeDetail).ExecuteAsync(Context);
     }
 }
 
@@ -63,4 +63,6 @@ public sealed class ApiKeyOptions : AuthenticationSchemeOptions
     /// <summary>SHA-256 digests of the accepted keys.</summary>
     public IReadOnlyList<byte[]> KeyDigests { get; set; } = [];
     public bool AllowAnonymous { get; set; }
+    /// <summary>What a 401 tells the caller to do.</summary>
+    public string ChallengeDetail { get; set; } = "send 'Authorization: Bearer <key>' with a key from ISLANDS_API_KEYS (health endpoints need none)";
 }

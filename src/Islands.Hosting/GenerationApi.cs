@@ -8,6 +8,7 @@ using Islands.Actors;
 using Islands.Actors.Serving;
 using Islands.Diffusion.Imaging;
 using Islands.Diffusion.Serving;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
@@ -58,7 +59,9 @@ public static class GenerationApi
 
     public sealed record ExpertEntry(int Expert, bool Available, string? Island, long? Step, string? Checkpoint, string? ManifestSha256, DateTimeOffset? PublishedUtc);
 
-    public sealed record ExpertsResponse(string Store, IReadOnlyList<ExpertEntry> Experts, ExpertEntry? Router, IReadOnlyList<string> Refused, DateTimeOffset ScannedUtc);
+    /// <param name="Sources">The island endpoints this node fetches publications from (empty when it reads the islands' store).</param>
+    public sealed record ExpertsResponse(string Store, IReadOnlyList<ExpertEntry> Experts, ExpertEntry? Router, IReadOnlyList<string> Refused, DateTimeOffset ScannedUtc,
+        IReadOnlyList<PublicationSourceStatus> Sources);
 
     private static async Task<IResult> Post(HttpContext http, ActorSystem system, IRequiredActor<EnsembleRouterActor> routers, IRequiredActor<ModelRegistryKey> registry,
         GenerationSlots slots, ServingNodeSettings settings, CancellationToken cancel)
@@ -203,7 +206,7 @@ public static class GenerationApi
             : Results.Ok(new GenerationStatus(id, state.Phase, state.Step, state.Steps, $"/v1/generations/{id}"));
     }
 
-    private static async Task<IResult> Experts(IRequiredActor<ModelRegistryKey> registry, CancellationToken cancel)
+    private static async Task<IResult> Experts(IRequiredActor<ModelRegistryKey> registry, IServiceProvider services, CancellationToken cancel)
     {
         var snapshot = await Snapshot(registry, cancel);
         var count = snapshot.Router is null ? 0 : RouterExperts(snapshot.Router);
@@ -212,7 +215,8 @@ public static class GenerationApi
             ? new ExpertEntry(k, true, e.Island, e.Step, e.CheckpointDirectory, e.ManifestSha256, e.PublishedUtc)
             : new ExpertEntry(k, false, null, null, null, null, null)).ToList();
         var router = snapshot.Router is { } r ? new ExpertEntry(-1, true, r.Island, r.Step, r.CheckpointDirectory, r.ManifestSha256, r.PublishedUtc) : null;
-        return Results.Ok(new ExpertsResponse(snapshot.Store, experts, router, snapshot.Refused, snapshot.ScannedUtc));
+        return Results.Ok(new ExpertsResponse(snapshot.Store, experts, router, snapshot.Refused, snapshot.ScannedUtc,
+            services.GetService<PublicationMirror>()?.Status ?? []));
     }
 
     private static int RouterExperts(PublishedModel router)

@@ -32,7 +32,7 @@ public sealed class ServingClusterClient;
 /// <summary>
 /// Wires one island node: an Akka.NET cluster member (remoting, clustering with the keep-majority split-brain resolver,
 /// SQL persistence, the island serializer) that may host the island's training-job singleton, plus an HTTP endpoint
-/// with /status, /health/live and /health/ready, and OpenTelemetry. It holds no logic of its own.
+/// with /status, /health/live, /health/ready and the island's publication (<see cref="PublicationEndpoints"/>), and OpenTelemetry. It holds no logic of its own.
 /// </summary>
 public static class IslandNode
 {
@@ -47,13 +47,17 @@ public static class IslandNode
         builder.Services.AddHealthChecks().AddCheck<ClusterMemberUpCheck>("cluster-member-up", tags: ["ready"]);
         builder.Services.AddAkka(settings.SystemName, (akka, _) => ConfigureAkka(akka, settings));
         settings.Formation.AddServices(builder.Services);
+        PublicationEndpoints.AddServices(builder.Services, settings.PublicationKeys);
 
         var app = builder.Build();
+        app.UseAuthentication();
+        app.UseAuthorization();
         app.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = _ => false });
         app.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = c => c.Tags.Contains("ready") });
         ClusterFormation.MapSeedNodes(app);
         app.MapGet("/status", async (ActorSystem system, IRequiredActor<TrainingJobSingleton> job, CancellationToken cancel) =>
             Results.Json(await IslandStatus.Collect(system, await job.GetAsync(cancel), settings, TimeSpan.FromSeconds(5), cancel)));
+        PublicationEndpoints.Map(app, settings.RunDirectory);
         return app;
     }
 

@@ -45,9 +45,11 @@ public static partial class IslandNodeConfig
         ["ISLANDS_TELEMETRY_EXPORTER"] = "islands.telemetry.exporter",
         ["ISLANDS_OTLP_ENDPOINT"] = "islands.telemetry.otlp-endpoint",
         ["ISLANDS_SERVING_CONTACTS"] = "islands.serving-contacts",
+        ["ISLANDS_PUBLICATION_KEYS"] = "islands.publication.keys",
+        ["ISLANDS_PUBLICATION_KEYS_FILE"] = "islands.publication.keys-file",
     };
 
-    private static readonly HashSet<string> ListKeys = ["islands.seed-nodes", "islands.bootstrap.contact-points", "islands.tls.trusted-thumbprints", "islands.serving-contacts"];
+    private static readonly HashSet<string> ListKeys = ["islands.seed-nodes", "islands.bootstrap.contact-points", "islands.tls.trusted-thumbprints", "islands.serving-contacts", "islands.publication.keys"];
 
     /// <param name="options">Configuration keys set by command-line options (null values are left out).</param>
     public static Config Load(string? configFile, IReadOnlyDictionary<string, string?> options, IDictionary? environment = null,
@@ -134,7 +136,7 @@ public static partial class IslandNodeConfig
             Int(config, "islands.port", 0, 65535), formation, String(config, "islands.http.hostname"),
             httpPort, provider, connection, chunk, minBackoff, maxBackoff, Duration(config, "islands.split-brain.stable-after"),
             tls, exporter, String(config, "islands.telemetry.otlp-endpoint"), [.. contacts], Int(config, "islands.torch-threads", 0, 1024),
-            Duration(config, "islands.lease.time-to-live"), config);
+            Duration(config, "islands.lease.time-to-live"), Keys(config, "islands.publication.keys", "islands.publication.keys-file"), config);
     }
 
     /// <summary>expert:K, monolith or router, with the training block read as the matching config record.</summary>
@@ -213,6 +215,28 @@ public static partial class IslandNodeConfig
 
     private static string CamelCase(string key) =>
         string.Concat(key.Split('-').Select((part, i) => i == 0 || part.Length == 0 ? part : char.ToUpperInvariant(part[0]) + part[1..]));
+
+    /// <summary>
+    /// Bearer keys from a list and a file (one per line, '#' comments). Every key must be at least 16 printable
+    /// characters; the error names the key's setting, never the key.
+    /// </summary>
+    internal static List<string> Keys(Config config, string? listKey, string fileKey)
+    {
+        var keys = listKey is null ? [] : (config.GetStringList(listKey) ?? []).Where(k => k.Length > 0).ToList();
+        var keysFile = config.GetString(fileKey, "");
+        if (!string.IsNullOrWhiteSpace(keysFile))
+        {
+            if (!File.Exists(keysFile)) throw new ConfigException(fileKey, $"'{keysFile}': file not found");
+            keys.AddRange(File.ReadAllLines(keysFile).Select(l => l.Trim()).Where(l => l.Length > 0 && !l.StartsWith('#')));
+        }
+        foreach (var key in keys) CheckKey(listKey ?? fileKey, key);
+        return keys;
+    }
+
+    internal static string CheckKey(string setting, string key) =>
+        key.Length < 16 || key.Any(c => c <= ' ' || c > '~')
+            ? throw new ConfigException(setting, "every key must be at least 16 printable characters without spaces (a key is never shown)")
+            : key;
 
     internal static string String(Config config, string key)
     {

@@ -9,12 +9,13 @@ public sealed record TlsSettings(bool Enabled, string Certificate, string Passwo
 /// <summary>One island node's settings, read from the merged configuration by <see cref="IslandNodeConfig"/>.</summary>
 /// <param name="ServingContacts">Receptionists of serving clusters to announce publications to (may be empty).</param>
 /// <param name="LeaseTimeToLive">How long the island's lease outlives its holder's last renewal (a killed trainer's lease expires after it).</param>
+/// <param name="PublicationKeys">Bearer keys that may fetch the island's published checkpoint over HTTP (none: nobody may).</param>
 /// <param name="Hocon">The merged configuration; its akka.* and islands.training-dispatcher sections go to the actor system.</param>
 public sealed record IslandNodeSettings(
     string Island, TrainingJob Job, string Store, string Hostname, string? PublicHostname, int Port, ClusterFormation Formation,
     string HttpHostname, int HttpPort, string JournalProvider, string JournalConnectionString, int ChunkSteps,
     TimeSpan MinBackoff, TimeSpan MaxBackoff, TimeSpan StableAfter, TlsSettings Tls, string TelemetryExporter, string OtlpEndpoint,
-    IReadOnlyList<string> ServingContacts, int TorchThreads, TimeSpan LeaseTimeToLive, Config Hocon)
+    IReadOnlyList<string> ServingContacts, int TorchThreads, TimeSpan LeaseTimeToLive, IReadOnlyList<string> PublicationKeys, Config Hocon)
 {
     public const string Role = "trainer";
     public string RunDirectory => Path.GetFullPath(Path.Combine(Store, Island));

@@ -54,6 +54,13 @@ public static class ServingNode
         builder.Services.AddHealthChecks().AddCheck<ClusterMemberUpCheck>("cluster-member-up", tags: ["ready"]);
         builder.Services.AddAkka(settings.SystemName, (akka, _) => ConfigureAkka(akka, settings));
         settings.Formation.AddServices(builder.Services);
+        if (settings.Sources.Enabled)
+        {
+            // Retries and timeouts up to the response headers; PublicationMirror bounds a stalled body itself.
+            builder.Services.AddHttpClient(PublicationMirror.ClientName).AddStandardResilienceHandler();
+            builder.Services.AddSingleton<PublicationMirror>();
+            builder.Services.AddHostedService(sp => sp.GetRequiredService<PublicationMirror>());
+        }
 
         var app = builder.Build();
         app.UseAuthentication();

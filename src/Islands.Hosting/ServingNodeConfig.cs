@@ -34,9 +34,12 @@ public static partial class ServingNodeConfig
         ["ISLANDS_SPLIT_BRAIN_STABLE_AFTER"] = "islands.serving.split-brain.stable-after",
         ["ISLANDS_TELEMETRY_EXPORTER"] = "islands.serving.telemetry.exporter",
         ["ISLANDS_OTLP_ENDPOINT"] = "islands.serving.telemetry.otlp-endpoint",
+        ["ISLANDS_SOURCES"] = "islands.serving.sources.endpoints",
+        ["ISLANDS_SOURCE_KEY"] = "islands.serving.sources.key",
+        ["ISLANDS_SOURCE_KEY_FILE"] = "islands.serving.sources.key-file",
     };
 
-    private static readonly HashSet<string> ListKeys = ["islands.serving.seed-nodes", "islands.serving.bootstrap.contact-points", "islands.serving.api-keys"];
+    private static readonly HashSet<string> ListKeys = ["islands.serving.seed-nodes", "islands.serving.bootstrap.contact-points", "islands.serving.api-keys", "islands.serving.sources.endpoints"];
 
     public static Config Load(string? configFile, IReadOnlyDictionary<string, string?> options, IDictionary? environment = null, string? defaultsFile = null) =>
         IslandNodeConfig.LoadLayers(defaultsFile ?? Path.Combine(AppContext.BaseDirectory, DefaultsFile), configFile, options, environment, EnvironmentKeys, ListKeys);
@@ -54,16 +57,7 @@ public static partial class ServingNodeConfig
         var exporter = IslandNodeConfig.String(config, p + "telemetry.exporter").ToLowerInvariant();
         if (exporter is not ("none" or "console" or "otlp")) throw new ConfigException(p + "telemetry.exporter", $"'{exporter}' must be none, console or otlp");
 
-        var keys = (config.GetStringList(p + "api-keys") ?? []).Where(k => k.Length > 0).ToList();
-        var keysFile = config.GetString(p + "api-keys-file", "");
-        if (!string.IsNullOrWhiteSpace(keysFile))
-        {
-            if (!File.Exists(keysFile)) throw new ConfigException(p + "api-keys-file", $"'{keysFile}': file not found");
-            keys.AddRange(File.ReadAllLines(keysFile).Select(l => l.Trim()).Where(l => l.Length > 0 && !l.StartsWith('#')));
-        }
-        foreach (var key in keys)
-            if (key.Length < 16 || key.Any(c => c <= ' ' || c > '~'))
-                throw new ConfigException(p + "api-keys", "every key must be at least 16 printable characters without spaces (a key is never shown)");
+        var keys = IslandNodeConfig.Keys(config, p + "api-keys", p + "api-keys-file");
         var anonymous = IslandNodeConfig.Bool(config, p + "allow-anonymous");
         if (keys.Count == 0 && !anonymous)
             throw new ConfigException(p + "api-keys", "no API key configured: set ISLANDS_API_KEYS, api-keys or api-keys-file (or allow-anonymous = on for a private test)");
@@ -97,7 +91,34 @@ public static partial class ServingNodeConfig
             httpPort, IslandNodeConfig.Int(config, p + "http.max-body-bytes", 256, 16 << 20),
             IslandNodeConfig.Int(config, p + "http.max-in-flight", 1, 100_000), keys, anonymous, serving, IslandNodeConfig.Duration(config, p + "passivate-after"),
             IslandNodeConfig.Int(config, p + "shards", 1, 10_000), frame, IslandNodeConfig.Duration(config, p + "split-brain.stable-after"),
-            exporter, IslandNodeConfig.String(config, p + "telemetry.otlp-endpoint"), config);
+            exporter, IslandNodeConfig.String(config, p + "telemetry.otlp-endpoint"), ParseSources(config, p + "sources."), config);
+    }
+
+    private static PublicationSources ParseSources(Config config, string p)
+    {
+        var endpoints = new List<Uri>();
+        foreach (var text in config.GetStringList(p + "endpoints") ?? [])
+        {
+            if (!Uri.TryCreate(text, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https") || uri.Query.Length > 0 || uri.Fragment.Length > 0)
+                throw new ConfigException(p + "endpoints", $"'{text}' must be an island node's HTTP endpoint such as http://expert-0:8080");
+            endpoints.Add(new Uri(uri.GetLeftPart(UriPartial.Path).TrimEnd('/') + "/"));
+        }
+        var keys = IslandNodeConfig.Keys(config, null, p + "key-file");
+        if (config.GetString(p + "key", "") is { Length: > 0 } key) keys.Insert(0, IslandNodeConfig.CheckKey(p + "key", key));
+        if (keys.Count > 1) throw new ConfigException(p + "key-file", "give one key (key and key-file, or a file of several, name more than one)");
+        if (endpoints.Count > 0 && keys.Count == 0)
+            throw new ConfigException(p + "key", "sources are given but no key: set ISLANDS_SOURCE_KEY or key-file to one of the islands' islands.publication.keys");
+        long maxBytes;
+        try
+        {
+            maxBytes = config.GetByteSize(p + "max-file-size") ?? 0;
+        }
+        catch (Exception e) when (e is FormatException or ConfigurationException or OverflowException)
+        {
+            maxBytes = 0;
+        }
+        if (maxBytes <= 0) throw new ConfigException(p + "max-file-size", $"'{config.GetString(p + "max-file-size")}' is not a positive size such as 4GiB");
+        return new PublicationSources(endpoints, keys.FirstOrDefault() ?? "", IslandNodeConfig.Duration(config, p + "interval"), maxBytes);
     }
 
     [GeneratedRegex("^[a-z0-9][a-z0-9-]{0,39}$")]

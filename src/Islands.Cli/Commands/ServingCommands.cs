@@ -25,9 +25,13 @@ public static class ServingCommands
         var contacts = new Option<string?>("--contact-points") { Description = "HTTP endpoints host:port of every serving node, this one included (islands.serving.bootstrap.contact-points)" };
         var httpPort = new Option<int?>("--http-port") { Description = "Port of the API (islands.serving.http.port)" };
         var precision = new Option<string?>("--precision") { Description = "fp32 or bf16 arithmetic for the experts (islands.serving.precision)" };
+        var sources = new Option<string?>("--sources")
+        {
+            Description = "Island nodes' HTTP endpoints to fetch publications from into --store, for islands that share no filesystem with serving (islands.serving.sources.endpoints; key from ISLANDS_SOURCE_KEY)",
+        };
         var command = new Command("serve", "Run one node of the serving cluster: sharded router and sampler actors behind the generation API")
         {
-            config, store, hostname, port, seeds, contacts, httpPort, precision,
+            config, store, hostname, port, seeds, contacts, httpPort, precision, sources,
         };
         command.SetAction(IslandsCli.Action(stdout, stderr, async (ctx, parse, cancel) =>
         {
@@ -40,12 +44,14 @@ public static class ServingCommands
                 ["islands.serving.bootstrap.contact-points"] = parse.GetValue(contacts),
                 ["islands.serving.http.port"] = parse.GetValue(httpPort)?.ToString(CultureInfo.InvariantCulture),
                 ["islands.serving.precision"] = parse.GetValue(precision),
+                ["islands.serving.sources.endpoints"] = parse.GetValue(sources),
             };
             var settings = ServingNodeConfig.Parse(ServingNodeConfig.Load(parse.GetValue(config), options));
             IslandsCli.InitTorch(parse);
             await using var app = ServingNode.Build(settings);
             await app.StartAsync(cancel);
-            ctx.Log($"serving {settings.SystemName}: node up; store {settings.Serving.Store}; API at {IslandNode.HttpAddress(app)}/v1 " +
+            var reads = settings.Sources.Enabled ? $"fetching from {settings.Sources.Endpoints.Count} island endpoints into {settings.Serving.Store}" : $"store {settings.Serving.Store}";
+            ctx.Log($"serving {settings.SystemName}: node up; {reads}; API at {IslandNode.HttpAddress(app)}/v1 " +
                     $"({settings.ApiKeys.Count} API key{(settings.ApiKeys.Count == 1 ? "" : "s")}{(settings.AllowAnonymous ? ", anonymous allowed" : "")}); OpenAPI at /openapi/v1.json");
             using var stop = cancel.Register(() => app.Lifetime.StopApplication());
             await app.WaitForShutdownAsync(CancellationToken.None);

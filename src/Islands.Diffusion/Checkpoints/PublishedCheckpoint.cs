@@ -7,9 +7,11 @@ namespace Islands.Diffusion.Checkpoints;
 /// its journal) and offers to readers such as serving. It is written last and atomically, after the checkpoint itself,
 /// and names every file with its SHA-256, so a reader on another machine needs no link to the writer to trust it.
 /// </summary>
+/// <param name="ConfigSha256">SHA-256 of the run's config.json (the model's shape), which a reader that fetches the
+/// checkpoint from afar needs beside the weights; null in publications written before it was recorded.</param>
 public sealed record PublishedCheckpoint(
     int SchemaVersion, string Job, string Island, long Step, string Checkpoint, string ManifestSha256,
-    IReadOnlyDictionary<string, string> Files, float? Loss, DateTimeOffset PublishedUtc)
+    IReadOnlyDictionary<string, string> Files, float? Loss, DateTimeOffset PublishedUtc, string? ConfigSha256 = null)
 {
     public const int CurrentSchemaVersion = 1;
     public const string FileName = "published.json";
@@ -23,8 +25,10 @@ public sealed record PublishedCheckpoint(
         CheckpointStore.VerifyManifestHash(checkpoint.Directory, checkpoint.ManifestSha256);
         ThrowIfNonFinite(job, checkpoint.Directory);
         var manifest = Json.Read<CheckpointManifest>(Path.Combine(checkpoint.Directory, CheckpointManifest.FileName));
+        var config = Path.Combine(runDirectory, Training.RunDirectory.ConfigFile);
         var published = new PublishedCheckpoint(CurrentSchemaVersion, job, island, checkpoint.Step,
-            Path.GetRelativePath(runDirectory, checkpoint.Directory), checkpoint.ManifestSha256, manifest.Files, manifest.Loss, DateTimeOffset.UtcNow);
+            Path.GetRelativePath(runDirectory, checkpoint.Directory), checkpoint.ManifestSha256, manifest.Files, manifest.Loss, DateTimeOffset.UtcNow,
+            File.Exists(config) ? AtomicFile.Sha256(config) : null);
         Json.WriteAtomic(Path.Combine(runDirectory, FileName), published);
         return published;
     }
