@@ -41,6 +41,8 @@ public sealed partial class PublicationMirror(ServingNodeSettings settings, IHtt
     private readonly PublicationSources sources = settings.Sources;
     private readonly string store = settings.Serving.Store;
     private readonly ConcurrentDictionary<Uri, PublicationSourceStatus> status = new();
+    // Several endpoints (nodes) of one island offer the same files: one at a time writes that island's cache.
+    private readonly ConcurrentDictionary<string, SemaphoreSlim> islandLocks = new();
 
     public IReadOnlyList<PublicationSourceStatus> Status =>
         [.. sources.Endpoints.Select(e => status.TryGetValue(e, out var s) ? s : new PublicationSourceStatus(e.ToString(), null, null, "not-checked", null, 0, 0, default))];
@@ -53,7 +55,8 @@ public sealed partial class PublicationMirror(ServingNodeSettings settings, IHtt
         {
             do
             {
-                foreach (var endpoint in sources.Endpoints) await MirrorAsync(endpoint, stop);
+                // All endpoints at once, so that one that is down or slow delays nobody else.
+                await Task.WhenAll(sources.Endpoints.Select(e => MirrorAsync(e, stop)));
             }
             while (await timer.WaitForNextTickAsync(stop));
         }
@@ -79,24 +82,40 @@ public sealed partial class PublicationMirror(ServingNodeSettings settings, IHtt
                 return;
             }
             var runDirectory = Path.Combine(store, published.Island);
-            var current = ReadCurrent(runDirectory);
-            if (current is not null && (current.ManifestSha256 == published.ManifestSha256 || current.PublishedUtc > published.PublishedUtc))
+            var gate = islandLocks.GetOrAdd(published.Island, _ => new SemaphoreSlim(1, 1));
+            await gate.WaitAsync(cancel);
+            try
             {
-                // The same publication, or one older than what another node of this island already gave us.
-                Record(endpoint, published, "up-to-date", null, counters);
-                return;
+                var current = ReadCurrent(runDirectory);
+                if (current is not null && (current.ManifestSha256 == published.ManifestSha256 || current.PublishedUtc > published.PublishedUtc))
+                {
+                    // The same publication, or one older than what another node of this island already gave us.
+                    Record(endpoint, published, "up-to-date", null, counters);
+                    return;
+                }
+                var installed = await InstallAsync(http, endpoint, published, bytes, runDirectory, current, counters, cancel);
+                counters = installed;
+                Record(endpoint, published, "fetched", null, counters);
+                log.LogInformation("fetched {Island}'s {Job} at step {Step} from {Endpoint} ({Bytes} bytes, {Resumed} resumed); every file verifies",
+                    published.Island, published.Job, published.Step, endpoint, counters.Fetched - (previous?.BytesFetched ?? 0), counters.Resumed - (previous?.BytesResumed ?? 0));
+                (await registry.GetAsync(cancel)).Tell(new ModelPublished(published.Island, published.Job, published.Step));
             }
-            var installed = await InstallAsync(http, endpoint, published, bytes, runDirectory, current, counters, cancel);
-            counters = installed;
-            Record(endpoint, published, "fetched", null, counters);
-            log.LogInformation("fetched {Island}'s {Job} at step {Step} from {Endpoint} ({Bytes} bytes, {Resumed} resumed); every file verifies",
-                published.Island, published.Job, published.Step, endpoint, counters.Fetched - (previous?.BytesFetched ?? 0), counters.Resumed - (previous?.BytesResumed ?? 0));
-            (await registry.GetAsync(cancel)).Tell(new ModelPublished(published.Island, published.Job, published.Step));
+            finally
+            {
+                gate.Release();
+            }
         }
-        catch (Exception e) when (e is HttpRequestException or IOException or IslandsException or UnauthorizedAccessException
-                                      || e is TaskCanceledException && !cancel.IsCancellationRequested)
+        // ExecutionRejectedException: the resilience handler's timeout or an open circuit of this endpoint.
+        catch (Exception e) when (e is HttpRequestException or IOException or IslandsException or UnauthorizedAccessException or Polly.ExecutionRejectedException
+                                      || e is OperationCanceledException && !cancel.IsCancellationRequested)
         {
-            var message = e is TaskCanceledException ? $"{endpoint}: timed out" : e.Message;
+            // The mirror's own errors name the URL already; transport errors get the endpoint.
+            var message = e switch
+            {
+                OperationCanceledException => $"{endpoint}: timed out",
+                IslandsException => e.Message,
+                _ => $"{endpoint}: {e.Message}",
+            };
             Record(endpoint, published, "failed", message, status.GetValueOrDefault(endpoint) is { } s ? (s.BytesFetched, s.BytesResumed) : counters);
             log.LogWarning("publication from {Endpoint}: {Problem}", endpoint, message);
         }

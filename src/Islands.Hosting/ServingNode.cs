@@ -17,6 +17,7 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Http.Resilience;
 using Microsoft.Extensions.Logging;
 
 namespace Islands.Hosting;
@@ -56,8 +57,17 @@ public static class ServingNode
         settings.Formation.AddServices(builder.Services);
         if (settings.Sources.Enabled)
         {
-            // Retries and timeouts up to the response headers; PublicationMirror bounds a stalled body itself.
-            builder.Services.AddHttpClient(PublicationMirror.ClientName).AddStandardResilienceHandler();
+            // Timeouts up to the response headers (PublicationMirror bounds a stalled body itself), one quick retry (the next
+            // round is the real one), and a circuit breaker per island endpoint, so that a dead island opens only its own.
+            builder.Services.AddHttpClient(PublicationMirror.ClientName)
+                .AddStandardResilienceHandler(o =>
+                {
+                    o.Retry.MaxRetryAttempts = 1;
+                    o.Retry.Delay = TimeSpan.FromMilliseconds(200);
+                    o.AttemptTimeout.Timeout = TimeSpan.FromSeconds(10);
+                    o.TotalRequestTimeout.Timeout = TimeSpan.FromSeconds(30);
+                })
+                .SelectPipelineByAuthority();
             builder.Services.AddSingleton<PublicationMirror>();
             builder.Services.AddHostedService(sp => sp.GetRequiredService<PublicationMirror>());
         }

@@ -122,6 +122,11 @@ public sealed class DemoAndClusterSpecs(ITestOutputHelper output)
             Assert.True(report.GetProperty("oneClusterEverywhere").GetBoolean());
             Assert.All(report.GetProperty("islands").EnumerateArray(), i => Assert.True(i.GetProperty("journalReferenceVerified").GetBoolean()));
             Assert.Equal(3, report.GetProperty("jobsCompleted").GetInt32());
+            // Serving read no island directory: it fetched every island's last publication over HTTP into its own cache.
+            Assert.True(report.GetProperty("servingCurrent").GetBoolean(), report.GetProperty("servingBehindProblem").ToString());
+            foreach (var island in new[] { "expert-0", "expert-1", "router" })
+                Assert.Equal(PublishedCheckpoint.ReadVerified(Path.Combine(work, "islands", island)).Published.ManifestSha256,
+                    PublishedCheckpoint.ReadVerified(Path.Combine(work, "serving-cache", "serving-0", island)).Published.ManifestSha256);
 
             var status = await Cli("cluster", "status", "--work", work);
             Assert.True(status.Code == 0, status.Err);

@@ -53,10 +53,10 @@ public sealed class PublicationMirrorSpecs
 {
     private static readonly string[] Runs = ["expert-0", "expert-1", "expert-2", "expert-3", "router"];
 
-    private static string SourcesHocon(IEnumerable<LocalPublisher> publishers, string key = LocalPublisher.Key) => $$"""
+    private static string SourcesHocon(IEnumerable<LocalPublisher> publishers, params string[] more) => $$"""
         islands.serving.sources {
-          endpoints = [{{string.Join(", ", publishers.Select(p => $"\"{p.Http}\""))}}]
-          key = "{{key}}"
+          endpoints = [{{string.Join(", ", publishers.Select(p => p.Http).Concat(more).Select(e => $"\"{e}\""))}}]
+          key = "{{LocalPublisher.Key}}"
           interval = 500ms
         }
         """;
@@ -174,7 +174,7 @@ public sealed class PublicationMirrorSpecs
     }
 
     [Fact]
-    public async Task A_file_the_island_serves_that_does_not_match_its_publication_is_never_installed_or_served()
+    public async Task A_file_the_island_serves_that_does_not_match_its_publication_is_never_installed_or_served_and_a_dead_endpoint_delays_nobody()
     {
         var islands = await ServingTestStore.CopyAsync();
         var (_, directory) = PublishedCheckpoint.ReadVerified(Path.Combine(islands, "expert-1"));
@@ -186,7 +186,9 @@ public sealed class PublicationMirrorSpecs
         var cache = IslandTestEnvironment.TempDir("serving-cache-corrupt");
         try
         {
-            await using var serving = await LocalServing.StartAsync(1, cache, SourcesHocon(publishers));
+            // Nothing listens on this port: an island node that is down.
+            var dead = $"http://127.0.0.1:{IslandTestEnvironment.FreePort()}/";
+            await using var serving = await LocalServing.StartAsync(1, cache, SourcesHocon(publishers, dead));
             using var http = ServingTestStore.Client(serving.Nodes[0].Http);
             await IslandTestEnvironment.Eventually(async () =>
                 (await ExpertsAsync(http)).GetProperty("sources").EnumerateArray()
@@ -199,6 +201,9 @@ public sealed class PublicationMirrorSpecs
             Assert.False(experts.GetProperty("experts")[1].GetProperty("available").GetBoolean());
             Assert.False(File.Exists(Path.Combine(cache, "expert-1", PublishedCheckpoint.FileName)));
             Assert.False(Directory.Exists(Path.Combine(cache, "expert-1", "checkpoints")));
+            var down = experts.GetProperty("sources").EnumerateArray().Single(s => s.GetProperty("endpoint").GetString() == dead);
+            Assert.Equal("failed", down.GetProperty("state").GetString());
+            Assert.StartsWith(dead, down.GetProperty("error").GetString());
         }
         finally
         {

@@ -114,6 +114,7 @@ public static class ClusterCommands
                 w.WriteLine($"| checkpoints verified | {report.Islands.Sum(i => i.CheckpointsVerified)} of {report.Islands.Sum(i => i.CheckpointsOnDisk)} on disk; publications verified {report.Islands.Count(i => i.PublicationVerified)} of {report.Islands.Count} |");
                 w.WriteLine($"| journal's last commits verified | {report.Islands.Count(i => i.JournalReferenceVerified)} of {report.Islands.Count} |");
                 w.WriteLine($"| one cluster per island and for serving | {(report.OneClusterEverywhere ? "yes" : "NO")} |");
+                w.WriteLine($"| serving serves every island's last publication (fetched over HTTP) | {(report.ServingCurrent ? "yes" : "NO")} |");
                 w.WriteLine($"| recoveries (journal replays) | {string.Join(", ", report.Islands.Select(i => $"{i.Island} {i.Recoveries}"))} |");
                 var timed = report.Kills.Where(k => k.RecoverySeconds is not null).ToList();
                 w.WriteLine($"| recovery after a kill | {(timed.Count == 0 ? "-" : $"mean {timed.Average(k => k.RecoverySeconds!.Value):F1} s, max {timed.Max(k => k.RecoverySeconds!.Value):F1} s")}; {report.Kills.Count - timed.Count} not recovered |");
@@ -124,9 +125,11 @@ public static class ClusterCommands
                 foreach (var problem in report.Islands.SelectMany(i => i.Problems)) w.WriteLine($"  problem: {problem}");
                 foreach (var i in report.Islands.Where(i => i.ClusterProblem is not null)) w.WriteLine($"  problem: {i.Island}: {i.ClusterProblem}");
                 if (report.ServingClusterProblem is { } serving) w.WriteLine($"  problem: serving: {serving}");
+                if (report.ServingBehindProblem is { } behind) w.WriteLine($"  problem: serving: {behind}");
                 foreach (var reason in report.LostReasons.Distinct().Take(5)) w.WriteLine($"  lost: {reason}");
             });
-            return report.RequestsLost == 0 && report.AllCheckpointsVerified && report.OneClusterEverywhere && report.Kills.All(k => k.RecoverySeconds is not null)
+            return report.RequestsLost == 0 && report.AllCheckpointsVerified && report.OneClusterEverywhere && report.ServingCurrent
+                   && report.Kills.All(k => k.RecoverySeconds is not null)
                 ? ExitCodes.Ok : ExitCodes.Failure;
         }));
         return command;

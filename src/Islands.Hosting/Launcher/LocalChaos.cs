@@ -16,8 +16,10 @@ public sealed record ChaosIsland(string Island, string Phase, long Step, long To
     IReadOnlyList<string> Problems, bool PublicationVerified, bool JournalReferenceVerified, string? ClusterProblem);
 
 public sealed record ChaosReport(double Seconds, IReadOnlyList<ChaosKill> Kills, IReadOnlyList<ChaosIsland> Islands, int RequestsServed, int RequestsLost,
-    int RequestsRetried, int RequestsDegraded, IReadOnlyList<string> LostReasons, string? ServingClusterProblem)
+    int RequestsRetried, int RequestsDegraded, IReadOnlyList<string> LostReasons, string? ServingClusterProblem, string? ServingBehindProblem = null)
 {
+    /// <summary>Every serving node serves exactly the checkpoint each island last published (fetched over HTTP and verified).</summary>
+    public bool ServingCurrent => ServingBehindProblem is null;
     public int JobsCompleted => Islands.Count(i => i.Phase == "completed");
     public bool AllCheckpointsVerified => Islands.All(i => i.CheckpointsVerified == i.CheckpointsOnDisk && i.PublicationVerified && i.JournalReferenceVerified);
     public bool OneClusterEverywhere => ServingClusterProblem is null && Islands.All(i => i.ClusterProblem is null);
@@ -140,7 +142,8 @@ public static class LocalChaos
             islands.Add(checkpoints with { ClusterProblem = await ClusterProblemAsync(probe, [.. island], cancel) });
         }
         var servingProblem = state.Serving.Any() ? await ClusterProblemAsync(probe, [.. state.Serving], cancel) : null;
-        return new ChaosReport(clock.Elapsed.TotalSeconds, kills, islands, served, lost.Count, retried, degraded, [.. lost], servingProblem);
+        var behind = state.Serving.Any() ? await ServingBehindAsync(state, key, cancel) : null;
+        return new ChaosReport(clock.Elapsed.TotalSeconds, kills, islands, served, lost.Count, retried, degraded, [.. lost], servingProblem, behind);
     }
 
     private static async Task<bool> EnsemblePublishedAsync(HttpClient http, IReadOnlyList<ClusterProcess> serving, int experts)
@@ -178,6 +181,47 @@ public static class LocalChaos
             await Task.Delay(500, CancellationToken.None);
         }
         return (null, "");
+    }
+
+    /// <summary>
+    /// Null once every serving node's /v1/experts names the manifest each island last published (given a minute, a few
+    /// fetch rounds, to catch up); otherwise which node lacks which island's publication.
+    /// </summary>
+    private static async Task<string?> ServingBehindAsync(ClusterState state, string key, CancellationToken cancel)
+    {
+        var expected = new Dictionary<string, string>();
+        foreach (var island in state.Islands)
+        {
+            try { expected[island.Key] = PublishedCheckpoint.ReadVerified(Path.Combine(state.Store, island.Key)).Published.ManifestSha256; }
+            catch (CheckpointException) { }
+        }
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(5) };
+        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", key);
+        var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(1);
+        string problem;
+        do
+        {
+            var lacking = new List<string>();
+            foreach (var node in state.Serving)
+            {
+                try
+                {
+                    var answer = await http.GetFromJsonAsync<System.Text.Json.JsonElement>(node.Http + "/v1/experts", cancel);
+                    var served = answer.GetProperty("experts").EnumerateArray().Append(answer.GetProperty("router"))
+                        .Where(e => e.ValueKind == System.Text.Json.JsonValueKind.Object && e.GetProperty("manifestSha256").ValueKind == System.Text.Json.JsonValueKind.String)
+                        .Select(e => e.GetProperty("manifestSha256").GetString()).ToHashSet();
+                    lacking.AddRange(expected.Where(x => !served.Contains(x.Value)).Select(x => $"{node.Name} does not serve {x.Key}'s publication {x.Value[..12]}…"));
+                }
+                catch (Exception e) when (e is HttpRequestException or TaskCanceledException or System.Text.Json.JsonException && !cancel.IsCancellationRequested)
+                {
+                    lacking.Add($"{node.Name} does not answer /v1/experts");
+                }
+            }
+            if (lacking.Count == 0) return null;
+            problem = string.Join("; ", lacking);
+            await Task.Delay(1000, cancel);
+        } while (DateTime.UtcNow < deadline);
+        return problem;
     }
 
     /// <summary>

@@ -30,7 +30,8 @@ public sealed record ClusterState(int SchemaVersion, string Id, string Work, IRe
 /// <summary>
 /// A cluster of real `islands node` and `islands serve` processes on loopback, started detached (they outlive the
 /// command that started them) and recorded in cluster.json, so that `cluster status`, `cluster down` and `chaos` manage
-/// exactly the processes it started. Islands of one node use SQLite; larger ones one PostgreSQL database each.
+/// exactly the processes it started. Islands of one node use SQLite; larger ones one PostgreSQL database each. Serving
+/// shares no directory with the islands: each serving node fetches their publications over HTTP into its own cache.
 /// </summary>
 public static class LocalCluster
 {
@@ -69,6 +70,9 @@ public static class LocalCluster
         var store = Path.Combine(work, "islands");
         var apiKeyFile = Path.Combine(work, "api-key");
         ApiKeyAuthentication.EnsureKeyFile(apiKeyFile);
+        // Serving reads no island's directory: each serving node fetches the publications over HTTP with this key.
+        var publicationKeyFile = Path.Combine(work, "publication-key");
+        ApiKeyAuthentication.EnsureKeyFile(publicationKeyFile);
         var executable = Launcher();
         // A new cluster gets new journal databases; bringing a stopped one up again reuses its own (its islands resume).
         var clusterId = File.Exists(StatePath(work)) ? Load(work).Id : Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(4));
@@ -83,7 +87,11 @@ public static class LocalCluster
             // Every island trains at once on this machine: each gets its share of the cores (OpenMP would otherwise start a
             // team of all cores in every process and spin them against each other).
             var threads = Math.Max(1, Environment.ProcessorCount / (experts + 1)).ToString(CultureInfo.InvariantCulture);
-            var env = new Dictionary<string, string> { ["ISLANDS_SERVING_CONTACTS"] = contacts, ["OMP_NUM_THREADS"] = threads, ["MKL_NUM_THREADS"] = threads };
+            var env = new Dictionary<string, string>
+            {
+                ["ISLANDS_SERVING_CONTACTS"] = contacts, ["ISLANDS_PUBLICATION_KEYS_FILE"] = publicationKeyFile,
+                ["OMP_NUM_THREADS"] = threads, ["MKL_NUM_THREADS"] = threads,
+            };
             if (nodesPerIsland > 1)
             {
                 var database = $"islands_{clusterId}_{island.Replace('-', '_')}";
@@ -109,14 +117,20 @@ public static class LocalCluster
             }
         }
         var servingContactPoints = ContactPoints(servingPorts);
+        var sources = string.Join(",", processes.Select(p => p.Http));
         for (var i = 0; i < servingNodes; i++)
         {
-            List<string> args = ["serve", "--store", store, "--port", Str(servingPorts[i]), "--http-port", Str(servingPorts[i] + 1000)];
+            List<string> args =
+            [
+                "serve", "--store", Path.Combine(work, "serving-cache", $"serving-{i}"), "--sources", sources,
+                "--port", Str(servingPorts[i]), "--http-port", Str(servingPorts[i] + 1000),
+            ];
             if (servingNodes > 1) args.AddRange(["--contact-points", servingContactPoints]);
             var env = new Dictionary<string, string>
             {
                 ["ISLANDS_SERVING_NAME"] = "local",
                 ["ISLANDS_API_KEYS_FILE"] = apiKeyFile,
+                ["ISLANDS_SOURCE_KEY_FILE"] = publicationKeyFile,
                 ["ISLANDS_SERVING_RESULTS"] = Path.Combine(work, "serving-results"),
             };
             processes.Add(Start(new ClusterProcess($"serving-{i}", "serving", "serving", servingPorts[i], servingPorts[i] + 1000, args, env,
