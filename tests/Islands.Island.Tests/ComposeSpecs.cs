@@ -20,12 +20,15 @@ public sealed partial class ComposeSpecs
         return Path.Combine(dir ?? throw new InvalidOperationException("Islands.sln not found above the test binaries"), name);
     }
 
-    private static Dictionary<string, (List<string> Command, Dictionary<string, string> Environment)> Services()
+    private static Dictionary<string, (List<string> Command, Dictionary<string, string> Environment)> Services() =>
+        Parse().ToDictionary(p => p.Key, p => (p.Value.Command, p.Value.Environment));
+
+    private static Dictionary<string, (List<string> Command, Dictionary<string, string> Environment, List<string> Volumes)> Parse()
     {
         using var reader = new StreamReader(RepositoryFile("compose.yaml"));
         var document = new DeserializerBuilder().Build().Deserialize<Dictionary<object, object>>(new MergingParser(new Parser(reader)));
         var services = (Dictionary<object, object>)document["services"];
-        var result = new Dictionary<string, (List<string>, Dictionary<string, string>)>();
+        var result = new Dictionary<string, (List<string>, Dictionary<string, string>, List<string>)>();
         foreach (var (name, body) in services)
         {
             var service = (Dictionary<object, object>)body;
@@ -33,7 +36,8 @@ public sealed partial class ComposeSpecs
             var environment = service.TryGetValue("environment", out var e)
                 ? ((Dictionary<object, object>)e).ToDictionary(p => p.Key.ToString()!, p => Substitute(p.Value?.ToString() ?? ""))
                 : [];
-            result[name.ToString()!] = (command, environment);
+            var volumes = service.TryGetValue("volumes", out var v) ? ((List<object>)v).Select(x => x.ToString()!).ToList() : [];
+            result[name.ToString()!] = (command, environment, volumes);
         }
         return result;
     }
@@ -46,6 +50,32 @@ public sealed partial class ComposeSpecs
 
     private static Dictionary<string, string?> Options(List<string> command) =>
         command.Skip(1).Chunk(2).Where(p => p.Length == 2).ToDictionary(p => p[0], p => (string?)p[1]);
+
+    [Fact]
+    public void Islands_and_serving_share_no_volume_but_the_dataset_and_each_island_has_its_own()
+    {
+        var services = Parse();
+        var stores = new Dictionary<string, string>();
+        foreach (var (name, (command, _, volumes)) in services.Where(s => s.Value.Command.FirstOrDefault() == "node"))
+        {
+            var island = Options(command)["--island"]!;
+            var store = Assert.Single(volumes, v => v.EndsWith(":/store", StringComparison.Ordinal));
+            Assert.Equal($"store-{island}:/store", store);
+            stores[name] = store.Split(':')[0];
+        }
+        Assert.Equal(5, stores.Values.Distinct().Count());
+        var caches = new List<string>();
+        foreach (var (name, (_, _, volumes)) in services.Where(s => s.Value.Command.FirstOrDefault() == "serve"))
+        {
+            Assert.DoesNotContain(volumes, v => stores.Values.Contains(v.Split(':')[0]));
+            caches.Add(Assert.Single(volumes, v => v.EndsWith(":/store", StringComparison.Ordinal)));
+        }
+        Assert.Equal(3, caches.Distinct().Count());
+        // What islands and serving both mount is the dataset (read-only for them) and nothing else.
+        var islandVolumes = services.Where(s => s.Value.Command.FirstOrDefault() == "node").SelectMany(s => s.Value.Volumes.Select(v => v.Split(':')[0])).ToHashSet();
+        var servingVolumes = services.Where(s => s.Value.Command.FirstOrDefault() == "serve").SelectMany(s => s.Value.Volumes.Select(v => v.Split(':')[0])).ToHashSet();
+        Assert.Equal(["data"], islandVolumes.Intersect(servingVolumes));
+    }
 
     [Fact]
     public void Every_islands_variable_compose_sets_is_read_by_the_role_it_starts_and_passes_its_checks()
@@ -77,10 +107,16 @@ public sealed partial class ComposeSpecs
         {
             foreach (var key in environment.Keys.Where(k => k.StartsWith("ISLANDS_", StringComparison.Ordinal)))
                 Assert.True(ServingNodeConfig.EnvironmentKeys.ContainsKey(key), $"{name}: serving node does not read {key}");
-            var env = new Hashtable(environment) { ["ISLANDS_API_KEYS"] = "compose-test-key-0123456789" };
+            var env = new Hashtable(environment) { ["ISLANDS_API_KEYS"] = "compose-test-key-0123456789", ["ISLANDS_SOURCE_KEY"] = "compose-publication-key-0123" };
             var settings = ServingNodeConfig.Parse(ServingNodeConfig.Load(null, new Dictionary<string, string?>(), env));
             Assert.Equal("serving-main", settings.SystemName);
             Assert.Equal(8080, settings.HttpPort);
+            // Serving fetches from every island node, by its compose service name.
+            Assert.Equal(nodes.Select(n => $"http://{n.Key}:8080/").Order(), settings.Sources.Endpoints.Select(e => e.ToString()).Order());
+            // Without ISLANDS_PUBLICATION_KEY (substituted empty), a serving node with sources refuses to start and names the key.
+            var noKey = new Hashtable(environment) { ["ISLANDS_API_KEYS"] = "compose-test-key-0123456789" };
+            var refused = Assert.Throws<Diffusion.ConfigException>(() => ServingNodeConfig.Parse(ServingNodeConfig.Load(null, new Dictionary<string, string?>(), noKey)));
+            Assert.Contains("islands.serving.sources.key", refused.Message);
         }
         // The serving nodes refuse to start without a key: compose passes ISLANDS_API_KEYS through, empty when unset.
         Assert.Throws<Diffusion.ConfigException>(() => ServingNodeConfig.Parse(ServingNodeConfig.Load(null, new Dictionary<string, string?>(),

@@ -120,6 +120,8 @@ public sealed class IslandProtocolSpecs(ITestOutputHelper output)
     [InlineData("islands { http.port = 8080, bootstrap.contact-points = [\"127.0.0.1\"] }", "islands.bootstrap.contact-points")]
     [InlineData("islands { bootstrap.contact-points = [\"127.0.0.1:8080\"] }", "islands.http.port")]
     [InlineData("islands { http.port = 8080, seed-nodes = [\"akka.tcp://islands-island-0@127.0.0.1:4053\"], bootstrap.contact-points = [\"127.0.0.1:8080\"] }", "islands.bootstrap.contact-points")]
+    [InlineData("islands.publication.keys = [\"short\"]", "islands.publication.keys")]
+    [InlineData("islands.publication.keys-file = \"/nonexistent/keys\"", "islands.publication.keys-file")]
     [InlineData("islands.job = \"expert:x\"", "islands.job")]
     [InlineData("islands.journal.provider = \"mysql\"", "islands.journal.provider")]
     [InlineData("islands.island = \"Bad Name\"", "islands.island")]

@@ -211,6 +211,21 @@ public sealed class PublicationMirrorSpecs
         }
     }
 
+    [Theory]
+    [InlineData("sources { endpoints = [\"expert-0:8080\"], key = \"publication-key-0123456789\" }", "islands.serving.sources.endpoints")]
+    [InlineData("sources { endpoints = [\"ftp://expert-0:8080\"], key = \"publication-key-0123456789\" }", "islands.serving.sources.endpoints")]
+    [InlineData("sources { endpoints = [\"http://expert-0:8080\"] }", "islands.serving.sources.key")]
+    [InlineData("sources { endpoints = [\"http://expert-0:8080\"], key = \"short\" }", "islands.serving.sources.key")]
+    [InlineData("sources { endpoints = [\"http://expert-0:8080\"], key = \"publication-key-0123456789\", max-file-size = \"lots\" }", "islands.serving.sources.max-file-size")]
+    [InlineData("sources { endpoints = [\"http://expert-0:8080\"], key = \"publication-key-0123456789\", interval = 0s }", "islands.serving.sources.interval")]
+    public void A_bad_sources_setting_is_reported_with_its_key(string hocon, string named)
+    {
+        var file = Path.Combine(IslandTestEnvironment.TempDir("sources-config"), "serving.conf");
+        File.WriteAllText(file, $"islands.serving {{ api-keys = [\"{ServingTestStore.ApiKey}\"]\n{hocon} }}");
+        var error = Assert.Throws<Diffusion.ConfigException>(() => ServingNodeConfig.Parse(ServingNodeConfig.Load(file, new Dictionary<string, string?>(), new System.Collections.Hashtable())));
+        Assert.Contains(named, error.Message);
+    }
+
     [Fact]
     public async Task An_islands_publication_endpoints_refuse_a_missing_or_wrong_key_and_serve_only_the_files_of_its_checkpoints()
     {
