@@ -25,6 +25,10 @@ internal static class NodeHost
         // Logs go to stderr like every islands command's, so stdout carries only results (--json stays parseable).
         builder.Services.Configure<Microsoft.Extensions.Logging.Console.ConsoleLoggerOptions>(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
         builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
+        // A serving node polls every island endpoint every few seconds: a line per request and per resilience attempt
+        // would bury everything else (PublicationMirror logs what it fetched and what failed).
+        builder.Logging.AddFilter("System.Net.Http.HttpClient", LogLevel.Warning);
+        builder.Logging.AddFilter("Polly", LogLevel.Warning);
         logging?.Invoke(builder.Logging);
         return builder;
     }

@@ -57,6 +57,8 @@ public static class ServingNode
         settings.Formation.AddServices(builder.Services);
         if (settings.Sources.Enabled)
         {
+            // The node's own cache: it exists from the start, so the registry's first scan finds an empty store, not none.
+            Directory.CreateDirectory(settings.Serving.Store);
             // Timeouts up to the response headers (PublicationMirror bounds a stalled body itself), one quick retry (the next
             // round is the real one), and a circuit breaker per island endpoint, so that a dead island opens only its own.
             builder.Services.AddHttpClient(PublicationMirror.ClientName)

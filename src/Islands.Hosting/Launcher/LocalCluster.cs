@@ -140,13 +140,15 @@ public static class LocalCluster
             nodesPerIsland > 1 ? "postgresql (a database per island)" : "sqlite (a file per island)", store, apiKeyFile, processes, DateTimeOffset.UtcNow);
         Save(state);
         using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(3) };
-        var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(3);
+        // Every process starts at once and runs its numerics self-test: on a small machine many of them take minutes together.
+        var wait = TimeSpan.FromSeconds(Math.Max(180, processes.Count * 15));
+        var deadline = DateTime.UtcNow + wait;
         foreach (var process in processes)
         {
             while (!await ReadyAsync(http, process, cancel))
             {
                 if (!Alive(process)) throw new IslandsException($"{process.Name} exited during start-up; see {process.Log}");
-                if (DateTime.UtcNow > deadline) throw new IslandsException($"{process.Name} is not ready after 3 minutes; see {process.Log}");
+                if (DateTime.UtcNow > deadline) throw new IslandsException($"{process.Name} is not ready after {wait.TotalSeconds:0} s; see {process.Log}");
                 await Task.Delay(500, cancel);
             }
             log($"{process.Name}: ready at {process.Http}");
