@@ -28,7 +28,7 @@ internal static class NodeHost
         // A serving node polls every island endpoint every few seconds: a line per request and per resilience attempt
         // would bury everything else (PublicationMirror logs what it fetched and what failed).
         builder.Logging.AddFilter("System.Net.Http.HttpClient", LogLevel.Warning);
-        builder.Logging.AddFilter("Polly", LogLevel.Warning);
+        builder.Logging.AddFilter("Polly", LogLevel.Critical);
         logging?.Invoke(builder.Logging);
         return builder;
     }

@@ -23,7 +23,7 @@ public static class ClusterCommands
         var work = Work();
         var islands = new Option<int>("--islands") { Description = "Expert islands (K partitions); a router island is added", DefaultValueFactory = _ => 4 };
         var nodes = new Option<int>("--nodes-per-island") { Description = "Node processes per island (more than one needs --postgres)", DefaultValueFactory = _ => 1 };
-        var serving = new Option<int>("--serving-nodes") { Description = "Serving node processes (three: with keep-majority, killing one of two downs the other)", DefaultValueFactory = _ => 3 };
+        var serving = new Option<int>("--serving-nodes") { Description = "Serving node processes (three by default, so that one killed node leaves two)", DefaultValueFactory = _ => 3 };
         var steps = new Option<int>("--steps") { Description = "Training steps per expert (the router trains twice as many)", DefaultValueFactory = _ => 2000 };
         var portBase = new Option<int>("--port-base") { Description = "First remoting port (HTTP ports are 1000 higher; serving starts at base+500)", DefaultValueFactory = _ => 6000 };
         var postgres = new Option<string?>("--postgres") { Description = "PostgreSQL server connection string for islands of several nodes (default: ISLANDS_POSTGRES)" };
