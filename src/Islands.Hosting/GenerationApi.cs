@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Text.Json;
 using System.Threading.Channels;
@@ -23,10 +22,8 @@ public static class GenerationApi
 {
     private const int MaxIdempotencyKeyLength = 200;
 
-    /// <summary>Latest news of the asynchronous generations this node accepted (for GET before the result is stored).</summary>
-    private static readonly ConcurrentDictionary<string, IIslandsMessage> AsyncLatest = new();
-
-    private static readonly ConcurrentDictionary<long, (int Count, IReadOnlyList<string> Names)> ClassesByVersion = new();
+    /// <summary>How long an asynchronous request waits for the router's first answer (accepted, or refused) before its 202.</summary>
+    private static readonly TimeSpan FirstAnswer = TimeSpan.FromSeconds(10);
 
     public static void Map(WebApplication app, ServingNodeSettings settings)
     {
@@ -64,12 +61,11 @@ public static class GenerationApi
         IReadOnlyList<PublicationSourceStatus> Sources);
 
     private static async Task<IResult> Post(HttpContext http, ActorSystem system, IRequiredActor<EnsembleRouterActor> routers, IRequiredActor<ModelRegistryKey> registry,
-        GenerationSlots slots, ServingNodeSettings settings, CancellationToken cancel)
+        GenerationSlots slots, AsyncGenerations asyncGenerations, ServedClasses servedClasses, ServingNodeSettings settings, CancellationToken cancel)
     {
         var clock = Stopwatch.StartNew();
         if (http.Request.ContentLength > settings.MaxBodyBytes) return TooLarge(settings);
-        if (http.Request.ContentType is not { } type || !type.StartsWith("application/json", StringComparison.OrdinalIgnoreCase))
-            return Rejected(Results.Problem(statusCode: 415, title: "Unsupported media type", detail: "send the request body as application/json"));
+        if (!RequestGuards.IsJson(http.Request.ContentType)) return Rejected(RequestGuards.UnsupportedMediaType(http.Request.ContentType));
         // Read at most one byte past the limit; an oversized body is drained (up to Kestrel's hard cap) before the 413, so
         // the client reliably reads the answer instead of a reset connection.
         var buffer = new MemoryStream();
@@ -88,10 +84,13 @@ public static class GenerationApi
         {
             return TooLarge(settings);
         }
+        var bytes = buffer.GetBuffer().AsMemory(0, (int)buffer.Length);
+        if (RequestGuards.FirstInvalidUtf8(bytes.Span) is { } offset)
+            return Rejected(Results.Problem(statusCode: 400, title: "Malformed JSON", detail: $"the request body is not valid UTF-8 (at byte {offset})"));
         JsonDocument document;
         try
         {
-            document = JsonDocument.Parse(buffer.GetBuffer().AsMemory(0, (int)buffer.Length));
+            document = JsonDocument.Parse(bytes);
         }
         catch (JsonException e)
         {
@@ -109,7 +108,7 @@ public static class GenerationApi
         if (snapshot.Experts.Count == 0 || snapshot.Router is null)
             return Results.Problem(statusCode: 503, title: "Nothing to serve yet",
                 detail: $"the store {snapshot.Store} has {snapshot.Experts.Count} published experts and {(snapshot.Router is null ? "no" : "a")} router; islands publish them as they train");
-        var classes = ClassesByVersion.GetOrAdd(snapshot.Version, _ => ServedModels.Classes(snapshot.Experts[0]));
+        var classes = servedClasses.For(snapshot);
         var (valid, errors) = GenerationBodyValidator.Validate(document.RootElement, classes.Count, classes.Names,
             idempotencyKey is null ? null : GenerationBodyValidator.SeedFor(id));
         if (valid is null) return Rejected(Results.ValidationProblem(errors, title: "Invalid generation request"));
@@ -119,20 +118,44 @@ public static class GenerationApi
         var router = await routers.GetAsync(cancel);
         if (valid.Async)
         {
-            if (AsyncLatest.TryGetValue(id, out var known) && known is not GenerationFailed)
-                return Results.Accepted($"/v1/generations/{id}", Status(id, known, valid.Request.Steps));
+            switch (asyncGenerations.Begin(id, valid.RequestHash, out var known))
+            {
+                case AsyncBegin.Conflict: return Failure(EnsembleRouterActor.IdempotencyConflict(id));
+                case AsyncBegin.Running: return Results.Accepted($"/v1/generations/{id}", Status(id, known, valid.Request.Steps));
+            }
             var lease = slots.TryAcquire();
-            if (lease is null) return TooMany(settings);
+            if (lease is null)
+            {
+                asyncGenerations.Forget(id);
+                return TooMany(settings);
+            }
             var events = Channel.CreateUnbounded<IIslandsMessage>();
             system.ActorOf(GenerationWatcher.Props(router, generate, events.Writer, settings.Serving));
-            AsyncLatest[id] = new GenerationAccepted(id, 0);
+            // The router's first answer tells whether this key already belongs to another request (run or stored on any
+            // node): that is a 422 now, never a 202 whose GET would return the other request's images.
+            IIslandsMessage? first = null;
+            using (var wait = CancellationTokenSource.CreateLinkedTokenSource(cancel))
+            {
+                wait.CancelAfter(FirstAnswer);
+                try
+                {
+                    first = await events.Reader.ReadAsync(wait.Token);
+                }
+                catch (OperationCanceledException) when (!cancel.IsCancellationRequested) { }
+                catch (ChannelClosedException) { }
+            }
+            if (first is GenerationFailed { Status: 422 } refused)
+            {
+                lease.Dispose();
+                asyncGenerations.Forget(id);
+                return Failure(refused);
+            }
+            if (first is not null and not GenerationRetried) asyncGenerations.Update(id, first);
             _ = Task.Run(async () =>
             {
                 using var held = lease;
                 await foreach (var message in events.Reader.ReadAllAsync(CancellationToken.None))
-                    if (message is not GenerationRetried) AsyncLatest[id] = message;
-                // The stored result answers from now on; keep failures so GET can report them.
-                if (AsyncLatest.TryGetValue(id, out var last) && last is GenerationCompleted) AsyncLatest.TryRemove(id, out IIslandsMessage? _);
+                    if (message is not GenerationRetried) asyncGenerations.Update(id, message);
             }, CancellationToken.None);
             return Results.Accepted($"/v1/generations/{id}", new GenerationStatus(id, "accepted", 0, valid.Request.Steps, $"/v1/generations/{id}"));
         }
@@ -186,14 +209,15 @@ public static class GenerationApi
         }
     }
 
-    private static async Task<IResult> Get(string id, HttpContext http, IRequiredActor<EnsembleRouterActor> routers, ServingNodeSettings settings, CancellationToken cancel)
+    private static async Task<IResult> Get(string id, HttpContext http, IRequiredActor<EnsembleRouterActor> routers, AsyncGenerations asyncGenerations,
+        ServingNodeSettings settings, CancellationToken cancel)
     {
         if (id.Length != 33 || id[0] is not ('g' or 'k') || !id[1..].All(Uri.IsHexDigit))
             return Results.Problem(statusCode: 404, title: "No such generation", detail: $"'{id}' is not a generation id");
         var format = http.Request.Query["format"].FirstOrDefault() ?? "json";
         if (format is not ("json" or "png")) return Results.ValidationProblem(new Dictionary<string, string[]> { ["format"] = ["must be png or json"] });
         if (new GenerationResultStore(settings.Serving.ResultsDirectory).TryLoad(id) is { } stored) return Render(stored, format, 0);
-        if (AsyncLatest.TryGetValue(id, out var latest))
+        if (asyncGenerations.TryGet(id, out var latest))
         {
             if (latest is GenerationFailed failed) return Failure(failed);
             if (latest is GenerationCompleted done) return Render(done, format, 0);

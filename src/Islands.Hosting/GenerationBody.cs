@@ -36,8 +36,19 @@ public static class GenerationBodyValidator
             Error("body", "must be a JSON object");
             return (null, errors);
         }
+        if (UndecodableString(root, "") is { } undecodable)
+        {
+            Error(undecodable, undecodable == "body"
+                ? "a property name holds an unpaired surrogate escape (\\ud800 to \\udfff alone), which is not Unicode text"
+                : "must be Unicode text: it holds an unpaired surrogate escape (\\ud800 to \\udfff alone)");
+            return (null, errors);
+        }
+        var seen = new HashSet<string>();
         foreach (var property in root.EnumerateObject())
+        {
             if (!Fields.Contains(property.Name)) Error(property.Name, $"unknown field; expected one of {string.Join(", ", Fields)}");
+            else if (!seen.Add(property.Name)) Error(property.Name, "given more than once");
+        }
 
         var count = Integer(root, "count", 16, 1, ServingSettings.MaxImagesPerRequest, Error);
         var steps = Integer(root, "steps", 20, 1, MaxSteps, Error);
@@ -91,6 +102,47 @@ public static class GenerationBodyValidator
         if (errors.Count > 0) return (null, errors);
         var request = new GenerationRequest(count, cls is null ? null : Enumerable.Repeat(cls.Value, count).ToArray(), steps, cfg, strategy, seed);
         return (new ValidGeneration(request, format, async, Hash(request)), errors);
+    }
+
+    /// <returns>The field holding a string that cannot be decoded to .NET text (an escaped lone surrogate such as
+    /// "\ud800"), "body" when it is a property name, or null when every string decodes.</returns>
+    private static string? UndecodableString(JsonElement element, string path)
+    {
+        switch (element.ValueKind)
+        {
+            case JsonValueKind.Object:
+                foreach (var property in element.EnumerateObject())
+                {
+                    string name;
+                    try
+                    {
+                        name = property.Name;
+                    }
+                    catch (InvalidOperationException)
+                    {
+                        return path.Length == 0 ? "body" : path;
+                    }
+                    if (UndecodableString(property.Value, path.Length == 0 ? name : $"{path}.{name}") is { } inner) return inner;
+                }
+                return null;
+            case JsonValueKind.Array:
+                var index = 0;
+                foreach (var item in element.EnumerateArray())
+                    if (UndecodableString(item, $"{path}[{index++}]") is { } inner) return inner;
+                return null;
+            case JsonValueKind.String:
+                try
+                {
+                    element.GetString();
+                    return null;
+                }
+                catch (InvalidOperationException)
+                {
+                    return path;
+                }
+            default:
+                return null;
+        }
     }
 
     private static int Integer(JsonElement root, string field, int fallback, int min, int max, Action<string, string> error)

@@ -1,4 +1,3 @@
-using System.Security.Cryptography.X509Certificates;
 using Akka.Actor;
 using Akka.Cluster;
 using Akka.Cluster.Hosting;
@@ -7,7 +6,6 @@ using Akka.Configuration;
 using Akka.Hosting;
 using Akka.Persistence.Sql.Hosting;
 using Akka.Remote.Hosting;
-using Akka.Remote.Transport.DotNetty;
 using Islands.Actors;
 using LinqToDB;
 using Microsoft.AspNetCore.Builder;
@@ -50,6 +48,7 @@ public static class IslandNode
         PublicationEndpoints.AddServices(builder.Services, settings.PublicationKeys);
 
         var app = builder.Build();
+        RequestGuards.Use(app);
         app.UseAuthentication();
         app.UseAuthorization();
         app.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = _ => false });
@@ -102,27 +101,6 @@ public static class IslandNode
         });
     }
 
-    private static RemoteOptions RemoteOptions(IslandNodeSettings settings)
-    {
-        var options = new RemoteOptions
-        {
-            HostName = settings.Hostname,
-            PublicHostName = settings.PublicHostname,
-            Port = settings.Port,
-        };
-        if (!settings.Tls.Enabled) return options;
-        var certificate = X509CertificateLoader.LoadPkcs12FromFile(settings.Tls.Certificate, settings.Tls.Password);
-        var trusted = settings.Tls.TrustedThumbprints.Count > 0 ? settings.Tls.TrustedThumbprints.ToArray() : [certificate.Thumbprint];
-        options.EnableSsl = true;
-        options.Ssl = new SslOptions
-        {
-            X509Certificate = certificate,
-            SuppressValidation = false,
-            RequireMutualAuthentication = true,
-            ValidateCertificateHostname = false,
-            // Island nodes share one island certificate (often self-signed): trust exactly the configured thumbprints.
-            CustomValidator = CertificateValidation.PinnedCertificate(trusted),
-        };
-        return options;
-    }
+    private static RemoteOptions RemoteOptions(IslandNodeSettings settings) =>
+        RemoteTls.Apply(new RemoteOptions { HostName = settings.Hostname, PublicHostName = settings.PublicHostname, Port = settings.Port }, settings.Tls);
 }

@@ -42,6 +42,7 @@ public static partial class IslandNodeConfig
         ["ISLANDS_TLS_ENABLED"] = "islands.tls.enabled",
         ["ISLANDS_TLS_CERTIFICATE"] = "islands.tls.certificate",
         ["ISLANDS_TLS_PASSWORD"] = "islands.tls.password",
+        ["ISLANDS_TLS_TRUSTED_THUMBPRINTS"] = "islands.tls.trusted-thumbprints",
         ["ISLANDS_TELEMETRY_EXPORTER"] = "islands.telemetry.exporter",
         ["ISLANDS_OTLP_ENDPOINT"] = "islands.telemetry.otlp-endpoint",
         ["ISLANDS_SERVING_CONTACTS"] = "islands.serving-contacts",
@@ -112,10 +113,7 @@ public static partial class IslandNodeConfig
         var minBackoff = Duration(config, "islands.backoff.min");
         var maxBackoff = Duration(config, "islands.backoff.max");
         if (maxBackoff < minBackoff) throw new ConfigException("islands.backoff.max", $"{maxBackoff} is shorter than islands.backoff.min ({minBackoff})");
-        var tls = new TlsSettings(Bool(config, "islands.tls.enabled"), config.GetString("islands.tls.certificate", ""), config.GetString("islands.tls.password", ""),
-            [.. config.GetStringList("islands.tls.trusted-thumbprints") ?? []]);
-        if (tls.Enabled && !File.Exists(tls.Certificate))
-            throw new ConfigException("islands.tls.certificate", $"'{tls.Certificate}': certificate file not found (TLS is enabled)");
+        var tls = RemoteTls.Parse(config, "islands.");
         var seeds = config.GetStringList("islands.seed-nodes") ?? [];
         var protocol = tls.Enabled ? "akka.ssl.tcp://" : "akka.tcp://";
         var systemName = "islands-" + island + "@";
@@ -126,8 +124,13 @@ public static partial class IslandNodeConfig
         }
         var contacts = config.GetStringList("islands.serving-contacts") ?? [];
         foreach (var contact in contacts)
+        {
             if (!ServingContact().IsMatch(contact))
-                throw new ConfigException("islands.serving-contacts", $"'{contact}' must be a serving node's receptionist, e.g. akka.tcp://serving-main@10.0.0.5:5053/system/receptionist");
+                throw new ConfigException("islands.serving-contacts", $"'{contact}' must be a serving node's receptionist, e.g. {protocol}serving-main@10.0.0.5:5053/system/receptionist");
+            // One remoting transport per node: an island over TLS reaches only serving over TLS, and plain only plain.
+            if (!contact.StartsWith(protocol, StringComparison.Ordinal))
+                throw new ConfigException("islands.serving-contacts", $"'{contact}' must start with {protocol}: this island's remoting TLS is {(tls.Enabled ? "on" : "off")}, and serving's must be too");
+        }
         var publicHost = config.GetString("islands.public-hostname", "");
         var hostname = String(config, "islands.hostname");
         var httpPort = Int(config, "islands.http.port", 0, 65535);
@@ -253,7 +256,7 @@ public static partial class IslandNodeConfig
         return value;
     }
 
-    internal static bool Bool(Config config, string key)
+    public static bool Bool(Config config, string key)
     {
         var text = config.GetString(key, "off").ToLowerInvariant();
         return text switch
@@ -294,6 +297,6 @@ public static partial class IslandNodeConfig
     [GeneratedRegex("^[a-z0-9][a-z0-9-]{0,39}$")]
     private static partial Regex IslandName();
 
-    [GeneratedRegex(@"^akka\.tcp://serving-[a-z0-9][a-z0-9-]{0,39}@[^/:]+:[0-9]{1,5}/system/receptionist$")]
+    [GeneratedRegex(@"^akka(\.ssl)?\.tcp://serving-[a-z0-9][a-z0-9-]{0,39}@[^/:]+:[0-9]{1,5}/system/receptionist$")]
     private static partial Regex ServingContact();
 }

@@ -6,7 +6,7 @@ using Microsoft.Extensions.Logging;
 
 namespace Islands.Hosting;
 
-/// <summary>What every node's web host shares: its address, shutdown grace, JSON that writes NaN as null, and single-line logs on stderr.</summary>
+/// <summary>What every node's web host shares: its address, shutdown grace, JSON that writes NaN as null, single-line logs on stderr, and <see cref="RequestGuards"/>.</summary>
 internal static class NodeHost
 {
     public static WebApplicationBuilder CreateBuilder(string hostname, int port, TimeSpan shutdownGrace, Action<ILoggingBuilder>? logging)
@@ -30,6 +30,10 @@ internal static class NodeHost
         builder.Logging.AddFilter("System.Net.Http.HttpClient", LogLevel.Warning);
         builder.Logging.AddFilter("Polly", LogLevel.Critical);
         logging?.Invoke(builder.Logging);
+        // Hosting's own request lines carry the query string (a key sent as ?api_key= with it), whatever an operator lowers
+        // Microsoft.AspNetCore to: they stay off, and RequestGuards' request log (no query) takes their place.
+        builder.Logging.AddFilter("Microsoft.AspNetCore.Hosting.Diagnostics", LogLevel.Warning);
+        RequestGuards.AddServices(builder.Services);
         return builder;
     }
 }

@@ -42,7 +42,6 @@ public static class ServingNode
         builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = Math.Max(1 << 20, settings.MaxBodyBytes * 4L));
         builder.Services.AddSingleton(settings);
         IslandTelemetrySetup.Add(builder.Services, settings);
-        builder.Services.AddProblemDetails();
         builder.Services.AddOpenApi();
         builder.Services.AddAuthentication(ApiKeyAuthentication.SchemeName)
             .AddScheme<ApiKeyOptions, ApiKeyAuthentication>(ApiKeyAuthentication.SchemeName, o =>
@@ -52,6 +51,8 @@ public static class ServingNode
             });
         builder.Services.AddAuthorization(o => o.FallbackPolicy = new AuthorizationPolicyBuilder().RequireAuthenticatedUser().Build());
         builder.Services.AddSingleton(new GenerationSlots(settings.MaxInFlight));
+        builder.Services.AddSingleton(new AsyncGenerations(settings.FailedRetention));
+        builder.Services.AddSingleton<ServedClasses>();
         builder.Services.AddHealthChecks().AddCheck<ClusterMemberUpCheck>("cluster-member-up", tags: ["ready"]);
         builder.Services.AddAkka(settings.SystemName, (akka, _) => ConfigureAkka(akka, settings));
         settings.Formation.AddServices(builder.Services);
@@ -75,6 +76,7 @@ public static class ServingNode
         }
 
         var app = builder.Build();
+        RequestGuards.Use(app);
         app.UseAuthentication();
         app.UseAuthorization();
         app.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = _ => false }).AllowAnonymous();
@@ -90,7 +92,7 @@ public static class ServingNode
         akka.AddHocon(settings.Hocon, HoconAddMode.Append);
         akka.AddHocon(ConfigurationFactory.ParseString($"akka.cluster.split-brain-resolver.stable-after = {(int)settings.StableAfter.TotalMilliseconds}ms"), HoconAddMode.Prepend);
         akka.ConfigureLoggers(l => l.AddLoggerFactory());
-        akka.WithRemoting(new RemoteOptions { HostName = settings.Hostname, PublicHostName = settings.PublicHostname, Port = settings.Port });
+        akka.WithRemoting(RemoteTls.Apply(new RemoteOptions { HostName = settings.Hostname, PublicHostName = settings.PublicHostname, Port = settings.Port }, settings.Tls));
         akka.WithClustering(new ClusterOptions
         {
             Roles = [ServingNodeSettings.Role],

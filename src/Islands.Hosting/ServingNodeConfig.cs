@@ -37,9 +37,13 @@ public static partial class ServingNodeConfig
         ["ISLANDS_SOURCES"] = "islands.serving.sources.endpoints",
         ["ISLANDS_SOURCE_KEY"] = "islands.serving.sources.key",
         ["ISLANDS_SOURCE_KEY_FILE"] = "islands.serving.sources.key-file",
+        ["ISLANDS_TLS_ENABLED"] = "islands.serving.tls.enabled",
+        ["ISLANDS_TLS_CERTIFICATE"] = "islands.serving.tls.certificate",
+        ["ISLANDS_TLS_PASSWORD"] = "islands.serving.tls.password",
+        ["ISLANDS_TLS_TRUSTED_THUMBPRINTS"] = "islands.serving.tls.trusted-thumbprints",
     };
 
-    private static readonly HashSet<string> ListKeys = ["islands.serving.seed-nodes", "islands.serving.bootstrap.contact-points", "islands.serving.api-keys", "islands.serving.sources.endpoints"];
+    private static readonly HashSet<string> ListKeys = ["islands.serving.seed-nodes", "islands.serving.bootstrap.contact-points", "islands.serving.api-keys", "islands.serving.sources.endpoints", "islands.serving.tls.trusted-thumbprints"];
 
     public static Config Load(string? configFile, IReadOnlyDictionary<string, string?> options, IDictionary? environment = null, string? defaultsFile = null) =>
         IslandNodeConfig.LoadLayers(defaultsFile ?? Path.Combine(AppContext.BaseDirectory, DefaultsFile), configFile, options, environment, EnvironmentKeys, ListKeys);
@@ -62,11 +66,12 @@ public static partial class ServingNodeConfig
         if (keys.Count == 0 && !anonymous)
             throw new ConfigException(p + "api-keys", "no API key configured: set ISLANDS_API_KEYS, api-keys or api-keys-file (or allow-anonymous = on for a private test)");
 
+        var tls = RemoteTls.Parse(config, p);
         var seeds = config.GetStringList(p + "seed-nodes") ?? [];
-        var prefix = $"akka.tcp://serving-{name}@";
+        var prefix = $"{(tls.Enabled ? "akka.ssl.tcp" : "akka.tcp")}://serving-{name}@";
         foreach (var seed in seeds)
             if (!seed.StartsWith(prefix, StringComparison.Ordinal))
-                throw new ConfigException(p + "seed-nodes", $"'{seed}' must start with {prefix} (this serving cluster's actor system)");
+                throw new ConfigException(p + "seed-nodes", $"'{seed}' must start with {prefix} (this serving cluster's actor system{(tls.Enabled ? ", over TLS" : "")})");
 
         long frame;
         try
@@ -91,7 +96,8 @@ public static partial class ServingNodeConfig
             httpPort, IslandNodeConfig.Int(config, p + "http.max-body-bytes", 256, 16 << 20),
             IslandNodeConfig.Int(config, p + "http.max-in-flight", 1, 100_000), keys, anonymous, serving, IslandNodeConfig.Duration(config, p + "passivate-after"),
             IslandNodeConfig.Int(config, p + "shards", 1, 10_000), frame, IslandNodeConfig.Duration(config, p + "split-brain.stable-after"),
-            exporter, IslandNodeConfig.String(config, p + "telemetry.otlp-endpoint"), ParseSources(config, p + "sources."), config);
+            exporter, IslandNodeConfig.String(config, p + "telemetry.otlp-endpoint"), ParseSources(config, p + "sources."),
+            IslandNodeConfig.Duration(config, p + "http.failed-retention"), tls, config);
     }
 
     private static PublicationSources ParseSources(Config config, string p)

@@ -13,13 +13,16 @@ public sealed record PublicationSources(IReadOnlyList<Uri> Endpoints, string Key
 
 /// <summary>One serving node's settings, read from the merged configuration by <see cref="ServingNodeConfig"/>.</summary>
 /// <param name="ApiKeys">Accepted bearer tokens; empty only with AllowAnonymous.</param>
+/// <param name="Tls">Remoting TLS, as an island's (<see cref="RemoteTls"/>).</param>
+/// <param name="FailedRetention">How long GET reports an asynchronous generation that failed before it is forgotten.</param>
 /// <param name="Hocon">The merged configuration; its akka.* and dispatcher sections go to the actor system.</param>
 public sealed record ServingNodeSettings(
     string Name, string Hostname, string? PublicHostname, int Port, ClusterFormation Formation, string HttpHostname, int HttpPort,
     long MaxBodyBytes, int MaxInFlight, IReadOnlyList<string> ApiKeys, bool AllowAnonymous, ServingSettings Serving, TimeSpan PassivateAfter,
-    int Shards, long MaximumFrameBytes, TimeSpan StableAfter, string TelemetryExporter, string OtlpEndpoint, PublicationSources Sources, Config Hocon)
+    int Shards, long MaximumFrameBytes, TimeSpan StableAfter, string TelemetryExporter, string OtlpEndpoint, PublicationSources Sources, TimeSpan FailedRetention, TlsSettings Tls, Config Hocon)
 {
     public const string Role = "serving";
     public string SystemName => "serving-" + Name;
+    public string Protocol => Tls.Enabled ? "akka.ssl.tcp" : "akka.tcp";
     public IReadOnlyList<string> SeedNodes => Formation.SeedNodes;
 }

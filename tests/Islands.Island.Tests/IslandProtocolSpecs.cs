@@ -121,6 +121,8 @@ public sealed class IslandProtocolSpecs(ITestOutputHelper output)
     [InlineData("islands { bootstrap.contact-points = [\"127.0.0.1:8080\"] }", "islands.http.port")]
     [InlineData("islands { http.port = 8080, seed-nodes = [\"akka.tcp://islands-island-0@127.0.0.1:4053\"], bootstrap.contact-points = [\"127.0.0.1:8080\"] }", "islands.bootstrap.contact-points")]
     [InlineData("islands.publication.keys = [\"short\"]", "islands.publication.keys")]
+    [InlineData("islands.serving-contacts = [\"akka.ssl.tcp://serving-main@10.0.0.5:5053/system/receptionist\"]", "islands.serving-contacts")]
+    [InlineData("islands.serving-contacts = [\"akka.tcp://serving-main@10.0.0.5:5053/user/registry\"]", "islands.serving-contacts")]
     [InlineData("islands.publication.keys-file = \"/nonexistent/keys\"", "islands.publication.keys-file")]
     [InlineData("islands.job = \"expert:x\"", "islands.job")]
     [InlineData("islands.journal.provider = \"mysql\"", "islands.journal.provider")]
@@ -197,8 +199,8 @@ public sealed class IslandProtocolSpecs(ITestOutputHelper output)
     {
         var (data, partitions) = await DatasetAsync();
         var store = TempDir("tls");
-        var island = SelfSigned(Path.Combine(store, "island.pfx"), "CN=island-tls");
-        var stranger = SelfSigned(Path.Combine(store, "stranger.pfx"), "CN=stranger");
+        var island = SelfSignedCertificate(Path.Combine(store, "island.pfx"), "CN=island-tls");
+        var stranger = SelfSignedCertificate(Path.Combine(store, "stranger.pfx"), "CN=stranger");
         var islandConfig = Path.Combine(store, "island.conf");
         var strangerConfig = Path.Combine(store, "stranger.conf");
         await File.WriteAllTextAsync(islandConfig, NodeConfig(data, partitions, steps: 20, extra: $"islands.tls {{ enabled = on, certificate = \"{island}\", password = \"pw\" }}"));
@@ -232,15 +234,5 @@ public sealed class IslandProtocolSpecs(ITestOutputHelper output)
                 await node.App.DisposeAsync();
             }
         }
-    }
-
-    private static string SelfSigned(string path, string subject)
-    {
-        using var key = RSA.Create(2048);
-        var request = new CertificateRequest(subject, key, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
-        request.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new Oid("1.3.6.1.5.5.7.3.1"), new Oid("1.3.6.1.5.5.7.3.2")], false));
-        using var certificate = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(30));
-        File.WriteAllBytes(path, certificate.Export(X509ContentType.Pfx, "pw"));
-        return path;
     }
 }

@@ -1,5 +1,7 @@
 using System.Net;
 using System.Net.Sockets;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
 using Islands.Cli;
 using Islands.Diffusion.Data;
 using Islands.Diffusion.Runtime;
@@ -40,6 +42,19 @@ public static class IslandTestEnvironment
     }
 
     public static Task<(string Data, string Partitions)> DatasetAsync() => Dataset.Value;
+
+    /// <summary>A self-signed certificate for TLS and client authentication, as a PKCS#12 file with password "pw"; returns its path.</summary>
+    public static string SelfSignedCertificate(string path, string subject)
+    {
+        using var key = RSA.Create(2048);
+        var request = new CertificateRequest(subject, key, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
+        request.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new Oid("1.3.6.1.5.5.7.3.1"), new Oid("1.3.6.1.5.5.7.3.2")], false));
+        using var certificate = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(30));
+        File.WriteAllBytes(path, certificate.Export(X509ContentType.Pfx, "pw"));
+        return path;
+    }
+
+    public static string Thumbprint(string pfx) => X509CertificateLoader.LoadPkcs12FromFile(pfx, "pw").Thumbprint;
 
     public static string TempDir(string name)
     {

@@ -83,7 +83,7 @@ public sealed class LocalServingNode(WebApplication app, ServingNodeSettings set
     public WebApplication App { get; } = app;
     public ServingNodeSettings Settings { get; } = settings;
     public ActorSystem System => App.Services.GetRequiredService<ActorSystem>();
-    public string Address => $"akka.tcp://{Settings.SystemName}@{Settings.Hostname}:{Settings.Port}";
+    public string Address => $"{Settings.Protocol}://{Settings.SystemName}@{Settings.Hostname}:{Settings.Port}";
     public string Http => IslandNode.HttpAddress(App);
     public bool Alive { get; private set; } = true;
 
@@ -100,12 +100,15 @@ public sealed class LocalServing : IAsyncDisposable
     public List<LocalServingNode> Nodes { get; } = [];
 
     /// <param name="hocon">Extra configuration over hocon/serving.conf (deadlines, limits, keys).</param>
-    public static async Task<LocalServing> StartAsync(int nodes, string store, string hocon = "", string? name = null)
+    /// <param name="logging">More logging set-up over the tests' (a capturing provider, an operator's filters).</param>
+    /// <param name="protocol">akka.ssl.tcp when the hocon turns remoting TLS on.</param>
+    public static async Task<LocalServing> StartAsync(int nodes, string store, string hocon = "", string? name = null, Action<ILoggingBuilder>? logging = null,
+        string protocol = "akka.tcp")
     {
         var cluster = new LocalServing();
         name ??= "t" + Guid.NewGuid().ToString("N")[..8];
         var ports = Enumerable.Range(0, nodes).Select(_ => IslandTestEnvironment.FreePort()).ToArray();
-        var seeds = nodes == 1 ? null : string.Join(",", ports.Take(2).Select(p => $"akka.tcp://serving-{name}@127.0.0.1:{p}"));
+        var seeds = nodes == 1 ? null : string.Join(",", ports.Take(2).Select(p => $"{protocol}://serving-{name}@127.0.0.1:{p}"));
         var configFile = Path.Combine(store, $"serving-{name}.conf");
         await File.WriteAllTextAsync(configFile, $$"""
             islands.serving {
@@ -117,7 +120,7 @@ public sealed class LocalServing : IAsyncDisposable
             }
             {{hocon}}
             """);
-        foreach (var port in ports) cluster.Nodes.Add(await StartNodeAsync(configFile, store, port, seeds));
+        foreach (var port in ports) cluster.Nodes.Add(await StartNodeAsync(configFile, store, port, seeds, logging));
         foreach (var node in cluster.Nodes)
         {
             await IslandTestEnvironment.Eventually(() => Task.FromResult(Akka.Cluster.Cluster.Get(node.System).State.Members.Count(m => m.Status == Akka.Cluster.MemberStatus.Up) == nodes),
@@ -126,7 +129,7 @@ public sealed class LocalServing : IAsyncDisposable
         return cluster;
     }
 
-    public static async Task<LocalServingNode> StartNodeAsync(string configFile, string store, int port, string? seeds)
+    public static async Task<LocalServingNode> StartNodeAsync(string configFile, string store, int port, string? seeds, Action<ILoggingBuilder>? logging = null)
     {
         var options = new Dictionary<string, string?>
         {
@@ -135,7 +138,11 @@ public sealed class LocalServing : IAsyncDisposable
             ["islands.serving.seed-nodes"] = seeds,
         };
         var settings = ServingNodeConfig.Parse(ServingNodeConfig.Load(configFile, options, new System.Collections.Hashtable()));
-        var app = ServingNode.Build(settings, logging => logging.SetMinimumLevel(Environment.GetEnvironmentVariable("ISLANDS_TEST_LOG") == "info" ? LogLevel.Information : LogLevel.Warning));
+        var app = ServingNode.Build(settings, builder =>
+        {
+            builder.SetMinimumLevel(Environment.GetEnvironmentVariable("ISLANDS_TEST_LOG") == "info" ? LogLevel.Information : LogLevel.Warning);
+            logging?.Invoke(builder);
+        });
         await app.StartAsync();
         return new LocalServingNode(app, settings);
     }

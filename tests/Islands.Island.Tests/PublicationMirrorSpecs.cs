@@ -218,7 +218,9 @@ public sealed class PublicationMirrorSpecs
     [InlineData("sources { endpoints = [\"http://expert-0:8080\"], key = \"short\" }", "islands.serving.sources.key")]
     [InlineData("sources { endpoints = [\"http://expert-0:8080\"], key = \"publication-key-0123456789\", max-file-size = \"lots\" }", "islands.serving.sources.max-file-size")]
     [InlineData("sources { endpoints = [\"http://expert-0:8080\"], key = \"publication-key-0123456789\", interval = 0s }", "islands.serving.sources.interval")]
-    public void A_bad_sources_setting_is_reported_with_its_key(string hocon, string named)
+    [InlineData("tls { enabled = on, certificate = \"/nonexistent/serving.pfx\" }", "islands.serving.tls.certificate")]
+    [InlineData("http.failed-retention = 0s", "islands.serving.http.failed-retention")]
+    public void A_bad_sources_tls_or_retention_setting_is_reported_with_its_key(string hocon, string named)
     {
         var file = Path.Combine(IslandTestEnvironment.TempDir("sources-config"), "serving.conf");
         File.WriteAllText(file, $"islands.serving {{ api-keys = [\"{ServingTestStore.ApiKey}\"]\n{hocon} }}");

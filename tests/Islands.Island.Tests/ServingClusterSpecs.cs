@@ -181,6 +181,62 @@ public sealed class ServingClusterSpecs(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task With_tls_serving_nodes_with_the_serving_certificate_form_one_cluster_a_stranger_never_joins_and_a_trusted_island_announces_over_tls()
+    {
+        var store = await ServingTestStore.CopyAsync();
+        var certificates = IslandTestEnvironment.TempDir("serving-tls");
+        var servingCertificate = IslandTestEnvironment.SelfSignedCertificate(Path.Combine(certificates, "serving.pfx"), "CN=serving");
+        var islandCertificate = IslandTestEnvironment.SelfSignedCertificate(Path.Combine(certificates, "island.pfx"), "CN=island");
+        var strangerCertificate = IslandTestEnvironment.SelfSignedCertificate(Path.Combine(certificates, "stranger.pfx"), "CN=stranger");
+        var trusted = $"[\"{IslandTestEnvironment.Thumbprint(servingCertificate)}\", \"{IslandTestEnvironment.Thumbprint(islandCertificate)}\"]";
+        string Tls(string certificate) => $$"""
+            islands.serving.tls { enabled = on, certificate = "{{certificate}}", password = "pw", trusted-thumbprints = {{trusted}} }
+            islands.serving.rescan-interval = 10m
+            """;
+        var name = "tls" + Guid.NewGuid().ToString("N")[..6];
+        await using var serving = await LocalServing.StartAsync(2, store, Tls(servingCertificate), name, protocol: "akka.ssl.tcp");
+        Assert.StartsWith("akka.ssl.tcp://", serving.Nodes[0].Address);
+
+        // A node with a certificate serving does not trust (it trusts serving's, so only serving's check can keep it out).
+        var strangerConfig = Path.Combine(store, $"serving-{name}-stranger.conf");
+        await File.WriteAllTextAsync(strangerConfig, $$"""
+            islands.serving { name = "{{name}}", http.port = 0, api-keys = ["{{ServingTestStore.ApiKey}}"], split-brain.stable-after = 5s }
+            {{Tls(strangerCertificate)}}
+            """);
+        var seeds = string.Join(",", serving.Nodes.Select(n => n.Address));
+        var stranger = await LocalServing.StartNodeAsync(strangerConfig, store, IslandTestEnvironment.FreePort(), seeds);
+        try
+        {
+            await Task.Delay(TimeSpan.FromSeconds(15));
+            var members = Akka.Cluster.Cluster.Get(serving.Nodes[0].System).State.Members;
+            output.WriteLine($"serving sees: {string.Join(", ", members.Select(m => $"{m.Address} {m.Status}"))}");
+            Assert.Equal(2, members.Count(m => m.Status == Akka.Cluster.MemberStatus.Up));
+            Assert.DoesNotContain(members, m => m.Address.ToString() == stranger.Address);
+            Assert.DoesNotContain(Akka.Cluster.Cluster.Get(stranger.System).State.Members, m => m.Status == Akka.Cluster.MemberStatus.Up);
+        }
+        finally
+        {
+            await stranger.KillAsync();
+            await stranger.App.DisposeAsync();
+        }
+
+        // An island over TLS with a certificate serving trusts: its announcement is the only way expert 1 can change.
+        using var http = ServingTestStore.Client(serving.Nodes[0].Http);
+        var (data, partitions) = await IslandTestEnvironment.DatasetAsync();
+        var islandTls = $$"""
+            islands.tls { enabled = on, certificate = "{{islandCertificate}}", password = "pw", trusted-thumbprints = {{trusted}} }
+            islands.serving-contacts = ["{{serving.Nodes[1].Address}}/system/receptionist"]
+            """;
+        await using var island = await LocalIsland.StartAsync("announcing-tls", 1, store, IslandTestEnvironment.NodeConfig(data, partitions, steps: 25, islandTls),
+            "sqlite", null, job: "expert:1");
+        await IslandTestEnvironment.Eventually(async () =>
+        {
+            var experts = await Json(await http.GetAsync("/v1/experts"));
+            return experts.GetProperty("experts")[1].GetProperty("island").GetString() == "announcing-tls";
+        }, TimeSpan.FromSeconds(90), "serving lists expert 1 from the island that announced it over TLS");
+    }
+
+    [Fact]
     public async Task Should_delete_stored_results_past_their_retention_and_keep_answering_from_the_rest()
     {
         var store = await ServingTestStore.StoreAsync();

@@ -203,7 +203,7 @@ public sealed class EnsembleRouterActor : ReceiveActor, IWithTimers
     {
         if (tracked.TryGetValue(request.Id, out var running))
         {
-            if (running.Request.RequestHash != request.RequestHash) sender.Tell(Conflict(request.Id));
+            if (running.Request.RequestHash != request.RequestHash) sender.Tell(IdempotencyConflict(request.Id));
             else
             {
                 if (!running.Subscribers.Contains(sender)) running.Subscribers.Add(sender);
@@ -213,7 +213,7 @@ public sealed class EnsembleRouterActor : ReceiveActor, IWithTimers
         }
         if (Finished(request.Id) is { } done)
         {
-            sender.Tell(done.RequestHash == request.RequestHash ? done : Conflict(request.Id));
+            sender.Tell(done.RequestHash == request.RequestHash ? done : IdempotencyConflict(request.Id));
             return;
         }
         if (snapshot is null)
@@ -251,7 +251,8 @@ public sealed class EnsembleRouterActor : ReceiveActor, IWithTimers
         else Timers.StartSingleTimer("batch", RunStep.Instance, settings.MaxWait);
     }
 
-    private GenerationFailed Conflict(string id) =>
+    /// <summary>The answer to an Idempotency-Key reused for a different request (the API answers it too, when it knows first).</summary>
+    public static GenerationFailed IdempotencyConflict(string id) =>
         new(id, 422, "this Idempotency-Key was already used for a different request");
 
     private GenerationCompleted? Finished(string id) => recent.TryGetValue(id, out var done) ? done : results.TryLoad(id);
