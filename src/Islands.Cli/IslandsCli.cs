@@ -29,6 +29,7 @@ public static class IslandsCli
         root.Add(ExperimentCommands.Build(stdout, stderr));
         root.Add(ClusterCommands.Build(stdout, stderr));
         root.Add(ClusterCommands.Chaos(stdout, stderr));
+        root.Add(TlsCommands.Build(stdout, stderr));
         return root;
     }
 

@@ -71,16 +71,46 @@ public sealed partial class ComposeSpecs
             caches.Add(Assert.Single(volumes, v => v.EndsWith(":/store", StringComparison.Ordinal)));
         }
         Assert.Equal(3, caches.Distinct().Count());
-        // What islands and serving both mount is the dataset (read-only for them) and nothing else.
+        // What islands and serving both mount is the dataset and the deployment's remoting certificate, both read-only
+        // for them (in separate datacenters each side gets the certificate from its own secret store), and nothing else.
         var islandVolumes = services.Where(s => s.Value.Command.FirstOrDefault() == "node").SelectMany(s => s.Value.Volumes.Select(v => v.Split(':')[0])).ToHashSet();
         var servingVolumes = services.Where(s => s.Value.Command.FirstOrDefault() == "serve").SelectMany(s => s.Value.Volumes.Select(v => v.Split(':')[0])).ToHashSet();
-        Assert.Equal(["data"], islandVolumes.Intersect(servingVolumes));
+        Assert.Equal(["data", "tls"], islandVolumes.Intersect(servingVolumes).Order());
+        foreach (var (name, (command, _, volumes)) in services.Where(s => s.Value.Command.FirstOrDefault() is "node" or "serve"))
+        {
+            Assert.Contains("data:/data:ro", volumes);
+            Assert.Contains("tls:/tls:ro", volumes);
+        }
+        Assert.Equal(["tls:/tls"], services["tls-init"].Volumes);
+    }
+
+    /// <summary>Runs tls-init's command as compose would (its environment, its arguments) with the file in a temporary directory.</summary>
+    private static async Task<string> ComposeCertificateAsync(Dictionary<string, (List<string> Command, Dictionary<string, string> Environment)> services)
+    {
+        var (command, environment) = services["tls-init"];
+        var file = Path.Combine(IslandTestEnvironment.TempDir("compose-tls"), "islands.pfx");
+        var arguments = command.Select(a => a == "/tls/islands.pfx" ? file : a).ToList();
+        var info = new System.Diagnostics.ProcessStartInfo(Path.Combine(AppContext.BaseDirectory, "islands")) { RedirectStandardError = true, RedirectStandardOutput = true };
+        foreach (var a in arguments) info.ArgumentList.Add(a);
+        foreach (var (k, v) in environment) info.Environment[k] = v;
+        using var process = System.Diagnostics.Process.Start(info)!;
+        var stderr = process.StandardError.ReadToEndAsync();
+        await process.StandardOutput.ReadToEndAsync();
+        await process.WaitForExitAsync();
+        Assert.True(process.ExitCode == 0, $"tls-init: {await stderr}");
+        return file;
     }
 
     [Fact]
-    public void Every_islands_variable_compose_sets_is_read_by_the_role_it_starts_and_passes_its_checks()
+    public async Task Every_islands_variable_compose_sets_is_read_by_the_role_it_starts_and_passes_its_checks()
     {
         var services = Services();
+        var certificate = await ComposeCertificateAsync(services);
+        foreach (var (_, (_, environment)) in services.Where(s => s.Value.Environment.ContainsKey("ISLANDS_TLS_CERTIFICATE")))
+        {
+            Assert.Equal("/tls/islands.pfx", environment["ISLANDS_TLS_CERTIFICATE"]);
+            environment["ISLANDS_TLS_CERTIFICATE"] = certificate;
+        }
         var nodes = services.Where(s => s.Value.Command.FirstOrDefault() == "node").ToList();
         var servers = services.Where(s => s.Value.Command.FirstOrDefault() == "serve").ToList();
         Assert.Equal(15, nodes.Count);   // 5 islands x 3 nodes (two of them in the "ha" profile)
@@ -101,7 +131,9 @@ public sealed partial class ComposeSpecs
             }, new Hashtable(environment)));
             Assert.Equal("postgresql", settings.JournalProvider);
             Assert.Equal(name, settings.PublicHostname);
-            Assert.Single(settings.ServingContacts);
+            Assert.StartsWith("akka.ssl.tcp://", Assert.Single(settings.ServingContacts));
+            // The password compose gives opens the certificate tls-init made.
+            Assert.True(RemoteTls.Apply(new Akka.Remote.Hosting.RemoteOptions(), settings.Tls).EnableSsl);
         }
         foreach (var (name, (_, environment)) in servers)
         {
@@ -110,6 +142,8 @@ public sealed partial class ComposeSpecs
             var env = new Hashtable(environment) { ["ISLANDS_API_KEYS"] = "compose-test-key-0123456789", ["ISLANDS_SOURCE_KEY"] = "compose-publication-key-0123" };
             var settings = ServingNodeConfig.Parse(ServingNodeConfig.Load(null, new Dictionary<string, string?>(), env));
             Assert.Equal("serving-main", settings.SystemName);
+            Assert.Equal("akka.ssl.tcp", settings.Protocol);
+            Assert.True(RemoteTls.Apply(new Akka.Remote.Hosting.RemoteOptions(), settings.Tls).EnableSsl);
             Assert.Equal(8080, settings.HttpPort);
             // Serving fetches from every island node, by its compose service name.
             Assert.Equal(nodes.Select(n => $"http://{n.Key}:8080/").Order(), settings.Sources.Endpoints.Select(e => e.ToString()).Order());

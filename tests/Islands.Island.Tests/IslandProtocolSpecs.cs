@@ -217,14 +217,18 @@ public sealed class IslandProtocolSpecs(ITestOutputHelper output)
             await Eventually(async () => (await LocalIsland.StatusAsync(nodes[0].Http)).Members.Count(m => m.Status == "Up") == 2,
                 TimeSpan.FromSeconds(60), "the node with the island certificate joins over TLS");
 
-            var outsider = await LocalIsland.StartNodeAsync("tls", FreePort(), seeds, store, strangerConfig, "sqlite", null);
-            nodes.Add(outsider);
+            // Refused, the outsider either shuts itself down (Akka.Remote does on a client-side TLS handshake failure, exit
+            // code 79; sometimes before its host has finished starting) or stays outside with no Up member.
+            var outsiderPort = FreePort();
+            var outsider = await StartOutsiderAsync(() => LocalIsland.StartNodeAsync("tls", outsiderPort, seeds, store, strangerConfig, "sqlite", null));
+            if (outsider is not null) nodes.Add(outsider);
             await Task.Delay(TimeSpan.FromSeconds(15));
             var seen = await LocalIsland.StatusAsync(nodes[0].Http);
-            var outsiderView = await LocalIsland.StatusAsync(outsider.Http);
-            output.WriteLine($"island sees: {string.Join(", ", seen.Members.Select(m => $"{m.Address} {m.Status}"))}; outsider sees {outsiderView.Members.Count} members");
-            Assert.DoesNotContain(seen.Members, m => m.Address == outsider.Address);
-            Assert.DoesNotContain(outsiderView.Members, m => m.Status == "Up");
+            output.WriteLine($"island sees: {string.Join(", ", seen.Members.Select(m => $"{m.Address} {m.Status}"))}");
+            Assert.Equal(2, seen.Members.Count(m => m.Status == "Up"));
+            Assert.DoesNotContain(seen.Members, m => m.Address.EndsWith($":{outsiderPort}", StringComparison.Ordinal));
+            if (outsider is not null)
+                Assert.DoesNotContain(Akka.Cluster.Cluster.Get(outsider.System).State.Members, m => m.Status == Akka.Cluster.MemberStatus.Up);
         }
         finally
         {

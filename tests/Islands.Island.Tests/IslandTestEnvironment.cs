@@ -54,6 +54,22 @@ public static class IslandTestEnvironment
         return path;
     }
 
+    /// <summary>
+    /// Starts a node that must be refused over TLS: null when it shut itself down while starting because its TLS handshake
+    /// was refused (Akka.Remote's CoordinatedShutdown on a client-side handshake failure), else the node, still outside.
+    /// </summary>
+    public static async Task<T?> StartOutsiderAsync<T>(Func<Task<T>> start) where T : class
+    {
+        try
+        {
+            return await start();
+        }
+        catch (Exception e) when (e is OperationCanceledException || (e is InvalidOperationException && e.Message.Contains("TLS handshake failed", StringComparison.Ordinal)))
+        {
+            return null;
+        }
+    }
+
     public static string Thumbprint(string pfx) => X509CertificateLoader.LoadPkcs12FromFile(pfx, "pw").Thumbprint;
 
     public static string TempDir(string name)

@@ -88,37 +88,24 @@ public sealed class LocalIsland : IAsyncDisposable
             ["islands.journal.connection-string"] = connectionString,
         };
         var settings = IslandNodeConfig.Parse(IslandNodeConfig.Load(configFile, options, new System.Collections.Hashtable()));
-        for (var attempt = 1; ; attempt++)
+        var log = new CapturedLog(LogLevel.Error);
+        var app = IslandNode.Build(settings, logging =>
         {
-            var log = new CapturedLog(LogLevel.Error);
-            var app = IslandNode.Build(settings, logging =>
-            {
-                logging.SetMinimumLevel(Environment.GetEnvironmentVariable("ISLANDS_TEST_LOG") == "info" ? LogLevel.Information : LogLevel.Warning);
-                logging.AddProvider(log);
-            });
-            try
-            {
-                await app.StartAsync();
-                return new LocalNode(app, settings);
-            }
-            catch (OperationCanceledException e)
-            {
-                // The host stops itself during start when its actor system cannot start (Akka.Hosting logs why and stops the
-                // application, which cancels Kestrel's bind). Say why; one retry covers a port taken between FreePort and bind.
-                try
-                {
-                    await LocalNode.AbortAsync(app);
-                    await app.DisposeAsync();
-                }
-                catch (Exception cleanup) when (cleanup is InvalidOperationException or ObjectDisposedException or OperationCanceledException)
-                {
-                    // Cleaning up a node that never started: the reason it did not start is what matters.
-                }
-                var why = $"node {island}@127.0.0.1:{port} stopped while starting (attempt {attempt}): {log.Errors()}";
-                if (attempt == 2) throw new InvalidOperationException(why, e);
-                Console.Error.WriteLine(why);
-                await Task.Delay(TimeSpan.FromSeconds(2));
-            }
+            logging.SetMinimumLevel(Environment.GetEnvironmentVariable("ISLANDS_TEST_LOG") == "info" ? LogLevel.Information : LogLevel.Warning);
+            logging.AddProvider(log);
+        });
+        try
+        {
+            await app.StartAsync();
+            return new LocalNode(app, settings);
+        }
+        catch (OperationCanceledException e)
+        {
+            // The host stops itself while starting when its actor system shuts down first (Akka.Hosting then stops the
+            // application, which cancels Kestrel's bind): say why. A node whose TLS handshake a peer refuses does that
+            // by design (Akka.Remote's CoordinatedShutdown, exit code 79).
+            await app.DisposeAsync();
+            throw new InvalidOperationException($"node {island}@127.0.0.1:{port} stopped while starting: {log.Errors()}", e);
         }
     }
 

@@ -143,7 +143,16 @@ public sealed class LocalServing : IAsyncDisposable
             builder.SetMinimumLevel(Environment.GetEnvironmentVariable("ISLANDS_TEST_LOG") == "info" ? LogLevel.Information : LogLevel.Warning);
             logging?.Invoke(builder);
         });
-        await app.StartAsync();
+        try
+        {
+            await app.StartAsync();
+        }
+        catch (OperationCanceledException)
+        {
+            // Its actor system shut down while the host started (a refused TLS handshake does that): nothing to keep.
+            await app.DisposeAsync();
+            throw;
+        }
         return new LocalServingNode(app, settings);
     }
 
