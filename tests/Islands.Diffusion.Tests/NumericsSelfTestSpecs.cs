@@ -23,6 +23,18 @@ public sealed class NumericsSelfTestSpecs
         Assert.Contains(report.Cpu, report.Summary);
     }
 
+    [Theory]
+    [InlineData(new[] { "avx2", "avx512f", "avx512_bf16", "no-amx_tile" }, true)]
+    [InlineData(new[] { "avx2", "avx512f", "no-avx512_bf16", "amx_bf16", "amx_tile" }, true)]
+    [InlineData(new[] { "avx2", "no-avx512f", "no-avx512_bf16", "no-amx_tile" }, false)]
+    public void Should_say_when_bf16_is_trusted_but_not_computed_in_hardware(string[] features, bool native)
+    {
+        var report = new NumericsReport("test CPU", features, NumericsPolicy.Direct, [], 0.1, null);
+        Assert.Equal(native, report.Bf16Native);
+        Assert.Equal(!native, report.Summary.Contains("bf16 ok but not native", StringComparison.Ordinal));
+        Assert.Contains("bf16 ok", report.Summary);
+    }
+
     [Fact]
     public void Should_compute_the_padded_convolutions_as_fp64_does_in_fp32_and_bf16()
     {

@@ -17,6 +17,12 @@ public sealed record NumericsReport(
 {
     public IEnumerable<NumericsCheck> Failures => Checks.Where(c => !c.Passed);
 
+    /// <summary>
+    /// Whether the CPU computes bf16 in hardware. Without AVX-512 BF16 or AMX, libtorch's bf16 products fall back to
+    /// generic kernels: correct, but on a Zen 3 EPYC the bf16 matmul peak was 1.2 GFLOP/s against 69.5 in fp32.
+    /// </summary>
+    public bool Bf16Native => CpuFeatures.Contains("avx512_bf16") || CpuFeatures.Contains("amx_bf16");
+
     /// <summary>The short form that status pages, --json results and benchmarks carry.</summary>
     public NumericsStatus Status => new(Cpu, CpuFeatures, Chosen.Name, Chosen.Bf16Trusted,
         Failures.Select(f => $"{f.Policy}: {f.Check} {f.Precision}").ToList(), Math.Round(Seconds, 3), Summary);
@@ -31,7 +37,9 @@ public sealed record NumericsReport(
                 ? "every check passed"
                 : string.Join("; ", failed.GroupBy(f => f.Policy).Select(g =>
                     $"{g.Key} wrong in {string.Join(", ", g.Take(3).Select(f => $"{f.Check} {f.Precision} (error {Format(f.RelativeError)})"))}{(g.Count() > 3 ? $" and {g.Count() - 3} more" : "")}"));
-            var bf16 = Chosen.Bf16Trusted ? "bf16 ok" : "bf16 untrusted, bf16 runs compute in fp32";
+            var bf16 = !Chosen.Bf16Trusted ? "bf16 untrusted, bf16 runs compute in fp32"
+                : Bf16Native ? "bf16 ok"
+                : "bf16 ok but not native (no avx512_bf16, no amx): generic kernels, far slower than fp32 here";
             return $"numerics self-test on {Cpu} [{string.Join(' ', CpuFeatures)}]: {found}; chose {Chosen.Name}, {bf16} ({Seconds:F2} s){(Fault is null ? "" : $"; injected fault {Fault}")}";
         }
     }
