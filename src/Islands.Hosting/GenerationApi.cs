@@ -133,15 +133,15 @@ public static class GenerationApi
             system.ActorOf(GenerationWatcher.Props(router, generate, events.Writer, settings.Serving));
             // The router's first answer tells whether this key already belongs to another request (run or stored on any
             // node): that is a 422 now, never a 202 whose GET would return the other request's images.
+            // Not the request's token: the generation is started, and a client hanging up must not orphan it.
             IIslandsMessage? first = null;
-            using (var wait = CancellationTokenSource.CreateLinkedTokenSource(cancel))
+            using (var wait = new CancellationTokenSource(FirstAnswer))
             {
-                wait.CancelAfter(FirstAnswer);
                 try
                 {
                     first = await events.Reader.ReadAsync(wait.Token);
                 }
-                catch (OperationCanceledException) when (!cancel.IsCancellationRequested) { }
+                catch (OperationCanceledException) { }
                 catch (ChannelClosedException) { }
             }
             if (first is GenerationFailed { Status: 422 } refused)

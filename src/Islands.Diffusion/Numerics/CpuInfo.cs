@@ -19,6 +19,12 @@ public static class CpuInfo
         catch (UnauthorizedAccessException) { return ("unknown CPU", []); }
     }
 
+    /// <summary>
+    /// Whether a CPU with these features computes bf16 in hardware. Without AVX-512 BF16 or AMX, libtorch's bf16 products
+    /// run on generic kernels: correct, but on a Zen 3 EPYC the bf16 matmul peak was 1.2 GFLOP/s against 69.5 in fp32.
+    /// </summary>
+    public static bool Bf16Native(IReadOnlyList<string> features) => features.Contains("avx512_bf16") || features.Contains("amx_bf16");
+
     private static string? Value(IEnumerable<string> lines, string key) =>
         lines.Where(l => l.StartsWith(key, StringComparison.Ordinal)).Select(l => l[(l.IndexOf(':') + 1)..].Trim()).FirstOrDefault();
 }
