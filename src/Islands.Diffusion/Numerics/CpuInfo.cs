@@ -25,6 +25,9 @@ public static class CpuInfo
     /// </summary>
     public static bool Bf16Native(IReadOnlyList<string> features) => features.Contains("avx512_bf16") || features.Contains("amx_bf16");
 
+    /// <summary><see cref="Bf16Native(IReadOnlyList{string})"/> for the CPU this process runs on.</summary>
+    public static bool Bf16NativeHere() => Bf16Native(Read().Features);
+
     private static string? Value(IEnumerable<string> lines, string key) =>
         lines.Where(l => l.StartsWith(key, StringComparison.Ordinal)).Select(l => l[(l.IndexOf(':') + 1)..].Trim()).FirstOrDefault();
 }

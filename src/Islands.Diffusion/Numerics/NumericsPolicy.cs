@@ -104,7 +104,7 @@ public sealed record NumericsPolicy(string Name, bool PadConvolutionChannels, bo
 
     /// <summary>"bf16" when this CPU computes bf16 right on the chosen path, else "fp32"; other values pass through.</summary>
     /// <summary>bf16 where it is trusted and computed in hardware, else fp32 (bf16 on generic kernels is tens of times slower).</summary>
-    public static string FastestPrecision() => Current.Bf16Trusted && CpuInfo.Bf16Native(CpuInfo.Read().Features) ? "bf16" : "fp32";
+    public static string FastestPrecision() => Current.Bf16Trusted && CpuInfo.Bf16NativeHere() ? "bf16" : "fp32";
 
     public static string EffectivePrecision(string requested) => requested == "bf16" && !Current.Bf16Trusted ? "fp32" : requested;
 
