@@ -256,6 +256,14 @@ public static partial class IslandNodeConfig
         return value;
     }
 
+    internal static double Double(Config config, string key, double min, double max)
+    {
+        var text = config.GetString(key, null);
+        if (!double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var value) || !double.IsFinite(value) || value < min || value > max)
+            throw new ConfigException(key, $"'{text}' must be a number in {min.ToString(CultureInfo.InvariantCulture)}..{max.ToString(CultureInfo.InvariantCulture)}");
+        return value;
+    }
+
     public static bool Bool(Config config, string key)
     {
         var text = config.GetString(key, "off").ToLowerInvariant();

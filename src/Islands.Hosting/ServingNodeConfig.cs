@@ -86,7 +86,9 @@ public static partial class ServingNodeConfig
         var serving = new ServingSettings(store, results, precision, maxRows, IslandNodeConfig.Duration(config, p + "batching.max-wait"),
             IslandNodeConfig.Duration(config, p + "expert-deadline"), IslandNodeConfig.Duration(config, p + "expert-cooldown"),
             IslandNodeConfig.Duration(config, p + "request-timeout"), IslandNodeConfig.Duration(config, p + "progress-timeout"),
-            IslandNodeConfig.Duration(config, p + "rescan-interval"), frame, IslandNodeConfig.Duration(config, p + "results-retention"));
+            IslandNodeConfig.Duration(config, p + "rescan-interval"), frame, IslandNodeConfig.Duration(config, p + "results-retention"),
+            IslandNodeConfig.Double(config, p + "straggler-factor", 0, 1000), IslandNodeConfig.Int(config, p + "faults.slow-expert", -1, 1023),
+            IslandNodeConfig.Duration(config, p + "faults.slow-expert-delay"));
         var publicHost = config.GetString(p + "public-hostname", "");
         var hostname = IslandNodeConfig.String(config, p + "hostname");
         var httpPort = IslandNodeConfig.Int(config, p + "http.port", 0, 65535);

@@ -45,6 +45,89 @@ public sealed class ServingClusterSpecs(ITestOutputHelper output)
         }, TimeSpan.FromSeconds(20), "a new request is served once the slot is free");
     }
 
+    private const int SlowExpertSteps = 16;
+
+    /// <summary>Single-image top-1 generations of seeds 1-24 on a healthy node, by seed.</summary>
+    private static readonly Lazy<Task<Dictionary<long, JsonElement>>> HealthyTop1 = new(async () =>
+    {
+        var healthy = new Dictionary<long, JsonElement>();
+        await using var reference = await LocalServing.StartAsync(1, await ServingTestStore.StoreAsync());
+        using var http = ServingTestStore.Client(reference.Nodes[0].Http);
+        foreach (var seed in Enumerable.Range(1, 24).Select(s => (long)s))
+        {
+            using var response = await ServingTestStore.PostAsync(http, new { count = 1, steps = SlowExpertSteps, strategy = "top1", seed, format = "json" });
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            healthy[seed] = await Json(response);
+        }
+        return healthy;
+    });
+
+    [Theory]
+    [InlineData(3.0)]
+    [InlineData(0.0)]
+    public async Task Should_keep_the_other_experts_images_moving_while_one_expert_is_slowed_and_serve_the_same_images(double stragglerFactor)
+    {
+        const int steps = SlowExpertSteps;
+        var store = await ServingTestStore.StoreAsync();
+        static object Request(long seed, bool async = false) => new { count = 1, steps, strategy = "top1", seed, format = "json", async };
+        static byte[] Pixels(JsonElement body) => Diffusion.Imaging.ImageGrid.DecodeGrey(Convert.FromBase64String(body.GetProperty("images")[0].GetString()!)).Item1;
+
+        // A healthy cluster shows where top-1 routing takes each seed's image: the slowed expert is one that some image
+        // never visits and another visits at half its steps or more.
+        var healthy = await HealthyTop1.Value;
+        long Visits(long seed, int expert) => healthy[seed].GetProperty("imageStepsByExpert")[expert].GetInt64();
+        var (slowExpert, slowSeed, fastSeed) = Enumerable.Range(0, 4)
+            .SelectMany(k => healthy.Keys.Where(s => Visits(s, k) >= steps / 2).SelectMany(slowSeed => healthy.Keys.Where(s => Visits(s, k) == 0)
+                .Select(fastSeed => (k, slowSeed, fastSeed))))
+            .OrderByDescending(c => Visits(c.slowSeed, c.k)).First();
+        output.WriteLine($"slowed expert {slowExpert}: seed {slowSeed} visits it at {Visits(slowSeed, slowExpert)} of {steps} steps, seed {fastSeed} never");
+
+        await using var cluster = await LocalServing.StartAsync(1, store, $$"""
+            islands.serving {
+              straggler-factor = {{stragglerFactor.ToString(System.Globalization.CultureInfo.InvariantCulture)}}
+              faults { slow-expert = {{slowExpert}}, slow-expert-delay = 500ms }
+            }
+            """);
+        using var client = ServingTestStore.Client(cluster.Nodes[0].Http);
+        // Loads every expert and gives the router their answer times.
+        using (var warm = await ServingTestStore.PostAsync(client, new { count = 2, steps = 3, strategy = "full" }))
+            Assert.Equal(HttpStatusCode.OK, warm.StatusCode);
+
+        using var slowPost = await ServingTestStore.PostAsync(client, Request(slowSeed, async: true));
+        Assert.Equal(HttpStatusCode.Accepted, slowPost.StatusCode);
+        var slowId = (await Json(slowPost)).GetProperty("id").GetString();
+        async Task<JsonElement> Slow()
+        {
+            using var get = await client.GetAsync($"/v1/generations/{slowId}");
+            return await Json(get);
+        }
+        int SlowStep(JsonElement body) => body.TryGetProperty("images", out _) ? steps : body.GetProperty("step").GetInt32();
+        await IslandTestEnvironment.Eventually(async () => SlowStep(await Slow()) >= 1, TimeSpan.FromSeconds(30), "the slowed expert's generation is under way");
+
+        using var fast = await ServingTestStore.PostAsync(client, Request(fastSeed));
+        var slowStepThen = SlowStep(await Slow());
+        Assert.Equal(HttpStatusCode.OK, fast.StatusCode);
+        output.WriteLine($"straggler-factor {stragglerFactor}: the slowed generation was at step {slowStepThen}/{steps} when the other one finished");
+        if (stragglerFactor > 0)
+            Assert.True(slowStepThen < steps, $"the image that never visits expert {slowExpert} waited for it: the slowed generation had finished before it");
+        else
+            Assert.True(slowStepThen == steps, $"with straggler-factor 0 every step waits for all its experts, yet the slowed generation was only at step {slowStepThen}/{steps}");
+
+        // The slowed expert changed when the images came, never what they are: both match the healthy cluster's.
+        JsonElement slow = default;
+        await IslandTestEnvironment.Eventually(async () => (slow = await Slow()).TryGetProperty("images", out _), TimeSpan.FromSeconds(60), "the slowed generation completes");
+        foreach (var (seed, body) in new[] { (fastSeed, await Json(fast)), (slowSeed, slow) })
+        {
+            var pixels = Pixels(body);
+            Assert.True(pixels.Max() - pixels.Min() >= 32, $"seed {seed}: a served image is flat: pixel range {pixels.Min()}..{pixels.Max()}");
+            var difference = pixels.Zip(Pixels(healthy[seed]), (a, b) => Math.Abs(a - b)).Max();
+            Assert.True(difference <= 2, $"seed {seed}: the image differs from the healthy cluster's by {difference} grey levels");
+            Assert.Empty(body.GetProperty("leftOutExperts").EnumerateArray());
+            Assert.Equal(0, body.GetProperty("retriedImageSteps").GetInt32());
+            Assert.Equal(Visits(seed, slowExpert), body.GetProperty("imageStepsByExpert")[slowExpert].GetInt64());
+        }
+    }
+
     [Fact]
     public async Task Should_never_load_a_corrupt_publication_and_serve_degraded_without_it()
     {

@@ -48,7 +48,10 @@ public sealed record GenerationState(string Id, string Phase, int Step, int Step
 /// ensemble as one continuous batch. Each step it asks the sampler entities of the selected experts for the velocities
 /// of their rows, waits at most the expert deadline, and combines what came back (the core renormalises over the experts
 /// that answered). An expert that missed a deadline is left out for a cool-down, then tried again, so full service
-/// resumes by itself once its shard has moved. Finished results are stored for idempotent retries.
+/// resumes by itself once its shard has moved. A row is applied as soon as its own experts have answered; a step that
+/// waits longer than the straggler factor times the experts' typical answer time no longer holds back the next one,
+/// which leaves out the rows that need an expert still busy, so a slow expert delays only the images routed to it.
+/// Finished results are stored for idempotent retries.
 /// </summary>
 public sealed class EnsembleRouterActor : ReceiveActor, IWithTimers
 {
@@ -60,6 +63,8 @@ public sealed class EnsembleRouterActor : ReceiveActor, IWithTimers
     }
 
     private sealed record StepDeadline(long PlanId);
+
+    private sealed record StragglerCheck(long PlanId);
 
     private sealed record SweepResults
     {
@@ -81,9 +86,15 @@ public sealed class EnsembleRouterActor : ReceiveActor, IWithTimers
     {
         public StepPlan Plan { get; } = plan;
         public Activity? Span { get; } = span;
+        public Stopwatch Clock { get; } = Stopwatch.StartNew();
         public Dictionary<int, float[]> Answers { get; } = [];
         public Dictionary<int, ServedCheckpoint> Checkpoints { get; } = [];
         public HashSet<int> Awaiting { get; } = [.. plan.Work.Select(w => w.Expert)];
+        public HashSet<int> AppliedRows { get; } = [];
+        /// <summary>Waiting longer than its experts usually take: the next step need not wait for it.</summary>
+        public bool Straggling { get; set; }
+        public int DegradedRows { get; set; }
+        public int StalledRows { get; set; }
     }
 
     private readonly string ensemble;
@@ -95,6 +106,9 @@ public sealed class EnsembleRouterActor : ReceiveActor, IWithTimers
     private readonly Dictionary<string, Tracked> tracked = [];
     private readonly List<(Generate Request, IActorRef Sender)> waiting = [];
     private readonly Dictionary<int, DateTime> downUntil = [];
+    /// <summary>Each expert's answer time, a moving average (seconds): what "usually" means for a straggler.</summary>
+    private readonly Dictionary<int, double> answerSeconds = [];
+    private readonly Dictionary<long, InFlight> steps = [];
     private readonly Dictionary<string, GenerationCompleted> recent = [];
     private readonly Queue<string> recentOrder = new();
     private PublishedModelsSnapshot? snapshot;
@@ -102,7 +116,6 @@ public sealed class EnsembleRouterActor : ReceiveActor, IWithTimers
     private PublishedModel? routerModel;
     private ContinuousSampler? sampler;
     private string? notReady = "waiting for the model registry";
-    private InFlight? step;
 
     public ITimerScheduler Timers { get; set; } = null!;
 
@@ -129,13 +142,22 @@ public sealed class EnsembleRouterActor : ReceiveActor, IWithTimers
         Receive<ExpertVelocityFailed>(OnFailed);
         Receive<StepDeadline>(d =>
         {
-            if (step is null || step.Plan.Id != d.PlanId) return;
-            foreach (var expert in step.Awaiting)
+            if (!steps.TryGetValue(d.PlanId, out var current)) return;
+            foreach (var expert in current.Awaiting)
             {
                 log.Warning("ensemble {0}: expert {1} missed the {2} deadline; leaving it out for {3}", ensemble, expert, settings.ExpertDeadline, settings.ExpertCooldown);
                 LeaveOut(expert);
             }
-            CompleteStep();
+            current.Awaiting.Clear();
+            Advance(current);
+        });
+        Receive<StragglerCheck>(c =>
+        {
+            if (!steps.TryGetValue(c.PlanId, out var current)) return;
+            current.Straggling = true;
+            ServingTelemetry.StragglingSteps.Add(1);
+            current.Span?.SetTag("islands.straggling", string.Join(",", current.Awaiting.Order()));
+            Self.Tell(RunStep.Instance);
         });
     }
 
@@ -152,6 +174,7 @@ public sealed class EnsembleRouterActor : ReceiveActor, IWithTimers
         Context.System.EventStream.Unsubscribe(Self);
         if (sampler is not null) ServingTelemetry.AddQueued(-sampler.PendingRows);
         foreach (var t in tracked.Values) t.Span?.Dispose();
+        foreach (var current in steps.Values) current.Span?.Dispose();
         router?.Dispose();
     }
 
@@ -160,7 +183,7 @@ public sealed class EnsembleRouterActor : ReceiveActor, IWithTimers
         snapshot = next;
         if (next.Router is null) notReady = $"no router has been published in {next.Store} yet";
         else if (next.Experts.Count == 0) notReady = $"no expert has been published in {next.Store} yet";
-        else if (routerModel?.ManifestSha256 != next.Router.ManifestSha256 && (sampler is null || sampler.Active.Count == 0)) LoadRouter(next);
+        else if (routerModel?.ManifestSha256 != next.Router.ManifestSha256 && steps.Count == 0 && (sampler is null || sampler.Active.Count == 0)) LoadRouter(next);
         else if (router is not null) notReady = null;
         if (notReady is null)
         {
@@ -246,8 +269,8 @@ public sealed class EnsembleRouterActor : ReceiveActor, IWithTimers
         tracked[request.Id] = entry;
         ServingTelemetry.AddQueued(spec.Count);
         sender.Tell(new GenerationAccepted(request.Id, sampler.PendingRows));
-        if (step is not null || Timers.IsTimerActive("batch")) return;
-        if (sampler.PendingRows >= settings.MaxBatchRows) Self.Tell(RunStep.Instance);
+        if (!MayPlan() || Timers.IsTimerActive("batch")) return;
+        if (sampler.ReadyRows >= settings.MaxBatchRows) Self.Tell(RunStep.Instance);
         else Timers.StartSingleTimer("batch", RunStep.Instance, settings.MaxWait);
     }
 
@@ -282,16 +305,23 @@ public sealed class EnsembleRouterActor : ReceiveActor, IWithTimers
         ServingTelemetry.ExpertTimeouts.Add(1, new KeyValuePair<string, object?>("expert", expert));
     }
 
+    /// <summary>A new step may start when no step is out or every one out is straggling.</summary>
+    private bool MayPlan() => steps.Values.All(s => s.Straggling);
+
     private void Step()
     {
-        if (step is not null || sampler is null) return;
+        if (sampler is null) return;
         FailExpired();
-        if (sampler.PendingRows == 0) return;
-        var plan = sampler.Plan(settings.MaxBatchRows, Availability());
+        if (!MayPlan() || sampler.ReadyRows == 0) return;
+        // An expert still computing a straggling step gets no more rows until it answers: the images routed to it wait
+        // in one batch instead of queueing up behind it.
+        var busy = steps.Values.SelectMany(s => s.Awaiting).ToHashSet();
+        var plan = sampler.Plan(settings.MaxBatchRows, Availability(), busy);
         if (plan is null)
         {
             // Every expert is left out or unpublished: try again shortly (requests still fail at their deadline, never hang).
-            Timers.StartSingleTimer("retry", RunStep.Instance, TimeSpan.FromMilliseconds(250));
+            // Otherwise every ready image needs a busy expert, whose answer starts the next step.
+            if (steps.Count == 0) Timers.StartSingleTimer("retry", RunStep.Instance, TimeSpan.FromMilliseconds(250));
             return;
         }
         var first = tracked[plan.Rows[0].Generation.Id];
@@ -299,7 +329,7 @@ public sealed class EnsembleRouterActor : ReceiveActor, IWithTimers
             .Select(id => tracked[id].Span).Where(s => s is not null).Select(s => new ActivityLink(s!.Context));
         var span = ServingTelemetry.StartDetached("router.step", first.Span?.Id ?? first.Request.TraceParent, links);
         span?.SetTag("islands.rows", plan.Rows.Count);
-        step = new InFlight(plan, span);
+        steps[plan.Id] = new InFlight(plan, span);
         ServingTelemetry.BatchRows.Record(plan.Rows.Count);
         var traceParent = span?.Id;
         foreach (var work in plan.Work)
@@ -308,48 +338,86 @@ public sealed class EnsembleRouterActor : ReceiveActor, IWithTimers
             samplers.Tell(new ExpertVelocityRequest(ensemble, work.Expert, plan.Id, work.T, work.Classes, work.Cfg, traceParent)
                 { Payload = ExpertVelocity.ToBytes(work.X) });
         }
-        Timers.StartSingleTimer("deadline", new StepDeadline(plan.Id), settings.ExpertDeadline);
+        Timers.StartSingleTimer(DeadlineTimer(plan.Id), new StepDeadline(plan.Id), settings.ExpertDeadline);
+        if (StragglerAfter() is { } after) Timers.StartSingleTimer(StragglerTimer(plan.Id), new StragglerCheck(plan.Id), after);
+    }
+
+    private static string DeadlineTimer(long plan) => "deadline-" + plan.ToString(System.Globalization.CultureInfo.InvariantCulture);
+
+    private static string StragglerTimer(long plan) => "straggler-" + plan.ToString(System.Globalization.CultureInfo.InvariantCulture);
+
+    /// <summary>
+    /// How long a step may wait before it is straggling: the straggler factor times the lower median of the experts'
+    /// answer times (a median, so that one slow expert does not set the pace it is measured against); none before the
+    /// first answers or when that would exceed the deadline.
+    /// </summary>
+    private TimeSpan? StragglerAfter()
+    {
+        if (settings.StragglerFactor <= 0 || answerSeconds.Count == 0) return null;
+        var typical = answerSeconds.Values.Order().ElementAt((answerSeconds.Count - 1) / 2);
+        var after = TimeSpan.FromSeconds(Math.Max(0.02, settings.StragglerFactor * typical));
+        return after < settings.ExpertDeadline ? after : null;
     }
 
     private void OnReply(ExpertVelocityReply reply)
     {
-        if (step is null || step.Plan.Id != reply.PlanId || !step.Awaiting.Remove(reply.Expert)) return;
-        step.Answers[reply.Expert] = ExpertVelocity.FromBytes(reply.Payload);
-        step.Checkpoints[reply.Expert] = new ServedCheckpoint($"expert:{reply.Expert}", reply.Step, reply.ManifestSha256);
-        if (step.Awaiting.Count == 0) CompleteStep();
+        if (!steps.TryGetValue(reply.PlanId, out var current) || !current.Awaiting.Remove(reply.Expert)) return;
+        var seconds = current.Clock.Elapsed.TotalSeconds;
+        answerSeconds[reply.Expert] = answerSeconds.TryGetValue(reply.Expert, out var before) ? 0.8 * before + 0.2 * seconds : seconds;
+        current.Answers[reply.Expert] = ExpertVelocity.FromBytes(reply.Payload);
+        current.Checkpoints[reply.Expert] = new ServedCheckpoint($"expert:{reply.Expert}", reply.Step, reply.ManifestSha256);
+        Advance(current);
     }
 
     private void OnFailed(ExpertVelocityFailed failed)
     {
-        if (step is null || step.Plan.Id != failed.PlanId || !step.Awaiting.Remove(failed.Expert)) return;
+        if (!steps.TryGetValue(failed.PlanId, out var current) || !current.Awaiting.Remove(failed.Expert)) return;
         log.Warning("ensemble {0}: expert {1} cannot answer: {2}", ensemble, failed.Expert, failed.Reason);
         LeaveOut(failed.Expert);
-        if (step.Awaiting.Count == 0) CompleteStep();
+        Advance(current);
     }
 
-    private void CompleteStep()
+    /// <summary>Applies the rows of a step that wait for no expert any more; closes the step once none is left.</summary>
+    private void Advance(InFlight current)
     {
-        var current = step!;
-        step = null;
-        Timers.Cancel("deadline");
-        var before = sampler!.PendingRows;
-        var outcome = sampler.Apply(current.Plan, current.Answers);
-        current.Span?.SetTag("islands.degraded_rows", outcome.DegradedRows);
-        current.Span?.SetTag("islands.stalled_rows", outcome.StalledRows);
-        current.Span?.Dispose();
-        ServingTelemetry.AddQueued(sampler.PendingRows - before);
+        var plan = current.Plan;
+        var rows = Enumerable.Range(0, plan.Rows.Count)
+            .Where(r => !current.AppliedRows.Contains(r) && !plan.ExpertsOf(r).Any(current.Awaiting.Contains)).ToList();
+        if (rows.Count > 0)
+        {
+            current.AppliedRows.UnionWith(rows);
+            var before = sampler!.PendingRows;
+            var outcome = sampler.Apply(plan, current.Answers, rows);
+            current.DegradedRows += outcome.DegradedRows;
+            current.StalledRows += outcome.StalledRows;
+            ServingTelemetry.AddQueued(sampler.PendingRows - before);
+            Report(outcome, current.Checkpoints.Values);
+        }
+        if (current.Awaiting.Count == 0)
+        {
+            steps.Remove(plan.Id);
+            Timers.Cancel(DeadlineTimer(plan.Id));
+            Timers.Cancel(StragglerTimer(plan.Id));
+            current.Span?.SetTag("islands.degraded_rows", current.DegradedRows);
+            current.Span?.SetTag("islands.stalled_rows", current.StalledRows);
+            current.Span?.Dispose();
+        }
+        if (sampler!.ReadyRows > 0) Self.Tell(RunStep.Instance);
+        else if (steps.Count == 0 && sampler.PendingRows == 0 && snapshot is not null && routerModel?.ManifestSha256 != snapshot.Router?.ManifestSha256) OnSnapshot(snapshot);
+    }
+
+    private void Report(StepOutcome outcome, IEnumerable<ServedCheckpoint> checkpoints)
+    {
         foreach (var g in outcome.Advanced)
         {
             if (!tracked.TryGetValue(g.Id, out var t)) continue;
-            foreach (var c in current.Checkpoints.Values) t.Checkpoints[c.Job] = c;
+            foreach (var c in checkpoints) t.Checkpoints[c.Job] = c;
             if (g.Step == t.LastReportedStep) continue;
             t.LastReportedStep = g.Step;
             var progress = new GenerationProgress(g.Id, g.Step, g.Spec.Steps, [.. g.LeftOutExperts]);
             foreach (var s in t.Subscribers) s.Tell(progress);
         }
         foreach (var done in outcome.Completed) Finish(done);
-        if (sampler.PendingRows > 0) Self.Tell(RunStep.Instance);
-        else if (routerModel?.ManifestSha256 != snapshot?.Router?.ManifestSha256 && snapshot is not null) OnSnapshot(snapshot);
     }
 
     private static int NonFiniteImages(float[] samples, int count)
@@ -371,7 +439,7 @@ public sealed class EnsembleRouterActor : ReceiveActor, IWithTimers
 
     private void Finish(CompletedGeneration done)
     {
-        var t = tracked[done.Id];
+        if (!tracked.TryGetValue(done.Id, out var t)) return;
         tracked.Remove(done.Id);
         var checkpoints = t.Checkpoints.Values.OrderBy(c => c.Job, StringComparer.Ordinal).ToList();
         if (routerModel is not null) checkpoints.Add(new ServedCheckpoint("router", routerModel.Step, routerModel.ManifestSha256));

@@ -39,6 +39,7 @@ public sealed class SamplerActor : ReceiveActor, IWithStash
     private readonly int expert;
     private readonly string precision;
     private readonly IActorRef registry;
+    private readonly TimeSpan injectedDelay;
     private readonly ILoggingAdapter log = Context.GetLogger();
     private ServedExpert? loaded;
     private string? unavailable;
@@ -46,7 +47,8 @@ public sealed class SamplerActor : ReceiveActor, IWithStash
     public IStash Stash { get; set; } = null!;
 
     public static Props Props(string entityId, ServingSettings settings, IActorRef registry) =>
-        Akka.Actor.Props.Create(() => new SamplerActor(ExpertOf(entityId), settings.Precision, registry)).WithDispatcher(ServingSettings.TorchDispatcher);
+        Akka.Actor.Props.Create(() => new SamplerActor(ExpertOf(entityId), settings.Precision, registry,
+            ExpertOf(entityId) == settings.SlowExpert ? settings.SlowExpertDelay : TimeSpan.Zero)).WithDispatcher(ServingSettings.TorchDispatcher);
 
     public static string EntityId(int expert) => "expert-" + expert.ToString(CultureInfo.InvariantCulture);
 
@@ -54,16 +56,18 @@ public sealed class SamplerActor : ReceiveActor, IWithStash
         entityId.StartsWith("expert-", StringComparison.Ordinal) && int.TryParse(entityId["expert-".Length..], NumberStyles.None, CultureInfo.InvariantCulture, out var k)
             ? k : throw new ArgumentException($"'{entityId}' is not a sampler entity id (expert-K)");
 
-    public SamplerActor(int expert, string precision, IActorRef registry)
+    public SamplerActor(int expert, string precision, IActorRef registry, TimeSpan injectedDelay = default)
     {
         this.expert = expert;
         this.precision = precision;
         this.registry = registry;
+        this.injectedDelay = injectedDelay;
         Become(Loading);
     }
 
     protected override void PreStart()
     {
+        if (injectedDelay > TimeSpan.Zero) log.Warning("expert {0}: fault injection holds every answer back by {1} (islands.serving.faults)", expert, injectedDelay);
         Context.System.EventStream.Subscribe(Self, typeof(PublishedModelsSnapshot));
         registry.Tell(GetPublishedModels.Instance);
     }
@@ -134,6 +138,8 @@ public sealed class SamplerActor : ReceiveActor, IWithStash
         var c = loaded.Config;
         var x = ExpertVelocity.FromBytes(request.Payload);
         var v = ExpertVelocity.Evaluate(loaded.Model, x, request.T, request.Classes, request.Cfg, (c.ImageChannels, c.ImageSize, c.ImageSize));
+        // Blocks this entity's own pinned thread, so requests queue behind it as they would on a slowed node.
+        if (injectedDelay > TimeSpan.Zero) Thread.Sleep(injectedDelay);
         Sender.Tell(new ExpertVelocityReply(request.PlanId, expert, loaded.Published.ManifestSha256, loaded.Published.Step) { Payload = ExpertVelocity.ToBytes(v) });
     }
 

@@ -10,10 +10,16 @@ namespace Islands.Actors.Serving;
 /// <param name="RequestTimeout">The longest a generation may take; then it fails instead of hanging.</param>
 /// <param name="ResultRetention">How long stored results answer retries before they are deleted (zero keeps them forever).</param>
 /// <param name="ProgressTimeout">How long a waiting client goes without news before it re-sends its request.</param>
+/// <param name="StragglerFactor">
+/// A step still waiting after this many times the experts' typical answer time is straggling: the next step starts
+/// without waiting for it, and its rows wait only for their own experts (0: every step waits for all its experts).
+/// </param>
+/// <param name="SlowExpert">Fault injection for chaos and benchmarks: this node's sampler of this expert (-1: none) holds
+/// every answer back by SlowExpertDelay, as a slowed node's would be.</param>
 public sealed record ServingSettings(
     string Store, string ResultsDirectory, string Precision, int MaxBatchRows, TimeSpan MaxWait, TimeSpan ExpertDeadline,
     TimeSpan ExpertCooldown, TimeSpan RequestTimeout, TimeSpan ProgressTimeout, TimeSpan RescanInterval, long MaximumFrameBytes,
-    TimeSpan ResultRetention = default)
+    TimeSpan ResultRetention = default, double StragglerFactor = 3, int SlowExpert = -1, TimeSpan SlowExpertDelay = default)
 {
     /// <summary>Room for a message's JSON header and Akka's envelope beside its payload.</summary>
     public const long FrameHeadroom = 64 * 1024;
