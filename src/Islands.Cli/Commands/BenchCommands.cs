@@ -205,9 +205,15 @@ public static class BenchCommands
         var strategy = new Option<string>("--strategy") { DefaultValueFactory = _ => "top1" };
         var maxRows = new Option<int>("--max-rows") { Description = "Continuous batch size (islands.serving.batching.max-rows), also the offline batch", DefaultValueFactory = _ => 128 };
         var seconds = new Option<int>("--seconds") { Description = "Load duration per client count", DefaultValueFactory = _ => 20 };
+        var slowExpert = new Option<int?>("--slow-expert")
+        {
+            Description = "Instead: the load of the first --clients count healthy, then with this expert's answers held back by --slow-by, " +
+                "with straggler-factor 0 and with the default (latency of the requests that never visit it, against healthy)",
+        };
+        var slowBy = new Option<string>("--slow-by") { Description = "How long the slowed expert holds back each answer", DefaultValueFactory = _ => "500ms" };
         var command = new Command("serve", "Served throughput, p50/p99 latency and mean batch size for 1, 8, 32 clients, against offline batched sampling of the same ensemble")
         {
-            store, clients, nodes, count, strategy, maxRows, seconds, SampleCommand.Steps, SampleCommand.Precision,
+            store, clients, nodes, count, strategy, maxRows, seconds, slowExpert, slowBy, SampleCommand.Steps, SampleCommand.Precision,
         };
         command.SetAction(IslandsCli.Action(stdout, stderr, async (ctx, parse, cancel) =>
         {
@@ -218,6 +224,32 @@ public static class BenchCommands
             // Node logs and Akka's shutdown notice go to stderr, so --json output stays clean.
             var stdoutBefore = Console.Out;
             Console.SetOut(stderr);
+            if (parse.GetValue(slowExpert) is { } slow)
+            {
+                var delay = Islands.Hosting.IslandNodeConfig.ParseDuration("--slow-by", parse.GetValue(slowBy)!);
+                Islands.Hosting.Benchmarks.SlowExpertResult slowed;
+                try
+                {
+                    slowed = await Islands.Hosting.Benchmarks.ServeBenchmark.RunSlowExpertAsync(Path.GetFullPath(parse.GetValue(store)!), parse.GetValue(nodes), clientCounts[0],
+                        parse.GetValue(count), parse.GetValue(SampleCommand.Steps), parse.GetValue(strategy)!, parse.GetValue(maxRows), TimeSpan.FromSeconds(parse.GetValue(seconds)),
+                        parse.GetValue(SampleCommand.Precision)!, slow, delay, ctx.Log, cancel);
+                }
+                finally
+                {
+                    Console.SetOut(stdoutBefore);
+                }
+                ctx.Result(slowed, w =>
+                {
+                    w.WriteLine($"serve with expert {slowed.SlowExpert} slowed by {slowed.SlowBySeconds * 1000:0} ms: {slowed.Nodes} node(s), {slowed.Clients} clients, {slowed.Strategy}, " +
+                        $"{slowed.Steps} steps, {slowed.ImagesPerRequest} images per request, on {Diffusion.Numerics.CpuInfo.Read().Model}");
+                    w.WriteLine("  phase                          images/s  p50 s   p99 s   requests  never visited it: n  p50 s   p99 s  failed");
+                    foreach (var p in slowed.Phases)
+                        w.WriteLine($"  {p.Phase,-30} {p.ImagesPerSecond,8:F1} {p.P50Seconds,6:F2} {p.P99Seconds,7:F2} {p.Requests,9} {p.UntouchedRequests,20} {p.UntouchedP50Seconds,6:F2} {p.UntouchedP99Seconds,7:F2} {p.Failed,7}");
+                    w.WriteLine($"  p99 of the requests that never visit the slowed expert, over healthy: {slowed.UntouchedP99OverHealthy:F2} " +
+                        $"(straggler-factor 0: {slowed.LockstepUntouchedP99OverHealthy:F2}); overall p99 over straggler-factor 0: {slowed.P99OverLockstep:F2}");
+                });
+                return ExitCodes.Ok;
+            }
             Islands.Hosting.Benchmarks.ServeBenchmarkResult result;
             try
             {
