@@ -129,6 +129,35 @@ public sealed class ServingClusterSpecs(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task Should_measure_served_latency_healthy_and_with_one_expert_slowed_with_bench_serve()
+    {
+        var store = await ServingTestStore.StoreAsync();
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        var code = await Islands.Cli.IslandsCli.RunAsync(["bench", "serve", "--store", store, "--clients", "2", "--seconds", "2", "--steps", "4", "--count", "1",
+            "--slow-expert", "1", "--slow-by", "200ms", "--threads", "2", "--json"], stdout, stderr);
+        output.WriteLine(stderr.ToString());
+        Assert.True(code == 0, stderr.ToString());
+        var result = JsonDocument.Parse(stdout.ToString()).RootElement;
+        Assert.Equal(1, result.GetProperty("slowExpert").GetInt32());
+        var phases = result.GetProperty("phases").EnumerateArray().ToList();
+        Assert.Equal(["healthy", "slowed, straggler-factor 0", "slowed, straggler-factor 3"], phases.Select(p => p.GetProperty("phase").GetString()));
+        Assert.Equal([false, true, true], phases.Select(p => p.GetProperty("slowed").GetBoolean()));
+        Assert.All(phases, p =>
+        {
+            Assert.True(p.GetProperty("requests").GetInt32() > 0, p.ToString());
+            Assert.Equal(0, p.GetProperty("failed").GetInt32());
+            Assert.True(p.GetProperty("p99Seconds").GetDouble() >= p.GetProperty("p50Seconds").GetDouble() && p.GetProperty("p50Seconds").GetDouble() > 0, p.ToString());
+        });
+        Assert.True(double.IsFinite(result.GetProperty("p99OverLockstep").GetDouble()));
+
+        var unknown = await Islands.Cli.IslandsCli.RunAsync(["bench", "serve", "--store", store, "--slow-expert", "7", "--threads", "2"], new StringWriter(), stderr = new StringWriter());
+        Assert.NotEqual(0, unknown);
+        Assert.Contains("--slow-expert", stderr.ToString());
+        Assert.Contains("not a published expert", stderr.ToString());
+    }
+
+    [Fact]
     public async Task Should_never_load_a_corrupt_publication_and_serve_degraded_without_it()
     {
         var store = await ServingTestStore.CopyAsync();

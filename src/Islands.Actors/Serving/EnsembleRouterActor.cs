@@ -79,7 +79,8 @@ public sealed class EnsembleRouterActor : ReceiveActor, IWithTimers
         public Activity? Span { get; } = span;
         public List<IActorRef> Subscribers { get; } = [];
         public Dictionary<string, ServedCheckpoint> Checkpoints { get; } = [];
-        public int LastReportedStep { get; set; } = -1;
+        /// <summary>Steps every image has done, as last reported (a plan applied in parts may advance some images only).</summary>
+        public int LastReportedStep { get; set; }
     }
 
     private sealed class InFlight(StepPlan plan, Activity? span)
@@ -412,7 +413,7 @@ public sealed class EnsembleRouterActor : ReceiveActor, IWithTimers
         {
             if (!tracked.TryGetValue(g.Id, out var t)) continue;
             foreach (var c in checkpoints) t.Checkpoints[c.Job] = c;
-            if (g.Step == t.LastReportedStep) continue;
+            if (g.Step <= t.LastReportedStep) continue;
             t.LastReportedStep = g.Step;
             var progress = new GenerationProgress(g.Id, g.Step, g.Spec.Steps, [.. g.LeftOutExperts]);
             foreach (var s in t.Subscribers) s.Tell(progress);

@@ -210,10 +210,11 @@ public static class BenchCommands
             Description = "Instead: the load of the first --clients count healthy, then with this expert's answers held back by --slow-by, " +
                 "with straggler-factor 0 and with the default (latency of the requests that never visit it, against healthy)",
         };
+        var stragglerFactor = new Option<double?>("--straggler-factor") { Description = "islands.serving.straggler-factor for the served runs (default: serving.conf's)" };
         var slowBy = new Option<string>("--slow-by") { Description = "How long the slowed expert holds back each answer", DefaultValueFactory = _ => "500ms" };
         var command = new Command("serve", "Served throughput, p50/p99 latency and mean batch size for 1, 8, 32 clients, against offline batched sampling of the same ensemble")
         {
-            store, clients, nodes, count, strategy, maxRows, seconds, slowExpert, slowBy, SampleCommand.Steps, SampleCommand.Precision,
+            store, clients, nodes, count, strategy, maxRows, seconds, stragglerFactor, slowExpert, slowBy, SampleCommand.Steps, SampleCommand.Precision,
         };
         command.SetAction(IslandsCli.Action(stdout, stderr, async (ctx, parse, cancel) =>
         {
@@ -224,6 +225,8 @@ public static class BenchCommands
             // Node logs and Akka's shutdown notice go to stderr, so --json output stays clean.
             var stdoutBefore = Console.Out;
             Console.SetOut(stderr);
+            if (parse.GetValue(stragglerFactor) is { } factor && (!double.IsFinite(factor) || factor is < 0 or > 1000))
+                throw new Diffusion.ConfigException("--straggler-factor", $"{factor} must be from 0 (steps wait for all their experts) to 1000");
             if (parse.GetValue(slowExpert) is { } slow)
             {
                 var delay = Islands.Hosting.IslandNodeConfig.ParseDuration("--slow-by", parse.GetValue(slowBy)!);
@@ -255,7 +258,7 @@ public static class BenchCommands
             {
                 result = await Islands.Hosting.Benchmarks.ServeBenchmark.RunAsync(Path.GetFullPath(parse.GetValue(store)!), parse.GetValue(nodes), clientCounts, parse.GetValue(count),
                     parse.GetValue(SampleCommand.Steps), parse.GetValue(strategy)!, parse.GetValue(maxRows), TimeSpan.FromSeconds(parse.GetValue(seconds)),
-                    parse.GetValue(SampleCommand.Precision)!, ctx.Log, cancel);
+                    parse.GetValue(SampleCommand.Precision)!, ctx.Log, cancel, parse.GetValue(stragglerFactor));
             }
             finally
             {

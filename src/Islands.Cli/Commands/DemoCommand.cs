@@ -15,7 +15,7 @@ public static class DemoCommand
     {
         var minutes = new Option<double>("--minutes") { Description = "Training time budget (the islands stop and commit when it runs out; a rerun continues)", DefaultValueFactory = _ => 10 };
         var work = new Option<string>("--work") { Description = "Working directory: data, journals, checkpoints, results (rerunning resumes from it)", DefaultValueFactory = _ => "runs/demo" };
-        var output = new Option<string>("--out") { Description = "The grid of generated images (a row per class)", DefaultValueFactory = _ => DefaultOutput };
+        var output = new Option<string?>("--out") { Description = $"The grid of generated images (a row per class); default samples.png in --work ({DefaultOutput})" };
         var port = new Option<int>("--port") { Description = "HTTP port of the API; the islands' status pages take the next five", DefaultValueFactory = _ => 7100 };
         var exit = new Option<bool>("--exit") { Description = "Exit after writing the samples instead of serving until Ctrl-C" };
         var command = new Command("demo", $"Train 4 expert islands and the router on this machine, serve them, and generate {DefaultOutput} through the API")
@@ -47,7 +47,7 @@ public static class DemoCommand
 
                 await demo.StartServingAsync(cancel);
                 ctx.Log($"serving at {demo.ApiUrl}; asking it for 8 images of every class as a client would");
-                var outputPath = Path.GetFullPath(parse.GetValue(output)!);
+                var outputPath = Path.GetFullPath(parse.GetValue(output) ?? Path.Combine(parse.GetValue(work)!, "samples.png"));
                 var (images, classes, seconds) = await demo.GenerateAsync(outputPath, 8, 20, cancel);
                 var final = await demo.IslandStatesAsync(cancel);
                 ctx.Result(new { samples = outputPath, images, classes, seconds, api = demo.ApiUrl, apiKeyFile = demo.ApiKeyFile, islands = final, plan }, w =>

@@ -187,7 +187,11 @@ public sealed class ContinuousSampler(IRouter router, long routerNullClass, (lon
         var n = plan.Rows.Count;
         var include = new bool[n];
         foreach (var r in rows ?? Enumerable.Range(0, n).ToArray()) include[r] = true;
-        var velocity = new double[n * imageFloats];
+        // The combined velocity only of the rows applied now (a plan is applied in parts as its experts answer).
+        var slot = new int[n];
+        var slots = 0;
+        for (var r = 0; r < n; r++) slot[r] = include[r] ? slots++ : -1;
+        var velocity = new double[slots * imageFloats];
         var weightSum = new double[n];
         var best = Enumerable.Repeat(-1, n).ToArray();
         var bestWeight = new double[n];
@@ -213,7 +217,7 @@ public sealed class ContinuousSampler(IRouter router, long routerNullClass, (lon
                 weightSum[r] += w;
                 if (w > bestWeight[r]) (bestWeight[r], best[r]) = (w, work.Expert);
                 var src = s * imageFloats;
-                var dst = r * imageFloats;
+                var dst = slot[r] * imageFloats;
                 for (var j = 0; j < imageFloats; j++) velocity[dst + j] += w * v[src + j];
             }
         }
@@ -237,7 +241,7 @@ public sealed class ContinuousSampler(IRouter router, long routerNullClass, (lon
             var dt = 1.0 / g.Spec.Steps;
             var offset = i * imageFloats;
             for (var j = 0; j < imageFloats; j++)
-                g.X[offset + j] -= (float)(dt * velocity[r * imageFloats + j] / weightSum[r]);
+                g.X[offset + j] -= (float)(dt * velocity[slot[r] * imageFloats + j] / weightSum[r]);
             g.StepsDone[i]++;
             g.Routing[i].Add(best[r]);
             advanced.Add(g);

@@ -75,7 +75,7 @@ public static class ServeBenchmark
     }
 
     public static async Task<ServeBenchmarkResult> RunAsync(string store, int nodes, IReadOnlyList<int> clients, int imagesPerRequest, int steps, string strategy,
-        int maxRows, TimeSpan duration, string precision, Action<string> log, CancellationToken cancel)
+        int maxRows, TimeSpan duration, string precision, Action<string> log, CancellationToken cancel, double? stragglerFactor = null)
     {
         var scan = PublishedModels.Scan(store);
         if (scan.Router is null || scan.Experts.Count == 0)
@@ -93,7 +93,8 @@ public static class ServeBenchmark
         };
         listener.SetMeasurementEventCallback<int>((_, value, _, _) => { lock (batchRows) batchRows.Add(value); });
         listener.Start();
-        await using var cluster = await BenchCluster.StartAsync(store, nodes, maxRows, precision, "", cancel);
+        var extra = stragglerFactor is { } factor ? $"straggler-factor = {factor.ToString(CultureInfo.InvariantCulture)}" : "";
+        await using var cluster = await BenchCluster.StartAsync(store, nodes, maxRows, precision, extra, cancel);
         var urls = cluster.Urls;
         // Warm-up: loads the router and every expert that top-1 routing reaches, JIT-compiles the paths.
         await Load(urls, 2, imagesPerRequest, steps, "full", TimeSpan.FromSeconds(3), cancel);
