@@ -54,7 +54,7 @@ public static class ServeBenchmark
         var defaultFactor = ServingNodeConfig.Parse(ServingNodeConfig.Load(null, new Dictionary<string, string?> { ["islands.serving.store"] = store, ["islands.serving.allow-anonymous"] = "on" },
             new Hashtable())).Serving.StragglerFactor;
         var phases = new List<SlowExpertPhase>();
-        foreach (var (phase, factor, slowed) in new[] { ("healthy", defaultFactor, false), ("slowed, straggler-factor 0", 0.0, true), ($"slowed, straggler-factor {defaultFactor:0.##}", defaultFactor, true) })
+        foreach (var (phase, factor, slowed) in new[] { ("healthy", defaultFactor, false), ("slowed, straggler-factor 0", 0.0, true), ("slowed, straggler-factor " + defaultFactor.ToString("0.##", CultureInfo.InvariantCulture), defaultFactor, true) })
         {
             var faults = slowed ? $"faults {{ slow-expert = {slowExpert}, slow-expert-delay = {(long)slowBy.TotalMilliseconds}ms }}" : "";
             var extra = $"straggler-factor = {factor.ToString(CultureInfo.InvariantCulture)}\n{faults}";
