@@ -75,7 +75,9 @@ public static class IslandNode
         {
             Roles = [IslandNodeSettings.Role],
             SeedNodes = [.. settings.SeedNodes],
-            SplitBrainResolver = new KeepMajorityOption(),
+            // Lease-majority in the island's PostgreSQL journal database; keep-majority for a one-node SQLite island.
+            SplitBrainResolver = SplitBrainStrategy.Apply(akka, settings.JournalProvider == "postgresql" ? settings.JournalConnectionString : null,
+                $"islands-{settings.Island}-split-brain", settings.StableAfter),
         });
         settings.Formation.Apply(akka);
         akka.WithSqlPersistence(settings.JournalConnectionString,

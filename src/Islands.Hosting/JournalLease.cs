@@ -25,7 +25,10 @@ public sealed record LeaseHolder(string Name, string? Owner, DateTimeOffset? Exp
 public sealed class JournalLease : Lease
 {
     public const string ConfigPath = "islands.journal-lease";
+    /// <summary>The split-brain resolver's lease (lease-majority), with a shorter time to live than the trainer's.</summary>
+    public const string SplitBrainConfigPath = "islands.split-brain-lease";
     private readonly string connectionString;
+    private readonly bool waitForExpiry;
     private readonly string owner;
     private readonly TimeSpan ttl;
     private readonly ILoggingAdapter log;
@@ -38,6 +41,7 @@ public sealed class JournalLease : Lease
     public JournalLease(LeaseSettings settings, ExtendedActorSystem system) : base(settings)
     {
         connectionString = settings.LeaseConfig.GetString("connection-string");
+        waitForExpiry = settings.LeaseConfig.GetBoolean("acquire-waits-for-expiry", false);
         // The full address and the incarnation: Akka names the owner by host and port only, which a restarted node shares.
         owner = $"{Cluster.Get(system).SelfAddress}#{Cluster.Get(system).SelfUniqueAddress.Uid}";
         ttl = settings.TimeoutSettings.HeartbeatTimeout;
@@ -49,6 +53,20 @@ public sealed class JournalLease : Lease
     public override Task<bool> Acquire() => Acquire(null!);
 
     public override async Task<bool> Acquire(Action<Exception> leaseLostCallback)
+    {
+        // The split-brain resolver asks once, when it decides. A holder that died shortly before (it acquired the lease at
+        // an earlier decision) stops renewing, so its lease is free within the time to live: waiting that long lets the
+        // survivors of a second failure win, where a single try would make them down themselves.
+        var giveUp = Stopwatch.StartNew();
+        while (true)
+        {
+            if (await TryAcquire(leaseLostCallback)) return true;
+            if (!waitForExpiry || giveUp.Elapsed > ttl + TimeSpan.FromSeconds(1)) return false;
+            await Task.Delay(TimeSpan.FromMilliseconds(250));
+        }
+    }
+
+    private async Task<bool> TryAcquire(Action<Exception> leaseLostCallback)
     {
         await using var connection = await OpenAsync(connectionString);
         await using var command = new NpgsqlCommand("""
@@ -161,10 +179,14 @@ public sealed class JournalLease : Lease
     }
 }
 
-/// <summary>Akka.Hosting option that points a singleton at <see cref="JournalLease"/> in the island's journal database.</summary>
-public sealed class JournalLeaseOption(string connectionString, TimeSpan timeToLive) : LeaseOptionBase
+/// <summary>
+/// Akka.Hosting option that points a singleton (or, at <see cref="JournalLease.SplitBrainConfigPath"/>, the split-brain
+/// resolver) at <see cref="JournalLease"/> in a PostgreSQL database.
+/// </summary>
+public sealed class JournalLeaseOption(string connectionString, TimeSpan timeToLive, string configPath = JournalLease.ConfigPath, bool acquireWaitsForExpiry = false)
+    : LeaseOptionBase
 {
-    public override string ConfigPath => JournalLease.ConfigPath;
+    public override string ConfigPath => configPath;
     public override Type Class => typeof(JournalLease);
 
     public override void Apply(AkkaConfigurationBuilder builder, Setup? setup = null)
@@ -177,6 +199,7 @@ public sealed class JournalLeaseOption(string connectionString, TimeSpan timeToL
               heartbeat-interval = {{(long)interval.TotalMilliseconds}}ms
               lease-operation-timeout = 5s
               connection-string = {{IslandNodeConfig.Quote(connectionString)}}
+              acquire-waits-for-expiry = {{(acquireWaitsForExpiry ? "on" : "off")}}
             }
             """, HoconAddMode.Prepend);
         builder.AddHocon(LeaseProvider.DefaultConfig(), HoconAddMode.Append);

@@ -97,7 +97,8 @@ public static class ServingNode
         {
             Roles = [ServingNodeSettings.Role],
             SeedNodes = [.. settings.SeedNodes],
-            SplitBrainResolver = new KeepMajorityOption(),
+            // Lease-majority when a database holds the lease: serving survives two of three nodes failing together.
+            SplitBrainResolver = SplitBrainStrategy.Apply(akka, settings.SplitBrainLease, settings.SystemName + "-split-brain", settings.StableAfter),
         });
         settings.Formation.Apply(akka);
         akka.WithCustomSerializer("islands", [typeof(IIslandsMessage)], system => new IslandsSerializer(system));

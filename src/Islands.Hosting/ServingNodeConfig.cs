@@ -32,6 +32,7 @@ public static partial class ServingNodeConfig
         ["ISLANDS_API_KEYS_FILE"] = "islands.serving.api-keys-file",
         ["ISLANDS_SERVING_PRECISION"] = "islands.serving.precision",
         ["ISLANDS_SPLIT_BRAIN_STABLE_AFTER"] = "islands.serving.split-brain.stable-after",
+        ["ISLANDS_SPLIT_BRAIN_LEASE_CONNECTION_STRING"] = "islands.serving.split-brain.lease-connection-string",
         ["ISLANDS_TELEMETRY_EXPORTER"] = "islands.serving.telemetry.exporter",
         ["ISLANDS_OTLP_ENDPOINT"] = "islands.serving.telemetry.otlp-endpoint",
         ["ISLANDS_SOURCES"] = "islands.serving.sources.endpoints",
@@ -98,8 +99,26 @@ public static partial class ServingNodeConfig
             httpPort, IslandNodeConfig.Int(config, p + "http.max-body-bytes", 256, 16 << 20),
             IslandNodeConfig.Int(config, p + "http.max-in-flight", 1, 100_000), keys, anonymous, serving, IslandNodeConfig.Duration(config, p + "passivate-after"),
             IslandNodeConfig.Int(config, p + "shards", 1, 10_000), frame, IslandNodeConfig.Duration(config, p + "split-brain.stable-after"),
-            exporter, IslandNodeConfig.String(config, p + "telemetry.otlp-endpoint"), ParseSources(config, p + "sources."),
+            LeaseConnectionString(config, p + "split-brain.lease-connection-string"), exporter, IslandNodeConfig.String(config, p + "telemetry.otlp-endpoint"), ParseSources(config, p + "sources."),
             IslandNodeConfig.Duration(config, p + "http.failed-retention"), tls, config);
+    }
+
+    private static string? LeaseConnectionString(Config config, string key)
+    {
+        var text = config.GetString(key, "");
+        if (string.IsNullOrWhiteSpace(text)) return null;
+        try
+        {
+            var builder = new Npgsql.NpgsqlConnectionStringBuilder(text);
+            if (string.IsNullOrWhiteSpace(builder.Host)) throw new ArgumentException("it names no Host");
+            if (string.IsNullOrWhiteSpace(builder.Database)) throw new ArgumentException("it names no Database");
+        }
+        catch (ArgumentException e)
+        {
+            // The message never repeats the value: it holds the database password.
+            throw new ConfigException(key, $"is not a PostgreSQL connection string ({e.Message}), e.g. Host=10.0.0.9;Username=islands;Database=serving");
+        }
+        return text;
     }
 
     private static PublicationSources ParseSources(Config config, string p)

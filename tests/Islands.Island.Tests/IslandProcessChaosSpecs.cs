@@ -118,7 +118,7 @@ public sealed class IslandProcessChaosSpecs(ITestOutputHelper output)
         var config = Path.Combine(store, "node.conf");
         await File.WriteAllTextAsync(config, NodeConfig(data, partitions, steps: 5000));
         var journal = await CreateDatabaseAsync(island);
-        // Five nodes, so that the island keeps its majority when two of them are down at once.
+        // Five nodes: the island keeps its majority when two are down at once, and its lease when three are.
         var nodes = Enumerable.Range(0, 5).Select(i => new NodeProcess(FreePort(), FreePort(), Path.Combine(store, $"node-{i}.log"))).ToList();
         var contacts = string.Join(",", nodes.Select(n => n.ContactPoint));
         // The lowest contact points: the one that forms a new cluster, and those a seed-node list would name first.
@@ -161,6 +161,30 @@ public sealed class IslandProcessChaosSpecs(ITestOutputHelper output)
                 await OneClusterAsync(nodes, island, $"after round {round} ({string.Join(", ", victims.Select(v => v.Address(island)))} restarted)");
                 output.WriteLine($"round {round}: restarted {string.Join(", ", victims.Select(v => v.Address(island)))}; one cluster again");
             }
+            // Round 4: three of the five at once, the training node among them. The two survivors are a minority, which
+            // keep-majority downs; with the split-brain lease in the journal database (lease-majority) they keep the
+            // island and train on.
+            var before = (await JobStatusAsync(nodes))!;
+            var trainer = nodes.Single(n => n.Address(island) == before.Node);
+            var three = nodes.Where(n => n != trainer).Take(2).Prepend(trainer).ToList();
+            var two = nodes.Except(three).ToList();
+            foreach (var victim in three) victim.Process!.Kill();
+            foreach (var victim in three) await victim.Process!.WaitForExitAsync();
+            await Eventually(async () =>
+            {
+                foreach (var survivor in two)
+                {
+                    if (!survivor.Alive) throw new InvalidOperationException($"{survivor.Address(island)} exited after three of five were killed; see {survivor.Log}");
+                    var status = await LocalIsland.StatusAsync(survivor.Http);
+                    if (status.Members.Count != two.Count) return false;
+                    if (status.Job is not { Phase: "training" } job || job.Step <= before.Step || !two.Any(t => t.Address(island) == job.Node)) return false;
+                }
+                return true;
+            }, TimeSpan.FromSeconds(120), "the two survivors of three kills remove the dead and train on past the step of the kills");
+            output.WriteLine($"round 4: killed {string.Join(", ", three.Select(v => v.Address(island)))} at step {before.Step}; the two survivors train on");
+            foreach (var victim in three) Start(victim, island, config, store, contacts, journal);
+            await WaitAllUp(nodes, island);
+            await OneClusterAsync(nodes, island, "after round 4 (three restarted)");
             // Only the very first start formed a cluster: no later incarnation of any node joined itself.
             var selfJoins = nodes.Sum(n => File.ReadLines(n.Log).Count(l => l.Contains("is JOINING itself", StringComparison.Ordinal)));
             Assert.Equal(1, selfJoins);

@@ -63,14 +63,16 @@ public static class IslandBenchmark
             postgres is null ? "sqlite (one file shared by the in-process nodes)" : "postgresql", stableAfter.TotalSeconds, killResults);
     }
 
-    private static IslandNodeSettings Settings(string island, string configFile, string store, int port, string? seeds, string provider, string? connection, TimeSpan stableAfter)
+    private static IslandNodeSettings Settings(string island, string configFile, string store, int port, string? contactPoints, string provider, string? connection,
+        TimeSpan stableAfter, int httpPort = 0)
     {
         var options = new Dictionary<string, string?>
         {
             ["islands.island"] = island,
             ["islands.store"] = store,
             ["islands.port"] = port.ToString(CultureInfo.InvariantCulture),
-            ["islands.seed-nodes"] = seeds,
+            ["islands.http.port"] = httpPort.ToString(CultureInfo.InvariantCulture),
+            ["islands.bootstrap.contact-points"] = contactPoints,
             ["islands.journal.provider"] = provider,
             ["islands.journal.connection-string"] = connection,
             ["islands.split-brain.stable-after"] = $"{(int)stableAfter.TotalMilliseconds}ms",
@@ -139,23 +141,29 @@ public static class IslandBenchmark
         Directory.CreateDirectory(Path.Combine(store, island));
         var provider = postgres is null ? "sqlite" : "postgresql";
         var connection = postgres ?? $"Data Source={Path.Combine(store, island, "journal.db")}";
-        var ports = new List<int> { FreePort(), FreePort(), FreePort() };
-        var seeds = string.Join(",", ports.Take(2).Select(p => $"akka.tcp://islands-{island}@127.0.0.1:{p}"));
+        // Three slots of fixed ports, found through contact points as real nodes are; a killed node is restarted in its own
+        // slot, as a process manager restarts a process. (With a static seed list of the first two nodes, both seeds were
+        // dead after two kills, the next node could never join, and the island shrank to two nodes, where keep-majority
+        // downs the survivor when the older one is killed: the 4-minute stall in which nobody trained.)
+        var slots = Enumerable.Range(0, 3).Select(_ => (Port: FreePort(), HttpPort: FreePort())).ToList();
+        var contacts = string.Join(",", slots.Select(s => $"127.0.0.1:{s.HttpPort}"));
         var nodes = new List<(WebApplication App, string Address)>();
-        async Task StartNode(int port)
+        async Task StartNode((int Port, int HttpPort) slot)
         {
-            var settings = Settings(island, configFile, store, port, seeds, provider, connection, stableAfter);
+            var settings = Settings(island, configFile, store, slot.Port, contacts, provider, connection, stableAfter, slot.HttpPort);
             var app = IslandNode.Build(settings, Quiet);
             await app.StartAsync();
-            nodes.Add((app, $"akka.tcp://islands-{island}@127.0.0.1:{port}"));
+            nodes.Add((app, $"akka.tcp://islands-{island}@127.0.0.1:{slot.Port}"));
         }
-        foreach (var port in ports) await StartNode(port);
+        foreach (var slot in slots) await StartNode(slot);
         var results = new List<IslandKill>();
         var random = new Random(1);
         try
         {
             for (var kill = 1; kill <= kills && !cancel.IsCancellationRequested; kill++)
             {
+                // One failure at a time: every node, the last one restarted included, is Up before the next kill.
+                await WaitAllUp(nodes, slots.Count, cancel);
                 // Kill at a uniformly random moment within a checkpoint interval, once a first checkpoint is committed.
                 var (training, _) = await WaitTraining(nodes, null);
                 while (training.LastCheckpoint is null)
@@ -171,7 +179,7 @@ public static class IslandBenchmark
                 var watch = Stopwatch.StartNew();
                 ((ExtendedActorSystem)victim.App.Services.GetRequiredService<ActorSystem>()).Abort();
                 nodes.Remove(victim);
-                _ = victim.App.StopAsync(new CancellationTokenSource(TimeSpan.FromSeconds(2)).Token);
+                var stopped = victim.App.StopAsync(new CancellationTokenSource(TimeSpan.FromSeconds(2)).Token);
                 JobStatus resumed;
                 while (true)
                 {
@@ -183,8 +191,9 @@ public static class IslandBenchmark
                 var from0 = resumed.ResumedFromStep ?? 0;
                 results.Add(new IslandKill(kill, stepAtKill, from0, Math.Max(0, stepAtKill - from0), seconds, victim.Address, resumed.Node ?? "?"));
                 log($"kill {kill}: {victim.Address} at step {stepAtKill}; {resumed.Node} trained again {seconds:F1} s later, from step {from0} ({stepAtKill - from0} steps lost)");
-                var port = FreePort();
-                await StartNode(port);
+                try { await stopped; } catch (OperationCanceledException) { }
+                await victim.App.DisposeAsync();
+                await StartNode(slots.Single(s => victim.Address.EndsWith($":{s.Port}", StringComparison.Ordinal)));
             }
         }
         finally
@@ -197,6 +206,16 @@ public static class IslandBenchmark
             }
         }
         return results;
+    }
+
+    private static async Task WaitAllUp(List<(WebApplication App, string Address)> nodes, int count, CancellationToken cancel)
+    {
+        var deadline = DateTime.UtcNow.AddMinutes(3);
+        while (nodes.Any(n => Akka.Cluster.Cluster.Get(n.App.Services.GetRequiredService<ActorSystem>()).State.Members.Count(m => m.Status == Akka.Cluster.MemberStatus.Up) != count))
+        {
+            if (DateTime.UtcNow > deadline) throw new TimeoutException($"the island's {count} nodes were not all up within 3 minutes");
+            await Task.Delay(200, cancel);
+        }
     }
 
     /// <summary>Polls the island's surviving nodes until one reports the job training (or completed) on a node other than <paramref name="not"/>.</summary>
