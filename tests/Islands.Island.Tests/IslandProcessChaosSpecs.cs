@@ -11,18 +11,6 @@ namespace Islands.Island.Tests;
 [Collection("islands")]
 public sealed class IslandProcessChaosSpecs(ITestOutputHelper output)
 {
-    private sealed class NodeProcess(int port, int httpPort, string log)
-    {
-        public int Port { get; } = port;
-        public int HttpPort { get; } = httpPort;
-        public string Log { get; } = log;
-        public Process? Process { get; set; }
-        public string Http => $"http://127.0.0.1:{HttpPort}";
-        public string Address(string island) => $"akka.tcp://islands-{island}@127.0.0.1:{Port}";
-        public string ContactPoint => $"127.0.0.1:{HttpPort}";
-        public bool Alive => Process is { HasExited: false };
-    }
-
     [Fact]
     public async Task Repeated_kill_minus_9_of_random_nodes_never_loses_the_job_or_leaves_a_half_written_checkpoint()
     {
@@ -209,25 +197,13 @@ public sealed class IslandProcessChaosSpecs(ITestOutputHelper output)
         }, TimeSpan.FromSeconds(90), $"all {nodes.Count} nodes agree on members, leader and the job's node {when}");
     }
 
-    private static void Start(NodeProcess node, string island, string config, string store, string contacts, string journal)
-    {
-        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var arg in new[]
-        {
-            Path.Combine(AppContext.BaseDirectory, "islands.dll"), "node", "--island", island, "--job", "expert:3", "--config", config,
+    private static void Start(NodeProcess node, string island, string config, string store, string contacts, string journal) => node.Start(
+        [
+            "node", "--island", island, "--job", "expert:3", "--config", config,
             "--port", node.Port.ToString(System.Globalization.CultureInfo.InvariantCulture), "--http-port", node.HttpPort.ToString(System.Globalization.CultureInfo.InvariantCulture),
             "--contact-points", contacts, "--store", store, "--journal", "postgresql", "--threads", "2",
-        }) info.ArgumentList.Add(arg);
-        // The connection string (with its password) goes through the environment, as the README tells operators to do.
-        info.Environment["ISLANDS_JOURNAL_CONNECTION_STRING"] = journal;
-        var process = Process.Start(info)!;
-        var log = new StreamWriter(node.Log, append: true) { AutoFlush = true };
-        process.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (log) log.WriteLine(e.Data); };
-        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (log) log.WriteLine(e.Data); };
-        process.BeginOutputReadLine();
-        process.BeginErrorReadLine();
-        node.Process = process;
-    }
+        ],
+        new Dictionary<string, string> { ["ISLANDS_JOURNAL_CONNECTION_STRING"] = journal });
 
     private static async Task WaitAllUp(List<NodeProcess> nodes, string island)
     {
@@ -254,4 +230,9 @@ public sealed class IslandProcessChaosSpecs(ITestOutputHelper output)
         }
         return null;
     }
+}
+
+file static class IslandNodeAddress
+{
+    public static string Address(this NodeProcess node, string island) => node.AkkaAddress($"islands-{island}");
 }

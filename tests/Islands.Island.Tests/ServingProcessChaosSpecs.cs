@@ -10,26 +10,15 @@ namespace Islands.Island.Tests;
 
 /// <summary>Real `islands serve` processes on loopback, killed with SIGKILL: what the serving cluster survives.</summary>
 [Collection("islands")]
-public sealed class ServingProcessChaosSpecs(ITestOutputHelper output)
+public sealed class NodeProcessChaosSpecs(ITestOutputHelper output)
 {
-    private sealed class ServingProcess(int port, int httpPort, string log)
-    {
-        public int Port { get; } = port;
-        public int HttpPort { get; } = httpPort;
-        public string Log { get; } = log;
-        public Process? Process { get; set; }
-        public string Http => $"http://127.0.0.1:{HttpPort}";
-        public string ContactPoint => $"127.0.0.1:{HttpPort}";
-        public bool Alive => Process is { HasExited: false };
-    }
-
     [Fact]
     public async Task Two_of_three_serving_nodes_killed_at_once_leave_the_third_serving_with_the_lease_and_both_rejoin_it()
     {
         var store = await ServingTestStore.CopyAsync();
         var lease = await CreateDatabaseAsync("serving-lease");
         var logs = TempDir("serving-processes");
-        var nodes = Enumerable.Range(0, 3).Select(i => new ServingProcess(FreePort(), FreePort(), Path.Combine(logs, $"serving-{i}.log"))).ToList();
+        var nodes = Enumerable.Range(0, 3).Select(i => new NodeProcess(FreePort(), FreePort(), Path.Combine(logs, $"serving-{i}.log"))).ToList();
         var contacts = string.Join(",", nodes.Select(n => n.ContactPoint));
         try
         {
@@ -48,7 +37,7 @@ public sealed class ServingProcessChaosSpecs(ITestOutputHelper output)
             await Eventually(async () =>
             {
                 if (!survivor.Alive) throw new InvalidOperationException($"the survivor exited (code {survivor.Process!.ExitCode}); see {survivor.Log}");
-                return LogHas(survivor, "lease serving-main-split-brain acquired") && LogHas(survivor, "Leader is removing")
+                return survivor.LogContains("lease serving-main-split-brain acquired") && survivor.LogContains("Leader is removing")
                     && (await SeedNodesAsync(survivor)).Members.SequenceEqual([Address(survivor)]);
             }, TimeSpan.FromSeconds(90), "the survivor acquires the split-brain lease, downs both killed nodes and is the whole cluster");
             output.WriteLine($"the survivor downed both and is alone in its cluster {killed.Elapsed.TotalSeconds:F1} s after the kills");
@@ -60,7 +49,7 @@ public sealed class ServingProcessChaosSpecs(ITestOutputHelper output)
             await OneClusterAsync(nodes, "after both restarted");
             foreach (var node in nodes) await GenerateAsync(node, "after both restarted");
             // Only the very first start formed a cluster: the restarted nodes joined the survivor's.
-            Assert.Equal(1, nodes.Count(n => LogHas(n, "is JOINING itself")));
+            Assert.Equal(1, nodes.Count(n => n.LogContains("is JOINING itself")));
         }
         finally
         {
@@ -69,22 +58,16 @@ public sealed class ServingProcessChaosSpecs(ITestOutputHelper output)
         }
     }
 
-    private static bool LogHas(ServingProcess node, string text)
-    {
-        using var stream = new FileStream(node.Log, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
-        return new StreamReader(stream).ReadToEnd().Contains(text, StringComparison.Ordinal);
-    }
+    private static string Address(NodeProcess node) => node.AkkaAddress("serving-main");
 
-    private static string Address(ServingProcess node) => $"akka.tcp://serving-main@127.0.0.1:{node.Port}";
-
-    private static async Task<SeedNodesAnswer> SeedNodesAsync(ServingProcess node)
+    private static async Task<SeedNodesAnswer> SeedNodesAsync(NodeProcess node)
     {
         using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(5) };
         return (await http.GetFromJsonAsync<SeedNodesAnswer>(node.Http + ClusterFormation.Route, Diffusion.IO.Json.Options))!;
     }
 
     /// <summary>Every node is in one cluster with all the others (each lists the same members, all three).</summary>
-    private static async Task OneClusterAsync(List<ServingProcess> nodes, string when)
+    private static async Task OneClusterAsync(List<NodeProcess> nodes, string when)
     {
         var expected = nodes.Select(Address).Order(StringComparer.Ordinal).ToList();
         await Eventually(async () =>
@@ -99,7 +82,7 @@ public sealed class ServingProcessChaosSpecs(ITestOutputHelper output)
     }
 
     /// <summary>A generation through this node's API answered by all four experts, with finite, non-constant pixels.</summary>
-    private static async Task GenerateAsync(ServingProcess node, string when)
+    private static async Task GenerateAsync(NodeProcess node, string when)
     {
         using var http = ServingTestStore.Client(node.Http);
         JsonElement body = default;
@@ -118,25 +101,15 @@ public sealed class ServingProcessChaosSpecs(ITestOutputHelper output)
         }
     }
 
-    private static void Start(ServingProcess node, string store, string contacts, string lease)
-    {
-        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var arg in new[]
+    private static void Start(NodeProcess node, string store, string contacts, string lease) => node.Start(
+        [
+            "serve", "--store", store, "--port", node.Port.ToString(CultureInfo.InvariantCulture),
+            "--http-port", node.HttpPort.ToString(CultureInfo.InvariantCulture), "--contact-points", contacts, "--threads", "1",
+        ],
+        new Dictionary<string, string>
         {
-            Path.Combine(AppContext.BaseDirectory, "islands.dll"), "serve", "--store", store,
-            "--port", node.Port.ToString(CultureInfo.InvariantCulture), "--http-port", node.HttpPort.ToString(CultureInfo.InvariantCulture),
-            "--contact-points", contacts, "--threads", "1",
-        }) info.ArgumentList.Add(arg);
-        info.Environment["ISLANDS_API_KEYS"] = ServingTestStore.ApiKey;
-        info.Environment["ISLANDS_SPLIT_BRAIN_STABLE_AFTER"] = "5s";
-        // The connection string (with its password) goes through the environment, as the README tells operators to do.
-        info.Environment["ISLANDS_SPLIT_BRAIN_LEASE_CONNECTION_STRING"] = lease;
-        var process = Process.Start(info)!;
-        var log = new StreamWriter(node.Log, append: true) { AutoFlush = true };
-        process.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (log) log.WriteLine(e.Data); };
-        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (log) log.WriteLine(e.Data); };
-        process.BeginOutputReadLine();
-        process.BeginErrorReadLine();
-        node.Process = process;
-    }
+            ["ISLANDS_API_KEYS"] = ServingTestStore.ApiKey,
+            ["ISLANDS_SPLIT_BRAIN_STABLE_AFTER"] = "5s",
+            ["ISLANDS_SPLIT_BRAIN_LEASE_CONNECTION_STRING"] = lease,
+        });
 }

@@ -96,9 +96,11 @@ public static class LocalChaos
         using var probe = new HttpClient { Timeout = TimeSpan.FromSeconds(3) };
         try
         {
-            while (clock.Elapsed + killEvery <= duration)
+            // Kills on a fixed schedule (every kill-every from the start), so the pause before a restart does not stretch it:
+            // 6 minutes at 30 s are 12 kills.
+            for (var next = killEvery; next <= duration; next += killEvery)
             {
-                await Task.Delay(killEvery, cancel);
+                if (next > clock.Elapsed) await Task.Delay(next - clock.Elapsed, cancel);
                 state = LocalCluster.Load(work);
                 var candidates = state.Processes.Where(LocalCluster.Alive).ToList();
                 if (candidates.Count == 0) continue;

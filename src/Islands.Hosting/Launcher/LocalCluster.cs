@@ -118,6 +118,14 @@ public static class LocalCluster
         }
         var servingContactPoints = ContactPoints(servingPorts);
         var sources = string.Join(",", processes.Select(p => p.Http));
+        // With a PostgreSQL server, the serving cluster's split-brain lease lives in a database of its own (lease-majority).
+        string? servingLease = null;
+        if (servingNodes > 1 && !string.IsNullOrWhiteSpace(postgres))
+        {
+            var database = $"islands_{clusterId}_serving";
+            await CreateDatabaseAsync(postgres, database, cancel);
+            servingLease = new NpgsqlConnectionStringBuilder(postgres) { Database = database }.ConnectionString;
+        }
         for (var i = 0; i < servingNodes; i++)
         {
             List<string> args =
@@ -133,6 +141,7 @@ public static class LocalCluster
                 ["ISLANDS_SOURCE_KEY_FILE"] = publicationKeyFile,
                 ["ISLANDS_SERVING_RESULTS"] = Path.Combine(work, "serving-results"),
             };
+            if (servingLease is not null) env["ISLANDS_SPLIT_BRAIN_LEASE_CONNECTION_STRING"] = servingLease;
             processes.Add(Start(new ClusterProcess($"serving-{i}", "serving", "serving", servingPorts[i], servingPorts[i] + 1000, args, env,
                 Path.Combine(work, "logs", $"serving-{i}.log"), 0, default), executable));
         }
