@@ -6,6 +6,7 @@ using static TorchSharp.torch;
 
 namespace Islands.Diffusion.Tests;
 
+[Collection(GlobalRandomCollection.Name)]
 public sealed class CheckpointSpecs
 {
     private static readonly ModelConfig Tiny = new(BaseChannels: 8, ClassCount: 3);

@@ -51,3 +51,13 @@ public sealed class SerialCollection
 {
     public const string Name = "serial (measures process memory)";
 }
+
+/// <summary>
+/// Tests that build two trainers at different moments and expect the same numbers: the trainer seeds libtorch's global
+/// generator for its initial weights (the test its data), which a test running in parallel would draw from in between.
+/// </summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class GlobalRandomCollection
+{
+    public const string Name = "serial (seeds libtorch's global generator)";
+}
