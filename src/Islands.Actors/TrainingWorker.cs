@@ -1,5 +1,4 @@
 using Islands.Diffusion.Runtime;
-using System.Diagnostics;
 using Akka.Actor;
 using Akka.Event;
 using Islands.Diffusion;
@@ -89,31 +88,17 @@ public sealed class TrainingWorker : ReceiveActor
             job.Tell(new TrainingFinished(t.Step));
             return;
         }
-        var untilCheckpoint = t.CheckpointEvery - (int)(t.Step % t.CheckpointEvery);
-        var before = t.Step;
-        var watch = Stopwatch.StartNew();
-        var loss = t.Train(Math.Min(settings.ChunkSteps, untilCheckpoint));
-        var steps = (int)(t.Step - before);
-        var seconds = Math.Max(1e-9, watch.Elapsed.TotalSeconds);
+        var chunk = TrainingLoop.RunChunk(t, settings.Job.Name, settings.ChunkSteps, log: message => log.Info("island {0}: {1}", settings.Island, message));
         var badSteps = badStepsOfEarlierTrainers + t.Guard.BadSteps;
         if (badSteps > badStepsReported) IslandTelemetry.SkippedSteps.Add(badSteps - badStepsReported, IslandTelemetry.Tag(settings.Island));
         badStepsReported = badSteps;
-        job.Tell(new WorkerProgress(t.Step, loss, steps, steps / seconds, steps * t.BatchSize / seconds, badSteps));
-        var trouble = Rollback.Needed(t, settings.Job.Name);
-        // No checkpoint is committed in the middle of a streak of bad steps: a rollback must land before the streak.
-        if (trouble is null && t.Guard.ConsecutiveBadSteps == 0 && (t.Step % t.CheckpointEvery == 0 || t.Step >= t.TotalSteps))
+        job.Tell(new WorkerProgress(t.Step, chunk.Loss, chunk.Steps, chunk.Steps / chunk.Seconds, chunk.ImagesPerSecond, badSteps));
+        if (chunk.Committed is { } committed)
         {
-            try
-            {
-                CommitNow(loss);
-            }
-            catch (NonFiniteTensorException e)
-            {
-                trouble = (e.Message, t.Step);
-            }
+            lastCommittedStep = committed.Step;
+            job.Tell(new CheckpointWritten(committed, chunk.Loss));
         }
-        if (trouble is null && t.Step >= t.TotalSteps && t.Guard.ConsecutiveBadSteps > 0)
-            trouble = (t.Guard.Describe(settings.Job.Name) + " at the end of the run", t.Guard.StreakStartedAt ?? t.Step);
+        var trouble = chunk.Trouble;
         if (trouble is { } bad)
         {
             // The job actor decides (and journals) whether to roll back, answering with BeginTraining, or to end diverged.

@@ -17,6 +17,7 @@ public static class IslandsCli
         root.Add(CommonOptions.Device);
         root.Add(DataCommands.Build(stdout, stderr));
         root.Add(TrainCommands.Build(stdout, stderr));
+        root.Add(MethodsCommand.Build(stdout, stderr));
         root.Add(SampleCommand.Build(stdout, stderr));
         root.Add(EvalCommand.Build(stdout, stderr));
         root.Add(BenchCommands.Build(stdout, stderr));

@@ -50,7 +50,7 @@ public static class GenerationApi
     public sealed record GenerationTimings(double QueueSeconds, double ComputeSeconds, double TotalSeconds);
 
     /// <param name="NonFiniteImages">Images whose sampled values held a NaN or an infinity: their pixels say nothing (0 when all are finite).</param>
-    public sealed record GenerationResult(string Id, int Count, long? Class, int Steps, double Cfg, string Strategy, long Seed, string[] Images,
+    public sealed record GenerationResult(string Id, int Count, long? Class, int Steps, double Cfg, string Strategy, string Sampler, long Seed, string[] Images,
         int[][] Routing, long[] ImageStepsByExpert, int[] LeftOutExperts, bool Degraded, int Retries, int RetriedImageSteps, GenerationTimings Timings,
         IReadOnlyList<ServedCheckpoint> Checkpoints, int NonFiniteImages);
 
@@ -280,7 +280,7 @@ public static class GenerationApi
         var perExpert = new long[done.ExpertCount];
         foreach (var k in done.Routing.SelectMany(r => r)) if (k >= 0) perExpert[k]++;
         var r = done.Request;
-        return new GenerationResult(done.Id, r.Count, r.Classes?[0], r.Steps, r.Cfg, r.Strategy, r.Seed, images, done.Routing, perExpert, done.LeftOutExperts,
+        return new GenerationResult(done.Id, r.Count, r.Classes?[0], r.Steps, r.Cfg, r.Strategy, r.Sampler ?? Diffusion.Sampling.FlowStep.Euler, r.Seed, images, done.Routing, perExpert, done.LeftOutExperts,
             done.LeftOutExperts.Length > 0, retries, done.RetriedRowSteps,
             new GenerationTimings(done.QueueSeconds, done.TotalSeconds - done.QueueSeconds, done.TotalSeconds), done.Checkpoints, done.NonFiniteImages);
     }

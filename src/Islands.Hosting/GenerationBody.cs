@@ -5,13 +5,15 @@ using System.Text.Json;
 using Islands.Actors.Serving;
 using Islands.Diffusion;
 using Islands.Diffusion.Routing;
+using Islands.Diffusion.Sampling;
 
 namespace Islands.Hosting;
 
 /// <summary>The JSON body of POST /v1/generations, as documented in the OpenAPI description.</summary>
 /// <param name="Class">A class index or name; absent or null for unconditional images.</param>
+/// <param name="Sampler">The ODE stepper: euler (one evaluation a step) or heun (two, except on the last step).</param>
 public sealed record GenerationBody(int? Count = 16, JsonElement? Class = null, int? Steps = 20, double? Cfg = 1.0, string? Strategy = "top1",
-    long? Seed = null, string? Format = "png", bool? Async = false);
+    long? Seed = null, string? Format = "png", bool? Async = false, string? Sampler = "euler");
 
 /// <summary>A validated body: what to compute, and how to answer.</summary>
 public sealed record ValidGeneration(GenerationRequest Request, string Format, bool Async, string RequestHash);
@@ -24,7 +26,7 @@ public static class GenerationBodyValidator
 {
     public const int MaxSteps = 200;
     public const double MaxCfg = 20;
-    private static readonly HashSet<string> Fields = ["count", "class", "steps", "cfg", "strategy", "seed", "format", "async"];
+    private static readonly HashSet<string> Fields = ["count", "class", "steps", "cfg", "strategy", "sampler", "seed", "format", "async"];
 
     /// <param name="seedFromKey">Seed to use when the body has none: derived from the Idempotency-Key, so a retry is the same request.</param>
     public static (ValidGeneration? Valid, Dictionary<string, string[]> Errors) Validate(JsonElement root, int classCount, IReadOnlyList<string> classNames, long? seedFromKey)
@@ -72,6 +74,14 @@ public static class GenerationBodyValidator
                 Error("strategy", "must be top1, top2, topk:N (N ≥ 1), full or threshold:P (0 < P ≤ 1)");
             }
         }
+        string? sampler = null;
+        if (root.TryGetProperty("sampler", out var m) && m.ValueKind != JsonValueKind.Null)
+        {
+            sampler = m.ValueKind == JsonValueKind.String ? m.GetString()!.ToLowerInvariant() : "";
+            if (!FlowStep.IsKnown(sampler)) Error("sampler", $"must be {FlowStep.Euler} or {FlowStep.Heun}");
+            // Euler is the default: stated or not, it is the same request (and the same Idempotency-Key digest).
+            else if (sampler == FlowStep.Euler) sampler = null;
+        }
         long? cls = null;
         if (root.TryGetProperty("class", out var k) && k.ValueKind != JsonValueKind.Null)
         {
@@ -100,7 +110,7 @@ public static class GenerationBodyValidator
             else Error("async", "must be true or false");
         }
         if (errors.Count > 0) return (null, errors);
-        var request = new GenerationRequest(count, cls is null ? null : Enumerable.Repeat(cls.Value, count).ToArray(), steps, cfg, strategy, seed);
+        var request = new GenerationRequest(count, cls is null ? null : Enumerable.Repeat(cls.Value, count).ToArray(), steps, cfg, strategy, seed, sampler);
         return (new ValidGeneration(request, format, async, Hash(request)), errors);
     }
 

@@ -9,6 +9,7 @@ using Akka.Configuration.Hocon;
 using Islands.Diffusion;
 using Islands.Diffusion.Configs;
 using Islands.Diffusion.Routing;
+using Islands.Diffusion.Methods;
 using Islands.Diffusion.Training;
 
 namespace Islands.Hosting;
@@ -142,7 +143,7 @@ public static partial class IslandNodeConfig
             Duration(config, "islands.lease.time-to-live"), Keys(config, "islands.publication.keys", "islands.publication.keys-file"), config);
     }
 
-    /// <summary>expert:K, monolith or router, with the training block read as the matching config record.</summary>
+    /// <summary>A registered method's job (expert:K, monolith, router, ...), with the training block read as the method's config record.</summary>
     public static TrainingJob ParseJob(string job, Config training)
     {
         var json = ToJson(training.Root);
@@ -153,22 +154,11 @@ public static partial class IslandNodeConfig
         };
         try
         {
-            if (job == "router")
-            {
-                var router = json.Deserialize<RouterConfig>(options)!;
-                // Unless it is set, the router has as many experts as its partition file has partitions.
-                if (json is JsonObject block && !block.ContainsKey("expertCount") && File.Exists(router.PartitionsFile))
-                    router = router with { ExpertCount = Diffusion.Partitioning.PartitionFile.Load(router.PartitionsFile).K };
-                Validate(router.Validate());
-                return TrainingJob.ForRouter(router);
-            }
-            var expert = json.Deserialize<TrainConfig>(options)!;
-            if (job == "monolith") expert = expert with { Job = "monolith", Expert = null, PartitionsFile = null };
-            else if (job.StartsWith("expert:", StringComparison.Ordinal) && int.TryParse(job["expert:".Length..], NumberStyles.None, CultureInfo.InvariantCulture, out var k))
-                expert = expert with { Job = "expert", Expert = k };
-            else throw new ConfigException("islands.job", $"'{job}' must be expert:K (K a partition index), monolith, or router");
-            Validate(expert.Validate());
-            return TrainingJob.ForExpert(expert);
+            var (method, argument) = MethodRegistry.Default.Resolve(job);
+            var read = (IMethodConfig)(json.Deserialize(method.ConfigType, options) ?? method.Defaults);
+            var config = method.Configure(read, argument, key => json is JsonObject block && block.ContainsKey(key));
+            Validate(config.Validate());
+            return MethodRegistry.Default.JobFor(config);
         }
         catch (JsonException e)
         {

@@ -40,7 +40,7 @@ public sealed class EnsembleSpecs
         {
             var x = randn([256, 2], dtype: ScalarType.Float64, generator: generator) * 2.5;
             var global = set.MarginalVelocity(x, full(256, t, dtype: ScalarType.Float64));
-            var combined = ensemble.Velocity(x, t, full(256, -1L, dtype: ScalarType.Int64), conditional: false, cfg: 1);
+            var combined = ensemble.Velocity(x, t, full(256, -1L, dtype: ScalarType.Int64), cfg: 1);
             var error = (combined - global).abs().max().item<double>();
             var scale = global.abs().max().item<double>();
             Assert.True(error <= 1e-9 * Math.Max(1, scale), $"t={t}: max |ensemble - global| = {error} (velocity scale {scale})");
@@ -53,7 +53,7 @@ public sealed class EnsembleSpecs
         TorchSetup.Initialise(2);
         var set = Points();
         var (ensemble, _) = Build(set, RoutingStrategy.Full);
-        var samples = FlowSampler.Sample(ensemble.Field(false, 1), 64, null, -1, new SamplerOptions(Steps: 200, Seed: 3), (2, 1, 1));
+        var samples = FlowSampler.Sample(ensemble.Field(1), 64, null, new SamplerOptions(Steps: 200, Seed: 3), (2, 1, 1));
         var flat = samples.view(64, 2).to_type(ScalarType.Float64);
         var nearest = (flat.unsqueeze(1) - set.Points.unsqueeze(0)).pow(2).sum(2).min(1).values.sqrt();
         Assert.True(nearest.max().item<double>() < 1e-3, $"farthest sample is {nearest.max().item<double>()} from the data");
@@ -92,8 +92,8 @@ public sealed class EnsembleSpecs
             var x = (1 - t) * set.Points.index_select(0, idx) + t * randn([512, 2], dtype: ScalarType.Float64, generator: evalGenerator);
             var global = set.MarginalVelocity(x, full(512, t, dtype: ScalarType.Float64));
             var classes = zeros(512, dtype: ScalarType.Int64);
-            learnedError += (learned.Velocity(x, t, classes, false, 1) - global).pow(2).mean().item<double>();
-            uniformError += (uniform.Velocity(x, t, classes, false, 1) - global).pow(2).mean().item<double>();
+            learnedError += (learned.Velocity(x, t, classes, 1) - global).pow(2).mean().item<double>();
+            uniformError += (uniform.Velocity(x, t, classes, 1) - global).pow(2).mean().item<double>();
         }
         Assert.True(learnedError < 0.1 * uniformError, $"learned-router error {learnedError:F4} vs uninformed router {uniformError:F4}");
     }
@@ -101,6 +101,7 @@ public sealed class EnsembleSpecs
     private sealed class FixedUniformRouter(int k) : IRouter
     {
         public int ExpertCount => k;
+        public long NullClass => 0;
         public Tensor Posterior(Tensor x, Tensor t, Tensor classes) => full([x.shape[0], k], 1.0 / k, dtype: ScalarType.Float64);
     }
 
@@ -163,7 +164,7 @@ public sealed class EnsembleSpecs
             new ExactPosteriorRouter(set), new RoutingStrategy("oracle", OracleExpert: 0)) { OracleAssignments = truth };
         var classes = full(200, -1L, dtype: ScalarType.Int64);
         foreach (var t in new[] { 0.2, 0.6, 0.95 })
-            Assert.True(top1.Velocity(x, t, classes, false, 1).eq(oracle.Velocity(x, t, classes, false, 1)).all().item<bool>());
+            Assert.True(top1.Velocity(x, t, classes, 1).eq(oracle.Velocity(x, t, classes, 1)).all().item<bool>());
     }
 
     [Theory]
@@ -188,7 +189,7 @@ public sealed class EnsembleSpecs
             var weights = ensemble.Weights(x, t, classes);
             Assert.Equal(0.0, weights[.., 2].abs().max().item<double>());
             Assert.True((weights.sum(1) - 1).abs().max().item<double>() < 1e-9, "weights must sum to 1 over the available experts");
-            ensemble.Velocity(x, t, classes, false, 1).Dispose();
+            ensemble.Velocity(x, t, classes, 1).Dispose();
         }
         Assert.Equal(0, experts[2].Calls);
         Assert.True(experts.Where((_, k) => k != 2).Sum(e => e.Rows) > 0);
@@ -202,7 +203,7 @@ public sealed class EnsembleSpecs
         var (ensemble, _) = Build(set, RoutingStrategy.Full, available: [false, true, false, false]);
         var x = randn([32, 2], dtype: ScalarType.Float64);
         var alone = set.MarginalVelocity(x, full(32, 0.4, dtype: ScalarType.Float64), [1]);
-        Assert.True((ensemble.Velocity(x, 0.4, full(32, -1L, dtype: ScalarType.Int64), false, 1) - alone).abs().max().item<double>() < 1e-12);
+        Assert.True((ensemble.Velocity(x, 0.4, full(32, -1L, dtype: ScalarType.Int64), 1) - alone).abs().max().item<double>() < 1e-12);
     }
 
     [Fact]
@@ -212,7 +213,7 @@ public sealed class EnsembleSpecs
         var set = Points();
         var (ensemble, experts) = Build(set, RoutingStrategy.Top1);
         var x = randn([100, 2], dtype: ScalarType.Float64) * 2;
-        ensemble.Velocity(x, 0.5, full(100, -1L, dtype: ScalarType.Int64), false, 1);
+        ensemble.Velocity(x, 0.5, full(100, -1L, dtype: ScalarType.Int64), 1);
         Assert.All(experts, e => Assert.True(e.Calls <= 1));
         Assert.Equal(100, experts.Sum(e => e.Rows));
         Assert.Equal(100, ensemble.RouterRowEvaluations);
@@ -230,7 +231,7 @@ public sealed class EnsembleSpecs
         var router = new FixedRouter(x => (x.flatten(1).mean([1]) > 0).to_type(ScalarType.Int64), 2);
         var trace = new RoutingTrace();
         var ensemble = new ExpertEnsemble([small, large], router, RoutingStrategy.Top1, trace: trace);
-        var samples = FlowSampler.Sample(ensemble.Field(conditional: true, cfg: 2.0), 6, [0, 1, 2, 0, 1, 2], -1, new SamplerOptions(Steps: 3), (1, 28, 28));
+        var samples = FlowSampler.Sample(ensemble.Field(cfg: 2.0), 6, [0, 1, 2, 0, 1, 2], new SamplerOptions(Steps: 3), (1, 28, 28));
         Assert.Equal([6L, 1, 28, 28], samples.shape);
         Assert.Equal(3, trace.Steps.Count);
         Assert.All(trace.Steps, step => Assert.All(step.Samples, s => Assert.Single(s.Experts)));

@@ -72,6 +72,7 @@ public sealed class ExactClusterExpert(ExactPointSet set, long cluster) : IVeloc
 public sealed class ExactPosteriorRouter(ExactPointSet set) : IRouter
 {
     public int ExpertCount => set.K;
+    public long NullClass => 0;
     public Tensor Posterior(Tensor x, Tensor t, Tensor classes) => set.Posterior(x, t);
 }
 
@@ -79,5 +80,6 @@ public sealed class ExactPosteriorRouter(ExactPointSet set) : IRouter
 public sealed class FixedRouter(Func<Tensor, Tensor> assign, int k) : IRouter
 {
     public int ExpertCount => k;
+    public long NullClass => 0;
     public Tensor Posterior(Tensor x, Tensor t, Tensor classes) => nn.functional.one_hot(assign(x), k).to_type(ScalarType.Float64);
 }

@@ -107,7 +107,7 @@ public sealed class IslandProtocolSpecs(ITestOutputHelper output)
         Assert.Equal(4300, settings.Port);
         Assert.Equal(8100, settings.HttpPort);
         Assert.Equal("expert:3", settings.Job.Name);
-        Assert.Equal(3, settings.Job.Expert!.Expert);
+        Assert.Equal(3, ((Diffusion.Configs.TrainConfig)settings.Job.Config).Expert);
         Assert.Equal(["akka.tcp://islands-from-file@10.0.0.1:4053", "akka.tcp://islands-from-file@10.0.0.2:4053"], settings.SeedNodes);
         Assert.Equal("sqlite", settings.JournalProvider);
         Assert.EndsWith(Path.Combine("from-file", "journal.db"), settings.JournalConnectionString);

@@ -69,6 +69,51 @@ public sealed class ServingApiSpecs(ServingNodeFixture fixture) : IClassFixture<
     }
 
     [Theory]
+    [InlineData("euler")]
+    [InlineData("heun")]
+    public async Task Should_serve_the_offline_ensembles_pixels_for_the_same_seed_with_either_stepper(string sampler)
+    {
+        using var http = Client();
+        using var response = await ServingTestStore.PostAsync(http, new { count = 4, @class = 7, steps = 5, seed = 23, strategy = "top2", sampler, format = "json" });
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var body = await Json(response);
+        Assert.Equal(sampler, body.GetProperty("sampler").GetString());
+        Assert.All(body.GetProperty("routing").EnumerateArray(), r => Assert.Equal(5, r.GetArrayLength()));
+        var served = body.GetProperty("images").EnumerateArray()
+            .SelectMany(i => Diffusion.Imaging.ImageGrid.DecodeGrey(Convert.FromBase64String(i.GetString()!)).Pixels).ToArray();
+
+        // The same published experts and router, sampled offline in this process: the one routed step, so the same pixels.
+        var scan = Diffusion.Serving.PublishedModels.Scan(fixture.Store);
+        var experts = scan.Experts.OrderBy(e => e.Expert).Select(e => Diffusion.Serving.ServedModels.LoadExpert(e, "fp32")).ToList();
+        var shape = Diffusion.Serving.ServedModels.ImageShape(scan.Experts[0]);
+        var (router, _) = Diffusion.Serving.ServedModels.LoadRouter(scan.Router!, shape.C * shape.H * shape.W);
+        try
+        {
+            byte[] Offline(string method)
+            {
+                var ensemble = new Diffusion.Routing.ExpertEnsemble(experts.Select(e => (Diffusion.Modules.IVelocityModel)e.Model).ToList(), router,
+                    Diffusion.Routing.RoutingStrategy.Parse("top2"));
+                using var samples = Diffusion.Sampling.FlowSampler.Sample(ensemble.Field(1), 4, [7, 7, 7, 7],
+                    new Diffusion.Sampling.SamplerOptions(Steps: 5, Method: method, Seed: 23), shape);
+                return Diffusion.Data.ImageTensors.ToBytes(samples);
+            }
+            var offline = Offline(sampler);
+            var other = Offline(sampler == "euler" ? "heun" : "euler");
+            var worst = served.Zip(offline, (a, b) => Math.Abs(a - b)).Max();
+            Assert.True(worst <= 1, $"{sampler}: served pixels differ from offline ones by up to {worst} of 255");
+            var apart = served.Zip(other, (a, b) => Math.Abs(a - b)).Max();
+            Assert.True(apart >= 6, $"{sampler}: the other stepper gives nearly the same pixels (up to {apart} apart), so this test cannot tell them apart");
+            Assert.True(served.Max() - served.Min() >= 32, $"{sampler}: served images are flat");
+        }
+        finally
+        {
+            router.Dispose();
+            foreach (var e in experts) e.Dispose();
+        }
+    }
+
+    [Theory]
+    [InlineData("""{"sampler":"rk4"}""", "sampler", "euler or heun")]
     [InlineData("""{"count":0}""", "count", "1 to 256")]
     [InlineData("""{"count":257}""", "count", "1 to 256")]
     [InlineData("""{"count":"many"}""", "count", "1 to 256")]

@@ -5,12 +5,16 @@ using Akka.Cluster.Sharding;
 using Akka.Event;
 using Islands.Diffusion;
 using Islands.Diffusion.Routing;
+using Islands.Diffusion.Sampling;
 using Islands.Diffusion.Serving;
+using Tensor = TorchSharp.torch.Tensor;
 
 namespace Islands.Actors.Serving;
 
 /// <summary>A generation as clients state it (validated by the API before it gets here).</summary>
-public sealed record GenerationRequest(int Count, long[]? Classes, int Steps, double Cfg, string Strategy, long Seed);
+/// <param name="Sampler">The ODE stepper, euler or heun; null is euler (and keeps the digest of requests stored before it existed).</param>
+public sealed record GenerationRequest(int Count, long[]? Classes, int Steps, double Cfg, string Strategy, long Seed,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Sampler = null);
 
 /// <summary>Start (or join) generation Id. The sender receives accepted, progress, and completed or failed.</summary>
 /// <param name="RequestHash">Digest of the request; the same Id with a different request is refused (Idempotency-Key reuse).</param>
@@ -83,12 +87,12 @@ public sealed class EnsembleRouterActor : ReceiveActor, IWithTimers
         public int LastReportedStep { get; set; }
     }
 
-    private sealed class InFlight(StepPlan plan, Activity? span)
+    private sealed class InFlight(StepPlan plan, Activity? span) : IDisposable
     {
         public StepPlan Plan { get; } = plan;
         public Activity? Span { get; } = span;
         public Stopwatch Clock { get; } = Stopwatch.StartNew();
-        public Dictionary<int, float[]> Answers { get; } = [];
+        public Dictionary<int, Tensor> Answers { get; } = [];
         public Dictionary<int, ServedCheckpoint> Checkpoints { get; } = [];
         public HashSet<int> Awaiting { get; } = [.. plan.Work.Select(w => w.Expert)];
         public HashSet<int> AppliedRows { get; } = [];
@@ -96,6 +100,13 @@ public sealed class EnsembleRouterActor : ReceiveActor, IWithTimers
         public bool Straggling { get; set; }
         public int DegradedRows { get; set; }
         public int StalledRows { get; set; }
+
+        public void Dispose()
+        {
+            Span?.Dispose();
+            Plan.Dispose();
+            foreach (var answer in Answers.Values) answer.Dispose();
+        }
     }
 
     private readonly string ensemble;
@@ -175,7 +186,8 @@ public sealed class EnsembleRouterActor : ReceiveActor, IWithTimers
         Context.System.EventStream.Unsubscribe(Self);
         if (sampler is not null) ServingTelemetry.AddQueued(-sampler.PendingRows);
         foreach (var t in tracked.Values) t.Span?.Dispose();
-        foreach (var current in steps.Values) current.Span?.Dispose();
+        foreach (var current in steps.Values) current.Dispose();
+        foreach (var id in tracked.Keys) sampler?.Remove(id);
         router?.Dispose();
     }
 
@@ -212,7 +224,7 @@ public sealed class EnsembleRouterActor : ReceiveActor, IWithTimers
             router?.Dispose();
             router = net;
             routerModel = next.Router;
-            sampler = new ContinuousSampler(net, net.NullClass, shape);
+            sampler = new ContinuousSampler(net, shape);
             notReady = null;
             log.Info($"ensemble {ensemble}: router {next.Router!.CheckpointDirectory} (step {next.Router.Step}) over {config.ExpertCount} experts, images {shape.C}x{shape.H}x{shape.W}");
         }
@@ -254,7 +266,7 @@ public sealed class EnsembleRouterActor : ReceiveActor, IWithTimers
         try
         {
             spec = new GenerationSpec(request.Request.Count, request.Request.Classes, request.Request.Steps, request.Request.Cfg,
-                RoutingStrategy.Parse(request.Request.Strategy), request.Request.Seed);
+                RoutingStrategy.Parse(request.Request.Strategy), request.Request.Seed, request.Request.Sampler ?? FlowStep.Euler);
             sampler.Admit(request.Id, spec);
         }
         catch (ConfigException e)
@@ -365,7 +377,17 @@ public sealed class EnsembleRouterActor : ReceiveActor, IWithTimers
         if (!steps.TryGetValue(reply.PlanId, out var current) || !current.Awaiting.Remove(reply.Expert)) return;
         var seconds = current.Clock.Elapsed.TotalSeconds;
         answerSeconds[reply.Expert] = answerSeconds.TryGetValue(reply.Expert, out var before) ? 0.8 * before + 0.2 * seconds : seconds;
-        current.Answers[reply.Expert] = ExpertVelocity.FromBytes(reply.Payload);
+        try
+        {
+            current.Answers[reply.Expert] = ExpertVelocity.FromBytes(reply.Payload, current.Plan.Work.Single(w => w.Expert == reply.Expert).X.shape);
+        }
+        catch (ArgumentException e)
+        {
+            log.Warning("ensemble {0}: expert {1} answered a malformed velocity: {2}", ensemble, reply.Expert, e.Message);
+            LeaveOut(reply.Expert);
+            Advance(current);
+            return;
+        }
         current.Checkpoints[reply.Expert] = new ServedCheckpoint($"expert:{reply.Expert}", reply.Step, reply.ManifestSha256);
         Advance(current);
     }
@@ -397,6 +419,7 @@ public sealed class EnsembleRouterActor : ReceiveActor, IWithTimers
         if (current.Awaiting.Count == 0)
         {
             steps.Remove(plan.Id);
+            current.Dispose();
             Timers.Cancel(DeadlineTimer(plan.Id));
             Timers.Cancel(StragglerTimer(plan.Id));
             current.Span?.SetTag("islands.degraded_rows", current.DegradedRows);

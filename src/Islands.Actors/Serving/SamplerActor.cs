@@ -136,11 +136,19 @@ public sealed class SamplerActor : ReceiveActor, IWithStash
         span?.SetTag("islands.expert", expert);
         span?.SetTag("islands.rows", request.T.Length);
         var c = loaded.Config;
-        var x = ExpertVelocity.FromBytes(request.Payload);
-        var v = ExpertVelocity.Evaluate(loaded.Model, x, request.T, request.Classes, request.Cfg, (c.ImageChannels, c.ImageSize, c.ImageSize));
+        byte[] v;
+        try
+        {
+            v = ExpertVelocity.Evaluate(loaded.Model, request.Payload, request.T, request.Classes, request.Cfg, (c.ImageChannels, c.ImageSize, c.ImageSize));
+        }
+        catch (ArgumentException e)
+        {
+            Sender.Tell(new ExpertVelocityFailed(request.PlanId, expert, e.Message));
+            return;
+        }
         // Blocks this entity's own pinned thread, so requests queue behind it as they would on a slowed node.
         if (injectedDelay > TimeSpan.Zero) Thread.Sleep(injectedDelay);
-        Sender.Tell(new ExpertVelocityReply(request.PlanId, expert, loaded.Published.ManifestSha256, loaded.Published.Step) { Payload = ExpertVelocity.ToBytes(v) });
+        Sender.Tell(new ExpertVelocityReply(request.PlanId, expert, loaded.Published.ManifestSha256, loaded.Published.Step) { Payload = v });
     }
 
     /// <summary>Routes velocity requests to "expert-K" entities; shards spread experts over the serving nodes.</summary>

@@ -65,7 +65,9 @@ public static class ServingCommands
         var url = new Option<string>("--url") { Description = "Any serving node, e.g. http://127.0.0.1:8080", Required = true };
         var count = new Option<int>("--count") { Description = "Images (1-256)", DefaultValueFactory = _ => 16 };
         var cls = new Option<string?>("--class") { Description = "Class index or name; omit for unconditional" };
-        var steps = new Option<int>("--steps") { Description = "Euler steps (1-200)", DefaultValueFactory = _ => 20 };
+        var steps = new Option<int>("--steps") { Description = "ODE steps (1-200)", DefaultValueFactory = _ => 20 };
+        var sampler = new Option<string>("--sampler") { Description = "euler or heun (two evaluations a step)", DefaultValueFactory = _ => "euler" };
+        sampler.AcceptOnlyFromAmong("euler", "heun");
         var cfg = new Option<double>("--cfg") { Description = "Classifier-free guidance scale (0-20; 1 = none)", DefaultValueFactory = _ => 1.0 };
         var strategy = new Option<string>("--strategy") { Description = "top1, top2, topk:N, full or threshold:P", DefaultValueFactory = _ => "top1" };
         var seed = new Option<long?>("--seed") { Description = "Seed (default: chosen by the server, reported back)" };
@@ -74,7 +76,7 @@ public static class ServingCommands
         var key = new Option<string?>("--idempotency-key") { Description = "Makes a retried request return the same result (default: a new key per invocation, reused on retry)" };
         var command = new Command("generate", $"Ask a serving cluster for images (the API key comes from {ApiKeyVariable})")
         {
-            url, count, cls, steps, cfg, strategy, seed, output, trace, key,
+            url, count, cls, steps, sampler, cfg, strategy, seed, output, trace, key,
         };
         command.SetAction(IslandsCli.Action(stdout, stderr, async (ctx, parse, cancel) =>
         {
@@ -83,7 +85,7 @@ public static class ServingCommands
             var body = new Dictionary<string, object?>
             {
                 ["count"] = parse.GetValue(count), ["class"] = classValue, ["steps"] = parse.GetValue(steps), ["cfg"] = parse.GetValue(cfg),
-                ["strategy"] = parse.GetValue(strategy), ["seed"] = parse.GetValue(seed), ["format"] = "json",
+                ["strategy"] = parse.GetValue(strategy), ["sampler"] = parse.GetValue(sampler), ["seed"] = parse.GetValue(seed), ["format"] = "json",
             };
             var address = parse.GetValue(url)!.TrimEnd('/') + "/v1/generations";
             var idempotency = parse.GetValue(key) ?? Guid.NewGuid().ToString("N");
@@ -142,7 +144,7 @@ public static class ServingCommands
             var side = (int)Math.Sqrt(pixels.Length / result.Count);
             Diffusion.Imaging.ImageGrid.SavePng(parse.GetValue(output)!, pixels, result.Count, 1, side, side);
             if (parse.GetValue(trace) is { } tracePath) AtomicFile.WriteAllText(tracePath, text);
-            ctx.Result(new { output = parse.GetValue(output), result.Id, result.Count, result.Seed, result.Strategy, result.ImageStepsByExpert, result.LeftOutExperts, result.Retries, result.Timings },
+            ctx.Result(new { output = parse.GetValue(output), result.Id, result.Count, result.Seed, result.Strategy, result.Sampler, result.ImageStepsByExpert, result.LeftOutExperts, result.Retries, result.Timings },
                 w => w.WriteLine($"wrote {result.Count} images to {parse.GetValue(output)} (generation {result.Id}, seed {result.Seed}, images·steps per expert [{string.Join(", ", result.ImageStepsByExpert)}]" +
                                  $"{(result.Degraded ? $", DEGRADED: experts {string.Join(",", result.LeftOutExperts)} left out" : "")}, {result.Timings.TotalSeconds:F2} s)"));
             return ExitCodes.Ok;

@@ -97,7 +97,7 @@ public static class EnsembleBenchmark
             {
                 var ensemble = new Routing.ExpertEnsemble(nets, router, Routing.RoutingStrategy.Parse(name), seed: options.Seed);
                 watch.Restart();
-                FlowSampler.Sample(ensemble.Field(true, options.Cfg), count, classes, -1, options, shape).Dispose();
+                FlowSampler.Sample(ensemble.Field(options.Cfg), count, classes, options, shape).Dispose();
                 var seconds = watch.Elapsed.TotalSeconds;
                 var expertCost = ensemble.ExpertRowEvaluations.Sum() * expertFlops;
                 var routerCost = ensemble.RouterRowEvaluations * routerFlops;

@@ -30,7 +30,7 @@ public sealed record TrainConfig(
     string Precision = "fp32",
     int SchemaVersion = TrainConfig.CurrentSchemaVersion,
     int MaxConsecutiveBadSteps = 5,
-    int MaxRollbacks = 2)
+    int MaxRollbacks = 2) : Methods.IMethodConfig
 {
     public const int CurrentSchemaVersion = 1;
     public ModelConfig ModelOrDefault => Model ?? new ModelConfig();

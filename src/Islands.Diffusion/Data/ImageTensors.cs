@@ -16,11 +16,11 @@ public static class ImageTensors
 
     public static Tensor Labels(LabeledImages images) => tensor(images.Labels.Select(b => (long)b).ToArray(), ScalarType.Int64);
 
-    /// <summary>[N, C, H, W] in [-1, 1] (values outside are clipped) back to raw bytes.</summary>
+    /// <summary>[N, C, H, W] in [-1, 1] (values outside are clipped, NaN becomes 0) back to raw bytes, rounding half to even.</summary>
     public static byte[] ToBytes(Tensor images)
     {
         using var scope = NewDisposeScope();
-        var bytes = ((images.detach().to(CPU).to_type(ScalarType.Float32).clamp(-1, 1) + 1) * 127.5f).round().to_type(ScalarType.Byte).contiguous();
+        var bytes = ((images.detach().to(CPU).to_type(ScalarType.Float32).clamp(-1, 1) + 1) * 127.5f).round().nan_to_num(0).to_type(ScalarType.Byte).contiguous();
         return bytes.data<byte>().ToArray();
     }
 }

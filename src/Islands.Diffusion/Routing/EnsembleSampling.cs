@@ -59,8 +59,7 @@ public static class EnsembleSampling
             var expertFlops = experts.Select((e, i) => TrainBenchmark.CountForwardFlopsPerImage(e, configs[i].ModelOrDefault)).ToArray();
             var velocityModels = experts.Select(e => Bfloat16Velocity.ForPrecision(e, precision)).ToList();
             var ensemble = new ExpertEnsemble(velocityModels, router, strategy, available, routingTrace, options.Seed) { OracleAssignments = oracleAssignments };
-            var conditional = classes is not null;
-            var samples = FlowSampler.Sample(ensemble.Field(conditional, options.Cfg), count, classes, -1, options, shape);
+            var samples = FlowSampler.Sample(ensemble.Field(options.Cfg), count, classes, options, shape);
             var expertCost = ensemble.ExpertRowEvaluations.Select((rows, i) => rows * expertFlops[i]).Sum();
             var routerCost = ensemble.RouterRowEvaluations * routerFlops;
             var costs = new EnsembleCosts(ensemble.ExpertRowEvaluations.Sum() / (double)count, routerCost / (routerCost + expertCost),

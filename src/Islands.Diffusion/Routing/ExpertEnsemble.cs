@@ -10,7 +10,8 @@ namespace Islands.Diffusion.Routing;
 /// the strategy turns it into sparse weights, and each selected expert runs once on just the rows routed to it.
 /// The velocity is sum_k w_k · v_k. Experts may differ in architecture. Unavailable experts (the mask) never get work:
 /// every strategy renormalises over the rest. Guidance routes with the conditional input and runs both branches on
-/// the chosen experts. Classes use -1 for "unconditional"; each model gets its own null class.
+/// the chosen experts. Classes use -1 for "unconditional"; each model gets its own null class. The step itself is
+/// <see cref="RoutedStep"/>'s, which serving shares.
 /// </summary>
 public sealed class ExpertEnsemble
 {
@@ -52,33 +53,30 @@ public sealed class ExpertEnsemble
     /// <summary>Per-row oracle partitions (for evaluation); overrides the strategy's single oracle expert.</summary>
     public long[]? OracleAssignments { get; init; }
 
-    public VelocityField Field(bool conditional, double cfg) => (x, t, classes, offset) => Velocity(x, t, classes, conditional, cfg, offset);
+    /// <summary>The ensemble's velocity field with guidance scale cfg for every conditional row.</summary>
+    public VelocityField Field(double cfg) => (x, t, classes, offset) => Velocity(x, t, classes, cfg, offset);
 
-    public Tensor Velocity(Tensor x, double t, Tensor classes, bool conditional, double cfg, int rowOffset = 0)
+    /// <summary>One routed step's velocity at time t; classes -1 are unconditional rows.</summary>
+    public Tensor Velocity(Tensor x, double t, Tensor classes, double cfg, int rowOffset = 0)
     {
         using var scope = NewDisposeScope();
-        var n = x.shape[0];
         var weights = Weights(x, t, classes, rowOffset);
-        var output = zeros_like(x);
-        var columns = weights.t().contiguous();
-        for (var k = 0; k < experts.Count; k++)
+        var times = FlowSampler.TimeColumn(x, t);
+        var scales = full(x.shape[0], cfg, dtype: times.dtype, device: x.device);
+        var guided = cfg != 1.0 ? (classes >= 0).sum().item<long>() : 0;
+        var answers = new List<ExpertAnswer>();
+        foreach (var part in RoutedStep.Split(weights))
         {
-            var column = columns[k];
-            var rows = column.nonzero().squeeze(1);
-            var count = rows.shape[0];
-            if (count == 0) continue;
-            if (!available[k]) throw new InvalidOperationException($"routing selected unavailable expert {k}");
-            var expert = experts[k];
-            var xs = x.index_select(0, rows);
-            var cs = classes.index_select(0, rows);
-            cs = where(cs < 0, full_like(cs, expert.NullClass), cs);
-            var v = FlowSampler.Velocity(expert, xs, t, cs, conditional, cfg);
-            var w = column.index_select(0, rows).to_type(x.dtype).view([count, .. Enumerable.Repeat(1L, (int)x.dim() - 1)]);
-            output.index_add_(0, rows, v.to_type(x.dtype) * w, 1);
-            expertRows[k] += count * (conditional && cfg != 1.0 ? 2 : 1);
+            if (!available[part.Expert]) throw new InvalidOperationException($"routing selected unavailable expert {part.Expert}");
+            var rows = tensor(part.Rows, device: x.device);
+            var v = GuidedVelocity.Evaluate(experts[part.Expert], x.index_select(0, rows), times.index_select(0, rows), classes.index_select(0, rows),
+                scales.index_select(0, rows));
+            answers.Add(new ExpertAnswer(part.Expert, part.Rows, v));
+            expertRows[part.Expert] += part.Rows.Length + (guided > 0 ? (classes.index_select(0, rows) >= 0).sum().item<long>() : 0);
         }
-        routerRows += n;
-        return output.MoveToOuterDisposeScope();
+        routerRows += x.shape[0];
+        var (velocity, _) = RoutedStep.Combine(weights, answers, x.shape, x.dtype);
+        return velocity.MoveToOuterDisposeScope();
     }
 
     /// <summary>The sparse, renormalised weights [B, K] that the strategy assigns at time t.</summary>
@@ -87,7 +85,7 @@ public sealed class ExpertEnsemble
         using var scope = NewDisposeScope();
         var n = x.shape[0];
         var k = experts.Count;
-        var mask = tensor(available.Select(a => a ? 1.0 : 0.0).ToArray(), dtype: ScalarType.Float64, device: x.device).unsqueeze(0);
+        var mask = RoutedStep.Mask(available, x.device);
         Tensor p;
         if (Strategy.Kind == "oracle" && OracleAssignments is null && available[Strategy.OracleExpert])
         {
@@ -98,11 +96,11 @@ public sealed class ExpertEnsemble
             var assigned = tensor(OracleAssignments[rowOffset..(rowOffset + (int)n)], device: x.device);
             p = nn.functional.one_hot(assigned, k).to_type(ScalarType.Float64) * mask;
             var orphaned = p.sum(1, keepdim: true) == 0;
-            if (orphaned.any().item<bool>()) p = where(orphaned, RouterProbabilities(x, t, classes) * mask, p);
+            if (orphaned.any().item<bool>()) p = where(orphaned, RoutedStep.Posterior(router, x, FlowSampler.TimeColumn(x, t), classes, mask), p);
         }
         else
         {
-            p = RouterProbabilities(x, t, classes) * mask;
+            p = RoutedStep.Posterior(router, x, FlowSampler.TimeColumn(x, t), classes, mask);
         }
         var w = RoutingWeights.Apply(p, mask, Strategy, available.Count(a => a), sampleGenerator);
         if (Trace is not null)
@@ -111,13 +109,5 @@ public sealed class ExpertEnsemble
             Trace.Record(t, rowOffset, Enumerable.Range(0, (int)n).Select(i => flat.AsSpan(i * k, k).ToArray()).ToArray());
         }
         return w.MoveToOuterDisposeScope();
-    }
-
-    private Tensor RouterProbabilities(Tensor x, double t, Tensor classes)
-    {
-        var tt = FlowSampler.TimeColumn(x, t);
-        var routerNull = router is RouterNet net ? net.NullClass : 0;
-        var rc = where(classes < 0, full_like(classes, routerNull), classes);
-        return router.Posterior(x, tt, rc).to_type(ScalarType.Float64);
     }
 }

@@ -20,6 +20,7 @@ public sealed class GaussianRouter : IRouter, IDisposable
     private readonly int classCount;
 
     public int ExpertCount { get; }
+    public long NullClass => classCount;
 
     /// <param name="means">[C+1, K, D] (or [K, D] for a class-blind router); the last row belongs to no class.</param>
     public GaussianRouter(Tensor means, Tensor variances, Tensor priors)

@@ -6,5 +6,9 @@ namespace Islands.Diffusion.Routing;
 public interface IRouter
 {
     int ExpertCount { get; }
+
+    /// <summary>The class that means "unconditional" to this router (callers say -1; <see cref="RoutedStep"/> maps it).</summary>
+    long NullClass { get; }
+
     torch.Tensor Posterior(torch.Tensor x, torch.Tensor t, torch.Tensor classes);
 }

@@ -20,7 +20,7 @@ public sealed record RouterConfig(
     int KeepCheckpoints = 3,
     int SchemaVersion = RouterConfig.CurrentSchemaVersion,
     int MaxConsecutiveBadSteps = 5,
-    int MaxRollbacks = 2)
+    int MaxRollbacks = 2) : Methods.IMethodConfig
 {
     public const int CurrentSchemaVersion = 1;
 

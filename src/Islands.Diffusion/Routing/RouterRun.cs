@@ -11,72 +11,16 @@ public sealed record RouterTrainingSummary(string RunDirectory, long Step, long 
 /// <summary>A router training run on disk (config.json + checkpoints/), resumable like an expert run.</summary>
 public static class RouterRun
 {
+    /// <summary>Trains through <see cref="TrainingLoop"/>; non-finite steps, rollbacks and divergence work as for an expert.</summary>
     public static RouterTrainingSummary Execute(RouterConfig config, string runDirectory, Action<TrainingProgress>? progress = null,
         Action<string>? log = null, CancellationToken cancel = default)
     {
-        var trainer = TrainingJob.OpenRouter(config, runDirectory);
-        try
-        {
-            return Execute(ref trainer, config, runDirectory, progress, log, cancel);
-        }
-        finally
-        {
-            trainer.Dispose();
-        }
-    }
-
-    /// <summary>The loop; non-finite steps, rollbacks and divergence work as in <see cref="TrainingRun"/>.</summary>
-    private static RouterTrainingSummary Execute(ref RouterTrainer trainer, RouterConfig config, string runDirectory, Action<TrainingProgress>? progress,
-        Action<string>? log, CancellationToken cancel)
-    {
-        var budget = new RollbackBudget("router", config.MaxRollbacks);
-        var store = trainer.Checkpoints;
-        var skipped = new List<CheckpointException>();
-        var newest = store.NewestValid(skipped);
-        foreach (var s in skipped) log?.Invoke($"skipping corrupt checkpoint: {s.Message}");
-        if (newest is { } found)
-        {
-            trainer.LoadCheckpoint(found.Directory);
-            log?.Invoke($"resuming router from step {trainer.Step}");
-        }
-        CheckpointRef? last = null;
-        var loss = float.NaN;
-        while (trainer.Step < config.Steps && !cancel.IsCancellationRequested)
-        {
-            var before = trainer.TrainSeconds;
-            var stepBefore = trainer.Step;
-            var untilCheckpoint = config.CheckpointEvery - (int)(trainer.Step % config.CheckpointEvery);
-            loss = trainer.Train(Math.Min(50, untilCheckpoint), cancel);
-            var rate = (trainer.Step - stepBefore) * config.BatchSize / Math.Max(1e-9, trainer.TrainSeconds - before);
-            (string Reason, long FailedAt)? trouble = Rollback.Needed(trainer, "router");
-            if (trouble is null && trainer.Guard.ConsecutiveBadSteps == 0 && (trainer.Step % config.CheckpointEvery == 0 || trainer.Step == config.Steps))
-            {
-                try
-                {
-                    last = trainer.SaveCheckpoint(store);
-                    budget.Committed(last.Step);
-                }
-                catch (NonFiniteTensorException e)
-                {
-                    trouble = (e.Message, trainer.Step);
-                }
-            }
-            if (trouble is null && trainer.Step >= config.Steps && trainer.Guard.ConsecutiveBadSteps > 0)
-                trouble = (trainer.Guard.Describe("router") + " at the end of the run", trainer.Guard.StreakStartedAt ?? trainer.Step);
-            progress?.Invoke(new TrainingProgress(trainer.Step, config.Steps, loss, rate, last));
-            if (trouble is { } t)
-            {
-                trainer = Rollback.ToLastGood(trainer, budget, t.Reason, t.FailedAt, () => TrainingJob.OpenRouter(config, runDirectory), log);
-                store = trainer.Checkpoints;
-                last = null;
-            }
-        }
-        if (cancel.IsCancellationRequested && trainer.Guard.ConsecutiveBadSteps == 0 && (last is null || last.Step != trainer.Step)) last = trainer.SaveCheckpoint(store);
+        var run = TrainingLoop.Run(() => TrainingJob.OpenRouter(config, runDirectory), "router", 50, progress, log, cancel);
+        using var trainer = run.Trainer;
         var report = trainer.Evaluate();
-        var history = trainer.LossHistory;
-        return new RouterTrainingSummary(runDirectory, trainer.Step, config.Steps, trainer.Step >= config.Steps, newest is not null,
-            TrainingCheckpoint.RecentLoss(history) ?? float.NaN, trainer.TrainSeconds > 0 ? trainer.Step * config.BatchSize / trainer.TrainSeconds : 0,
-            last?.Directory ?? newest?.Directory, report);
+        return new RouterTrainingSummary(runDirectory, trainer.Step, config.Steps, trainer.Step >= config.Steps, run.ResumedCheckpoint is not null,
+            TrainingCheckpoint.RecentLoss(trainer.LossHistory) ?? float.NaN, trainer.TrainSeconds > 0 ? trainer.Step * config.BatchSize / trainer.TrainSeconds : 0,
+            run.LastCommitted?.Directory ?? run.ResumedCheckpoint, report);
     }
 
     /// <summary>Loads a router run's newest verified checkpoint.</summary>

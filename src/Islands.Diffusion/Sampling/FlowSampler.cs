@@ -5,8 +5,9 @@ using static TorchSharp.torch;
 namespace Islands.Diffusion.Sampling;
 
 /// <summary>
-/// Integrates dx/dt = v(x, t, c) from t=1 (Gaussian noise) to t=0 with Euler or Heun steps, with classifier-free
-/// guidance done as one doubled batch. Deterministic for a seed: the noise of sample i depends only on the seed and i's batch.
+/// Integrates dx/dt = v(x, t, c) from t=1 (Gaussian noise) to t=0 with the stages of <see cref="FlowStep"/> (Euler or
+/// Heun), with classifier-free guidance done as one doubled batch. Deterministic for a seed: the noise of sample i
+/// depends only on the seed and i's batch.
 /// </summary>
 public static class FlowSampler
 {
@@ -14,13 +15,12 @@ public static class FlowSampler
     public static Tensor Sample(IVelocityModel model, int count, long[]? classes, SamplerOptions options, (long C, long H, long W) shape,
         Device? device = null, Action<int, int>? progress = null)
     {
-        var conditional = classes is not null;
-        VelocityField field = (x, t, c, _) => Velocity(model, x, t, c, conditional, options.Cfg);
-        return Sample(field, count, classes, model.NullClass, options, shape, device, progress);
+        VelocityField field = (x, t, c, _) => GuidedVelocity.Evaluate(model, x, t, c, options.Cfg);
+        return Sample(field, count, classes, options, shape, device, progress);
     }
 
-    /// <summary>Samples with any velocity field (one model, or an ensemble that routes every step).</summary>
-    public static Tensor Sample(VelocityField field, int count, long[]? classes, long nullClass, SamplerOptions options, (long C, long H, long W) shape,
+    /// <summary>Samples with any velocity field (one model, or an ensemble that routes every step); unconditional rows carry class -1.</summary>
+    public static Tensor Sample(VelocityField field, int count, long[]? classes, SamplerOptions options, (long C, long H, long W) shape,
         Device? device = null, Action<int, int>? progress = null)
     {
         options.ThrowIfInvalid();
@@ -32,10 +32,9 @@ public static class FlowSampler
         {
             var start = b * options.BatchSize;
             var n = Math.Min(options.BatchSize, count - start);
-            using var generator = new Generator((ulong)(options.Seed * 7919 + b), device);
-            using var noise = randn([n, shape.C, shape.H, shape.W], generator: generator, device: device);
+            using var noise = Noise(options.Seed, b, n, shape, device);
             using var c = classes is null
-                ? full(n, nullClass, dtype: ScalarType.Int64, device: device)
+                ? full(n, -1L, dtype: ScalarType.Int64, device: device)
                 : tensor(classes[start..(start + n)], device: device);
             var batchIndex = b;
             batches.Add(Integrate(field, noise, c, start, options, (step, total) => progress?.Invoke(batchIndex * total + step, totalBatches * total)));
@@ -43,6 +42,13 @@ public static class FlowSampler
         var result = cat(batches, 0);
         foreach (var t in batches) t.Dispose();
         return result;
+    }
+
+    /// <summary>The starting noise of batch b for a seed; serving draws a request's images the same way (batch 0).</summary>
+    public static Tensor Noise(long seed, int batch, long count, (long C, long H, long W) shape, Device? device = null)
+    {
+        using var generator = new Generator((ulong)(seed * 7919 + batch), device ?? CPU);
+        return randn([count, shape.C, shape.H, shape.W], generator: generator, device: device ?? CPU);
     }
 
     /// <summary>Integrates one batch starting from the given noise. Returns a new tensor; the inputs are not disposed.</summary>
@@ -54,19 +60,10 @@ public static class FlowSampler
         for (var i = 0; i < options.Steps; i++)
         {
             using var scope = NewDisposeScope();
-            var t = 1.0 - i * dt;
-            var v = field(x, t, classes, rowOffset);
-            Tensor next;
-            if (options.Method == "heun" && i < options.Steps - 1)
-            {
-                var predicted = x - dt * v;
-                var v2 = field(predicted, t - dt, classes, rowOffset);
-                next = x - dt * 0.5 * (v + v2);
-            }
-            else
-            {
-                next = x - dt * v;
-            }
+            var v = field(x, FlowStep.Time(i, options.Steps, 0), classes, rowOffset);
+            var next = FlowStep.HasCorrector(options.Method, i, options.Steps)
+                ? FlowStep.Correct(x, v, field(FlowStep.Predict(x, v, dt), FlowStep.Time(i, options.Steps, 1), classes, rowOffset), dt)
+                : FlowStep.Predict(x, v, dt);
             x.Dispose();
             x = next.MoveToOuterDisposeScope();
             progress?.Invoke(i + 1, options.Steps);
@@ -77,20 +74,7 @@ public static class FlowSampler
     /// <summary>t for every row of x: float64 for float64 states (exact tests), float32 otherwise (bf16 models cast internally).</summary>
     public static Tensor TimeColumn(Tensor x, double t) =>
         full(x.shape[0], t, dtype: x.dtype == ScalarType.Float64 ? ScalarType.Float64 : ScalarType.Float32, device: x.device);
-
-    /// <summary>The (guided) velocity of one model at a single time t for a whole batch; both guidance branches run as one batch.</summary>
-    public static Tensor Velocity(IVelocityModel model, Tensor x, double t, Tensor classes, bool conditional, double cfg)
-    {
-        using var scope = NewDisposeScope();
-        var n = x.shape[0];
-        var tt = TimeColumn(x, t);
-        if (!conditional || cfg == 1.0) return model.Velocity(x, tt, classes).MoveToOuterDisposeScope();
-        var both = model.Velocity(cat([x, x], 0), cat([tt, tt], 0), cat([classes, full_like(classes, model.NullClass)], 0));
-        var vc = both[..(int)n];
-        var vu = both[(int)n..];
-        return (vu + cfg * (vc - vu)).MoveToOuterDisposeScope();
-    }
 }
 
-/// <summary>dx/dt at time t for a batch; rowOffset is the batch's first sample index (for routing traces).</summary>
+/// <summary>dx/dt at time t for a batch (classes -1 for unconditional); rowOffset is the batch's first sample index (for routing traces).</summary>
 public delegate Tensor VelocityField(Tensor x, double t, Tensor classes, int rowOffset);

@@ -8,7 +8,7 @@ public sealed record SamplerOptions(int Steps = 20, string Method = "euler", dou
     public IEnumerable<string> Validate()
     {
         if (Steps is < 1 or > 1000) yield return $"--steps: {Steps} must lie in 1..1000";
-        if (Method is not ("euler" or "heun")) yield return $"--sampler: '{Method}' must be euler or heun";
+        if (!FlowStep.IsKnown(Method)) yield return $"--sampler: '{Method}' must be euler or heun";
         if (Cfg is < 0 or > 20 || double.IsNaN(Cfg)) yield return $"--cfg: {Cfg} must lie in 0..20";
         if (BatchSize < 1) yield return $"--batch: {BatchSize} must be at least 1";
     }
@@ -18,5 +18,5 @@ public sealed record SamplerOptions(int Steps = 20, string Method = "euler", dou
     public bool Guided(bool conditional) => conditional && Cfg != 1.0;
 
     /// <summary>Network evaluations per image: Euler one per step, Heun two per step but one on the last; guidance doubles it.</summary>
-    public int EvaluationsPerImage(bool conditional) => (Method == "heun" ? 2 * Steps - 1 : Steps) * (Guided(conditional) ? 2 : 1);
+    public int EvaluationsPerImage(bool conditional) => FlowStep.Evaluations(Method, Steps) * (Guided(conditional) ? 2 : 1);
 }

@@ -2,6 +2,7 @@ using Islands.Diffusion.Checkpoints;
 using Islands.Diffusion.Configs;
 using Islands.Diffusion.Data;
 using Islands.Diffusion.IO;
+using Islands.Diffusion.Methods;
 using Islands.Diffusion.Partitioning;
 using Islands.Diffusion.Routing;
 using static TorchSharp.torch;
@@ -9,30 +10,24 @@ using static TorchSharp.torch;
 namespace Islands.Diffusion.Training;
 
 /// <summary>
-/// What an island trains: one expert (or the monolith) from a <see cref="TrainConfig"/>, or the router from a
-/// <see cref="RouterConfig"/>. Opening a job freezes its config in the run directory (refusing a run directory that holds
-/// different settings) and builds its trainer; resuming from a checkpoint is the caller's choice.
+/// What an island (or a train command) trains: a registered <see cref="TrainingMethod"/> with its typed config, under
+/// the job's name (expert:K, monolith, router, ...). Opening a job freezes its config in the run directory (refusing a
+/// run directory that holds different settings) and builds its trainer; resuming from a checkpoint is the caller's choice.
 /// </summary>
-public sealed record TrainingJob(string Name, TrainConfig? Expert, RouterConfig? Router)
+public sealed record TrainingJob(string Name, TrainingMethod Method, IMethodConfig Config)
 {
-    public long TotalSteps => Expert?.Steps ?? Router!.Steps;
-    public int BatchSize => Expert?.BatchSize ?? Router!.BatchSize;
-    public int CheckpointEvery => Expert?.CheckpointEvery ?? Router!.CheckpointEvery;
-    public int MaxRollbacks => Expert?.MaxRollbacks ?? Router!.MaxRollbacks;
+    public long TotalSteps => Config.Steps;
+    public int BatchSize => Config.BatchSize;
+    public int CheckpointEvery => Config.CheckpointEvery;
+    public int MaxRollbacks => Config.MaxRollbacks;
 
-    public static TrainingJob ForExpert(TrainConfig config) =>
-        new(config.Expert is { } k ? $"expert:{k}" : config.Job, config, null);
+    public static TrainingJob ForExpert(TrainConfig config) => MethodRegistry.Default.JobFor(config);
 
-    public static TrainingJob ForRouter(RouterConfig config) => new("router", null, config);
+    public static TrainingJob ForRouter(RouterConfig config) => MethodRegistry.Default.JobFor(config);
 
-    public void ThrowIfInvalid()
-    {
-        if (Expert is not null) Expert.ThrowIfInvalid();
-        else Router!.ThrowIfInvalid();
-    }
+    public void ThrowIfInvalid() => ConfigException.ThrowFirst(Config.Validate());
 
-    public IChunkedTrainer Open(string runDirectory, Action<string>? log = null, Device? device = null) =>
-        Expert is not null ? OpenExpert(Expert, runDirectory, log, device) : OpenRouter(Router!, runDirectory);
+    public IChunkedTrainer Open(string runDirectory, Action<string>? log = null, Device? device = null) => Method.Open(Config, runDirectory, log, device);
 
     public static ExpertTrainer OpenExpert(TrainConfig config, string runDirectory, Action<string>? log = null, Device? device = null)
     {

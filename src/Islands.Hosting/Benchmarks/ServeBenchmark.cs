@@ -224,7 +224,7 @@ public static class ServeBenchmark
             var standIn = models.First(m => m is not null)!;
             var ensemble = new ExpertEnsemble(models.Select(m => m ?? standIn).ToList(), router, RoutingStrategy.Parse(strategy), available);
             var clock = Stopwatch.StartNew();
-            using var samples = FlowSampler.Sample(ensemble.Field(false, 1), images, null, -1, new SamplerOptions(Steps: steps, Seed: 1, BatchSize: images), shape);
+            using var samples = FlowSampler.Sample(ensemble.Field(1), images, null, new SamplerOptions(Steps: steps, Seed: 1, BatchSize: images), shape);
             var seconds = clock.Elapsed.TotalSeconds;
             return new OfflineSampling(images, steps, seconds, images / seconds);
         }
