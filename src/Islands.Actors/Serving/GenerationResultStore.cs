@@ -8,7 +8,25 @@ namespace Islands.Actors.Serving;
 /// </summary>
 public sealed class GenerationResultStore(string directory)
 {
+    private const int RecentCount = 64;
+    private readonly Dictionary<string, GenerationCompleted> recent = [];
+    private readonly Queue<string> recentOrder = new();
+
     public string Directory { get; } = directory;
+
+    /// <summary>
+    /// Keeps the last results in memory as well: a retry right after is answered without reading the disk, and is
+    /// answered even when the result could not be written. Not thread-safe: one router owns a store it remembers in.
+    /// </summary>
+    public void Remember(GenerationCompleted completed)
+    {
+        recent[completed.Id] = completed;
+        recentOrder.Enqueue(completed.Id);
+        while (recentOrder.Count > RecentCount) recent.Remove(recentOrder.Dequeue());
+    }
+
+    /// <summary>A result remembered or stored (by any node), or null.</summary>
+    public GenerationCompleted? Find(string id) => recent.TryGetValue(id, out var done) ? done : TryLoad(id);
 
     private string PathOf(string id) => Path.Combine(Directory, id + ".bin");
 

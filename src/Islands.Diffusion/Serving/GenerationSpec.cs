@@ -18,8 +18,9 @@ public sealed record GenerationSpec(int Count, long[]? Classes, int Steps, doubl
 
 /// <param name="Samples">The final states, Count × C·H·W floats in [-1, 1] (unclipped); Pixels are their uint8 images.</param>
 /// <param name="Routing">Per image and step, the expert with the largest weight at the step's first evaluation.</param>
+/// <param name="NonFiniteImages">Images whose final state holds a NaN or an infinity (their pixels say nothing).</param>
 public sealed record CompletedGeneration(string Id, GenerationSpec Spec, float[] Samples, byte[] Pixels, int[] LeftOutExperts, int[][] Routing,
-    int RetriedRowSteps, double QueueSeconds, double TotalSeconds);
+    int RetriedRowSteps, double QueueSeconds, double TotalSeconds, int NonFiniteImages);
 
 /// <summary>What applying (some rows of) a step did. Stalled rows had no selected expert answer; they retry at the next step.</summary>
 public sealed record StepOutcome(int Rows, int DegradedRows, int StalledRows, IReadOnlyList<ServedGeneration> Advanced,

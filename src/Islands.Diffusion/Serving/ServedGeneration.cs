@@ -105,8 +105,9 @@ public sealed class ServedGeneration : IDisposable
         using var scope = NewDisposeScope();
         var samples = X.contiguous().data<float>().ToArray();
         var pixels = Data.ImageTensors.ToBytes(X);
+        var nonFinite = (int)X.isfinite().logical_not().flatten(1).any(1).sum().item<long>();
         return new CompletedGeneration(Id, Spec, samples, pixels, [.. LeftOut], Routing.Select(r => r.ToArray()).ToArray(), RetriedRowSteps,
-            QueueSeconds ?? 0, Clock.Elapsed.TotalSeconds);
+            QueueSeconds ?? 0, Clock.Elapsed.TotalSeconds, nonFinite);
     }
 
     public void Dispose()
