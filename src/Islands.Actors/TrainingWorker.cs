@@ -88,7 +88,8 @@ public sealed class TrainingWorker : ReceiveActor
             job.Tell(new TrainingFinished(t.Step));
             return;
         }
-        var chunk = TrainingLoop.RunChunk(t, settings.Job.Name, settings.ChunkSteps, log: message => log.Info("island {0}: {1}", settings.Island, message));
+        var chunk = TrainingLoop.RunChunk(t, settings.Job.Name, settings.ChunkSteps,
+            log: message => log.Info("island {0}: {1}", settings.Island, message));
         var badSteps = badStepsOfEarlierTrainers + t.Guard.BadSteps;
         if (badSteps > badStepsReported) IslandTelemetry.SkippedSteps.Add(badSteps - badStepsReported, IslandTelemetry.Tag(settings.Island));
         badStepsReported = badSteps;
@@ -120,7 +121,8 @@ public sealed class TrainingWorker : ReceiveActor
     private void CommitAndStopNow()
     {
         if (trainer is not null && trainer.Guard.ConsecutiveBadSteps > 0)
-            log.Warning("island {0}: not committing step {1} on stop: {2} bad step(s) in a row", settings.Island, trainer.Step, trainer.Guard.ConsecutiveBadSteps);
+            log.Warning("island {0}: not committing step {1} on stop: {2} bad step(s) in a row", settings.Island, trainer.Step,
+                trainer.Guard.ConsecutiveBadSteps);
         if (trainer is not null && trainer.Step > lastCommittedStep && trainer.Guard.ConsecutiveBadSteps == 0)
         {
             var history = trainer.LossHistory;
@@ -151,7 +153,8 @@ public sealed class TrainingWorker : ReceiveActor
     }
 
     /// <param name="BadSteps">Steps skipped for a non-finite loss or gradient norm by this worker so far.</param>
-    public sealed record WorkerProgress(long Step, float Loss, int Steps, double StepsPerSecond, double ImagesPerSecond, long BadSteps = 0) : INoSerializationVerificationNeeded;
+    public sealed record WorkerProgress(long Step, float Loss, int Steps, double StepsPerSecond, double ImagesPerSecond,
+        long BadSteps = 0) : INoSerializationVerificationNeeded;
 
     /// <summary>
     /// Worker to job: too many non-finite steps in a row (from <paramref name="FailedAt"/>), or a checkpoint refused for a

@@ -29,7 +29,8 @@ public static class GenerationBodyValidator
     private static readonly HashSet<string> Fields = ["count", "class", "steps", "cfg", "strategy", "sampler", "seed", "format", "async"];
 
     /// <param name="seedFromKey">Seed to use when the body has none: derived from the Idempotency-Key, so a retry is the same request.</param>
-    public static (ValidGeneration? Valid, Dictionary<string, string[]> Errors) Validate(JsonElement root, int classCount, IReadOnlyList<string> classNames, long? seedFromKey)
+    public static (ValidGeneration? Valid, Dictionary<string, string[]> Errors) Validate(JsonElement root, int classCount,
+        IReadOnlyList<string> classNames, long? seedFromKey)
     {
         var errors = new Dictionary<string, string[]>();
         void Error(string field, string message) => errors[field] = [message];
@@ -65,7 +66,9 @@ public static class GenerationBodyValidator
         {
             try
             {
-                strategy = s.ValueKind == JsonValueKind.String ? RoutingStrategy.Parse(s.GetString()!).ToString() : throw new ConfigException("strategy", "not a string");
+                strategy = s.ValueKind == JsonValueKind.String
+                    ? RoutingStrategy.Parse(s.GetString()!).ToString()
+                    : throw new ConfigException("strategy", "not a string");
                 if (strategy.StartsWith("sample", StringComparison.Ordinal) || strategy.StartsWith("oracle", StringComparison.Ordinal))
                     Error("strategy", "must be top1, top2, topk:N, full or threshold:P (sample and oracle are for offline evaluation)");
             }
@@ -86,7 +89,9 @@ public static class GenerationBodyValidator
         if (root.TryGetProperty("class", out var k) && k.ValueKind != JsonValueKind.Null)
         {
             if (k.ValueKind == JsonValueKind.Number && k.TryGetInt64(out var index) && index >= 0 && index < classCount) cls = index;
-            else if (k.ValueKind == JsonValueKind.String && classNames.Select((n, i) => (n, i)).FirstOrDefault(p => string.Equals(p.n, k.GetString(), StringComparison.OrdinalIgnoreCase)) is { n: not null } named)
+            else if (k.ValueKind == JsonValueKind.String
+                && classNames.Select((n, i) => (n, i))
+                    .FirstOrDefault(p => string.Equals(p.n, k.GetString(), StringComparison.OrdinalIgnoreCase)) is { n: not null } named)
                 cls = named.i;
             else Error("class", classNames.Count > 0
                 ? $"must be an index from 0 to {classCount - 1} or one of: {string.Join(", ", classNames)}"
@@ -95,7 +100,8 @@ public static class GenerationBodyValidator
         long seed = seedFromKey ?? RandomNumberGenerator.GetInt32(int.MaxValue);
         if (root.TryGetProperty("seed", out var sd) && sd.ValueKind != JsonValueKind.Null)
         {
-            if (sd.ValueKind != JsonValueKind.Number || !sd.TryGetInt64(out seed) || seed < 0 || seed > (1L << 53)) Error("seed", "must be an integer from 0 to 2^53");
+            if (sd.ValueKind != JsonValueKind.Number || !sd.TryGetInt64(out seed) || seed < 0 || seed > (1L << 53))
+                Error("seed", "must be an integer from 0 to 2^53");
         }
         var format = "png";
         if (root.TryGetProperty("format", out var f) && f.ValueKind != JsonValueKind.Null)
@@ -110,7 +116,8 @@ public static class GenerationBodyValidator
             else Error("async", "must be true or false");
         }
         if (errors.Count > 0) return (null, errors);
-        var request = new GenerationRequest(count, cls is null ? null : Enumerable.Repeat(cls.Value, count).ToArray(), steps, cfg, strategy, seed, sampler);
+        var request = new GenerationRequest(count, cls is null ? null : Enumerable.Repeat(cls.Value, count).ToArray(), steps, cfg, strategy, seed,
+            sampler);
         return (new ValidGeneration(request, format, async, Hash(request)), errors);
     }
 

@@ -51,7 +51,8 @@ public static partial class IslandNodeConfig
         ["ISLANDS_PUBLICATION_KEYS_FILE"] = "islands.publication.keys-file",
     };
 
-    private static readonly HashSet<string> ListKeys = ["islands.seed-nodes", "islands.bootstrap.contact-points", "islands.tls.trusted-thumbprints", "islands.serving-contacts", "islands.publication.keys"];
+    private static readonly HashSet<string> ListKeys = ["islands.seed-nodes", "islands.bootstrap.contact-points", "islands.tls.trusted-thumbprints",
+        "islands.serving-contacts", "islands.publication.keys"];
 
     /// <param name="options">Configuration keys set by command-line options (null values are left out).</param>
     public static Config Load(string? configFile, IReadOnlyDictionary<string, string?> options, IDictionary? environment = null,
@@ -66,7 +67,8 @@ public static partial class IslandNodeConfig
         var file = configFile is null ? Config.Empty : ParseFile(configFile);
         var fromOptions = FromPairs(options.Where(p => p.Value is not null).Select(p => (p.Key, p.Value!)), listKeys);
         var env = environment ?? Environment.GetEnvironmentVariables();
-        var fromEnvironment = FromPairs(environmentKeys.Where(p => env.Contains(p.Key) && env[p.Key] is string).Select(p => (p.Value, (string)env[p.Key]!)), listKeys);
+        var fromEnvironment = FromPairs(environmentKeys.Where(p => env.Contains(p.Key) && env[p.Key] is string)
+            .Select(p => (p.Value, (string)env[p.Key]!)), listKeys);
         return fromEnvironment.WithFallback(fromOptions).WithFallback(file).WithFallback(defaults);
     }
 
@@ -86,7 +88,8 @@ public static partial class IslandNodeConfig
     private static Config FromPairs(IEnumerable<(string Key, string Value)> pairs, IReadOnlySet<string> listKeys)
     {
         var lines = pairs.Select(p => listKeys.Contains(p.Key)
-            ? $"{p.Key} = [{string.Join(", ", p.Value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(Quote))}]"
+            ? $"{p.Key} = [{string.Join(", ", p.Value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+                .Select(Quote))}]"
             : $"{p.Key} = {Quote(p.Value)}");
         return ConfigurationFactory.ParseString(string.Join("\n", lines));
     }
@@ -96,24 +99,29 @@ public static partial class IslandNodeConfig
     public static IslandNodeSettings Parse(Config config)
     {
         var island = String(config, "islands.island");
-        if (!IslandName().IsMatch(island)) throw new ConfigException("islands.island", $"'{island}' must be 1-40 characters of a-z, 0-9 and '-', starting with a letter or digit");
+        if (!IslandName().IsMatch(island)) throw new ConfigException("islands.island",
+            $"'{island}' must be 1-40 characters of a-z, 0-9 and '-', starting with a letter or digit");
         var jobName = String(config, "islands.job");
         var job = ParseJob(jobName, config.GetConfig("islands.training") ?? Config.Empty);
         var provider = String(config, "islands.journal.provider").ToLowerInvariant();
-        if (provider is not ("sqlite" or "postgresql")) throw new ConfigException("islands.journal.provider", $"'{provider}' must be sqlite or postgresql");
+        if (provider is not ("sqlite" or "postgresql")) throw new ConfigException("islands.journal.provider",
+            $"'{provider}' must be sqlite or postgresql");
         var store = String(config, "islands.store");
         var connection = config.GetString("islands.journal.connection-string", "");
         if (string.IsNullOrWhiteSpace(connection))
         {
-            if (provider == "postgresql") throw new ConfigException("islands.journal.connection-string", "required with the postgresql provider (ISLANDS_JOURNAL_CONNECTION_STRING)");
+            if (provider == "postgresql") throw new ConfigException("islands.journal.connection-string",
+                "required with the postgresql provider (ISLANDS_JOURNAL_CONNECTION_STRING)");
             connection = $"Data Source={Path.Combine(Path.GetFullPath(Path.Combine(store, island)), "journal.db")}";
         }
         var exporter = String(config, "islands.telemetry.exporter").ToLowerInvariant();
-        if (exporter is not ("none" or "console" or "otlp")) throw new ConfigException("islands.telemetry.exporter", $"'{exporter}' must be none, console or otlp");
+        if (exporter is not ("none" or "console" or "otlp")) throw new ConfigException("islands.telemetry.exporter",
+            $"'{exporter}' must be none, console or otlp");
         var chunk = Int(config, "islands.chunk-steps", 1, 100_000);
         var minBackoff = Duration(config, "islands.backoff.min");
         var maxBackoff = Duration(config, "islands.backoff.max");
-        if (maxBackoff < minBackoff) throw new ConfigException("islands.backoff.max", $"{maxBackoff} is shorter than islands.backoff.min ({minBackoff})");
+        if (maxBackoff < minBackoff) throw new ConfigException("islands.backoff.max",
+            $"{maxBackoff} is shorter than islands.backoff.min ({minBackoff})");
         var tls = RemoteTls.Parse(config, "islands.");
         var seeds = config.GetStringList("islands.seed-nodes") ?? [];
         var protocol = tls.Enabled ? "akka.ssl.tcp://" : "akka.tcp://";
@@ -121,93 +129,32 @@ public static partial class IslandNodeConfig
         foreach (var seed in seeds)
         {
             if (!seed.StartsWith(protocol + systemName, StringComparison.Ordinal))
-                throw new ConfigException("islands.seed-nodes", $"'{seed}' must start with {protocol}{systemName} (this island's actor system{(tls.Enabled ? ", over TLS" : "")})");
+                throw new ConfigException("islands.seed-nodes",
+                    $"'{seed}' must start with {protocol}{systemName} (this island's actor system{(tls.Enabled ? ", over TLS" : "")})");
         }
         var contacts = config.GetStringList("islands.serving-contacts") ?? [];
         foreach (var contact in contacts)
         {
             if (!ServingContact().IsMatch(contact))
-                throw new ConfigException("islands.serving-contacts", $"'{contact}' must be a serving node's receptionist, e.g. {protocol}serving-main@10.0.0.5:5053/system/receptionist");
+                throw new ConfigException("islands.serving-contacts",
+                    $"'{contact}' must be a serving node's receptionist, e.g. {protocol}serving-main@10.0.0.5:5053/system/receptionist");
             // One remoting transport per node: an island over TLS reaches only serving over TLS, and plain only plain.
             if (!contact.StartsWith(protocol, StringComparison.Ordinal))
-                throw new ConfigException("islands.serving-contacts", $"'{contact}' must start with {protocol}: this island's remoting TLS is {(tls.Enabled ? "on" : "off")}, and serving's must be too");
+                throw new ConfigException("islands.serving-contacts",
+                    $"'{contact}' must start with {protocol}: this island's remoting TLS is {(tls.Enabled ? "on" : "off")}, " +
+                    "and serving's must be too");
         }
         var publicHost = config.GetString("islands.public-hostname", "");
         var hostname = String(config, "islands.hostname");
         var httpPort = Int(config, "islands.http.port", 0, 65535);
-        var formation = ClusterFormation.Parse(config, "islands.", [.. seeds], string.IsNullOrWhiteSpace(publicHost) ? hostname : publicHost, httpPort);
+        var formation = ClusterFormation.Parse(config, "islands.", [.. seeds], string.IsNullOrWhiteSpace(publicHost) ? hostname : publicHost,
+            httpPort);
         return new IslandNodeSettings(island, job, store, hostname, string.IsNullOrWhiteSpace(publicHost) ? null : publicHost,
             Int(config, "islands.port", 0, 65535), formation, String(config, "islands.http.hostname"),
             httpPort, provider, connection, chunk, minBackoff, maxBackoff, Duration(config, "islands.split-brain.stable-after"),
             tls, exporter, String(config, "islands.telemetry.otlp-endpoint"), [.. contacts], Int(config, "islands.torch-threads", 0, 1024),
             Duration(config, "islands.lease.time-to-live"), Keys(config, "islands.publication.keys", "islands.publication.keys-file"), config);
     }
-
-    /// <summary>A registered method's job (expert:K, monolith, router, ...), with the training block read as the method's config record.</summary>
-    public static TrainingJob ParseJob(string job, Config training)
-    {
-        var json = ToJson(training.Root);
-        var options = new JsonSerializerOptions(JsonSerializerDefaults.Web)
-        {
-            NumberHandling = JsonNumberHandling.AllowReadingFromString,
-            UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
-        };
-        try
-        {
-            var (method, argument) = MethodRegistry.Default.Resolve(job);
-            var read = (IMethodConfig)(json.Deserialize(method.ConfigType, options) ?? method.Defaults);
-            var config = method.Configure(read, argument, key => json is JsonObject block && block.ContainsKey(key));
-            Validate(config.Validate());
-            return MethodRegistry.Default.JobFor(config);
-        }
-        catch (JsonException e)
-        {
-            var path = e.Path?.TrimStart('$', '.') ?? "";
-            throw new ConfigException(path.Length == 0 ? "islands.training" : "islands.training." + string.Join('.', path.Split('.').Select(KebabCase)),
-                e.Message.Contains("could not be mapped", StringComparison.Ordinal) ? "unknown setting" : e.Message.Split(" Path:")[0]);
-        }
-    }
-
-    /// <summary>The training configs name their fields as the train commands' options do; a node's user wrote HOCON keys.</summary>
-    private static readonly Dictionary<string, string> OptionKeys = new()
-    {
-        ["--data"] = "islands.training.data-directory", ["--partitions"] = "islands.training.partitions-file", ["--expert"] = "islands.job",
-        ["--steps"] = "islands.training.steps", ["--batch"] = "islands.training.batch-size", ["--lr"] = "islands.training.learning-rate",
-        ["--warmup"] = "islands.training.warmup-steps", ["--ema"] = "islands.training.ema-decay", ["--t-sampling"] = "islands.training.time-sampling",
-        ["--checkpoint-every"] = "islands.training.checkpoint-every", ["--keep"] = "islands.training.keep-checkpoints",
-        ["--precision"] = "islands.training.precision", ["--k"] = "islands.training.expert-count",
-    };
-
-    private static void Validate(IEnumerable<string> errors)
-    {
-        var first = errors.FirstOrDefault();
-        if (first is null) return;
-        var colon = first.IndexOf(':');
-        var field = colon < 0 ? "" : first[..colon];
-        var problem = colon < 0 ? first : first[(colon + 1)..].TrimStart();
-        var key = OptionKeys.TryGetValue(field, out var mapped) ? mapped
-            : field.Length > 0 && !field.StartsWith('-') ? "islands.training." + KebabCase(field) : "islands.training";
-        throw new ConfigException(key, problem);
-    }
-
-    private static string KebabCase(string name) => string.Concat(name.Select((c, i) => char.IsUpper(c) ? (i > 0 ? "-" : "") + char.ToLowerInvariant(c) : c.ToString()));
-
-    private static JsonNode? ToJson(HoconValue? value)
-    {
-        if (value is null || value.IsEmpty) return new JsonObject();
-        if (value.IsObject())
-        {
-            var obj = new JsonObject();
-            foreach (var (key, item) in value.GetObject().Items) obj[CamelCase(key)] = ToJson(item);
-            return obj;
-        }
-        if (value.IsArray()) return new JsonArray(value.GetArray().Select(ToJson).ToArray());
-        var text = value.GetString();
-        return text is null or "null" ? null : JsonValue.Create(text);
-    }
-
-    private static string CamelCase(string key) =>
-        string.Concat(key.Split('-').Select((part, i) => i == 0 || part.Length == 0 ? part : char.ToUpperInvariant(part[0]) + part[1..]));
 
     /// <summary>
     /// Bearer keys from a list and a file (one per line, '#' comments). Every key must be at least 16 printable
@@ -249,8 +196,10 @@ public static partial class IslandNodeConfig
     internal static double Double(Config config, string key, double min, double max)
     {
         var text = config.GetString(key, null);
-        if (!double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var value) || !double.IsFinite(value) || value < min || value > max)
-            throw new ConfigException(key, $"'{text}' must be a number in {min.ToString(CultureInfo.InvariantCulture)}..{max.ToString(CultureInfo.InvariantCulture)}");
+        if (!double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var value) || !double.IsFinite(value)
+            || value < min || value > max)
+            throw new ConfigException(key,
+                $"'{text}' must be a number in {min.ToString(CultureInfo.InvariantCulture)}..{max.ToString(CultureInfo.InvariantCulture)}");
         return value;
     }
 

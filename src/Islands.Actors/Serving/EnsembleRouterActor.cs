@@ -48,7 +48,8 @@ public sealed class EnsembleRouterActor : ReceiveActor, IWithTimers
     public ITimerScheduler Timers { get; set; } = null!;
 
     public static Props Props(string ensemble, ServingSettings settings, IActorRef registry, IActorRef samplers) =>
-        Akka.Actor.Props.Create(() => new EnsembleRouterActor(ensemble, settings, registry, samplers)).WithDispatcher(ServingSettings.TorchDispatcher);
+        Akka.Actor.Props.Create(() => new EnsembleRouterActor(ensemble, settings, registry, samplers))
+            .WithDispatcher(ServingSettings.TorchDispatcher);
 
     public EnsembleRouterActor(string ensemble, ServingSettings settings, IActorRef registry, IActorRef samplers)
     {
@@ -75,7 +76,8 @@ public sealed class EnsembleRouterActor : ReceiveActor, IWithTimers
             if (!steps.TryGetValue(d.PlanId, out var current)) return;
             foreach (var expert in current.Awaiting)
             {
-                log.Warning("ensemble {0}: expert {1} missed the {2} deadline; leaving it out for {3}", ensemble, expert, settings.ExpertDeadline, settings.ExpertCooldown);
+                log.Warning("ensemble {0}: expert {1} missed the {2} deadline; leaving it out for {3}", ensemble, expert, settings.ExpertDeadline,
+                    settings.ExpertCooldown);
                 LeaveOut(expert);
             }
             current.Awaiting.Clear();
@@ -197,7 +199,8 @@ public sealed class EnsembleRouterActor : ReceiveActor, IWithTimers
                 { Payload = ExpertVelocity.ToBytes(work.X) });
         }
         Timers.StartSingleTimer(DeadlineTimer(plan.Id), new StepDeadline(plan.Id), settings.ExpertDeadline);
-        if (health.StragglerAfter(settings.ExpertDeadline) is { } after) Timers.StartSingleTimer(StragglerTimer(plan.Id), new StragglerCheck(plan.Id), after);
+        if (health.StragglerAfter(settings.ExpertDeadline) is { } after)
+            Timers.StartSingleTimer(StragglerTimer(plan.Id), new StragglerCheck(plan.Id), after);
     }
 
     private static string DeadlineTimer(long plan) => "deadline-" + plan.ToString(System.Globalization.CultureInfo.InvariantCulture);

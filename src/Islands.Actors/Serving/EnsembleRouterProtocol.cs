@@ -29,15 +29,17 @@ public sealed record ServedCheckpoint(string Job, long Step, string ManifestSha2
 /// NonFiniteImages counts the images whose final state held a NaN or an infinity (their pixels are then meaningless);
 /// results stored before it existed read as 0.
 /// </summary>
-public sealed record GenerationCompleted(string Id, string Ensemble, GenerationRequest Request, string RequestHash, int Channels, int Height, int Width,
-    int ExpertCount, int[] LeftOutExperts, int[][] Routing, int RetriedRowSteps, double QueueSeconds, double TotalSeconds, IReadOnlyList<ServedCheckpoint> Checkpoints,
+public sealed record GenerationCompleted(string Id, string Ensemble, GenerationRequest Request, string RequestHash,
+    int Channels, int Height, int Width, int ExpertCount, int[] LeftOutExperts, int[][] Routing, int RetriedRowSteps,
+    double QueueSeconds, double TotalSeconds, IReadOnlyList<ServedCheckpoint> Checkpoints,
     DateTimeOffset CompletedUtc, int NonFiniteImages = 0) : IPayloadMessage
 {
     [JsonIgnore] public byte[] Payload { get; init; } = [];
     public IPayloadMessage WithPayload(byte[] payload) => this with { Payload = payload };
 
     /// <summary>The answer to a request from the core's finished generation and the checkpoints that computed it.</summary>
-    public static GenerationCompleted Of(Diffusion.Serving.CompletedGeneration done, string ensemble, Generate request, (long C, long H, long W) shape,
+    public static GenerationCompleted Of(Diffusion.Serving.CompletedGeneration done, string ensemble, Generate request,
+        (long C, long H, long W) shape,
         int expertCount, IReadOnlyList<ServedCheckpoint> checkpoints) =>
         new(done.Id, ensemble, request.Request, request.RequestHash, (int)shape.C, (int)shape.H, (int)shape.W, expertCount, done.LeftOutExperts,
             done.Routing, done.RetriedRowSteps, done.QueueSeconds, done.TotalSeconds, checkpoints, DateTimeOffset.UtcNow, done.NonFiniteImages)

@@ -54,7 +54,9 @@ internal sealed class GenerationTracker(string ensemble, ServingSettings setting
             var generation = sampler?.Active.FirstOrDefault(g => g.Id == id);
             return new GenerationState(id, generation?.QueueSeconds is null ? "queued" : "running", generation?.Step ?? 0, t.Spec.Steps);
         }
-        return Results.Find(id) is { } done ? new GenerationState(id, "completed", done.Request.Steps, done.Request.Steps) : new GenerationState(id, "unknown", 0, 0);
+        return Results.Find(id) is { } done
+            ? new GenerationState(id, "completed", done.Request.Steps, done.Request.Steps)
+            : new GenerationState(id, "unknown", 0, 0);
     }
 
     /// <summary>The span of a step, a child of its first generation's and linked to every other generation in it.</summary>
@@ -116,7 +118,8 @@ internal sealed class GenerationTracker(string ensemble, ServingSettings setting
             tracked.Remove(id);
             t.Span?.SetStatus(ActivityStatusCode.Error, "timeout");
             t.Span?.Dispose();
-            var failed = new GenerationFailed(id, 504, $"did not finish within the request timeout of {settings.RequestTimeout.TotalSeconds:0} s (experts unavailable)");
+            var failed = new GenerationFailed(id, 504,
+                $"did not finish within the request timeout of {settings.RequestTimeout.TotalSeconds:0} s (experts unavailable)");
             foreach (var s in t.Subscribers) s.Tell(failed);
         }
     }

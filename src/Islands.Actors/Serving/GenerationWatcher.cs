@@ -43,7 +43,8 @@ public sealed class GenerationWatcher : ReceiveActor, IWithTimers
             events.TryWrite(new GenerationRetried(request.Id, ++retries));
             routers.Tell(request);
         });
-        Receive<GiveUp>(_ => Finish(new GenerationFailed(request.Id, 504, $"no answer from the serving cluster within {(settings.RequestTimeout + settings.ProgressTimeout).TotalSeconds:0} s")));
+        Receive<GiveUp>(_ => Finish(new GenerationFailed(request.Id, 504,
+            $"no answer from the serving cluster within {(settings.RequestTimeout + settings.ProgressTimeout).TotalSeconds:0} s")));
     }
 
     private void Finish(IIslandsMessage last)

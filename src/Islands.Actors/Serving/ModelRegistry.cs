@@ -73,7 +73,8 @@ public sealed class ModelRegistry : ReceiveActor, IWithTimers
         {
             scan = new PublishedModelScan([], null, [e.Message]);
         }
-        var changed = !Same(scan.Experts, snapshot.Experts) || !Same(scan.Router is null ? [] : [scan.Router], snapshot.Router is null ? [] : [snapshot.Router])
+        var changed = !Same(scan.Experts, snapshot.Experts)
+            || !Same(scan.Router is null ? [] : [scan.Router], snapshot.Router is null ? [] : [snapshot.Router])
             || !scan.Refused.SequenceEqual(snapshot.Refused);
         if (!changed) return;
         snapshot = new PublishedModelsSnapshot(snapshot.Version + 1, store, scan.Experts, scan.Router, scan.Refused, DateTimeOffset.UtcNow);

@@ -34,7 +34,8 @@ public sealed class SamplerActor : ReceiveActor, IWithStash
     public static string EntityId(int expert) => "expert-" + expert.ToString(CultureInfo.InvariantCulture);
 
     private static int ExpertOf(string entityId) =>
-        entityId.StartsWith("expert-", StringComparison.Ordinal) && int.TryParse(entityId["expert-".Length..], NumberStyles.None, CultureInfo.InvariantCulture, out var k)
+        entityId.StartsWith("expert-", StringComparison.Ordinal)
+            && int.TryParse(entityId["expert-".Length..], NumberStyles.None, CultureInfo.InvariantCulture, out var k)
             ? k : throw new ArgumentException($"'{entityId}' is not a sampler entity id (expert-K)");
 
     public SamplerActor(int expert, string precision, IActorRef registry, TimeSpan injectedDelay = default)
@@ -48,7 +49,8 @@ public sealed class SamplerActor : ReceiveActor, IWithStash
 
     protected override void PreStart()
     {
-        if (injectedDelay > TimeSpan.Zero) log.Warning("expert {0}: fault injection holds every answer back by {1} (islands.serving.faults)", expert, injectedDelay);
+        if (injectedDelay > TimeSpan.Zero) log.Warning("expert {0}: fault injection holds every answer back by {1} (islands.serving.faults)", expert,
+            injectedDelay);
         Context.System.EventStream.Subscribe(Self, typeof(PublishedModelsSnapshot));
         registry.Tell(GetPublishedModels.Instance);
     }
@@ -120,7 +122,8 @@ public sealed class SamplerActor : ReceiveActor, IWithStash
         byte[] v;
         try
         {
-            v = ExpertVelocity.Evaluate(loaded.Model, request.Payload, request.T, request.Classes, request.Cfg, (c.ImageChannels, c.ImageSize, c.ImageSize));
+            v = ExpertVelocity.Evaluate(loaded.Model, request.Payload, request.T, request.Classes, request.Cfg,
+                (c.ImageChannels, c.ImageSize, c.ImageSize));
         }
         catch (ArgumentException e)
         {

@@ -13,19 +13,27 @@ public static class ServingTelemetry
     public static readonly ActivitySource Source = new(Name);
     public static readonly Meter Meter = new(Name);
 
-    public static readonly Histogram<double> RequestDuration = Meter.CreateHistogram<double>("islands.serving.request.duration", "s", "Generation request latency, accepted to answered");
-    public static readonly Histogram<int> BatchRows = Meter.CreateHistogram<int>("islands.serving.batch.rows", "{image}", "Images in one routed step");
-    public static readonly Counter<long> ExpertSelections = Meter.CreateCounter<long>("islands.serving.expert.selections", "{image}", "Images routed to each expert per step");
-    public static readonly Counter<long> ExpertTimeouts = Meter.CreateCounter<long>("islands.serving.expert.timeouts", "{step}", "Steps in which an expert missed its deadline or failed");
-    public static readonly Counter<long> StragglingSteps = Meter.CreateCounter<long>("islands.serving.steps.straggling", "{step}", "Routed steps that waited longer than the straggler factor allows, so the next step started without them");
-    public static readonly Counter<long> DegradedResponses = Meter.CreateCounter<long>("islands.serving.degraded", "{request}", "Generations answered with some experts left out");
-    public static readonly Counter<long> Rejected = Meter.CreateCounter<long>("islands.serving.rejected", "{request}", "Requests refused: invalid, unauthorised, too large or too many");
+    public static readonly Histogram<double> RequestDuration = Meter.CreateHistogram<double>("islands.serving.request.duration", "s",
+        "Generation request latency, accepted to answered");
+    public static readonly Histogram<int> BatchRows = Meter.CreateHistogram<int>("islands.serving.batch.rows", "{image}",
+        "Images in one routed step");
+    public static readonly Counter<long> ExpertSelections = Meter.CreateCounter<long>("islands.serving.expert.selections", "{image}",
+        "Images routed to each expert per step");
+    public static readonly Counter<long> ExpertTimeouts = Meter.CreateCounter<long>("islands.serving.expert.timeouts", "{step}",
+        "Steps in which an expert missed its deadline or failed");
+    public static readonly Counter<long> StragglingSteps = Meter.CreateCounter<long>("islands.serving.steps.straggling", "{step}",
+        "Routed steps that waited longer than the straggler factor allows, so the next step started without them");
+    public static readonly Counter<long> DegradedResponses = Meter.CreateCounter<long>("islands.serving.degraded", "{request}",
+        "Generations answered with some experts left out");
+    public static readonly Counter<long> Rejected = Meter.CreateCounter<long>("islands.serving.rejected", "{request}",
+        "Requests refused: invalid, unauthorised, too large or too many");
 
     private static long queuedRows;
 
     static ServingTelemetry()
     {
-        Meter.CreateObservableGauge("islands.serving.queue.depth", () => Interlocked.Read(ref queuedRows), "{image}", "Images waiting or integrating in this node's routers");
+        Meter.CreateObservableGauge("islands.serving.queue.depth", () => Interlocked.Read(ref queuedRows), "{image}",
+            "Images waiting or integrating in this node's routers");
     }
 
     public static void AddQueued(long rows) => Interlocked.Add(ref queuedRows, rows);

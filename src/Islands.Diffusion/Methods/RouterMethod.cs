@@ -17,7 +17,8 @@ public sealed class RouterMethod : TrainingMethod
     public override IMethodConfig Configure(IMethodConfig config, string? argument, Func<string, bool> isSet)
     {
         var router = As<RouterConfig>(base.Configure(config, argument, isSet));
-        return !isSet("expertCount") && File.Exists(router.PartitionsFile) ? router with { ExpertCount = PartitionFile.Load(router.PartitionsFile).K } : router;
+        if (isSet("expertCount") || !File.Exists(router.PartitionsFile)) return router;
+        return router with { ExpertCount = PartitionFile.Load(router.PartitionsFile).K };
     }
 
     public override int ChunkSteps(IMethodConfig config) => 50;

@@ -16,17 +16,23 @@ public sealed record EnsembleSamplingResult(Tensor Samples, EnsembleCosts Costs,
 /// <summary>Wires loaded experts and a router (learned run directory, or "gaussian") into one routed sampling run.</summary>
 public static class EnsembleSampling
 {
-    public static EnsembleSamplingResult Run(IReadOnlyList<UNet> experts, IReadOnlyList<TrainConfig> configs, string routerSpec, RoutingStrategy strategy,
-        IReadOnlyList<int> unavailable, bool trace, int count, long[]? classes, SamplerOptions options, (long C, long H, long W) shape, Action<string>? log = null, string precision = "fp32",
+    public static EnsembleSamplingResult Run(IReadOnlyList<UNet> experts, IReadOnlyList<TrainConfig> configs, string routerSpec,
+        RoutingStrategy strategy,
+        IReadOnlyList<int> unavailable, bool trace, int count, long[]? classes, SamplerOptions options, (long C, long H, long W) shape,
+        Action<string>? log = null, string precision = "fp32",
         long[]? oracleAssignments = null)
     {
         var partitionsFile = configs[0].PartitionsFile;
         for (var i = 0; i < configs.Count; i++)
         {
             if (configs[i].Expert != i)
-                throw new ConfigException("--model", $"the {i}th --model was trained as expert {configs[i].Expert?.ToString() ?? "(monolith)"}; list the experts in partition order 0..K-1");
+                throw new ConfigException("--model",
+                    $"the {i}th --model was trained as expert {configs[i].Expert?.ToString() ?? "(monolith)"}; " +
+                    "list the experts in partition order 0..K-1");
             if (configs[i].PartitionsFile != partitionsFile)
-                throw new ConfigException("--model", $"expert {i} was trained on {configs[i].PartitionsFile}, expert 0 on {partitionsFile}: experts of one ensemble must share a partition file");
+                throw new ConfigException("--model",
+                    $"expert {i} was trained on {configs[i].PartitionsFile}, expert 0 on {partitionsFile}: " +
+                    "experts of one ensemble must share a partition file");
         }
         foreach (var u in unavailable)
             if (u < 0 || u >= experts.Count) throw new ConfigException("--unavailable", $"{u} is outside 0..{experts.Count - 1}");
@@ -58,12 +64,14 @@ public static class EnsembleSampling
             var routingTrace = trace ? new RoutingTrace() : null;
             var expertFlops = experts.Select((e, i) => TrainBenchmark.CountForwardFlopsPerImage(e, configs[i].ModelOrDefault)).ToArray();
             var velocityModels = experts.Select(e => Bfloat16Velocity.ForPrecision(e, precision)).ToList();
-            var ensemble = new ExpertEnsemble(velocityModels, router, strategy, available, routingTrace, options.Seed) { OracleAssignments = oracleAssignments };
+            var ensemble = new ExpertEnsemble(velocityModels, router, strategy, available, routingTrace,
+                options.Seed) { OracleAssignments = oracleAssignments };
             var samples = FlowSampler.Sample(ensemble.Field(options.Cfg), count, classes, options, shape);
             var expertCost = ensemble.ExpertRowEvaluations.Select((rows, i) => rows * expertFlops[i]).Sum();
             var routerCost = ensemble.RouterRowEvaluations * routerFlops;
             var costs = new EnsembleCosts(ensemble.ExpertRowEvaluations.Sum() / (double)count, routerCost / (routerCost + expertCost),
-                ensemble.ExpertRowEvaluations.ToArray(), ensemble.RouterRowEvaluations, routerFlops / 1e9, expertFlops.Select(f => f / 1e9).ToArray());
+                ensemble.ExpertRowEvaluations.ToArray(), ensemble.RouterRowEvaluations, routerFlops / 1e9,
+                expertFlops.Select(f => f / 1e9).ToArray());
             return new EnsembleSamplingResult(samples, costs, routingTrace);
         }
         finally

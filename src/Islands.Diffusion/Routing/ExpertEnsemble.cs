@@ -39,7 +39,8 @@ public sealed class ExpertEnsemble
         this.router = router;
         Strategy = strategy;
         this.available = available?.ToArray() ?? Enumerable.Repeat(true, experts.Count).ToArray();
-        if (this.available.Length != experts.Count) throw new ConfigException("available", $"mask has {this.available.Length} entries for {experts.Count} experts");
+        if (this.available.Length != experts.Count) throw new ConfigException("available",
+            $"mask has {this.available.Length} entries for {experts.Count} experts");
         if (!this.available.Any(a => a)) throw new ConfigException("available", "every expert is marked unavailable");
         if (strategy.Kind == "oracle" && strategy.OracleExpert >= experts.Count)
             throw new ConfigException("--strategy", $"oracle:{strategy.OracleExpert} is outside the {experts.Count} experts");

@@ -19,7 +19,8 @@ public static class RouterRun
         using var trainer = run.Trainer;
         var report = trainer.Evaluate();
         return new RouterTrainingSummary(runDirectory, trainer.Step, config.Steps, trainer.Step >= config.Steps, run.ResumedCheckpoint is not null,
-            TrainingCheckpoint.RecentLoss(trainer.LossHistory) ?? float.NaN, trainer.TrainSeconds > 0 ? trainer.Step * config.BatchSize / trainer.TrainSeconds : 0,
+            TrainingCheckpoint.RecentLoss(trainer.LossHistory) ?? float.NaN,
+            trainer.TrainSeconds > 0 ? trainer.Step * config.BatchSize / trainer.TrainSeconds : 0,
             run.LastCommitted?.Directory ?? run.ResumedCheckpoint, report);
     }
 
@@ -31,7 +32,8 @@ public static class RouterRun
         var config = Json.Read<RouterConfig>(configPath);
         config.ThrowIfInvalid();
         var skipped = new List<CheckpointException>();
-        var newest = new CheckpointStore(runDirectory).NewestValid(skipped) ?? throw new CheckpointException(runDirectory, "no committed router checkpoint that verifies");
+        var newest = new CheckpointStore(runDirectory).NewestValid(skipped)
+            ?? throw new CheckpointException(runDirectory, "no committed router checkpoint that verifies");
         foreach (var s in skipped) warn?.Invoke($"skipping corrupt checkpoint: {s.Message}");
         var manifest = Json.Read<DatasetManifest>(Path.Combine(config.DataDirectory, DatasetManifest.FileName));
         var router = new RouterNet(manifest.ImageBytes, config.ExpertCount, config.Hidden, config.TimeEmbeddingDim, config.ClassCount);

@@ -122,7 +122,8 @@ public sealed class RouterTrainer : IChunkedTrainer
     }
 
     /// <summary>Accuracy and expected calibration error (10 confidence bins) on the held-out images, per band of t.</summary>
-    public IReadOnlyList<RouterBandReport> Evaluate(int bands = 5, int seed = 1234) => EvaluateRouter(Router, heldOutImages, heldOutLabels, heldOutTargets, bands, seed);
+    public IReadOnlyList<RouterBandReport> Evaluate(int bands = 5, int seed = 1234)
+        => EvaluateRouter(Router, heldOutImages, heldOutLabels, heldOutTargets, bands, seed);
 
     public static IReadOnlyList<RouterBandReport> EvaluateRouter(IRouter router, Tensor images, Tensor labels, Tensor targets, int bands, int seed)
     {
@@ -153,7 +154,8 @@ public sealed class RouterTrainer : IChunkedTrainer
         for (var b = 0; b < bins; b++)
         {
             double lo = (double)b / bins, hi = (double)(b + 1) / bins;
-            var members = Enumerable.Range(0, confidence.Length).Where(i => confidence[i] > lo && confidence[i] <= hi || b == 0 && confidence[i] == 0).ToArray();
+            var members = Enumerable.Range(0, confidence.Length)
+                .Where(i => confidence[i] > lo && confidence[i] <= hi || b == 0 && confidence[i] == 0).ToArray();
             if (members.Length == 0) continue;
             total += members.Length / (double)confidence.Length * Math.Abs(members.Average(i => correct[i]) - members.Average(i => confidence[i]));
         }
@@ -161,7 +163,8 @@ public sealed class RouterTrainer : IChunkedTrainer
     }
 
     public CheckpointRef SaveCheckpoint(CheckpointStore store) =>
-        TrainingCheckpoint.Save(store, new TrainingState(Step, config.Seed, Step * config.BatchSize, trainSeconds, lossHistory.ToArray()), config.KeepCheckpoints,
+        TrainingCheckpoint.Save(store, new TrainingState(Step, config.Seed, Step * config.BatchSize, trainSeconds, lossHistory.ToArray()),
+            config.KeepCheckpoints,
             [("router", Router)], dir =>
         {
             Router.save(Path.Combine(dir, WeightsFile));

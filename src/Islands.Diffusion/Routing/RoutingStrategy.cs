@@ -21,7 +21,8 @@ public sealed record RoutingStrategy(string Kind, int TopK = 1, double Threshold
             case "full" when argument is null: return Full;
             case "top1" when argument is null: return Top1;
             case "top2" when argument is null: return new RoutingStrategy("topk", 2);
-            case "topk" when int.TryParse(argument, NumberStyles.Integer, CultureInfo.InvariantCulture, out var k) && k >= 1: return new RoutingStrategy("topk", k);
+            case "topk" when int.TryParse(argument, NumberStyles.Integer, CultureInfo.InvariantCulture, out var k) && k >= 1:
+                return new RoutingStrategy("topk", k);
             case "threshold" when double.TryParse(argument, NumberStyles.Float, CultureInfo.InvariantCulture, out var p) && p is > 0 and <= 1:
                 return new RoutingStrategy("threshold", Threshold: p);
             case "sample" when argument is null: return new RoutingStrategy("sample");

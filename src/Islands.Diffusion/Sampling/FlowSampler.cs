@@ -24,7 +24,8 @@ public static class FlowSampler
         Device? device = null, Action<int, int>? progress = null)
     {
         options.ThrowIfInvalid();
-        if (classes is not null && classes.Length != count) throw new ConfigException("--class", $"{classes.Length} classes given for {count} samples");
+        if (classes is not null && classes.Length != count) throw new ConfigException("--class",
+            $"{classes.Length} classes given for {count} samples");
         device ??= CPU;
         var batches = new List<Tensor>();
         var totalBatches = (count + options.BatchSize - 1) / options.BatchSize;
@@ -37,7 +38,8 @@ public static class FlowSampler
                 ? full(n, -1L, dtype: ScalarType.Int64, device: device)
                 : tensor(classes[start..(start + n)], device: device);
             var batchIndex = b;
-            batches.Add(Integrate(field, noise, c, start, options, (step, total) => progress?.Invoke(batchIndex * total + step, totalBatches * total)));
+            batches.Add(Integrate(field, noise, c, start, options,
+                (step, total) => progress?.Invoke(batchIndex * total + step, totalBatches * total)));
         }
         var result = cat(batches, 0);
         foreach (var t in batches) t.Dispose();
@@ -52,7 +54,8 @@ public static class FlowSampler
     }
 
     /// <summary>Integrates one batch starting from the given noise. Returns a new tensor; the inputs are not disposed.</summary>
-    public static Tensor Integrate(VelocityField field, Tensor noise, Tensor classes, int rowOffset, SamplerOptions options, Action<int, int>? progress = null)
+    public static Tensor Integrate(VelocityField field, Tensor noise, Tensor classes, int rowOffset, SamplerOptions options,
+        Action<int, int>? progress = null)
     {
         using var _ = no_grad();
         var x = noise.clone();

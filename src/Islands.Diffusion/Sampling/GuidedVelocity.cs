@@ -29,7 +29,8 @@ public static class GuidedVelocity
         var all = guided == n;
         var xu = all ? x : x.index_select(0, guidedRows);
         var tu = all ? t : t.index_select(0, guidedRows);
-        var v = model.Velocity(cat([x, xu], 0), cat([t, tu], 0), cat([own, full(guided, model.NullClass, dtype: ScalarType.Int64, device: x.device)], 0));
+        var v = model.Velocity(cat([x, xu], 0), cat([t, tu], 0),
+            cat([own, full(guided, model.NullClass, dtype: ScalarType.Int64, device: x.device)], 0));
         var vc = v[..(int)n];
         var vu = v[(int)n..];
         var scale = (all ? cfg : cfg.index_select(0, guidedRows)).to_type(v.dtype).view([guided, .. Enumerable.Repeat(1L, (int)x.dim() - 1)]);

@@ -60,7 +60,8 @@ public sealed class ContinuousSampler(IRouter router, (long C, long H, long W) s
         var k = ExpertCount;
         if (busy is { Count: > 0 })
         {
-            var kept = Enumerable.Range(0, rows.Count).Where(r => !Enumerable.Range(0, k).Any(e => weights[r * k + e] > 0 && busy.Contains(e))).ToList();
+            var kept = Enumerable.Range(0, rows.Count)
+                .Where(r => !Enumerable.Range(0, k).Any(e => weights[r * k + e] > 0 && busy.Contains(e))).ToList();
             if (kept.Count == 0) return null;
             if (kept.Count < rows.Count)
             {
@@ -71,7 +72,8 @@ public sealed class ContinuousSampler(IRouter router, (long C, long H, long W) s
         }
         foreach (var (g, i) in rows) g.InFlight[i] = true;
         var work = RoutedStep.Split(weights, rows.Count, k).Select(part => new ExpertWork(part.Expert, part.Rows.Select(r => (int)r).ToArray(),
-            points.index_select(0, tensor(part.Rows)).DetachFromDisposeScope(), part.Rows.Select(r => rows[(int)r].Generation.Time(rows[(int)r].Image)).ToArray(),
+            points.index_select(0, tensor(part.Rows)).DetachFromDisposeScope(),
+            part.Rows.Select(r => rows[(int)r].Generation.Time(rows[(int)r].Image)).ToArray(),
             part.Rows.Select(r => rows[(int)r].Generation.Class(rows[(int)r].Image)).ToArray(),
             part.Rows.Select(r => (float)rows[(int)r].Generation.Spec.Cfg).ToArray())).ToList();
         return new StepPlan(++nextPlan, rows, weights, k, work);

@@ -5,7 +5,8 @@ namespace Islands.Diffusion.Serving;
 
 /// <summary>What a client asked for. Classes: one per image, -1 for unconditional; null for all unconditional.</summary>
 /// <param name="Method">The ODE stepper, euler or heun (<see cref="FlowStep"/>), as in offline sampling.</param>
-public sealed record GenerationSpec(int Count, long[]? Classes, int Steps, double Cfg, RoutingStrategy Strategy, long Seed, string Method = FlowStep.Euler)
+public sealed record GenerationSpec(int Count, long[]? Classes, int Steps, double Cfg, RoutingStrategy Strategy, long Seed,
+    string Method = FlowStep.Euler)
 {
     public void ThrowIfInvalid()
     {

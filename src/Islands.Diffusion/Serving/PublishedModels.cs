@@ -63,7 +63,8 @@ public static class PublishedModels
         {
             var ordered = group.OrderByDescending(m => m.PublishedUtc).ToList();
             experts.Add(ordered[0]);
-            refused.AddRange(ordered.Skip(1).Select(m => $"{m.RunDirectory}: expert {m.Expert} is also published by {ordered[0].RunDirectory}, which is newer"));
+            refused.AddRange(ordered.Skip(1)
+                .Select(m => $"{m.RunDirectory}: expert {m.Expert} is also published by {ordered[0].RunDirectory}, which is newer"));
         }
         var routers = found.Where(m => m.Job == "router").OrderByDescending(m => m.PublishedUtc).ToList();
         refused.AddRange(routers.Skip(1).Select(m => $"{m.RunDirectory}: a newer router is published by {routers[0].RunDirectory}"));
@@ -71,5 +72,6 @@ public static class PublishedModels
     }
 
     private static int? ExpertIndex(string job) =>
-        job.StartsWith("expert:", StringComparison.Ordinal) && int.TryParse(job["expert:".Length..], NumberStyles.None, CultureInfo.InvariantCulture, out var k) ? k : null;
+        job.StartsWith("expert:", StringComparison.Ordinal)
+            && int.TryParse(job["expert:".Length..], NumberStyles.None, CultureInfo.InvariantCulture, out var k) ? k : null;
 }

@@ -37,7 +37,8 @@ public static class ServedModels
         catch (Exception e) when (e is ArgumentException or InvalidOperationException or IOException or KeyNotFoundException)
         {
             model.Dispose();
-            throw new CheckpointException(published.CheckpointDirectory, $"weights do not fit the model in config.json or are not finite ({e.Message})", e);
+            throw new CheckpointException(published.CheckpointDirectory,
+                $"weights do not fit the model in config.json or are not finite ({e.Message})", e);
         }
     }
 
@@ -76,7 +77,8 @@ public static class ServedModels
         catch (Exception e) when (e is ArgumentException or InvalidOperationException or IOException or KeyNotFoundException)
         {
             router.Dispose();
-            throw new CheckpointException(published.CheckpointDirectory, $"router weights do not fit its config.json or are not finite ({e.Message})", e);
+            throw new CheckpointException(published.CheckpointDirectory, $"router weights do not fit its config.json or are not finite ({e.Message})",
+                e);
         }
     }
 }

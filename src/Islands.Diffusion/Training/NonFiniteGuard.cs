@@ -172,7 +172,8 @@ public static class Rollback
     {
         budget.Spend(trainer.Step, failedAt, reason);
         var newest = trainer.Checkpoints.NewestValid();
-        log?.Invoke($"{reason}; rolling back (rollback {budget.Rollbacks} of {trainer.MaxRollbacks}) to {(newest is { } n ? $"step {n.Manifest.Step} ({n.Directory})" : "the start (no checkpoint yet)")}");
+        var target = newest is { } n ? $"step {n.Manifest.Step} ({n.Directory})" : "the start (no checkpoint yet)";
+        log?.Invoke($"{reason}; rolling back (rollback {budget.Rollbacks} of {trainer.MaxRollbacks}) to {target}");
         if (newest is { } found)
         {
             trainer.Restore(found.Directory);

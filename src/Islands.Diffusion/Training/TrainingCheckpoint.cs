@@ -11,7 +11,8 @@ namespace Islands.Diffusion.Training;
 public static class TrainingCheckpoint
 {
     /// <param name="weights">Every module whose tensors the checkpoint holds: all must be finite, or nothing is committed.</param>
-    public static CheckpointRef Save(CheckpointStore store, TrainingState state, int keep, IReadOnlyList<(string Prefix, TorchSharp.torch.nn.Module Module)> weights,
+    public static CheckpointRef Save(CheckpointStore store, TrainingState state, int keep,
+        IReadOnlyList<(string Prefix, TorchSharp.torch.nn.Module Module)> weights,
         Action<string> writeModelFiles)
     {
         NonFiniteGuard.ThrowIfNonFinite($"checkpoint of step {state.Step} in {store.Root}", weights);

@@ -27,7 +27,8 @@ public sealed record TrainingJob(string Name, TrainingMethod Method, IMethodConf
 
     public void ThrowIfInvalid() => ConfigException.ThrowFirst(Config.Validate());
 
-    public IChunkedTrainer Open(string runDirectory, Action<string>? log = null, Device? device = null) => Method.Open(Config, runDirectory, log, device);
+    public IChunkedTrainer Open(string runDirectory, Action<string>? log = null, Device? device = null)
+        => Method.Open(Config, runDirectory, log, device);
 
     public static ExpertTrainer OpenExpert(TrainConfig config, string runDirectory, Action<string>? log = null, Device? device = null)
     {
@@ -38,7 +39,9 @@ public sealed record TrainingJob(string Name, TrainingMethod Method, IMethodConf
             var frozen = run.LoadConfig();
             var differences = frozen.DifferencesForResume(config).ToList();
             if (differences.Count > 0)
-                throw new ConfigException("--out", $"{runDirectory} holds a run with different settings: {string.Join(", ", differences)}; use the same options to resume, or a new --out");
+                throw new ConfigException("--out",
+                    $"{runDirectory} holds a run with different settings: {string.Join(", ", differences)}; " +
+                    "use the same options to resume, or a new --out");
             if (frozen.Steps != config.Steps) log?.Invoke($"extending the run from {frozen.Steps} to {config.Steps} steps");
         }
         var data = CanonicalDataset.Load(config.DataDirectory);
@@ -55,14 +58,21 @@ public sealed record TrainingJob(string Name, TrainingMethod Method, IMethodConf
         if (File.Exists(configPath))
         {
             var frozen = Json.Read<RouterConfig>(configPath);
-            if (frozen with { Steps = config.Steps, MaxConsecutiveBadSteps = config.MaxConsecutiveBadSteps, MaxRollbacks = config.MaxRollbacks } != config)
-                throw new ConfigException("--out", $"{runDirectory} holds a router run with different settings; use the same options to resume, or a new --out");
+            var resumable = frozen with
+            {
+                Steps = config.Steps, MaxConsecutiveBadSteps = config.MaxConsecutiveBadSteps, MaxRollbacks = config.MaxRollbacks,
+            };
+            if (resumable != config)
+                throw new ConfigException("--out",
+                    $"{runDirectory} holds a router run with different settings; use the same options to resume, or a new --out");
         }
         var data = CanonicalDataset.Load(config.DataDirectory);
         var partitions = PartitionFile.Load(config.PartitionsFile);
-        if (partitions.K != config.ExpertCount) throw new ConfigException("--partitions", $"has K={partitions.K} but the router was configured for {config.ExpertCount}");
+        if (partitions.K != config.ExpertCount) throw new ConfigException("--partitions",
+            $"has K={partitions.K} but the router was configured for {config.ExpertCount}");
         Directory.CreateDirectory(runDirectory);
         Json.WriteAtomic(configPath, config);
-        return new RouterTrainer(config, ImageTensors.ToTensor(data.Train), ImageTensors.Labels(data.Train), partitions.Assignments, new CheckpointStore(runDirectory));
+        return new RouterTrainer(config, ImageTensors.ToTensor(data.Train), ImageTensors.Labels(data.Train), partitions.Assignments,
+            new CheckpointStore(runDirectory));
     }
 }

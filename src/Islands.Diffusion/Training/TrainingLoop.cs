@@ -25,7 +25,8 @@ public sealed record TrainingLoopResult<T>(T Trainer, string? ResumedCheckpoint,
 public static class TrainingLoop
 {
     /// <summary>Trains up to maxChunk steps (never past the next checkpoint boundary), then commits at a boundary or at the end.</summary>
-    public static ChunkOutcome RunChunk(IChunkedTrainer trainer, string job, int maxChunk, CancellationToken cancel = default, Action<string>? log = null)
+    public static ChunkOutcome RunChunk(IChunkedTrainer trainer, string job, int maxChunk, CancellationToken cancel = default,
+        Action<string>? log = null)
     {
         var untilCheckpoint = trainer.CheckpointEvery - (int)(trainer.Step % trainer.CheckpointEvery);
         var secondsBefore = trainer.TrainSeconds;
@@ -96,12 +97,14 @@ public static class TrainingLoop
                     last = null;
                 }
             }
-            if (cancel.IsCancellationRequested && trainer.Step > resumedFrom && trainer.Guard.ConsecutiveBadSteps == 0 && (last is null || last.Step != trainer.Step))
+            if (cancel.IsCancellationRequested && trainer.Step > resumedFrom && trainer.Guard.ConsecutiveBadSteps == 0
+                && (last is null || last.Step != trainer.Step))
             {
                 last = trainer.Commit();
                 log?.Invoke($"interrupted: committed a checkpoint at step {trainer.Step}; rerun the same command to resume");
             }
-            return new TrainingLoopResult<T>(trainer, newest?.Directory, resumedFrom, last, skipped.Select(s => s.Message).ToList(), budget.TotalRollbacks, loss);
+            return new TrainingLoopResult<T>(trainer, newest?.Directory, resumedFrom, last, skipped.Select(s => s.Message).ToList(),
+                budget.TotalRollbacks, loss);
         }
         catch
         {

@@ -30,8 +30,9 @@ public static class TrainingRun
         using var trainer = run.Trainer;
         var finalLoss = TrainingCheckpoint.RecentLoss(trainer.LossHistory) ?? float.NaN;
         var overall = trainer.TrainSeconds > 0 ? trainer.ImagesSeen / trainer.TrainSeconds : 0;
-        return new TrainingSummary(runDirectory, trainer.Step, config.Steps, trainer.Step >= config.Steps, run.ResumedCheckpoint is not null, run.ResumedFromStep,
-            finalLoss, overall, trainer.TrainImageCount, run.LastCommitted?.Directory ?? run.ResumedCheckpoint, run.SkippedCheckpoints, trainer.Guard.BadSteps,
+        return new TrainingSummary(runDirectory, trainer.Step, config.Steps, trainer.Step >= config.Steps, run.ResumedCheckpoint is not null,
+            run.ResumedFromStep, finalLoss, overall, trainer.TrainImageCount, run.LastCommitted?.Directory ?? run.ResumedCheckpoint,
+            run.SkippedCheckpoints, trainer.Guard.BadSteps,
             run.Rollbacks);
     }
 
@@ -43,11 +44,15 @@ public static class TrainingRun
         {
             var partitions = PartitionFile.Load(config.PartitionsFile);
             if (partitions.Assignments.Length != train.Count)
-                throw new ConfigException("--partitions", $"{config.PartitionsFile} assigns {partitions.Assignments.Length} images but {data.Directory} has {train.Count} training images");
+                throw new ConfigException("--partitions",
+                    $"{config.PartitionsFile} assigns {partitions.Assignments.Length} images but {data.Directory} has {train.Count} training images");
             train = train.Subset(partitions.Members(config.Expert!.Value));
         }
-        if (config.ModelOrDefault.ImageSize != data.Manifest.Height || config.ModelOrDefault.ImageChannels != data.Manifest.Channels)
-            throw new ConfigException("model", $"the model expects {config.ModelOrDefault.ImageChannels}x{config.ModelOrDefault.ImageSize}x{config.ModelOrDefault.ImageSize} images but {data.Directory} holds {data.Manifest.Channels}x{data.Manifest.Height}x{data.Manifest.Width}");
+        var model = config.ModelOrDefault;
+        if (model.ImageSize != data.Manifest.Height || model.ImageChannels != data.Manifest.Channels)
+            throw new ConfigException("model",
+                $"the model expects {model.ImageChannels}x{model.ImageSize}x{model.ImageSize} images " +
+                $"but {data.Directory} holds {data.Manifest.Channels}x{data.Manifest.Height}x{data.Manifest.Width}");
         if (config.ModelOrDefault.ClassCount < data.ClassCount)
             throw new ConfigException("model.classCount", $"{config.ModelOrDefault.ClassCount} is less than the dataset's {data.ClassCount} classes");
         return (ImageTensors.ToTensor(train), ImageTensors.Labels(train));
