@@ -97,7 +97,7 @@ public static partial class GenerationApi
             r.Seed, images, done.Routing, perExpert, done.LeftOutExperts,
             done.LeftOutExperts.Length > 0, retries, done.RetriedRowSteps,
             new GenerationTimings(done.QueueSeconds, done.TotalSeconds - done.QueueSeconds, done.TotalSeconds), done.Checkpoints,
-            done.NonFiniteImages);
+            done.NonFiniteImages, done.Channels, done.Height, done.Width);
     }
 
     private static IResult Failure(GenerationFailed failed) =>

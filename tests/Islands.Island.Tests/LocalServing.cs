@@ -39,7 +39,7 @@ public static class ServingTestStore
         return store;
     });
 
-    private static void Publish(string run, string job)
+    public static void Publish(string run, string job)
     {
         var (step, directory) = new CheckpointStore(run).List()[0];
         PublishedCheckpoint.Publish(run, job, Path.GetFileName(run), new CheckpointRef(directory, step, AtomicFile.Sha256(Path.Combine(directory, CheckpointManifest.FileName))));

@@ -123,7 +123,7 @@ public sealed class SamplerActor : ReceiveActor, IWithStash
         try
         {
             v = ExpertVelocity.Evaluate(loaded.Model, request.Payload, request.T, request.Classes, request.Cfg,
-                (c.ImageChannels, c.ImageSize, c.ImageSize));
+                c.Shape);
         }
         catch (ArgumentException e)
         {

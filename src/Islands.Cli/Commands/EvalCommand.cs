@@ -36,9 +36,9 @@ public static class EvalCommand
             var (unet, step, checkpoint) = run.LoadModel(warn: ctx.Log);
             using var ownedModel = unet;
             var m = config.ModelOrDefault;
-            using var samples = FlowSampler.Sample(Diffusion.Modules.Bfloat16Velocity.ForPrecision(unet, parse.GetValue(SampleCommand.Precision)!), n, classes, options, (m.ImageChannels, m.ImageSize, m.ImageSize));
+            using var samples = FlowSampler.Sample(Diffusion.Modules.Bfloat16Velocity.ForPrecision(unet, parse.GetValue(SampleCommand.Precision)!), n, classes, options, m.Shape);
             var report = evaluator.Score(samples);
-            using var noise = rand(n, m.ImageChannels, m.ImageSize, m.ImageSize) * 2 - 1;
+            using var noise = rand(n, m.ImageChannels, m.Height, m.Width) * 2 - 1;
             var noiseReport = evaluator.Score(noise);
             // Yardstick for an expert: its own partition's real images score this against the whole test split.
             var shuffled = members.ToArray();

@@ -54,7 +54,7 @@ public static class SampleCommand
             var first = configs[0];
             var classes = ResolveClasses(parse.GetValue(cls), n, first.DataDirectory, first.ModelOrDefault.ClassCount);
             var m = first.ModelOrDefault;
-            var shape = (m.ImageChannels, (long)m.ImageSize, (long)m.ImageSize);
+            var shape = m.Shape;
             var loaded = runs.Select(r => r.LoadModel(warn: ctx.Log)).ToList();
             try
             {
@@ -77,7 +77,7 @@ public static class SampleCommand
                 using var owned = samples;
                 var seconds = watch.Elapsed.TotalSeconds;
                 var bytes = ImageTensors.ToBytes(samples);
-                ImageGrid.SavePng(parse.GetValue(output)!, bytes, n, m.ImageChannels, m.ImageSize, m.ImageSize);
+                ImageGrid.SavePng(parse.GetValue(output)!, bytes, n, m.ImageChannels, m.Height, m.Width);
                 if (parse.GetValue(raw) is { } rawPath)
                     Npy.WriteFloat32(rawPath, samples.contiguous().data<float>().ToArray(), samples.shape);
                 var result = new
@@ -97,18 +97,22 @@ public static class SampleCommand
         return command;
     }
 
-    /// <summary>Class option: an index, a class name from the dataset's manifest, 'all' (cycle), or absent (unconditional).</summary>
+    /// <summary>
+    /// Class option: an index, a class name from the dataset's manifest, 'all' (cycle through the dataset's classes), or
+    /// absent (unconditional). A model may have room for more classes than its dataset has; only the dataset's are valid.
+    /// </summary>
     public static long[]? ResolveClasses(string? value, int count, string dataDirectory, int classCount)
     {
         if (value is null) return null;
+        var manifestPath = Path.Combine(dataDirectory, DatasetManifest.FileName);
+        var names = File.Exists(manifestPath) ? Json.Read<DatasetManifest>(manifestPath).Classes : [];
+        if (names.Count > 0) classCount = Math.Min(classCount, names.Count);
         if (value == "all") return Enumerable.Range(0, count).Select(i => (long)(i % classCount)).ToArray();
         if (int.TryParse(value, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out var index))
         {
             if (index < 0 || index >= classCount) throw new Diffusion.ConfigException("--class", $"{index} is outside 0..{classCount - 1}");
             return Enumerable.Repeat((long)index, count).ToArray();
         }
-        var manifestPath = Path.Combine(dataDirectory, DatasetManifest.FileName);
-        var names = File.Exists(manifestPath) ? Json.Read<DatasetManifest>(manifestPath).Classes : [];
         var match = names.Select((name, i) => (name, i)).FirstOrDefault(x => string.Equals(x.name, value, StringComparison.OrdinalIgnoreCase));
         if (match.name is null) throw new Diffusion.ConfigException("--class", $"'{value}' is neither an index nor one of: {string.Join(", ", names)}");
         return Enumerable.Repeat((long)match.i, count).ToArray();

@@ -140,9 +140,10 @@ public static class ServingCommands
             }
             var result = JsonSerializer.Deserialize<GenerationApi.GenerationResult>(text, Diffusion.IO.Json.Web)
                 ?? throw new IslandsException($"{address}: empty answer");
-            var pixels = result.Images.SelectMany(png => Diffusion.Imaging.ImageGrid.DecodeGrey(Convert.FromBase64String(png)).Pixels).ToArray();
-            var side = (int)Math.Sqrt(pixels.Length / result.Count);
-            Diffusion.Imaging.ImageGrid.SavePng(parse.GetValue(output)!, pixels, result.Count, 1, side, side);
+            var pixels = result.Images.Select(Convert.FromBase64String)
+                .SelectMany(png => result.Channels == 3 ? Diffusion.Imaging.ImageGrid.DecodeRgb(png).Pixels : Diffusion.Imaging.ImageGrid.DecodeGrey(png).Pixels)
+                .ToArray();
+            Diffusion.Imaging.ImageGrid.SavePng(parse.GetValue(output)!, pixels, result.Count, result.Channels, result.Height, result.Width);
             if (parse.GetValue(trace) is { } tracePath) AtomicFile.WriteAllText(tracePath, text);
             ctx.Result(new { output = parse.GetValue(output), result.Id, result.Count, result.Seed, result.Strategy, result.Sampler, result.ImageStepsByExpert, result.LeftOutExperts, result.Retries, result.Timings },
                 w => w.WriteLine($"wrote {result.Count} images to {parse.GetValue(output)} (generation {result.Id}, seed {result.Seed}, images·steps per expert [{string.Join(", ", result.ImageStepsByExpert)}]" +

@@ -14,9 +14,23 @@ public sealed record ModelConfig(
     int GroupNormGroups = 8,
     int ClassCount = 10,
     int ImageChannels = 1,
-    int ImageSize = 28)
+    int ImageSize = 28,
+    int? ImageWidth = null)
 {
     public int[] Multipliers => ChannelMultipliers ?? [1, 2, 4];
+
+    /// <summary>Image height; <see cref="ImageSize"/> names it so that a config.json written for square images still reads.</summary>
+    public int Height => ImageSize;
+
+    /// <summary>Image width: <see cref="ImageWidth"/>, or the height for square images.</summary>
+    public int Width => ImageWidth ?? ImageSize;
+
+    /// <summary>The model's images as C × H × W.</summary>
+    public (long C, long H, long W) Shape => (ImageChannels, Height, Width);
+
+    /// <summary>This model for images of the given shape (a dataset's manifest).</summary>
+    public ModelConfig ForImages(int channels, int height, int width) =>
+        this with { ImageChannels = channels, ImageSize = height, ImageWidth = width == height ? null : width };
 
     public IEnumerable<string> Validate()
     {
@@ -28,8 +42,11 @@ public sealed record ModelConfig(
         if (ResBlocksPerLevel < 1) yield return "model.resBlocksPerLevel: must be at least 1";
         if (TimeEmbeddingDim < 2 || TimeEmbeddingDim % 2 != 0) yield return "model.timeEmbeddingDim: must be even and positive";
         if (ClassCount < 0) yield return "model.classCount: must not be negative";
-        if (ImageSize % (1 << (Multipliers.Length - 1)) != 0)
-            yield return $"model.imageSize: {ImageSize} must be divisible by 2^(levels-1) = {1 << (Multipliers.Length - 1)}";
+        if (ImageChannels < 1) yield return $"model.imageChannels: {ImageChannels} must be at least 1";
+        if (ImageSize < 1 || ImageSize % (1 << (Multipliers.Length - 1)) != 0)
+            yield return $"model.imageSize: {ImageSize} (the height) must be a positive multiple of 2^(levels-1) = {1 << (Multipliers.Length - 1)}";
+        if (ImageWidth is { } w && (w < 1 || w % (1 << (Multipliers.Length - 1)) != 0))
+            yield return $"model.imageWidth: {w} must be a positive multiple of 2^(levels-1) = {1 << (Multipliers.Length - 1)}";
     }
 
     public UNet Build() => new(this);

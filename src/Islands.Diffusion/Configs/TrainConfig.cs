@@ -62,6 +62,18 @@ public sealed record TrainConfig(
 
     public void ThrowIfInvalid() => ConfigException.ThrowFirst(Validate());
 
+    /// <summary>
+    /// The config for a dataset: a model left at the default image shape (1 × 28 × 28, Fashion-MNIST's) takes the
+    /// dataset's C × H × W; a model given another shape keeps it, and training refuses data that does not match.
+    /// </summary>
+    public TrainConfig ForData(Data.DatasetManifest manifest)
+    {
+        var model = ModelOrDefault;
+        var unset = model.ImageChannels == 1 && model.ImageSize == 28 && model.ImageWidth is null;
+        var other = manifest.Channels != 1 || manifest.Height != 28 || manifest.Width != 28;
+        return unset && other ? this with { Model = model.ForImages(manifest.Channels, manifest.Height, manifest.Width) } : this;
+    }
+
     /// <summary>The fields that a resumed run must share with the run it continues; Steps may grow.</summary>
     public IEnumerable<string> DifferencesForResume(TrainConfig other)
     {

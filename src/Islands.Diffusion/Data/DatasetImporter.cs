@@ -23,7 +23,7 @@ public static class DatasetImporter
 
     public static bool FashionMnistInstalled => Directory.Exists(FashionMnistLocation);
 
-    /// <summary>Parses "fashion-mnist", "synthetic", "idx:DIR" or "folder:DIR" and imports it into <paramref name="outDir"/>.</summary>
+    /// <summary>Parses "fashion-mnist", "synthetic", "synthetic-rgb", "idx:DIR" or "folder:DIR" and imports it into <paramref name="outDir"/>.</summary>
     public static DatasetManifest Import(string source, string outDir, int size = 28, double testFraction = 1.0 / 7, int seed = 0)
     {
         if (Directory.Exists(outDir) && Directory.EnumerateFileSystemEntries(outDir).Any())
@@ -39,11 +39,16 @@ public static class DatasetImporter
             var (train, test) = SyntheticShapes.Generate(seed: seed);
             return Write(outDir, "synthetic-shapes", source, SyntheticShapes.Classes, train, test);
         }
+        if (source == "synthetic-rgb")
+        {
+            var (train, test) = SyntheticColourShapes.Generate(seed: seed);
+            return Write(outDir, "synthetic-colour-shapes", source, SyntheticColourShapes.Classes, train, test);
+        }
         if (source.StartsWith("idx:", StringComparison.Ordinal))
             return ImportIdx(source[4..], outDir, Path.GetFileName(Path.GetFullPath(source[4..]).TrimEnd('/')), source, null);
         if (source.StartsWith("folder:", StringComparison.Ordinal))
             return ImportFolder(source[7..], outDir, size, testFraction, seed, source);
-        throw new ConfigException("--source", $"'{source}' is not a known source; use fashion-mnist, synthetic, idx:DIR or folder:DIR");
+        throw new ConfigException("--source", $"'{source}' is not a known source; use fashion-mnist, synthetic, synthetic-rgb, idx:DIR or folder:DIR");
     }
 
     public static DatasetManifest ImportIdx(string dir, string outDir, string name, string source, IReadOnlyList<string>? classNames)

@@ -52,12 +52,39 @@ public static class ImageGrid
         return tiles;
     }
 
-    private static Image<L8> Render(byte[] pixels, int count, int channels, int height, int width, int columns, int padding, int scale)
+    /// <summary>A PNG's pixels as raw RGB bytes in planes (C × H × W, like the images), and its width and height.</summary>
+    public static (byte[] Pixels, int Width, int Height) DecodeRgb(byte[] png)
+    {
+        using var image = Image.Load<Rgb24>(png);
+        var plane = image.Width * image.Height;
+        var pixels = new byte[3 * plane];
+        image.ProcessPixelRows(rows =>
+        {
+            for (var y = 0; y < rows.Height; y++)
+            {
+                var row = rows.GetRowSpan(y);
+                for (var x = 0; x < row.Length; x++)
+                {
+                    var i = y * rows.Width + x;
+                    (pixels[i], pixels[plane + i], pixels[2 * plane + i]) = (row[x].R, row[x].G, row[x].B);
+                }
+            }
+        });
+        return (pixels, image.Width, image.Height);
+    }
+
+    /// <summary>Grey images (C = 1) as a grey PNG, colour ones (C = 3) as an RGB PNG; other channel counts are refused.</summary>
+    private static Image Render(byte[] pixels, int count, int channels, int height, int width, int columns, int padding, int scale)
     {
         if (count == 0) throw new ConfigException("--count", "no images to write");
+        if (channels is not (1 or 3)) throw new ConfigException("channels", $"{channels} channels cannot be written as PNG (1 grey or 3 RGB)");
+        if (pixels.Length < (long)count * channels * height * width)
+            throw new ConfigException("pixels", $"{pixels.Length} bytes are fewer than {count} images of {channels}x{height}x{width}");
         columns = columns > 0 ? columns : (int)Math.Ceiling(Math.Sqrt(count));
         var rows = (count + columns - 1) / columns;
-        var grid = new Image<L8>(columns * (width + padding) + padding, rows * (height + padding) + padding, new L8(255));
+        var gridWidth = columns * (width + padding) + padding;
+        var gridHeight = rows * (height + padding) + padding;
+        Image grid = channels == 1 ? new Image<L8>(gridWidth, gridHeight, new L8(255)) : new Image<Rgb24>(gridWidth, gridHeight, new Rgb24(255, 255, 255));
         var plane = height * width;
         for (var i = 0; i < count; i++)
         {
@@ -67,9 +94,8 @@ public static class ImageGrid
             for (var x = 0; x < width; x++)
             {
                 var offset = i * channels * plane + y * width + x;
-                var value = channels == 1 ? pixels[offset]
-                    : (byte)((pixels[offset] * 299 + pixels[offset + plane] * 587 + pixels[offset + 2 * plane] * 114) / 1000);
-                grid[ox + x, oy + y] = new L8(value);
+                if (grid is Image<L8> grey) grey[ox + x, oy + y] = new L8(pixels[offset]);
+                else ((Image<Rgb24>)grid)[ox + x, oy + y] = new Rgb24(pixels[offset], pixels[offset + plane], pixels[offset + 2 * plane]);
             }
         }
         if (scale > 1) grid.Mutate(g => g.Resize(grid.Width * scale, grid.Height * scale, KnownResamplers.NearestNeighbor));

@@ -49,6 +49,9 @@ public sealed class RouterNet : Module<Tensor, Tensor, Tensor, Tensor>, IRouter
     public Tensor Posterior(Tensor x, Tensor t, Tensor classes)
     {
         using var scope = NewDisposeScope();
+        if (classes.numel() > 0 && (classes.max().item<long>() > NullClass || classes.min().item<long>() < 0))
+            throw new ConfigException("class", $"the router knows classes 0..{NullClass - 1} (and {NullClass}, unconditional); " +
+                                               $"got {classes.min().item<long>()}..{classes.max().item<long>()}");
         using var _ = no_grad();
         return functional.softmax(call(x, t, classes), 1).to_type(x.dtype).MoveToOuterDisposeScope();
     }

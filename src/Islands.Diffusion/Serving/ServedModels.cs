@@ -13,7 +13,7 @@ public sealed class ServedExpert(IVelocityModel model, IDisposable owner, ModelC
     public IVelocityModel Model { get; } = model;
     public ModelConfig Config { get; } = config;
     public PublishedModel Published { get; } = published;
-    public long ImageFloats => (long)Config.ImageChannels * Config.ImageSize * Config.ImageSize;
+    public long ImageFloats => (long)Config.ImageChannels * Config.Height * Config.Width;
     public void Dispose() => owner.Dispose();
 }
 
@@ -46,7 +46,7 @@ public static class ServedModels
     public static (long C, long H, long W) ImageShape(PublishedModel expert)
     {
         var m = new RunDirectory(expert.RunDirectory).LoadConfig().ModelOrDefault;
-        return (m.ImageChannels, m.ImageSize, m.ImageSize);
+        return m.Shape;
     }
 
     /// <summary>How many classes an expert knows, and their names when its dataset's manifest is readable from here.</summary>
@@ -55,7 +55,8 @@ public static class ServedModels
         var config = new RunDirectory(expert.RunDirectory).LoadConfig();
         var manifest = Path.Combine(config.DataDirectory, Data.DatasetManifest.FileName);
         var names = File.Exists(manifest) ? Json.Read<Data.DatasetManifest>(manifest).Classes : [];
-        return (config.ModelOrDefault.ClassCount, names.Count == config.ModelOrDefault.ClassCount ? names : []);
+        // A model may have room for more classes than its dataset has (the default 10 for 6 synthetic-rgb classes): the dataset's are served.
+        return names.Count > 0 && names.Count <= config.ModelOrDefault.ClassCount ? (names.Count, names) : (config.ModelOrDefault.ClassCount, []);
     }
 
     /// <param name="imageFloats">C·H·W of the experts' images (the router's input width).</param>

@@ -33,6 +33,9 @@ public sealed record TrainingJob(string Name, TrainingMethod Method, IMethodConf
     public static ExpertTrainer OpenExpert(TrainConfig config, string runDirectory, Action<string>? log = null, Device? device = null)
     {
         config.ThrowIfInvalid();
+        var data = CanonicalDataset.Load(config.DataDirectory);
+        config = config.ForData(data.Manifest);
+        config.ThrowIfInvalid();
         var run = new RunDirectory(runDirectory);
         if (run.Exists)
         {
@@ -44,7 +47,6 @@ public sealed record TrainingJob(string Name, TrainingMethod Method, IMethodConf
                     "use the same options to resume, or a new --out");
             if (frozen.Steps != config.Steps) log?.Invoke($"extending the run from {frozen.Steps} to {config.Steps} steps");
         }
-        var data = CanonicalDataset.Load(config.DataDirectory);
         var (images, labels) = TrainingRun.SelectTrainingImages(data, config);
         Directory.CreateDirectory(runDirectory);
         run.SaveConfig(config);

@@ -49,9 +49,9 @@ public static class TrainingRun
             train = train.Subset(partitions.Members(config.Expert!.Value));
         }
         var model = config.ModelOrDefault;
-        if (model.ImageSize != data.Manifest.Height || model.ImageChannels != data.Manifest.Channels)
+        if (model.Height != data.Manifest.Height || model.Width != data.Manifest.Width || model.ImageChannels != data.Manifest.Channels)
             throw new ConfigException("model",
-                $"the model expects {model.ImageChannels}x{model.ImageSize}x{model.ImageSize} images " +
+                $"the model expects {model.ImageChannels}x{model.Height}x{model.Width} images " +
                 $"but {data.Directory} holds {data.Manifest.Channels}x{data.Manifest.Height}x{data.Manifest.Width}");
         if (config.ModelOrDefault.ClassCount < data.ClassCount)
             throw new ConfigException("model.classCount", $"{config.ModelOrDefault.ClassCount} is less than the dataset's {data.ClassCount} classes");
