@@ -18,10 +18,15 @@ public sealed class ExpertMethod : TrainingMethod
 
     public override IMethodConfig Configure(IMethodConfig config, string? argument, Func<string, bool> isSet)
     {
-        if (argument is null || !int.TryParse(argument, NumberStyles.None, CultureInfo.InvariantCulture, out var k))
+        if (Index($"{Name}:{argument}") is not { } k)
             throw new ConfigException("islands.job", $"'expert{(argument is null ? "" : ":" + argument)}' must be expert:K (K a partition index)");
         return As<TrainConfig>(config) with { Job = Name, Expert = k };
     }
+
+    /// <summary>The partition of an expert job's name ("expert:3" is 3), or null for any other job.</summary>
+    public static int? Index(string job) =>
+        job.StartsWith("expert:", StringComparison.Ordinal)
+            && int.TryParse(job["expert:".Length..], NumberStyles.None, CultureInfo.InvariantCulture, out var k) ? k : null;
 
     public override IChunkedTrainer Open(IMethodConfig config, string runDirectory, Action<string>? log = null, Device? device = null) =>
         TrainingJob.OpenExpert(As<TrainConfig>(config), runDirectory, log, device);

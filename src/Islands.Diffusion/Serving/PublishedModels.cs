@@ -71,7 +71,5 @@ public static class PublishedModels
         return new PublishedModelScan(experts, routers.FirstOrDefault(), refused);
     }
 
-    private static int? ExpertIndex(string job) =>
-        job.StartsWith("expert:", StringComparison.Ordinal)
-            && int.TryParse(job["expert:".Length..], NumberStyles.None, CultureInfo.InvariantCulture, out var k) ? k : null;
+    private static int? ExpertIndex(string job) => Methods.ExpertMethod.Index(job);
 }
