@@ -42,7 +42,7 @@ public static class IslandNode
         var builder = NodeHost.CreateBuilder(settings.HttpHostname, settings.HttpPort, TimeSpan.FromSeconds(90), logging);
         builder.Services.AddSingleton(settings);
         IslandTelemetrySetup.Add(builder.Services, settings);
-        builder.Services.AddHealthChecks().AddCheck<ClusterMemberUpCheck>("cluster-member-up", tags: ["ready"]);
+        builder.Services.AddHealthChecks();
         builder.Services.AddAkka(settings.SystemName, (akka, _) => ConfigureAkka(akka, settings));
         settings.Formation.AddServices(builder.Services);
         PublicationEndpoints.AddServices(builder.Services, settings.PublicationKeys);
@@ -51,8 +51,7 @@ public static class IslandNode
         RequestGuards.Use(app);
         app.UseAuthentication();
         app.UseAuthorization();
-        app.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = _ => false });
-        app.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = c => c.Tags.Contains("ready") });
+        app.MapNodeHealth();
         ClusterFormation.MapSeedNodes(app);
         app.MapGet("/status", async (ActorSystem system, IRequiredActor<TrainingJobSingleton> job, CancellationToken cancel) =>
             Results.Json(await IslandStatus.Collect(system, await job.GetAsync(cancel), settings, TimeSpan.FromSeconds(5), cancel)));
@@ -70,6 +69,7 @@ public static class IslandNode
         akka.AddHocon(settings.Hocon, HoconAddMode.Append);
         akka.AddHocon(ConfigurationFactory.ParseString($"akka.cluster.split-brain-resolver.stable-after = {(int)settings.StableAfter.TotalMilliseconds}ms"), HoconAddMode.Prepend);
         akka.ConfigureLoggers(l => l.AddLoggerFactory());
+        akka.WithNodeHealthChecks();
         akka.WithRemoting(RemoteOptions(settings));
         akka.WithClustering(new ClusterOptions
         {

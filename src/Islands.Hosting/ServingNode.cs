@@ -53,7 +53,7 @@ public static class ServingNode
         builder.Services.AddSingleton(new GenerationSlots(settings.MaxInFlight));
         builder.Services.AddSingleton(new AsyncGenerations(settings.FailedRetention));
         builder.Services.AddSingleton<ServedClasses>();
-        builder.Services.AddHealthChecks().AddCheck<ClusterMemberUpCheck>("cluster-member-up", tags: ["ready"]);
+        builder.Services.AddHealthChecks();
         builder.Services.AddAkka(settings.SystemName, (akka, _) => ConfigureAkka(akka, settings));
         settings.Formation.AddServices(builder.Services);
         if (settings.Sources.Enabled)
@@ -79,8 +79,7 @@ public static class ServingNode
         RequestGuards.Use(app);
         app.UseAuthentication();
         app.UseAuthorization();
-        app.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = _ => false }).AllowAnonymous();
-        app.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = c => c.Tags.Contains("ready") }).AllowAnonymous();
+        app.MapNodeHealth().AllowAnonymous();
         ClusterFormation.MapSeedNodes(app).AllowAnonymous();
         app.MapOpenApi();
         GenerationApi.Map(app, settings);
@@ -92,6 +91,7 @@ public static class ServingNode
         akka.AddHocon(settings.Hocon, HoconAddMode.Append);
         akka.AddHocon(ConfigurationFactory.ParseString($"akka.cluster.split-brain-resolver.stable-after = {(int)settings.StableAfter.TotalMilliseconds}ms"), HoconAddMode.Prepend);
         akka.ConfigureLoggers(l => l.AddLoggerFactory());
+        akka.WithNodeHealthChecks();
         akka.WithRemoting(RemoteTls.Apply(new RemoteOptions { HostName = settings.Hostname, PublicHostName = settings.PublicHostname, Port = settings.Port }, settings.Tls));
         akka.WithClustering(new ClusterOptions
         {
