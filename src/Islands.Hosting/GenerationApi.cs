@@ -1,4 +1,6 @@
 using System.Diagnostics;
+using System.Net.ServerSentEvents;
+using System.Runtime.CompilerServices;
 using System.Text.Json;
 using System.Threading.Channels;
 using Akka.Actor;
@@ -151,44 +153,31 @@ public static partial class GenerationApi
             return Results.Accepted($"/v1/generations/{id}", new GenerationStatus(id, "accepted", 0, valid.Request.Steps, $"/v1/generations/{id}"));
         }
 
-        using var permit = slots.TryAcquire();
+        var permit = slots.TryAcquire();
         if (permit is null) return TooMany(settings);
         var channel = Channel.CreateUnbounded<IIslandsMessage>();
         var watcher = system.ActorOf(GenerationWatcher.Props(router, generate, channel.Writer, settings.Serving));
-        var streaming = http.Request.Headers.Accept.Any(a => a?.Contains("text/event-stream", StringComparison.OrdinalIgnoreCase) == true);
+        if (http.Request.Headers.Accept.Any(a => a?.Contains("text/event-stream", StringComparison.OrdinalIgnoreCase) == true))
+        {
+            http.Response.Headers["X-Generation-Id"] = id;
+            return TypedResults.ServerSentEvents(EventStream(system, watcher, permit, channel.Reader, id, clock, cancel));
+        }
         var retries = 0;
         try
         {
-            if (streaming)
-            {
-                http.Response.ContentType = "text/event-stream";
-                http.Response.Headers.CacheControl = "no-cache";
-                http.Response.Headers["X-Generation-Id"] = id;
-            }
             await foreach (var message in channel.Reader.ReadAllAsync(cancel))
             {
                 switch (message)
                 {
                     case GenerationRetried r:
                         retries = r.Attempt;
-                        if (streaming) await Event(http, "retry", new { id, attempt = r.Attempt }, cancel);
-                        break;
-                    case GenerationAccepted a when streaming:
-                        await Event(http, "accepted", new { id, queuedImages = a.QueuedImages }, cancel);
-                        break;
-                    case GenerationProgress p when streaming:
-                        await Event(http, "progress", new { id, step = p.Step, steps = p.Steps, leftOutExperts = p.LeftOutExperts }, cancel);
                         break;
                     case GenerationCompleted done:
                         Record(clock, done.LeftOutExperts.Length > 0 ? "degraded" : "ok");
-                        if (!streaming) return Render(done, valid.Format, retries);
-                        await Event(http, "completed", Result(done, retries), cancel);
-                        return Results.Empty;
+                        return Render(done, valid.Format, retries);
                     case GenerationFailed failed:
                         Record(clock, "failed");
-                        if (!streaming) return Failure(failed);
-                        await Event(http, "failed", new { id, status = failed.Status, detail = failed.Reason }, cancel);
-                        return Results.Empty;
+                        return Failure(failed);
                 }
             }
             return Results.Problem(statusCode: 504, title: "Generation abandoned", detail: "the serving node stopped waiting for this generation");
@@ -197,6 +186,49 @@ public static partial class GenerationApi
         {
             // A client that hung up stops only its watcher: the generation finishes and its stored result answers a retry.
             system.Stop(watcher);
+            permit.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// A generation as server-sent events (ASP.NET Core's): accepted, retry, progress (one per step), then completed (the
+    /// JSON result) or failed. The request's slot and watcher are held until the stream ends or the client hangs up.
+    /// </summary>
+    private static async IAsyncEnumerable<SseItem<object>> EventStream(ActorSystem system, IActorRef watcher, IDisposable permit,
+        ChannelReader<IIslandsMessage> reader, string id, Stopwatch clock, [EnumeratorCancellation] CancellationToken cancel)
+    {
+        var retries = 0;
+        try
+        {
+            await foreach (var message in reader.ReadAllAsync(cancel))
+            {
+                switch (message)
+                {
+                    case GenerationRetried r:
+                        retries = r.Attempt;
+                        yield return new SseItem<object>(new { id, attempt = r.Attempt }, "retry");
+                        break;
+                    case GenerationAccepted a:
+                        yield return new SseItem<object>(new { id, queuedImages = a.QueuedImages }, "accepted");
+                        break;
+                    case GenerationProgress p:
+                        yield return new SseItem<object>(new { id, step = p.Step, steps = p.Steps, leftOutExperts = p.LeftOutExperts }, "progress");
+                        break;
+                    case GenerationCompleted done:
+                        Record(clock, done.LeftOutExperts.Length > 0 ? "degraded" : "ok");
+                        yield return new SseItem<object>(Result(done, retries), "completed");
+                        yield break;
+                    case GenerationFailed failed:
+                        Record(clock, "failed");
+                        yield return new SseItem<object>(new { id, status = failed.Status, detail = failed.Reason }, "failed");
+                        yield break;
+                }
+            }
+        }
+        finally
+        {
+            system.Stop(watcher);
+            permit.Dispose();
         }
     }
 }

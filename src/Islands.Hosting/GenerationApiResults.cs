@@ -109,12 +109,6 @@ public static partial class GenerationApi
             _ => "Generation failed",
         }, detail: failed.Reason);
 
-    private static async Task Event(HttpContext http, string name, object data, CancellationToken cancel)
-    {
-        await http.Response.WriteAsync($"event: {name}\ndata: {JsonSerializer.Serialize(data, Diffusion.IO.Json.Web)}\n\n", cancel);
-        await http.Response.Body.FlushAsync(cancel);
-    }
-
     private static void Record(Stopwatch clock, string outcome) =>
         ServingTelemetry.RequestDuration.Record(clock.Elapsed.TotalSeconds, new KeyValuePair<string, object?>("outcome", outcome));
 
