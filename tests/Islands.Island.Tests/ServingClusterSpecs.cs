@@ -129,6 +129,23 @@ public sealed class ServingClusterSpecs(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task Should_measure_served_heun_sampling_against_offline_heun_with_bench_serve()
+    {
+        var store = await ServingTestStore.StoreAsync();
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        var code = await Islands.Cli.IslandsCli.RunAsync(["bench", "serve", "--store", store, "--clients", "2", "--seconds", "2", "--steps", "4", "--count", "1",
+            "--sampler", "heun", "--threads", "2", "--json"], stdout, stderr);
+        Assert.True(code == 0, stderr.ToString());
+        var result = JsonDocument.Parse(stdout.ToString()).RootElement;
+        Assert.True(result.GetProperty("offlineImagesPerSecond").GetDouble() > 0);
+        var served = result.GetProperty("served").EnumerateArray().Single();
+        Assert.True(served.GetProperty("requests").GetInt32() > 0, served.ToString());
+        Assert.Equal(0, served.GetProperty("failed").GetInt32());
+        Assert.True(served.GetProperty("imagesPerSecond").GetDouble() > 0);
+    }
+
+    [Fact]
     public async Task Should_measure_served_latency_healthy_and_with_one_expert_slowed_with_bench_serve()
     {
         var store = await ServingTestStore.StoreAsync();

@@ -214,7 +214,8 @@ public static class BenchCommands
         var slowBy = new Option<string>("--slow-by") { Description = "How long the slowed expert holds back each answer", DefaultValueFactory = _ => "500ms" };
         var command = new Command("serve", "Served throughput, p50/p99 latency and mean batch size for 1, 8, 32 clients, against offline batched sampling of the same ensemble")
         {
-            store, clients, nodes, count, strategy, maxRows, seconds, stragglerFactor, slowExpert, slowBy, SampleCommand.Steps, SampleCommand.Precision,
+            store, clients, nodes, count, strategy, maxRows, seconds, stragglerFactor, slowExpert, slowBy, SampleCommand.Steps, SampleCommand.Sampler,
+            SampleCommand.Precision,
         };
         command.SetAction(IslandsCli.Action(stdout, stderr, async (ctx, parse, cancel) =>
         {
@@ -258,7 +259,7 @@ public static class BenchCommands
             {
                 result = await Islands.Hosting.Benchmarks.ServeBenchmark.RunAsync(Path.GetFullPath(parse.GetValue(store)!), parse.GetValue(nodes), clientCounts, parse.GetValue(count),
                     parse.GetValue(SampleCommand.Steps), parse.GetValue(strategy)!, parse.GetValue(maxRows), TimeSpan.FromSeconds(parse.GetValue(seconds)),
-                    parse.GetValue(SampleCommand.Precision)!, ctx.Log, cancel, parse.GetValue(stragglerFactor));
+                    parse.GetValue(SampleCommand.Precision)!, ctx.Log, cancel, parse.GetValue(stragglerFactor), parse.GetValue(SampleCommand.Sampler)!);
             }
             finally
             {
@@ -266,7 +267,8 @@ public static class BenchCommands
             }
             ctx.Result(result, w =>
             {
-                w.WriteLine($"serve: {result.Nodes} node(s), {result.Strategy}, {result.Steps} steps, {result.ImagesPerRequest} images per request, max batch {result.MaxBatchRows}");
+                w.WriteLine($"serve: {result.Nodes} node(s), {result.Strategy}, {result.Steps} {parse.GetValue(SampleCommand.Sampler)} steps, " +
+                            $"{result.ImagesPerRequest} images per request, max batch {result.MaxBatchRows}, on {Diffusion.Numerics.CpuInfo.Read().Model}");
                 w.WriteLine($"  offline batched sampling: {result.OfflineImagesPerSecond:F1} images/s ({string.Join(", ", result.Offline.Select(o => o.ImagesPerSecond.ToString("F1")))})");
                 w.WriteLine("  clients  images/s  served/offline  p50 s   p99 s   mean batch  failed");
                 foreach (var s in result.Served)

@@ -1,7 +1,5 @@
 using System.CommandLine;
 using System.Globalization;
-using System.Net.Http.Headers;
-using System.Net.Http.Json;
 using System.Text.Json;
 using Islands.Diffusion;
 using Islands.Diffusion.IO;
@@ -87,40 +85,13 @@ public static class ServingCommands
                 ["count"] = parse.GetValue(count), ["class"] = classValue, ["steps"] = parse.GetValue(steps), ["cfg"] = parse.GetValue(cfg),
                 ["strategy"] = parse.GetValue(strategy), ["sampler"] = parse.GetValue(sampler), ["seed"] = parse.GetValue(seed), ["format"] = "json",
             };
-            var address = parse.GetValue(url)!.TrimEnd('/') + "/v1/generations";
             var idempotency = parse.GetValue(key) ?? Guid.NewGuid().ToString("N");
-            using var http = new HttpClient { Timeout = TimeSpan.FromMinutes(10) };
-            HttpResponseMessage? response = null;
-            // Transport failures are retried with the same Idempotency-Key: the server answers a repeat from its stored result.
-            for (var attempt = 1; ; attempt++)
-            {
-                using var request = new HttpRequestMessage(HttpMethod.Post, address) { Content = JsonContent.Create(body) };
-                if (!string.IsNullOrEmpty(apiKey)) request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", apiKey);
-                request.Headers.Add("Idempotency-Key", idempotency);
-                try
-                {
-                    response = await http.SendAsync(request, cancel);
-                    if ((int)response.StatusCode is 429 or 502 or 503 && attempt < 5)
-                    {
-                        ctx.Log($"{address}: {(int)response.StatusCode}; retrying in {attempt} s");
-                        await Task.Delay(TimeSpan.FromSeconds(attempt), cancel);
-                        continue;
-                    }
-                    break;
-                }
-                catch (HttpRequestException e) when (attempt < 5)
-                {
-                    ctx.Log($"{address}: {e.Message}; retrying in {attempt} s");
-                    await Task.Delay(TimeSpan.FromSeconds(attempt), cancel);
-                }
-                catch (HttpRequestException e)
-                {
-                    throw new IslandsException($"{address}: {e.Message}");
-                }
-            }
-            using var answer = response;
-            var text = await answer.Content.ReadAsStringAsync(cancel);
-            if (!answer.IsSuccessStatusCode)
+            // Transport failures, 429 and 5xx are retried with the same Idempotency-Key: the server answers a repeat from its stored result.
+            using var client = GenerationClient.Create(parse.GetValue(url)!, apiKey, TimeSpan.FromMinutes(10), log: ctx.Log);
+            var address = client.BaseAddress + "v1/generations";
+            var (status, reason, bytes) = await client.GenerateAsync(body, idempotency, cancel);
+            var text = System.Text.Encoding.UTF8.GetString(bytes);
+            if ((int)status is < 200 or > 299)
             {
                 var detail = text;
                 try
@@ -134,8 +105,8 @@ public static class ServingCommands
                 catch (JsonException)
                 {
                 }
-                var message = $"{address}: {(int)answer.StatusCode} {answer.ReasonPhrase}: {detail}";
-                if ((int)answer.StatusCode == 401) message += $" (set {ApiKeyVariable})";
+                var message = $"{address}: {(int)status} {reason}: {detail}";
+                if ((int)status == 401) message += $" (set {ApiKeyVariable})";
                 throw new IslandsException(message);
             }
             var result = JsonSerializer.Deserialize<GenerationApi.GenerationResult>(text, Diffusion.IO.Json.Web)

@@ -75,12 +75,13 @@ public static class ServeBenchmark
     }
 
     public static async Task<ServeBenchmarkResult> RunAsync(string store, int nodes, IReadOnlyList<int> clients, int imagesPerRequest, int steps, string strategy,
-        int maxRows, TimeSpan duration, string precision, Action<string> log, CancellationToken cancel, double? stragglerFactor = null)
+        int maxRows, TimeSpan duration, string precision, Action<string> log, CancellationToken cancel, double? stragglerFactor = null,
+        string sampler = FlowStep.Euler)
     {
         var scan = PublishedModels.Scan(store);
         if (scan.Router is null || scan.Experts.Count == 0)
             throw new ConfigException("--store", $"{store}: needs published experts and a router (found {scan.Experts.Count} experts, {(scan.Router is null ? "no" : "a")} router)");
-        var offline = new List<OfflineSampling> { Offline(scan, maxRows, steps, strategy, precision) };
+        var offline = new List<OfflineSampling> { Offline(scan, maxRows, steps, strategy, precision, sampler) };
         log($"offline: {offline[0].ImagesPerSecond:F1} images/s ({offline[0].Images} images, {steps} steps, {strategy})");
 
         var batchRows = new List<long>();
@@ -102,7 +103,7 @@ public static class ServeBenchmark
         foreach (var c in clients)
         {
             lock (batchRows) batchRows.Clear();
-            var (requests, latencies, seconds, failed) = await Load(urls, c, imagesPerRequest, steps, strategy, duration, cancel);
+            var (requests, latencies, seconds, failed) = await Load(urls, c, imagesPerRequest, steps, strategy, duration, cancel, sampler: sampler);
             double meanBatch;
             lock (batchRows) meanBatch = batchRows.Count == 0 ? 0 : batchRows.Average();
             var images = requests * imagesPerRequest;
@@ -111,7 +112,7 @@ public static class ServeBenchmark
             served.Add(load);
             log($"{c} clients: {load.ImagesPerSecond:F1} images/s, p50 {load.P50Seconds:F2} s, p99 {load.P99Seconds:F2} s, mean batch {meanBatch:F1}");
         }
-        offline.Add(Offline(scan, maxRows, steps, strategy, precision));
+        offline.Add(Offline(scan, maxRows, steps, strategy, precision, sampler));
         log($"offline again: {offline[1].ImagesPerSecond:F1} images/s");
         var offlineRate = offline.Average(o => o.ImagesPerSecond);
         return new ServeBenchmarkResult(store, nodes, strategy, steps, imagesPerRequest, maxRows, offline, offlineRate,
@@ -183,7 +184,7 @@ public static class ServeBenchmark
 
     /// <summary>Closed-loop load; with watchExpert ≥ 0 the answers come as JSON and say whether an image visited that expert.</summary>
     private static async Task<(int Requests, List<(double Seconds, bool Visited)> Latencies, double Seconds, int Failed)> Load(string[] urls, int clients, int count, int steps,
-        string strategy, TimeSpan duration, CancellationToken cancel, int watchExpert = -1)
+        string strategy, TimeSpan duration, CancellationToken cancel, int watchExpert = -1, string sampler = FlowStep.Euler)
     {
         var latencies = new List<(double Seconds, bool Visited)>();
         var failed = 0;
@@ -191,19 +192,21 @@ public static class ServeBenchmark
         var end = duration;
         await Task.WhenAll(Enumerable.Range(0, clients).Select(c => Task.Run(async () =>
         {
-            using var http = new HttpClient { BaseAddress = new Uri(urls[c % urls.Length]), Timeout = TimeSpan.FromMinutes(5) };
+            // No retries: a benchmark counts a failed request instead of hiding it in another attempt's latency.
+            using var client = GenerationClient.Create(urls[c % urls.Length], null, TimeSpan.FromMinutes(5), retries: 0);
             var seed = c * 100_000L;
             while (clock.Elapsed < end && !cancel.IsCancellationRequested)
             {
                 var started = clock.Elapsed.TotalSeconds;
-                using var response = await http.PostAsJsonAsync("/v1/generations", new { count, steps, strategy, seed = seed++, format = watchExpert >= 0 ? "json" : "png" }, cancel);
-                var body = await response.Content.ReadAsByteArrayAsync(cancel);
+                var request = new { count, steps, strategy, sampler, seed, format = watchExpert >= 0 ? "json" : "png" };
+                var (status, _, body) = await client.GenerateAsync(request, $"bench-{c}-{seed++}-{Guid.NewGuid():N}", cancel);
                 var seconds = clock.Elapsed.TotalSeconds - started;
-                var visited = watchExpert >= 0 && response.IsSuccessStatusCode &&
+                var ok = (int)status is >= 200 and <= 299;
+                var visited = watchExpert >= 0 && ok &&
                     System.Text.Json.JsonDocument.Parse(body).RootElement.GetProperty("imageStepsByExpert")[watchExpert].GetInt64() > 0;
                 lock (latencies)
                 {
-                    if (response.IsSuccessStatusCode) latencies.Add((seconds, visited));
+                    if (ok) latencies.Add((seconds, visited));
                     else failed++;
                 }
             }
@@ -212,7 +215,7 @@ public static class ServeBenchmark
     }
 
     /// <summary>The same ensemble and strategy, sampled in one routed batch of max-rows images in this process.</summary>
-    private static OfflineSampling Offline(PublishedModelScan scan, int images, int steps, string strategy, string precision)
+    private static OfflineSampling Offline(PublishedModelScan scan, int images, int steps, string strategy, string precision, string sampler)
     {
         var experts = scan.Experts.Select(e => ServedModels.LoadExpert(e, precision)).ToList();
         var shape = ServedModels.ImageShape(scan.Experts[0]);
@@ -224,7 +227,7 @@ public static class ServeBenchmark
             var standIn = models.First(m => m is not null)!;
             var ensemble = new ExpertEnsemble(models.Select(m => m ?? standIn).ToList(), router, RoutingStrategy.Parse(strategy), available);
             var clock = Stopwatch.StartNew();
-            using var samples = FlowSampler.Sample(ensemble.Field(1), images, null, new SamplerOptions(Steps: steps, Seed: 1, BatchSize: images), shape);
+            using var samples = FlowSampler.Sample(ensemble.Field(1), images, null, new SamplerOptions(Steps: steps, Method: sampler, Seed: 1, BatchSize: images), shape);
             var seconds = clock.Elapsed.TotalSeconds;
             return new OfflineSampling(images, steps, seconds, images / seconds);
         }

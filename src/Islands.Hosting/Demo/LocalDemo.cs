@@ -228,16 +228,16 @@ public sealed class LocalDemo(string work, int httpPortBase, Action<string> log)
     public async Task<(int Images, IReadOnlyList<string> Classes, double Seconds)> GenerateAsync(string output, int perClass, int steps, CancellationToken cancel)
     {
         var key = (await File.ReadAllTextAsync(ApiKeyFile, cancel)).Trim();
-        using var http = new HttpClient { BaseAddress = new Uri(ApiUrl!), Timeout = TimeSpan.FromMinutes(10) };
-        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", key);
+        using var client = GenerationClient.Create(ApiUrl!, key, TimeSpan.FromMinutes(10));
         var classes = CanonicalDataset.Load(DataDirectory).Manifest.Classes;
         var clock = System.Diagnostics.Stopwatch.StartNew();
         // One request per class, all at once: the router batches them into shared steps.
         var answers = await Task.WhenAll(classes.Select(async (_, c) =>
         {
-            using var response = await http.PostAsJsonAsync("/v1/generations", new { count = perClass, @class = c, steps, seed = c, format = "json" }, cancel);
-            var text = await response.Content.ReadAsStringAsync(cancel);
-            if (!response.IsSuccessStatusCode) throw new IslandsException($"{ApiUrl}/v1/generations: {(int)response.StatusCode}: {text}");
+            var (status, _, body) = await client.GenerateAsync(new { count = perClass, @class = c, steps, seed = c, format = "json" }, $"demo-{c}-{perClass}-{steps}",
+                cancel);
+            var text = System.Text.Encoding.UTF8.GetString(body);
+            if ((int)status is < 200 or > 299) throw new IslandsException($"{ApiUrl}/v1/generations: {(int)status}: {text}");
             return JsonDocument.Parse(text).RootElement.Clone();
         }));
         var seconds = clock.Elapsed.TotalSeconds;
