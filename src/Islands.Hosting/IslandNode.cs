@@ -65,25 +65,12 @@ public static class IslandNode
 
     private static void ConfigureAkka(AkkaConfigurationBuilder akka, IslandNodeSettings settings)
     {
-        // Island HOCON (dispatcher, frame size, circuit breaker) is the fallback; typed options below take precedence.
-        akka.AddHocon(settings.Hocon, HoconAddMode.Append);
-        akka.AddHocon(ConfigurationFactory.ParseString($"akka.cluster.split-brain-resolver.stable-after = {(int)settings.StableAfter.TotalMilliseconds}ms"), HoconAddMode.Prepend);
-        akka.ConfigureLoggers(l => l.AddLoggerFactory());
-        akka.WithNodeHealthChecks();
-        akka.WithRemoting(RemoteOptions(settings));
-        akka.WithClustering(new ClusterOptions
-        {
-            Roles = [IslandNodeSettings.Role],
-            SeedNodes = [.. settings.SeedNodes],
-            // Lease-majority in the island's PostgreSQL journal database; keep-majority for a one-node SQLite island.
-            SplitBrainResolver = SplitBrainStrategy.Apply(akka, settings.JournalProvider == "postgresql" ? settings.JournalConnectionString : null,
-                $"islands-{settings.Island}-split-brain", settings.StableAfter),
-        });
-        settings.Formation.Apply(akka);
+        // Lease-majority in the island's PostgreSQL journal database; keep-majority for a one-node SQLite island.
+        akka.WithIslandsNode(new NodeWiringOptions(settings.Hocon, IslandNodeSettings.Role, settings.Hostname, settings.PublicHostname, settings.Port,
+            settings.Tls, settings.SeedNodes, settings.Formation, settings.StableAfter,
+            settings.JournalProvider == "postgresql" ? settings.JournalConnectionString : null, $"islands-{settings.Island}-split-brain"));
         akka.WithSqlPersistence(settings.JournalConnectionString,
             settings.JournalProvider == "sqlite" ? ProviderName.SQLiteMS : ProviderName.PostgreSQL15, autoInitialize: true);
-        akka.WithCustomSerializer("islands", [typeof(IIslandsMessage)], system => new IslandsSerializer(system));
-        akka.WithStrictSerialization(true);
         if (settings.ServingContacts.Count > 0)
         {
             akka.WithClusterClient<ServingClusterClient>(settings.ServingContacts);
@@ -102,7 +89,4 @@ public static class IslandNode
             LeaseRetryInterval = lease is null ? null : TimeSpan.FromSeconds(1),
         });
     }
-
-    private static RemoteOptions RemoteOptions(IslandNodeSettings settings) =>
-        RemoteTls.Apply(new RemoteOptions { HostName = settings.Hostname, PublicHostName = settings.PublicHostname, Port = settings.Port }, settings.Tls);
 }

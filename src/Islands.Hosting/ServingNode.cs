@@ -88,21 +88,9 @@ public static class ServingNode
 
     private static void ConfigureAkka(AkkaConfigurationBuilder akka, ServingNodeSettings settings)
     {
-        akka.AddHocon(settings.Hocon, HoconAddMode.Append);
-        akka.AddHocon(ConfigurationFactory.ParseString($"akka.cluster.split-brain-resolver.stable-after = {(int)settings.StableAfter.TotalMilliseconds}ms"), HoconAddMode.Prepend);
-        akka.ConfigureLoggers(l => l.AddLoggerFactory());
-        akka.WithNodeHealthChecks();
-        akka.WithRemoting(RemoteTls.Apply(new RemoteOptions { HostName = settings.Hostname, PublicHostName = settings.PublicHostname, Port = settings.Port }, settings.Tls));
-        akka.WithClustering(new ClusterOptions
-        {
-            Roles = [ServingNodeSettings.Role],
-            SeedNodes = [.. settings.SeedNodes],
-            // Lease-majority when a database holds the lease: serving survives two of three nodes failing together.
-            SplitBrainResolver = SplitBrainStrategy.Apply(akka, settings.SplitBrainLease, settings.SystemName + "-split-brain", settings.StableAfter),
-        });
-        settings.Formation.Apply(akka);
-        akka.WithCustomSerializer("islands", [typeof(IIslandsMessage)], system => new IslandsSerializer(system));
-        akka.WithStrictSerialization(true);
+        // Lease-majority when a database holds the lease: serving survives two of three nodes failing together.
+        akka.WithIslandsNode(new NodeWiringOptions(settings.Hocon, ServingNodeSettings.Role, settings.Hostname, settings.PublicHostname, settings.Port,
+            settings.Tls, settings.SeedNodes, settings.Formation, settings.StableAfter, settings.SplitBrainLease, settings.SystemName + "-split-brain"));
         akka.WithClusterClientReceptionist(role: ServingNodeSettings.Role);
         akka.WithActors((system, registry) =>
         {
