@@ -59,7 +59,10 @@ public static partial class IslandNodeConfig
         string? defaultsFile = null) =>
         LoadLayers(defaultsFile ?? Path.Combine(AppContext.BaseDirectory, DefaultsFile), configFile, options, environment, EnvironmentKeys, ListKeys);
 
-    /// <summary>The layering shared by every node kind: defaults file, --config file, options, then environment variables.</summary>
+    /// <summary>
+    /// The layering shared by every node kind, lowest first: defaults file, --config file, environment variables, command-line
+    /// options (as .NET and Docker users expect: an option typed for this run beats the environment a container was given).
+    /// </summary>
     internal static Config LoadLayers(string defaultsFile, string? configFile, IReadOnlyDictionary<string, string?> options, IDictionary? environment,
         IReadOnlyDictionary<string, string> environmentKeys, IReadOnlySet<string> listKeys)
     {
@@ -69,7 +72,7 @@ public static partial class IslandNodeConfig
         var env = environment ?? Environment.GetEnvironmentVariables();
         var fromEnvironment = FromPairs(environmentKeys.Where(p => env.Contains(p.Key) && env[p.Key] is string)
             .Select(p => (p.Value, (string)env[p.Key]!)), listKeys);
-        return fromEnvironment.WithFallback(fromOptions).WithFallback(file).WithFallback(defaults);
+        return fromOptions.WithFallback(fromEnvironment).WithFallback(file).WithFallback(defaults);
     }
 
     private static Config ParseFile(string path)

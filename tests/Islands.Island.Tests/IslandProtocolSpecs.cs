@@ -101,11 +101,16 @@ public sealed class IslandProtocolSpecs(ITestOutputHelper output)
             islands { island = "from-file", job = "expert:2", port = 4100, http.port = 8100, training { data-directory = "/data", partitions-file = "/p.json" } }
             """);
         var options = new Dictionary<string, string?> { ["islands.port"] = "4200", ["islands.job"] = "expert:3", ["islands.http.port"] = null };
-        var environment = new Hashtable { ["ISLANDS_PORT"] = "4300", ["ISLANDS_SEED_NODES"] = "akka.tcp://islands-from-file@10.0.0.1:4053, akka.tcp://islands-from-file@10.0.0.2:4053" };
+        var environment = new Hashtable
+        {
+            ["ISLANDS_PORT"] = "4300", ["ISLANDS_HTTP_PORT"] = "8300",
+            ["ISLANDS_SEED_NODES"] = "akka.tcp://islands-from-file@10.0.0.1:4053, akka.tcp://islands-from-file@10.0.0.2:4053",
+        };
         var settings = IslandNodeConfig.Parse(IslandNodeConfig.Load(file, options, environment));
         Assert.Equal("from-file", settings.Island);
-        Assert.Equal(4300, settings.Port);
-        Assert.Equal(8100, settings.HttpPort);
+        // defaults < file < environment < command line
+        Assert.Equal(4200, settings.Port);
+        Assert.Equal(8300, settings.HttpPort);
         Assert.Equal("expert:3", settings.Job.Name);
         Assert.Equal(3, ((Diffusion.Configs.TrainConfig)settings.Job.Config).Expert);
         Assert.Equal(["akka.tcp://islands-from-file@10.0.0.1:4053", "akka.tcp://islands-from-file@10.0.0.2:4053"], settings.SeedNodes);
