@@ -1,6 +1,7 @@
+using Islands.Cli;
 using Islands.Actors;
 using Islands.Hosting;
-using Islands.Hosting.Demo;
+using Islands.Cli.Demo;
 
 namespace Islands.Island.Tests;
 

@@ -1,6 +1,6 @@
 using System.CommandLine;
 using Islands.Hosting;
-using Islands.Hosting.Launcher;
+using Islands.Cli.Launcher;
 
 namespace Islands.Cli.Commands;
 

@@ -1,6 +1,6 @@
 using System.CommandLine;
 using Islands.Hosting;
-using Islands.Hosting.Demo;
+using Islands.Cli.Demo;
 using Spectre.Console;
 
 namespace Islands.Cli.Commands;

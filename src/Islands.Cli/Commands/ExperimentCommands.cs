@@ -1,6 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
-using Islands.Hosting.Experiments;
+using Islands.Cli.Experiments;
 
 namespace Islands.Cli.Commands;
 

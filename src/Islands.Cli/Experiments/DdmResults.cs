@@ -1,7 +1,8 @@
+using Islands.Hosting;
 using Islands.Diffusion.IO;
 using Islands.Diffusion.Routing;
 
-namespace Islands.Hosting.Experiments;
+namespace Islands.Cli.Experiments;
 
 /// <summary>One finished training run: an expert, the monolith, or a router.</summary>
 /// <param name="Seconds">Wall-clock of this process's share of the run (Resumed: an earlier interrupted invocation did the rest).</param>

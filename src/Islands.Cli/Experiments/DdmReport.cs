@@ -1,11 +1,12 @@
 using System.Globalization;
 using System.Text;
+using Islands.Hosting;
 using Islands.Diffusion.Data;
 using Islands.Diffusion.IO;
 using Islands.Diffusion.Metrics;
 using Islands.Diffusion.Training;
 
-namespace Islands.Hosting.Experiments;
+namespace Islands.Cli.Experiments;
 
 /// <summary>
 /// Writes report/ from an experiment's finished stages: report.md (tables as mean ± standard deviation over seeds),

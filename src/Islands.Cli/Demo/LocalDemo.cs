@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using System.Text.Json;
+using Islands.Hosting;
 using Islands.Diffusion;
 using Islands.Diffusion.Data;
 using Islands.Diffusion.Imaging;
@@ -10,7 +11,7 @@ using Islands.Diffusion.IO;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.Logging;
 
-namespace Islands.Hosting.Demo;
+namespace Islands.Cli.Demo;
 
 /// <summary>
 /// The demo's frozen plan, saved as demo.json in its working directory on the first run and reused by every rerun

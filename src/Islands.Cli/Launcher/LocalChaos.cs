@@ -2,10 +2,11 @@ using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
+using Islands.Hosting;
 using Islands.Diffusion;
 using Islands.Diffusion.Checkpoints;
 
-namespace Islands.Hosting.Launcher;
+namespace Islands.Cli.Launcher;
 
 public sealed record ChaosKill(int Kill, string Victim, string Role, string Group, double AtSeconds, double? RecoverySeconds, string RecoveredBy);
 

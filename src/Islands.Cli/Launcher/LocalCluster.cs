@@ -2,12 +2,13 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Net.Http.Json;
 using System.Security.Cryptography;
+using Islands.Hosting;
 using Islands.Diffusion;
 using Islands.Diffusion.Data;
 using Islands.Diffusion.IO;
 using Npgsql;
 
-namespace Islands.Hosting.Launcher;
+namespace Islands.Cli.Launcher;
 
 /// <summary>One node process of a local cluster: how to start it again, and where it answers.</summary>
 public sealed record ClusterProcess(string Name, string Role, string Group, int Port, int HttpPort, IReadOnlyList<string> Arguments,

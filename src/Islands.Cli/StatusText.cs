@@ -1,8 +1,8 @@
 using System.Globalization;
 using Islands.Actors;
-using Islands.Hosting.Demo;
+using Islands.Cli.Demo;
 
-namespace Islands.Hosting;
+namespace Islands.Cli;
 
 /// <summary>
 /// How `islands demo`, `islands cluster status` and `islands status` show a job: the values it reported, and "?" for

@@ -1,12 +1,13 @@
 using System.Diagnostics;
 using System.Globalization;
+using Islands.Hosting;
 using Islands.Diffusion;
 using Islands.Diffusion.Configs;
 using Islands.Diffusion.IO;
 using Islands.Diffusion.Training;
-using Islands.Hosting.Launcher;
+using Islands.Cli.Launcher;
 
-namespace Islands.Hosting.Experiments;
+namespace Islands.Cli.Experiments;
 
 /// <summary>
 /// What a failure costs: the expert is trained by the real <c>islands train expert</c> command in its own process,

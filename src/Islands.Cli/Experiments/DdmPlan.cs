@@ -1,7 +1,8 @@
 using System.Globalization;
+using Islands.Hosting;
 using Islands.Diffusion;
 
-namespace Islands.Hosting.Experiments;
+namespace Islands.Cli.Experiments;
 
 /// <summary>What the user asked of <c>islands experiment ddm</c>; frozen in plan.json so that a rerun resumes the same experiment.</summary>
 public sealed record DdmExperimentOptions(string DataDirectory, int K = 4, double BudgetMinutes = 120, int Seeds = 2, bool Quick = false)

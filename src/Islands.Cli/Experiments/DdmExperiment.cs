@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using Islands.Hosting;
 using Islands.Diffusion;
 using Islands.Diffusion.Benchmarks;
 using Islands.Diffusion.Configs;
@@ -15,7 +16,7 @@ using Islands.Diffusion.Training;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Islands.Hosting.Experiments;
+namespace Islands.Cli.Experiments;
 
 /// <summary>
 /// <c>islands experiment ddm</c>: the monolith against K isolated experts at equal training compute, scored along
