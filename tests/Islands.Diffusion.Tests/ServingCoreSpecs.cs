@@ -184,6 +184,26 @@ public sealed class ServingCoreSpecs(ITestOutputHelper output)
     }
 
     [Fact]
+    public void Should_drop_the_rows_of_a_generation_removed_while_its_plan_was_out_and_apply_the_others()
+    {
+        TorchSetup.Initialise(2);
+        var set = Points();
+        var experts = Enumerable.Range(0, set.K).Select(k => new ExactClusterExpert(set, k)).ToArray();
+        var sampler = new ContinuousSampler(new ExactPosteriorRouter(set), Shape);
+        sampler.Admit("expired", new GenerationSpec(3, null, 4, 1, RoutingStrategy.Full, Seed: 1));
+        var kept = sampler.Admit("kept", new GenerationSpec(2, null, 4, 1, RoutingStrategy.Full, Seed: 2, FlowStep.Heun));
+        using var plan = sampler.Plan(64, [true, true, true, true])!;
+        Assert.Equal(5, plan.Rows.Count);
+        // The router times a request out (its state is freed) while the experts are still computing its rows.
+        sampler.Remove("expired");
+        var outcome = sampler.Apply(plan, plan.Work.ToDictionary(w => w.Expert, w => Answer(experts[w.Expert], w)));
+        Assert.Equal([kept], outcome.Advanced);
+        Assert.Empty(outcome.Completed);
+        Assert.Equal(2, sampler.PendingRows);
+        Assert.Equal(2, sampler.ReadyRows);
+    }
+
+    [Fact]
     public void Should_guide_each_row_with_its_own_class_and_scale_as_the_offline_sampler_does()
     {
         TorchSetup.Initialise(2);

@@ -163,6 +163,7 @@ public sealed class ContinuousSampler(IRouter router, (long C, long H, long W) s
         foreach (var group in Enumerable.Range(0, n).Where(r => include[r]).GroupBy(r => plan.Rows[r].Generation))
         {
             var g = group.Key;
+            if (g.Removed) continue;
             var moving = new List<int>();
             foreach (var r in group)
             {

@@ -41,6 +41,8 @@ public sealed class ServedGeneration : IDisposable
     public int Step => StepsDone.Min();
     public bool Done => Step >= Spec.Steps;
     public IReadOnlyCollection<int> LeftOutExperts => LeftOut;
+    /// <summary>Removed (failed or timed out) while a plan still held some of its rows: those rows are dropped when applied.</summary>
+    internal bool Removed { get; private set; }
     internal double Dt => 1.0 / Spec.Steps;
 
     internal bool Ready(int image) => StepsDone[image] < Spec.Steps && !InFlight[image];
@@ -112,6 +114,7 @@ public sealed class ServedGeneration : IDisposable
 
     public void Dispose()
     {
+        Removed = true;
         X.Dispose();
         StartVelocity?.Dispose();
     }
