@@ -52,6 +52,8 @@ public static class LocalChaos
         {
             using var http = new HttpClient { Timeout = TimeSpan.FromMinutes(3) };
             http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", key);
+            // The API's typed client, one per node and without retries of its own: this loop fails over to the next node.
+            var clients = serving.ToDictionary(s => s.Name, s => GenerationClient.Create(s.Http, key, TimeSpan.FromMinutes(3), retries: 0));
             // Requests start once there is something to serve (a router and every expert published): a 503 before that
             // is a refusal, not a lost request.
             while (!stop.IsCancellationRequested && !await EnsemblePublishedAsync(http, serving, state.K)) await Task.Delay(1000, CancellationToken.None);
@@ -65,22 +67,18 @@ public static class LocalChaos
                     var node = serving[(c + n + attempt) % serving.Count];
                     try
                     {
-                        using var request = new HttpRequestMessage(HttpMethod.Post, node.Http + "/v1/generations")
+                        var (status, _, bytes) = await clients[node.Name].GenerateAsync(new { count = 2, steps = 10, format = "json" }, idempotency,
+                            CancellationToken.None);
+                        if ((int)status is >= 200 and <= 299)
                         {
-                            Content = JsonContent.Create(new { count = 2, steps = 10, format = "json" }),
-                        };
-                        request.Headers.Add("Idempotency-Key", idempotency);
-                        using var response = await http.SendAsync(request, CancellationToken.None);
-                        if (response.IsSuccessStatusCode)
-                        {
-                            var body = await response.Content.ReadFromJsonAsync<System.Text.Json.JsonElement>(CancellationToken.None);
+                            var body = System.Text.Json.JsonDocument.Parse(bytes).RootElement;
                             if (body.GetProperty("leftOutExperts").GetArrayLength() > 0) Interlocked.Increment(ref degraded);
                             ok = true;
                             break;
                         }
-                        reason = $"{node.Name}: {(int)response.StatusCode} {await response.Content.ReadAsStringAsync(CancellationToken.None)}";
+                        reason = $"{node.Name}: {(int)status} {System.Text.Encoding.UTF8.GetString(bytes)}";
                     }
-                    catch (Exception e) when (e is HttpRequestException or TaskCanceledException)
+                    catch (Exception e) when (e is IslandsException or TaskCanceledException)
                     {
                         reason = $"{node.Name}: {e.Message}";
                     }
@@ -90,6 +88,7 @@ public static class LocalChaos
                 if (ok) Interlocked.Increment(ref served);
                 else lost.Add(reason ?? "no answer");
             }
+            foreach (var client in clients.Values) client.Dispose();
         }, CancellationToken.None)).ToList();
 
         var kills = new List<ChaosKill>();
