@@ -41,7 +41,7 @@ public sealed class CliConventionSpecs
     {
         var result = CliRunner.RunProcess("data", "import", "--source", "nonsense", "--out", Path.Combine(CliRunner.TempDir("bad"), "ds"));
         Assert.Equal(2, result.ExitCode);
-        Assert.Equal("islands: error: --source: 'nonsense' is not a known source; use fashion-mnist, synthetic, idx:DIR or folder:DIR", result.Stderr.Trim());
+        Assert.Equal("islands: error: --source: 'nonsense' is not a known source; use fashion-mnist, synthetic, synthetic-rgb, idx:DIR or folder:DIR", result.Stderr.Trim());
     }
 
     [Fact]
