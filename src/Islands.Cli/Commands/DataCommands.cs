@@ -17,7 +17,7 @@ public static class DataCommands
 
     private static Command Import(TextWriter stdout, TextWriter stderr)
     {
-        var source = new Option<string>("--source") { Description = "fashion-mnist (Debian's dataset-fashion-mnist), synthetic (shapes drawn by islands), idx:DIR (an MNIST-format pair) or folder:DIR (one subfolder per class)", Required = true };
+        var source = new Option<string>("--source") { Description = "fashion-mnist (Debian's dataset-fashion-mnist), synthetic (grey shapes drawn by islands), synthetic-rgb (colour shapes, 3x24x32), idx:DIR (an MNIST-format pair) or folder:DIR (one subfolder per class)", Required = true };
         var output = new Option<string>("--out") { Description = "New dataset directory", Required = true };
         var size = new Option<int>("--size") { Description = "Image side for folder imports", DefaultValueFactory = _ => 28 };
         var command = new Command("import", "Import a raw dataset into a canonical dataset directory (tensors + manifest with SHA-256)") { source, output, size };
