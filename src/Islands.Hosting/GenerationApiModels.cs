@@ -1,16 +1,4 @@
-using System.Diagnostics;
-using System.Text.Json;
-using System.Threading.Channels;
-using Akka.Actor;
-using Akka.Hosting;
-using Islands.Actors;
 using Islands.Actors.Serving;
-using Islands.Diffusion.Imaging;
-using Islands.Diffusion.Serving;
-using Microsoft.Extensions.DependencyInjection;
-using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Http;
-using Microsoft.AspNetCore.Routing;
 
 namespace Islands.Hosting;
 

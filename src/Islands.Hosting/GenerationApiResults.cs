@@ -1,6 +1,4 @@
 using System.Diagnostics;
-using System.Text.Json;
-using System.Threading.Channels;
 using Akka.Actor;
 using Akka.Hosting;
 using Islands.Actors;
@@ -8,9 +6,7 @@ using Islands.Actors.Serving;
 using Islands.Diffusion.Imaging;
 using Islands.Diffusion.Serving;
 using Microsoft.Extensions.DependencyInjection;
-using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
-using Microsoft.AspNetCore.Routing;
 
 namespace Islands.Hosting;
 

@@ -1,14 +1,9 @@
-using System.Collections;
-using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
-using System.Text.RegularExpressions;
 using Akka.Configuration;
 using Akka.Configuration.Hocon;
 using Islands.Diffusion;
-using Islands.Diffusion.Configs;
-using Islands.Diffusion.Routing;
 using Islands.Diffusion.Methods;
 using Islands.Diffusion.Training;
 
