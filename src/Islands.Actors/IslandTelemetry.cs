@@ -15,14 +15,21 @@ public static class IslandTelemetry
     public static readonly Meter Meter = new(Name);
 
     public static readonly Counter<long> Steps = Meter.CreateCounter<long>("islands.training.steps", "{step}", "Training steps completed");
-    public static readonly Counter<long> Commits = Meter.CreateCounter<long>("islands.checkpoint.commits", "{checkpoint}", "Checkpoints committed to the journal");
-    public static readonly Counter<long> Recoveries = Meter.CreateCounter<long>("islands.job.recoveries", "{recovery}", "Job incarnations that resumed from the journal");
-    public static readonly Counter<long> Restarts = Meter.CreateCounter<long>("islands.job.restarts", "{restart}", "Restarts of the training worker or the job actor after a failure");
-    public static readonly Counter<long> RejectedCheckpoints = Meter.CreateCounter<long>("islands.checkpoint.rejected", "{checkpoint}", "Committed checkpoints that failed verification");
+    public static readonly Counter<long> Commits = Meter.CreateCounter<long>("islands.checkpoint.commits", "{checkpoint}",
+        "Checkpoints committed to the journal");
+    public static readonly Counter<long> Recoveries = Meter.CreateCounter<long>("islands.job.recoveries", "{recovery}",
+        "Job incarnations that resumed from the journal");
+    public static readonly Counter<long> Restarts = Meter.CreateCounter<long>("islands.job.restarts", "{restart}",
+        "Restarts of the training worker or the job actor after a failure");
+    public static readonly Counter<long> RejectedCheckpoints = Meter.CreateCounter<long>("islands.checkpoint.rejected", "{checkpoint}",
+        "Committed checkpoints that failed verification");
 
-    public static readonly Counter<long> SkippedSteps = Meter.CreateCounter<long>("islands.training.skipped_steps", "{step}", "Training steps skipped for a non-finite loss or gradient norm");
-    public static readonly Counter<long> Rollbacks = Meter.CreateCounter<long>("islands.training.rollbacks", "{rollback}", "Rollbacks to the last good checkpoint after too many non-finite steps");
-    public static readonly Counter<long> Divergences = Meter.CreateCounter<long>("islands.training.divergences", "{job}", "Jobs that ended in phase diverged");
+    public static readonly Counter<long> SkippedSteps = Meter.CreateCounter<long>("islands.training.skipped_steps", "{step}",
+        "Training steps skipped for a non-finite loss or gradient norm");
+    public static readonly Counter<long> Rollbacks = Meter.CreateCounter<long>("islands.training.rollbacks", "{rollback}",
+        "Rollbacks to the last good checkpoint after too many non-finite steps");
+    public static readonly Counter<long> Divergences = Meter.CreateCounter<long>("islands.training.divergences", "{job}",
+        "Jobs that ended in phase diverged");
 
     private static readonly ConcurrentDictionary<string, Snapshot> Latest = new();
 
@@ -30,10 +37,14 @@ public static class IslandTelemetry
 
     static IslandTelemetry()
     {
-        Meter.CreateObservableGauge("islands.training.loss", () => Latest.Select(p => new Measurement<double>(p.Value.Loss, Tag(p.Key))), null, "Mean loss of the latest chunk");
-        Meter.CreateObservableGauge("islands.training.steps_per_second", () => Latest.Select(p => new Measurement<double>(p.Value.StepsPerSecond, Tag(p.Key))), "{step}/s", "Training steps per second of the latest chunk");
+        Meter.CreateObservableGauge("islands.training.loss", () => Latest.Select(p => new Measurement<double>(p.Value.Loss, Tag(p.Key))), null,
+            "Mean loss of the latest chunk");
+        Meter.CreateObservableGauge("islands.training.steps_per_second",
+            () => Latest.Select(p => new Measurement<double>(p.Value.StepsPerSecond, Tag(p.Key))), "{step}/s",
+            "Training steps per second of the latest chunk");
         Meter.CreateObservableGauge("islands.checkpoint.age", () => Latest.Where(p => p.Value.LastCommit is not null)
-            .Select(p => new Measurement<double>((DateTimeOffset.UtcNow - p.Value.LastCommit!.Value).TotalSeconds, Tag(p.Key))), "s", "Seconds since the last committed checkpoint");
+            .Select(p => new Measurement<double>((DateTimeOffset.UtcNow - p.Value.LastCommit!.Value).TotalSeconds, Tag(p.Key))), "s",
+            "Seconds since the last committed checkpoint");
     }
 
     public static KeyValuePair<string, object?> Tag(string island) => new("island", island);

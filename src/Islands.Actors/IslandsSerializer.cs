@@ -90,7 +90,8 @@ public sealed class IslandsSerializer(ExtendedActorSystem system) : SerializerWi
         if (!typeof(IPayloadMessage).IsAssignableFrom(type))
             return JsonSerializer.Deserialize(bytes, type, Options) ?? throw new SerializationException($"{type.Name}: empty message");
         var length = bytes.Length >= 4 ? BinaryPrimitives.ReadInt32LittleEndian(bytes) : -1;
-        if (length < 0 || length > bytes.Length - 4) throw new SerializationException($"{type.Name}: header length {length} does not fit a {bytes.Length}-byte frame");
+        if (length < 0 || length > bytes.Length - 4)
+            throw new SerializationException($"{type.Name}: header length {length} does not fit a {bytes.Length}-byte frame");
         var message = JsonSerializer.Deserialize(bytes.AsSpan(4, length), type, Options) as IPayloadMessage
             ?? throw new SerializationException($"{type.Name}: empty message");
         return message.WithPayload(bytes[(4 + length)..]);

@@ -42,8 +42,12 @@ public sealed class JobSupervisor : ReceiveActor, IWithTimers
         {
             // A recovering persistent actor stashes commands until its journal answers, so until then the supervisor answers.
             if (job is not null && recovered) job.Forward(m);
-            else if (job is not null) Sender.Tell(Waiting("recovering", $"replaying the {settings.Journal} (attempt {failures + 1}){(lastError is null ? "" : $"; last failure: {lastError}")}"));
-            else Sender.Tell(Waiting("waiting-for-journal", $"{settings.Journal}: {lastError ?? "the job actor stopped"}; attempt {failures + 1} at {nextRetry:HH:mm:ss}"));
+            else if (job is not null)
+                Sender.Tell(Waiting("recovering",
+                    $"replaying the {settings.Journal} (attempt {failures + 1}){(lastError is null ? "" : $"; last failure: {lastError}")}"));
+            else
+                Sender.Tell(Waiting("waiting-for-journal",
+                    $"{settings.Journal}: {lastError ?? "the job actor stopped"}; attempt {failures + 1} at {nextRetry:HH:mm:ss}"));
         });
         Receive<StopTraining>(m =>
         {
@@ -84,7 +88,8 @@ public sealed class JobSupervisor : ReceiveActor, IWithTimers
         var delay = TimeSpan.FromTicks(Math.Min(settings.MaxBackoff.Ticks, settings.MinBackoff.Ticks * (1L << exponent)));
         delay += TimeSpan.FromTicks((long)(delay.Ticks * 0.2 * Random.Shared.NextDouble()));
         nextRetry = DateTimeOffset.UtcNow + delay;
-        log.Error("island {0}: training job stopped ({1}: {2}); attempt {3} in {4:0.0} s", settings.Island, settings.Journal, lastError ?? "no reason given", failures + 1, delay.TotalSeconds);
+        log.Error("island {0}: training job stopped ({1}: {2}); attempt {3} in {4:0.0} s", settings.Island, settings.Journal,
+            lastError ?? "no reason given", failures + 1, delay.TotalSeconds);
         Timers.StartSingleTimer("restart", RestartJob.Instance, delay);
     }
 

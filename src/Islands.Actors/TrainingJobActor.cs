@@ -1,4 +1,3 @@
-using System.Collections.Immutable;
 using System.Diagnostics;
 using Akka.Actor;
 using Akka.Cluster;
@@ -20,7 +19,7 @@ namespace Islands.Actors;
 /// usable checkpoint; after the job's MaxRollbacks rollbacks without progress it journals <see cref="JobDiverged"/> and
 /// stays in phase <c>diverged</c> (also after a restart), with the reason in its status.
 /// </summary>
-public sealed class TrainingJobActor : ReceivePersistentActor
+public sealed partial class TrainingJobActor : ReceivePersistentActor
 {
     private readonly IslandJobSettings settings;
     private readonly ILoggingAdapter log = Context.GetLogger();
@@ -61,13 +60,15 @@ public sealed class TrainingJobActor : ReceivePersistentActor
                 return;
             }
             var reason = $"the journal says the job completed at step {state.CompletedStep}, but " +
-                         (kept is null ? "no committed checkpoint verifies" : $"the newest committed checkpoint that verifies is step {kept.Step} ({kept.Checkpoint})");
+                         (kept is null ? "no committed checkpoint verifies"
+                             : $"the newest committed checkpoint that verifies is step {kept.Step} ({kept.Checkpoint})");
             log.Error("island {0}: {1}; resuming from {2}", settings.Island, reason, kept is null ? "the start" : $"step {kept.Step}");
             Persist(new JobReopened(state.CompletedStep, reason, DateTimeOffset.UtcNow), e => state = state.Apply(e));
         }
         if (state.Diverged)
         {
-            log.Error("island {0}: job {1} diverged at step {2} and is not retried: {3}", settings.Island, settings.Job.Name, state.DivergedStep, state.DivergedReason);
+            log.Error("island {0}: job {1} diverged at step {2} and is not retried: {3}", settings.Island, settings.Job.Name, state.DivergedStep,
+                state.DivergedReason);
             return;
         }
         using var activity = IslandTelemetry.Source.StartActivity("job.recovery");
@@ -78,14 +79,16 @@ public sealed class TrainingJobActor : ReceivePersistentActor
         activity?.SetTag("resume.step", resume?.Step ?? 0);
         if (!state.Started)
         {
-            Persist(new JobStarted(settings.Job.Name, settings.Job.TotalSteps, node, DateTimeOffset.UtcNow), e => { state = state.Apply(e); StartWorker(); });
+            Persist(new JobStarted(settings.Job.Name, settings.Job.TotalSteps, node, DateTimeOffset.UtcNow),
+                e => { state = state.Apply(e); StartWorker(); });
         }
         else
         {
             IslandTelemetry.Recoveries.Add(1, IslandTelemetry.Tag(settings.Island));
             log.Info("island {0}: job {1} recovered on {2}; resuming from {3}", settings.Island, settings.Job.Name, node,
                 resume is null ? "the start (no committed checkpoint)" : $"step {resume.Step} ({resume.Checkpoint})");
-            Persist(new JobResumed(resume?.Step ?? 0, resume?.Checkpoint, node, DateTimeOffset.UtcNow), e => { state = state.Apply(e); StartWorker(); });
+            Persist(new JobResumed(resume?.Step ?? 0, resume?.Checkpoint, node, DateTimeOffset.UtcNow),
+                e => { state = state.Apply(e); StartWorker(); });
         }
     }
 
@@ -148,7 +151,8 @@ public sealed class TrainingJobActor : ReceivePersistentActor
             IslandTelemetry.RecordChunk(settings.Island, p.Steps, p.Loss, p.StepsPerSecond);
         });
         Command<CheckpointWritten>(OnCheckpointWritten);
-        Command<CheckpointUnusable>(u => Reject(u.Checkpoint, state.Committed.FirstOrDefault(c => c.Checkpoint == u.Checkpoint)?.Step ?? 0, u.Reason));
+        Command<CheckpointUnusable>(u => Reject(u.Checkpoint, state.Committed.FirstOrDefault(c => c.Checkpoint == u.Checkpoint)?.Step ?? 0,
+            u.Reason));
         Command<WorkerFailed>(f =>
         {
             lastError = f.Reason;
@@ -253,7 +257,8 @@ public sealed class TrainingJobActor : ReceivePersistentActor
         // A chunk of only skipped (non-finite) steps has no loss; JSON cannot carry NaN.
         progress?.Loss is { } loss && float.IsFinite(loss) ? loss : null, progress?.ImagesPerSecond ?? 0,
         state.LastCommitted, state.Recoveries, Math.Max(0, workerStarts - 1), state.Rejected.Select(r => $"{r.Checkpoint}: {r.Reason}").ToList(),
-        node, state.Diverged ? state.DivergedReason : lastError ?? state.ReopenedReason, resumedFrom, state.DivergedReason, progress?.BadSteps ?? 0, state.TotalRollbacks);
+        node, state.Diverged ? state.DivergedReason : lastError ?? state.ReopenedReason, resumedFrom, state.DivergedReason, progress?.BadSteps ?? 0,
+        state.TotalRollbacks);
 
     protected override void OnRecoveryFailure(Exception reason, object? message = null)
     {
@@ -266,91 +271,4 @@ public sealed class TrainingJobActor : ReceivePersistentActor
         Context.Parent.Tell(new JobSupervisor.JournalUnavailable(cause.GetBaseException().Message));
         base.OnPersistFailure(cause, @event, sequenceNr);
     }
-
-    /// <summary>The state rebuilt from the journal; <c>Committed</c> holds the commits not rejected since. Immutable, so applying an event is the only way it changes.</summary>
-    /// <param name="RollbacksWithoutProgress">Rollbacks since the last checkpoint committed past the step where trouble began.</param>
-    public sealed record JobState(bool Started, ImmutableList<CheckpointCommitted> Committed, ImmutableList<CheckpointRejected> Rejected,
-        int Recoveries, bool Completed, long CompletedStep, int RollbacksWithoutProgress = 0, long? FailedAt = null, int TotalRollbacks = 0,
-        bool Diverged = false, long DivergedStep = 0, string? DivergedReason = null, string? ReopenedReason = null)
-    {
-        public static readonly JobState Empty = new(false, [], [], 0, false, 0);
-
-        public CommittedCheckpoint? LastCommitted => Committed.Count == 0 ? null : ToReference(Committed[^1]);
-
-        public CommittedCheckpoint? NewestUsable() => Committed.OrderByDescending(c => c.Step).Select(ToReference).FirstOrDefault();
-
-        private static CommittedCheckpoint ToReference(CheckpointCommitted c) => new(c.Step, c.Checkpoint, c.ManifestSha256, c.Loss, c.At);
-
-        public JobState Apply(IJobEvent e) => e switch
-        {
-            JobStarted => this with { Started = true },
-            JobResumed => this with { Recoveries = Recoveries + 1 },
-            CheckpointCommitted c => FailedAt is { } f && c.Step > f
-                ? this with { Committed = Committed.Add(c), RollbacksWithoutProgress = 0, FailedAt = null }
-                : this with { Committed = Committed.Add(c) },
-            JobRolledBack b => this with { RollbacksWithoutProgress = RollbacksWithoutProgress + 1, TotalRollbacks = TotalRollbacks + 1,
-                FailedAt = FailedAt is { } f ? Math.Min(f, b.FailedAt) : b.FailedAt },
-            JobDiverged d => this with { Diverged = true, DivergedStep = d.Step, DivergedReason = d.Reason },
-            // A rejection removes the commits it follows, not later ones: a name can be committed again once its directory is gone.
-            CheckpointRejected r => this with
-            {
-                Committed = Committed.RemoveAll(c => c.Checkpoint == r.Checkpoint),
-                Rejected = Rejected.Any(x => x.Checkpoint == r.Checkpoint) ? Rejected : Rejected.Add(r),
-            },
-            JobCompleted d => this with { Completed = true, CompletedStep = d.Step, ReopenedReason = null },
-            JobReopened r => this with { Completed = false, CompletedStep = 0, ReopenedReason = r.Reason },
-            _ => throw new ArgumentOutOfRangeException(nameof(e), e.GetType().Name, "unknown job event"),
-        };
-    }
 }
-
-// The job's protocol. Everything here may cross nodes (through the singleton proxy) or lives in the journal, so each
-// type is an IIslandsMessage and is written by IslandsSerializer.
-
-/// <summary>Ask the island's training job for its state; answered with <see cref="JobStatus"/>.</summary>
-public sealed record GetJobStatus : IIslandsMessage
-{
-    public static readonly GetJobStatus Instance = new();
-}
-
-/// <summary>Graceful stop (also the singleton's termination message): commit a checkpoint, then stop.</summary>
-public sealed record StopTraining : IIslandsMessage
-{
-    public static readonly StopTraining Instance = new();
-}
-
-public sealed record TrainingStopped(string Island, long CommittedStep) : IIslandsMessage;
-
-public sealed record CommittedCheckpoint(long Step, string Checkpoint, string ManifestSha256, float Loss, DateTimeOffset At) : IIslandsMessage;
-
-/// <param name="Phase">starting, training, stopping, completed, diverged, or waiting-for-journal.</param>
-/// <param name="Recoveries">Incarnations of the job that resumed from the journal (after a crash, a hand-over, a restart).</param>
-/// <param name="WorkerRestarts">Restarts of the training worker in the current incarnation.</param>
-/// <param name="ResumedFromStep">The committed step the current worker started from (0: from scratch); null before it started.</param>
-/// <param name="DivergedReason">Why the job ended in phase diverged (non-finite steps after its rollbacks); null otherwise.</param>
-/// <param name="BadSteps">Steps the current worker skipped for a non-finite loss or gradient norm.</param>
-/// <param name="Rollbacks">Rollbacks to the last good checkpoint in the job's history (journaled).</param>
-public sealed record JobStatus(string Island, string Job, string Phase, long Step, long TotalSteps, float? Loss, double ImagesPerSecond,
-    CommittedCheckpoint? LastCheckpoint, int Recoveries, int WorkerRestarts, IReadOnlyList<string> RejectedCheckpoints, string? Node, string? LastError,
-    long? ResumedFromStep = null, string? DivergedReason = null, long BadSteps = 0, int Rollbacks = 0) : IIslandsMessage;
-
-public interface IJobEvent : IIslandsMessage;
-
-public sealed record JobStarted(string Job, long TotalSteps, string Node, DateTimeOffset At) : IJobEvent;
-
-public sealed record JobResumed(long FromStep, string? FromCheckpoint, string Node, DateTimeOffset At) : IJobEvent;
-
-public sealed record CheckpointCommitted(long Step, string Checkpoint, string ManifestSha256, float Loss, DateTimeOffset At) : IJobEvent;
-
-public sealed record CheckpointRejected(long Step, string Checkpoint, string Reason, DateTimeOffset At) : IJobEvent;
-
-public sealed record JobCompleted(long Step, DateTimeOffset At) : IJobEvent;
-
-/// <summary>The worker reported non-finite trouble at <paramref name="Step"/> (beginning at FailedAt); it restarts from ToCheckpoint (null: the start).</summary>
-public sealed record JobRolledBack(long Step, long FailedAt, string Reason, long ToStep, string? ToCheckpoint, DateTimeOffset At) : IJobEvent;
-
-/// <summary>The journal said completed at <paramref name="CompletedStep"/>, but the store no longer holds a checkpoint of that step that verifies: the job trains again.</summary>
-public sealed record JobReopened(long CompletedStep, string Reason, DateTimeOffset At) : IJobEvent;
-
-/// <summary>The job gave up: too many rollbacks without progress. A new incarnation stays diverged instead of retrying.</summary>
-public sealed record JobDiverged(long Step, string Reason, DateTimeOffset At) : IJobEvent;

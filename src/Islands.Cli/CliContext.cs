@@ -23,7 +23,8 @@ public sealed class CliContext(TextWriter stdout, TextWriter stderr, bool json, 
     private static string WithNumerics<T>(T value)
     {
         var numerics = NumericsPolicy.ReportIfTested;
-        if (numerics is null || JsonSerializer.SerializeToNode(value, Diffusion.IO.Json.Options) is not JsonObject node || node.ContainsKey("numerics"))
+        if (numerics is null || JsonSerializer.SerializeToNode(value, Diffusion.IO.Json.Options) is not JsonObject node
+            || node.ContainsKey("numerics"))
             return Diffusion.IO.Json.Serialize(value);
         node["numerics"] = JsonSerializer.SerializeToNode(numerics.Status, Diffusion.IO.Json.Options);
         return node.ToJsonString(Diffusion.IO.Json.Options);
@@ -40,8 +41,10 @@ public static class CommonOptions
 {
     public static readonly Option<bool> Json = new("--json") { Description = "Print the result as JSON on stdout", Recursive = true };
     public static readonly Option<bool> Verbose = new("--verbose") { Description = "Print stack traces with errors", Recursive = true };
-    public static readonly Option<int> Threads = new("--threads") { Description = "CPU threads for libtorch (0 = all cores)", DefaultValueFactory = _ => 0, Recursive = true };
-    public static readonly Option<string> Device = new("--device") { Description = "auto, cpu or cuda", DefaultValueFactory = _ => "auto", Recursive = true };
+    public static readonly Option<int> Threads = new("--threads") { Description = "CPU threads for libtorch (0 = all cores)",
+        DefaultValueFactory = _ => 0, Recursive = true };
+    public static readonly Option<string> Device = new("--device") { Description = "auto, cpu or cuda", DefaultValueFactory = _ => "auto",
+        Recursive = true };
 
     static CommonOptions()
     {

@@ -54,7 +54,8 @@ public static class IslandsCli
     }
 
     /// <summary>Runs a command body with the shared error policy: typed errors become one line, the exit code says which kind.</summary>
-    public static Func<ParseResult, CancellationToken, Task<int>> Action(TextWriter stdout, TextWriter stderr, Func<CliContext, ParseResult, CancellationToken, Task<int>> body)
+    public static Func<ParseResult, CancellationToken, Task<int>> Action(TextWriter stdout, TextWriter stderr,
+        Func<CliContext, ParseResult, CancellationToken, Task<int>> body)
     {
         return async (parse, cancel) =>
         {
@@ -88,7 +89,8 @@ public static class IslandsCli
             }
             catch (Exception e)
             {
-                await stderr.WriteLineAsync($"islands: internal error: {e.GetType().Name}: {e.Message}{(context.Verbose ? "" : " (rerun with --verbose for details)")}");
+                await stderr.WriteLineAsync($"islands: internal error: {e.GetType().Name}: " +
+                    $"{e.Message}{(context.Verbose ? "" : " (rerun with --verbose for details)")}");
                 if (context.Verbose) await stderr.WriteLineAsync(e.ToString());
                 return ExitCodes.Failure;
             }

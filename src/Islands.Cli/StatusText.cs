@@ -26,7 +26,8 @@ public static class StatusText
 
     /// <summary>"step 100", "step 100 (loss NaN)" when its loss is not finite, or "none".</summary>
     public static string Checkpoint(long? step, float? loss) =>
-        step is not { } s ? "none" : loss is { } l && !float.IsFinite(l) ? $"step {s.ToString(Invariant)} (loss {Loss(l)})" : $"step {s.ToString(Invariant)}";
+        step is not { } s ? "none" : loss is { } l && !float.IsFinite(l) ? $"step {s.ToString(Invariant)} (loss {Loss(l)})"
+        : $"step {s.ToString(Invariant)}";
 
     /// <summary>One line for a job: "training step 120/500, loss 0.1234, 57 img/s, last checkpoint step 100 on akka.tcp://…".</summary>
     public static string Job(JobStatus j) =>
@@ -39,10 +40,13 @@ public static class StatusText
     /// <summary>The demo's progress line for an island (without its ETA).</summary>
     public static string Demo(DemoIslandState s) =>
         $"{s.Island,-9} {s.Phase,-10} step {Steps(s.Step, s.TotalSteps)} loss {Loss(s.Loss)} {s.ImagesPerSecond.ToString("F0", Invariant)} img/s " +
-        $"checkpoint {Checkpoint(s.LastCheckpointStep, s.LastCheckpointLoss)}{(s.Stopped ? " (stopped)" : "")}{(s.Error is null ? "" : $" ({s.Error})")}";
+        $"checkpoint {Checkpoint(s.LastCheckpointStep, s.LastCheckpointLoss)}{(s.Stopped ? " (stopped)" : "")}" +
+        $"{(s.Error is null ? "" : $" ({s.Error})")}";
 
     /// <summary>The demo's closing line for an island: where its status is served, or where it stopped.</summary>
     public static string DemoSummary(DemoIslandState s) => s.Stopped || s.StatusUrl is null
-        ? $"{s.Island,-9} stopped at step {Steps(s.Step, s.TotalSteps)} (phase {s.Phase}), last checkpoint {Checkpoint(s.LastCheckpointStep, s.LastCheckpointLoss)}; rerun to continue"
-        : $"{s.Island,-9} {s.StatusUrl}  ({s.Phase}, step {Steps(s.Step, s.TotalSteps)}, checkpoint {Checkpoint(s.LastCheckpointStep, s.LastCheckpointLoss)})";
+        ? $"{s.Island,-9} stopped at step {Steps(s.Step, s.TotalSteps)} (phase {s.Phase}), last checkpoint " +
+            $"{Checkpoint(s.LastCheckpointStep, s.LastCheckpointLoss)}; rerun to continue"
+        : $"{s.Island,-9} {s.StatusUrl}  ({s.Phase}, step {Steps(s.Step, s.TotalSteps)}, checkpoint " +
+            $"{Checkpoint(s.LastCheckpointStep, s.LastCheckpointLoss)})";
 }

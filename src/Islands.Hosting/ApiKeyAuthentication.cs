@@ -36,7 +36,8 @@ public sealed class ApiKeyAuthentication(IOptionsMonitor<ApiKeyOptions> options,
         if (Options.AllowAnonymous) return Task.FromResult(Success("anonymous"));
         string? header = Request.Headers.Authorization;
         if (string.IsNullOrEmpty(header)) return Task.FromResult(AuthenticateResult.NoResult());
-        if (!header.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase)) return Task.FromResult(AuthenticateResult.Fail("the Authorization header is not a Bearer token"));
+        if (!header.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase))
+            return Task.FromResult(AuthenticateResult.Fail("the Authorization header is not a Bearer token"));
         var digest = Digest(header["Bearer ".Length..].Trim());
         var match = false;
         foreach (var known in Options.KeyDigests) match |= CryptographicOperations.FixedTimeEquals(known, digest);

@@ -13,7 +13,8 @@ namespace Islands.Hosting;
 /// itself). If none is, it waits until enough of them have answered, the answers have not changed for the stable
 /// margin, and this node is the lowest contact point that answered; only then does it form a new cluster.
 /// </summary>
-internal sealed class ClusterBootstrapService(ActorSystem system, ClusterFormation formation, ILogger<ClusterBootstrapService> log) : BackgroundService
+internal sealed class ClusterBootstrapService(ActorSystem system, ClusterFormation formation, ILogger<ClusterBootstrapService> log)
+    : BackgroundService
 {
     protected override async Task ExecuteAsync(CancellationToken stop)
     {
@@ -25,7 +26,8 @@ internal sealed class ClusterBootstrapService(ActorSystem system, ClusterFormati
         while (!stop.IsCancellationRequested && cluster.SelfMember.Status == MemberStatus.Removed)
         {
             var answers = await Task.WhenAll(formation.ContactPoints.Select(c => AskAsync(http, c, stop)));
-            var answered = formation.ContactPoints.Zip(answers, (contact, answer) => (Contact: contact, Answer: answer)).Where(p => p.Answer is not null).Select(p => (p.Contact, Answer: p.Answer!)).ToList();
+            var answered = formation.ContactPoints.Zip(answers, (contact, answer) => (Contact: contact, Answer: answer))
+                .Where(p => p.Answer is not null).Select(p => (p.Contact, Answer: p.Answer!)).ToList();
             var seeds = answered.SelectMany(a => a.Answer.Members).Where(m => m != self).Distinct().Select(Address.Parse).ToList();
             if (seeds.Count > 0)
             {
@@ -44,8 +46,8 @@ internal sealed class ClusterBootstrapService(ActorSystem system, ClusterFormati
             if (answered.Count >= formation.RequiredContactPoints && DateTime.UtcNow - stableSince >= formation.StableMargin
                 && string.Equals(lowest, formation.SelfContactPoint, StringComparison.OrdinalIgnoreCase))
             {
-                log.LogInformation("cluster bootstrap: {Answered} of {Total} contact points answered and none is in a cluster; {Self} is the lowest and forms a new cluster",
-                    answered.Count, formation.ContactPoints.Count, formation.SelfContactPoint);
+                log.LogInformation("cluster bootstrap: {Answered} of {Total} contact points answered and none is in a cluster; {Self} is the " +
+                    "lowest and forms a new cluster", answered.Count, formation.ContactPoints.Count, formation.SelfContactPoint);
                 cluster.Join(cluster.SelfAddress);
                 return;
             }
@@ -59,7 +61,8 @@ internal sealed class ClusterBootstrapService(ActorSystem system, ClusterFormati
         {
             return await http.GetFromJsonAsync<SeedNodesAnswer>($"http://{contact}{ClusterFormation.Route}", Json.Options, stop);
         }
-        catch (Exception e) when (e is HttpRequestException or TaskCanceledException or System.Text.Json.JsonException && !stop.IsCancellationRequested)
+        catch (Exception e) when (e is HttpRequestException or TaskCanceledException or System.Text.Json.JsonException
+            && !stop.IsCancellationRequested)
         {
             return null;
         }

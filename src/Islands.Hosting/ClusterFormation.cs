@@ -26,30 +26,36 @@ public sealed record SeedNodesAnswer(string Self, IReadOnlyList<string> Members)
 /// </summary>
 /// <param name="RequiredContactPoints">Contact points that must answer before a new cluster forms (a majority by default).</param>
 /// <param name="StableMargin">How long the answers must stay the same before the lowest node forms a new cluster.</param>
-public sealed record ClusterFormation(IReadOnlyList<string> SeedNodes, IReadOnlyList<string> ContactPoints, string SelfContactPoint, int RequiredContactPoints,
-    TimeSpan StableMargin)
+public sealed record ClusterFormation(IReadOnlyList<string> SeedNodes, IReadOnlyList<string> ContactPoints, string SelfContactPoint,
+    int RequiredContactPoints, TimeSpan StableMargin)
 {
     public const string Route = "/cluster/seed-nodes";
 
     public bool UsesBootstrap => ContactPoints.Count > 0;
 
-    /// <summary>Reads <c>{prefix}bootstrap.*</c>; the node's own contact point is <paramref name="advertisedHost"/>:<paramref name="httpPort"/>.</summary>
+    /// <summary>Reads <c>{prefix}bootstrap.*</c>; the node's own contact point is
+    /// <paramref name="advertisedHost"/>:<paramref name="httpPort"/>.</summary>
     public static ClusterFormation Parse(Config config, string prefix, IReadOnlyList<string> seeds, string advertisedHost, int httpPort)
     {
         var key = prefix + "bootstrap.";
         var contacts = (config.GetStringList(key + "contact-points") ?? []).ToList();
         foreach (var contact in contacts)
             if (!IsHostPort(contact))
-                throw new ConfigException(key + "contact-points", $"'{contact}' must be host:port, the HTTP endpoint of one node (e.g. 10.0.0.5:8081)");
+                throw new ConfigException(key + "contact-points", $"'{contact}' must be host:port, the HTTP endpoint of one node (e.g. " +
+                    "10.0.0.5:8081)");
         var required = IslandNodeConfig.Int(config, key + "required-contact-points", 0, 64);
         var self = $"{advertisedHost}:{httpPort.ToString(CultureInfo.InvariantCulture)}";
         if (contacts.Count > 0)
         {
             if (seeds.Count > 0) throw new ConfigException(key + "contact-points", $"give contact points or {prefix}seed-nodes, not both");
-            if (httpPort == 0) throw new ConfigException(prefix + "http.port", "a fixed HTTP port is required with contact points (the other nodes ask it for the cluster)");
+            if (httpPort == 0)
+                throw new ConfigException(prefix + "http.port", "a fixed HTTP port is required with contact points (the other nodes ask it for " +
+                    "the cluster)");
             if (!contacts.Contains(self, StringComparer.OrdinalIgnoreCase))
-                throw new ConfigException(key + "contact-points", $"must list this node's own endpoint {self} (its public hostname, or hostname, and {prefix}http.port)");
-            if (required > contacts.Count) throw new ConfigException(key + "required-contact-points", $"{required} is more than the {contacts.Count} contact points");
+                throw new ConfigException(key + "contact-points", $"must list this node's own endpoint {self} (its public hostname, or hostname, " +
+                    $"and {prefix}http.port)");
+            if (required > contacts.Count)
+                throw new ConfigException(key + "required-contact-points", $"{required} is more than the {contacts.Count} contact points");
         }
         return new ClusterFormation([.. seeds], contacts, self, required == 0 ? contacts.Count / 2 + 1 : required,
             IslandNodeConfig.Duration(config, key + "stable-margin"));
@@ -71,12 +77,14 @@ public sealed record ClusterFormation(IReadOnlyList<string> SeedNodes, IReadOnly
     }
 
     /// <summary>GET /cluster/seed-nodes, open like the health endpoints: the addresses are what the other nodes join.</summary>
-    public static RouteHandlerBuilder MapSeedNodes(IEndpointRouteBuilder app) => app.MapGet(Route, (ActorSystem system) => Results.Json(Answer(Cluster.Get(system))));
+    public static RouteHandlerBuilder MapSeedNodes(IEndpointRouteBuilder app)
+        => app.MapGet(Route, (ActorSystem system) => Results.Json(Answer(Cluster.Get(system))));
 
     public static SeedNodesAnswer Answer(Cluster cluster)
     {
         // A node that is leaving, down or not yet admitted attracts nobody.
-        if (cluster.SelfMember.Status is not (MemberStatus.Up or MemberStatus.WeaklyUp)) return new SeedNodesAnswer(cluster.SelfAddress.ToString(), []);
+        if (cluster.SelfMember.Status is not (MemberStatus.Up or MemberStatus.WeaklyUp))
+            return new SeedNodesAnswer(cluster.SelfAddress.ToString(), []);
         var state = cluster.State;
         var members = state.Members.Where(m => m.Status is MemberStatus.Up or MemberStatus.WeaklyUp && !state.Unreachable.Contains(m))
             .Select(m => m.Address.ToString()).ToList();

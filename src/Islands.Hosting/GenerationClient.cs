@@ -64,7 +64,8 @@ public sealed class GenerationClient : IDisposable
     }
 
     /// <summary>POST /v1/generations; the answer's status and body, whatever the status (the caller decides what an error means).</summary>
-    public async Task<(HttpStatusCode Status, string? Reason, byte[] Body)> GenerateAsync(object body, string idempotencyKey, CancellationToken cancel)
+    public async Task<(HttpStatusCode Status, string? Reason, byte[] Body)> GenerateAsync(object body, string idempotencyKey,
+        CancellationToken cancel)
     {
         using var request = new HttpRequestMessage(HttpMethod.Post, "v1/generations") { Content = JsonContent.Create(body) };
         request.Headers.Add("Idempotency-Key", idempotencyKey);

@@ -30,7 +30,8 @@ public sealed class ServingClusterClient;
 /// <summary>
 /// Wires one island node: an Akka.NET cluster member (remoting, clustering with the keep-majority split-brain resolver,
 /// SQL persistence, the island serializer) that may host the island's training-job singleton, plus an HTTP endpoint
-/// with /status, /health/live, /health/ready and the island's publication (<see cref="PublicationEndpoints"/>), and OpenTelemetry. It holds no logic of its own.
+/// with /status, /health/live, /health/ready and the island's publication (<see cref="PublicationEndpoints"/>), and OpenTelemetry. It holds no logic
+/// of its own.
 /// </summary>
 public static class IslandNode
 {
@@ -74,9 +75,11 @@ public static class IslandNode
         if (settings.ServingContacts.Count > 0)
         {
             akka.WithClusterClient<ServingClusterClient>(settings.ServingContacts);
-            akka.WithActors((system, registry) => system.ActorOf(PublicationAnnouncer.Props(registry.Get<ServingClusterClient>()), "publication-announcer"));
+            akka.WithActors((system, registry) => system.ActorOf(PublicationAnnouncer.Props(registry.Get<ServingClusterClient>()),
+                "publication-announcer"));
         }
-        var lease = settings.JournalProvider == "postgresql" ? new JournalLeaseOption(settings.JournalConnectionString, settings.LeaseTimeToLive) : null;
+        var lease = settings.JournalProvider == "postgresql" ? new JournalLeaseOption(settings.JournalConnectionString, settings.LeaseTimeToLive)
+            : null;
         // The singleton options only name the lease's config path; its settings must be in the config already.
         lease?.Apply(akka);
         akka.WithSingleton<TrainingJobSingleton>(SingletonName, JobSupervisor.Props(settings.JobSettings), new ClusterSingletonOptions

@@ -12,7 +12,8 @@ public sealed record IslandMember(string Address, string Status, IReadOnlyList<s
 public sealed record IslandStatus(string Island, string Node, string? Leader, IReadOnlyList<IslandMember> Members, JobStatus? Job, string? JobError,
     NumericsStatus? Numerics = null, LeaseHolder? Lease = null)
 {
-    public static async Task<IslandStatus> Collect(ActorSystem system, IActorRef jobProxy, IslandNodeSettings settings, TimeSpan timeout, CancellationToken cancel)
+    public static async Task<IslandStatus> Collect(ActorSystem system, IActorRef jobProxy, IslandNodeSettings settings, TimeSpan timeout,
+        CancellationToken cancel)
     {
         var island = settings.Island;
         var cluster = Cluster.Get(system);
@@ -34,7 +35,8 @@ public sealed record IslandStatus(string Island, string Node, string? Leader, IR
         {
             try
             {
-                lease = (await JournalLease.HoldersAsync(settings.JournalConnectionString, cancel)).FirstOrDefault(l => l.Name.Contains(IslandNode.SingletonName, StringComparison.Ordinal));
+                lease = (await JournalLease.HoldersAsync(settings.JournalConnectionString, cancel))
+                    .FirstOrDefault(l => l.Name.Contains(IslandNode.SingletonName, StringComparison.Ordinal));
             }
             catch (Exception e) when (e is Npgsql.NpgsqlException or TimeoutException)
             {
@@ -44,6 +46,7 @@ public sealed record IslandStatus(string Island, string Node, string? Leader, IR
         if (job is null && lease?.Owner is { } owner && !owner.StartsWith(cluster.SelfAddress.ToString(), StringComparison.Ordinal)
             && state.Members.All(m => !owner.StartsWith(m.Address.ToString() + "#", StringComparison.Ordinal)))
             error = $"{error}; the island's lease is held by {owner}, outside this cluster: its trainer stays stopped until that lease expires";
-        return new IslandStatus(island, cluster.SelfAddress.ToString(), state.Leader?.ToString(), members, job, error, NumericsPolicy.ReportIfTested?.Status, lease);
+        return new IslandStatus(island, cluster.SelfAddress.ToString(), state.Leader?.ToString(), members, job, error,
+            NumericsPolicy.ReportIfTested?.Status, lease);
     }
 }

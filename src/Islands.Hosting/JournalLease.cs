@@ -85,7 +85,8 @@ public sealed class JournalLease : Lease
             held = true;
             sinceRenewal.Restart();
             onLost = leaseLostCallback is null ? null : e => leaseLostCallback(e!);
-            heartbeat ??= new Timer(_ => _ = RenewAsync(), null, Settings.TimeoutSettings.HeartbeatInterval, Settings.TimeoutSettings.HeartbeatInterval);
+            heartbeat ??= new Timer(_ => _ = RenewAsync(), null, Settings.TimeoutSettings.HeartbeatInterval,
+                Settings.TimeoutSettings.HeartbeatInterval);
         }
         log.Info("lease {0} acquired by {1} (epoch {2})", Settings.LeaseName, owner, epoch);
         return true;
@@ -112,7 +113,8 @@ public sealed class JournalLease : Lease
         try
         {
             await using var connection = await OpenAsync(connectionString);
-            await using var command = new NpgsqlCommand("UPDATE islands_lease SET expires_at = now() + @ttl WHERE name = @name AND owner = @owner AND expires_at >= now()", connection);
+            await using var command = new NpgsqlCommand("UPDATE islands_lease SET expires_at = now() + @ttl WHERE name = @name AND owner = @owner " +
+                "AND expires_at >= now()", connection);
             AddKey(command);
             command.Parameters.AddWithValue("ttl", ttl);
             if (await command.ExecuteNonQueryAsync() == 1)
@@ -158,7 +160,8 @@ public sealed class JournalLease : Lease
         await connection.OpenAsync();
         if (Created.ContainsKey(connectionString)) return connection;
         await using var create = new NpgsqlCommand(
-            "CREATE TABLE IF NOT EXISTS islands_lease (name text PRIMARY KEY, owner text NOT NULL, expires_at timestamptz NOT NULL, epoch bigint NOT NULL)", connection);
+            "CREATE TABLE IF NOT EXISTS islands_lease (name text PRIMARY KEY, owner text NOT NULL, expires_at timestamptz NOT NULL, epoch bigint " +
+            "NOT NULL)", connection);
         await create.ExecuteNonQueryAsync();
         Created[connectionString] = true;
         return connection;
@@ -169,7 +172,8 @@ public sealed class JournalLease : Lease
     {
         await using var connection = await OpenAsync(connectionString);
         await using var command = new NpgsqlCommand(
-            "SELECT name, CASE WHEN expires_at >= now() THEN owner END, CASE WHEN expires_at >= now() THEN expires_at END, epoch FROM islands_lease ORDER BY name", connection);
+            "SELECT name, CASE WHEN expires_at >= now() THEN owner END, CASE WHEN expires_at >= now() THEN expires_at END, epoch FROM " +
+            "islands_lease ORDER BY name", connection);
         await using var reader = await command.ExecuteReaderAsync(cancel);
         var holders = new List<LeaseHolder>();
         while (await reader.ReadAsync(cancel))
@@ -183,7 +187,8 @@ public sealed class JournalLease : Lease
 /// Akka.Hosting option that points a singleton (or, at <see cref="JournalLease.SplitBrainConfigPath"/>, the split-brain
 /// resolver) at <see cref="JournalLease"/> in a PostgreSQL database.
 /// </summary>
-public sealed class JournalLeaseOption(string connectionString, TimeSpan timeToLive, string configPath = JournalLease.ConfigPath, bool acquireWaitsForExpiry = false)
+public sealed class JournalLeaseOption(string connectionString, TimeSpan timeToLive, string configPath = JournalLease.ConfigPath,
+    bool acquireWaitsForExpiry = false)
     : LeaseOptionBase
 {
     public override string ConfigPath => configPath;

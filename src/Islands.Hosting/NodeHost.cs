@@ -6,7 +6,8 @@ using Microsoft.Extensions.Logging;
 
 namespace Islands.Hosting;
 
-/// <summary>What every node's web host shares: its address, shutdown grace, JSON that writes NaN as null, single-line logs on stderr, and <see cref="RequestGuards"/>.</summary>
+/// <summary>What every node's web host shares: its address, shutdown grace, JSON that writes NaN as null, single-line logs on stderr, and
+/// <see cref="RequestGuards"/>.</summary>
 internal static class NodeHost
 {
     public static WebApplicationBuilder CreateBuilder(string hostname, int port, TimeSpan shutdownGrace, Action<ILoggingBuilder>? logging)

@@ -22,7 +22,8 @@ public static class NodeWiring
         akka.AddHocon(ConfigurationFactory.ParseString(stableAfter), HoconAddMode.Prepend);
         akka.ConfigureLoggers(l => l.AddLoggerFactory());
         akka.WithNodeHealthChecks();
-        akka.WithRemoting(RemoteTls.Apply(new RemoteOptions { HostName = node.Hostname, PublicHostName = node.PublicHostname, Port = node.Port }, node.Tls));
+        akka.WithRemoting(RemoteTls.Apply(new RemoteOptions { HostName = node.Hostname, PublicHostName = node.PublicHostname, Port = node.Port },
+            node.Tls));
         akka.WithClustering(new ClusterOptions
         {
             Roles = [node.Role],

@@ -40,20 +40,23 @@ public static class PublicationEndpoints
             // Read whole: the island replaces the file by rename at any moment, and a reader must get one version.
             return File.Exists(published)
                 ? Results.Bytes(File.ReadAllBytes(published), "application/json")
-                : Results.Problem(statusCode: 404, title: "nothing published yet", detail: $"{runDirectory} has no {PublishedCheckpoint.FileName}; the island publishes at its first checkpoint");
+                : Results.Problem(statusCode: 404, title: "nothing published yet",
+                    detail: $"{runDirectory} has no {PublishedCheckpoint.FileName}; the island publishes at its first checkpoint");
         });
         group.MapGet("/config.json", () =>
         {
             var config = System.IO.Path.Combine(runDirectory, Diffusion.Training.RunDirectory.ConfigFile);
             return File.Exists(config)
                 ? Results.Bytes(File.ReadAllBytes(config), "application/json")
-                : Results.Problem(statusCode: 404, title: "no run config", detail: $"{runDirectory} has no {Diffusion.Training.RunDirectory.ConfigFile} yet");
+                : Results.Problem(statusCode: 404, title: "no run config",
+                    detail: $"{runDirectory} has no {Diffusion.Training.RunDirectory.ConfigFile} yet");
         });
         group.MapGet("/checkpoints/{name}/{file}", (string name, string file) =>
         {
             var directory = System.IO.Path.Combine(runDirectory, "checkpoints", name);
             if (CheckpointStore.Parse(name) is null || !Directory.Exists(directory))
-                return Results.Problem(statusCode: 404, title: "no such checkpoint", detail: $"'{name}' is not a retained checkpoint of this island (a newer publication may have replaced it)");
+                return Results.Problem(statusCode: 404, title: "no such checkpoint",
+                    detail: $"'{name}' is not a retained checkpoint of this island (a newer publication may have replaced it)");
             // Only the manifest and the files it names: nothing else under the run directory is reachable.
             if (file != CheckpointManifest.FileName && !ManifestNames(directory, file))
                 return Results.Problem(statusCode: 404, title: "no such file", detail: $"'{file}' is not a file of checkpoint {name}");

@@ -1,6 +1,5 @@
 using System.Collections.Concurrent;
 using System.Net;
-using System.Net.Http.Headers;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using Akka.Actor;
@@ -45,7 +44,8 @@ public sealed partial class PublicationMirror(ServingNodeSettings settings, IHtt
     private readonly ConcurrentDictionary<string, SemaphoreSlim> islandLocks = new();
 
     public IReadOnlyList<PublicationSourceStatus> Status =>
-        [.. sources.Endpoints.Select(e => status.TryGetValue(e, out var s) ? s : new PublicationSourceStatus(e.ToString(), null, null, "not-checked", null, 0, 0, default))];
+        [.. sources.Endpoints.Select(e => status.TryGetValue(e, out var s) ? s
+            : new PublicationSourceStatus(e.ToString(), null, null, "not-checked", null, 0, 0, default))];
 
     protected override async Task ExecuteAsync(CancellationToken stop)
     {
@@ -97,7 +97,8 @@ public sealed partial class PublicationMirror(ServingNodeSettings settings, IHtt
                 counters = installed;
                 Record(endpoint, published, "fetched", null, counters);
                 log.LogInformation("fetched {Island}'s {Job} at step {Step} from {Endpoint} ({Bytes} bytes, {Resumed} resumed); every file verifies",
-                    published.Island, published.Job, published.Step, endpoint, counters.Fetched - (previous?.BytesFetched ?? 0), counters.Resumed - (previous?.BytesResumed ?? 0));
+                    published.Island, published.Job, published.Step, endpoint, counters.Fetched - (previous?.BytesFetched ?? 0),
+                    counters.Resumed - (previous?.BytesResumed ?? 0));
                 (await registry.GetAsync(cancel)).Tell(new ModelPublished(published.Island, published.Job, published.Step));
             }
             finally
@@ -106,7 +107,8 @@ public sealed partial class PublicationMirror(ServingNodeSettings settings, IHtt
             }
         }
         // ExecutionRejectedException: the resilience handler's timeout or an open circuit of this endpoint.
-        catch (Exception e) when (e is HttpRequestException or IOException or IslandsException or UnauthorizedAccessException or Polly.ExecutionRejectedException
+        catch (Exception e) when (
+            e is HttpRequestException or IOException or IslandsException or UnauthorizedAccessException or Polly.ExecutionRejectedException
                                       || e is OperationCanceledException && !cancel.IsCancellationRequested)
         {
             // The mirror's own errors name the URL already; transport errors get the endpoint.
@@ -128,12 +130,14 @@ public sealed partial class PublicationMirror(ServingNodeSettings settings, IHtt
         using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancel);
         if (response.StatusCode == HttpStatusCode.NotFound) return ([], null);
         await ThrowUnlessSuccess(url, response, cancel);
-        if (response.Content.Headers.ContentLength > MaxPublicationBytes) throw new IslandsException($"{url}: a publication of {response.Content.Headers.ContentLength} bytes is not plausible");
+        if (response.Content.Headers.ContentLength > MaxPublicationBytes)
+            throw new IslandsException($"{url}: a publication of {response.Content.Headers.ContentLength} bytes is not plausible");
         var bytes = await response.Content.ReadAsByteArrayAsync(cancel);
         PublishedCheckpoint published;
         try
         {
-            published = JsonSerializer.Deserialize<PublishedCheckpoint>(bytes, Json.Options) ?? throw new IslandsException($"{url}: empty publication");
+            published = JsonSerializer.Deserialize<PublishedCheckpoint>(bytes, Json.Options)
+                ?? throw new IslandsException($"{url}: empty publication");
         }
         catch (JsonException e)
         {
@@ -147,16 +151,20 @@ public sealed partial class PublicationMirror(ServingNodeSettings settings, IHtt
     private static void Validate(Uri url, PublishedCheckpoint published)
     {
         if (published.SchemaVersion != PublishedCheckpoint.CurrentSchemaVersion)
-            throw new IslandsException($"{url}: schemaVersion {published.SchemaVersion} is not supported (expected {PublishedCheckpoint.CurrentSchemaVersion})");
-        if (published.Island is null || !IslandName().IsMatch(published.Island)) throw new IslandsException($"{url}: island '{published.Island}' is not an island name");
+            throw new IslandsException($"{url}: schemaVersion {published.SchemaVersion} is not supported (expected " +
+                $"{PublishedCheckpoint.CurrentSchemaVersion})");
+        if (published.Island is null || !IslandName().IsMatch(published.Island))
+            throw new IslandsException($"{url}: island '{published.Island}' is not an island name");
         if (CheckpointName(published) is null) throw new IslandsException($"{url}: checkpoint '{published.Checkpoint}' is not checkpoints/step-N");
-        if (published.ManifestSha256 is null || !Sha256().IsMatch(published.ManifestSha256)) throw new IslandsException($"{url}: manifestSha256 is not a SHA-256");
+        if (published.ManifestSha256 is null || !Sha256().IsMatch(published.ManifestSha256))
+            throw new IslandsException($"{url}: manifestSha256 is not a SHA-256");
         if (published.ConfigSha256 is null || !Sha256().IsMatch(published.ConfigSha256))
             throw new IslandsException($"{url}: the publication has no configSha256 (the island runs an older version); serving from afar needs it");
         if (published.Files is null || published.Files.Count == 0) throw new IslandsException($"{url}: the publication names no files");
         foreach (var (file, sha) in published.Files)
         {
-            if (!FileName().IsMatch(file) || file == CheckpointManifest.FileName) throw new IslandsException($"{url}: file name '{file}' is not allowed");
+            if (!FileName().IsMatch(file) || file == CheckpointManifest.FileName)
+                throw new IslandsException($"{url}: file name '{file}' is not allowed");
             if (sha is null || !Sha256().IsMatch(sha)) throw new IslandsException($"{url}: the SHA-256 of {file} is not one");
         }
     }
@@ -191,7 +199,8 @@ public sealed partial class PublicationMirror(ServingNodeSettings settings, IHtt
         try
         {
             var manifest = CheckpointStore.VerifyReference(incoming, published.ManifestSha256);
-            if (!manifest.Files.OrderBy(f => f.Key, StringComparer.Ordinal).SequenceEqual(published.Files.OrderBy(f => f.Key, StringComparer.Ordinal)))
+            if (!manifest.Files.OrderBy(f => f.Key, StringComparer.Ordinal)
+                .SequenceEqual(published.Files.OrderBy(f => f.Key, StringComparer.Ordinal)))
                 throw new CheckpointException(incoming, "the files the publication names differ from its checkpoint's manifest");
             PublishedCheckpoint.ThrowIfNonFinite(published.Job, incoming);
         }
@@ -230,88 +239,6 @@ public sealed partial class PublicationMirror(ServingNodeSettings settings, IHtt
         return counters;
     }
 
-    /// <summary>Fetches one file into the incoming directory unless it is there and verifies; returns bytes received and bytes kept from an earlier try.</summary>
-    private async Task<(long Fetched, long Resumed)> FetchFileAsync(HttpClient http, Uri endpoint, string checkpoint, string file, string sha,
-        string incoming, CancellationToken cancel)
-    {
-        var done = Path.Combine(incoming, file);
-        if (File.Exists(done) && AtomicFile.Sha256(done) == sha) return (0, 0);
-        var partial = done + ".partial";
-        var offset = File.Exists(partial) ? new FileInfo(partial).Length : 0;
-        if (offset > 0 && AtomicFile.Sha256(partial) == sha)
-        {
-            File.Move(partial, done, overwrite: true);
-            return (0, offset);
-        }
-        var url = new Uri(endpoint, $"{PublicationEndpoints.Path.TrimStart('/')}/checkpoints/{Uri.EscapeDataString(checkpoint)}/{Uri.EscapeDataString(file)}");
-        using var request = Request(url, offset);
-        using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancel);
-        if (response.StatusCode == HttpStatusCode.RequestedRangeNotSatisfiable)
-        {
-            // The partial file is longer than the island's: it is not a prefix of this file.
-            File.Delete(partial);
-            throw new IslandsException($"{url}: the interrupted transfer kept more bytes than the file has; discarded, fetching it again next round");
-        }
-        await ThrowUnlessSuccess(url, response, cancel);
-        var append = offset > 0 && response.StatusCode == HttpStatusCode.PartialContent && response.Content.Headers.ContentRange?.From == offset;
-        long received = 0;
-        await using (var output = new FileStream(partial, append ? FileMode.Append : FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16))
-        {
-            await using var input = await response.Content.ReadAsStreamAsync(cancel);
-            var buffer = new byte[1 << 16];
-            // A body that stops arriving ends this try (what arrived is kept for the next one).
-            using var stalled = CancellationTokenSource.CreateLinkedTokenSource(cancel);
-            int read;
-            while (true)
-            {
-                stalled.CancelAfter(StallTimeout);
-                try
-                {
-                    read = await input.ReadAsync(buffer, stalled.Token);
-                }
-                catch (OperationCanceledException) when (!cancel.IsCancellationRequested)
-                {
-                    await output.FlushAsync(CancellationToken.None);
-                    throw new IslandsException($"{url}: no data for {StallTimeout.TotalSeconds:0} s after {received} bytes; resuming next round");
-                }
-                if (read == 0) break;
-                received += read;
-                if ((append ? offset : 0) + received > sources.MaxFileBytes)
-                {
-                    output.Close();
-                    File.Delete(partial);
-                    throw new IslandsException($"{url}: larger than islands.serving.sources.max-file-size ({sources.MaxFileBytes} bytes); refused");
-                }
-                await output.WriteAsync(buffer.AsMemory(0, read), cancel);
-            }
-            output.Flush(flushToDisk: true);
-        }
-        var actual = AtomicFile.Sha256(partial);
-        if (actual != sha)
-        {
-            File.Delete(partial);
-            throw new IslandsException($"{url}: SHA-256 {actual[..12]}… does not match the publication's {sha[..12]}…; discarded, fetching it again next round");
-        }
-        File.Move(partial, done, overwrite: true);
-        return (received, append ? offset : 0);
-    }
-
-    /// <summary>The run's config.json (the model's shape), written atomically once it matches the publication's hash.</summary>
-    private async Task FetchConfigAsync(HttpClient http, Uri endpoint, string sha, string runDirectory, CancellationToken cancel)
-    {
-        var path = Path.Combine(runDirectory, Diffusion.Training.RunDirectory.ConfigFile);
-        if (File.Exists(path) && AtomicFile.Sha256(path) == sha) return;
-        var url = new Uri(endpoint, PublicationEndpoints.Path.TrimStart('/') + "/" + Diffusion.Training.RunDirectory.ConfigFile);
-        using var request = Request(url, offset: 0);
-        using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancel);
-        await ThrowUnlessSuccess(url, response, cancel);
-        if (response.Content.Headers.ContentLength > MaxPublicationBytes) throw new IslandsException($"{url}: a run config of {response.Content.Headers.ContentLength} bytes is not plausible");
-        var bytes = await response.Content.ReadAsByteArrayAsync(cancel);
-        var actual = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(bytes));
-        if (actual != sha) throw new IslandsException($"{url}: SHA-256 {actual[..12]}… does not match the publication's configSha256 {sha[..12]}…; refused");
-        AtomicFile.WriteAllBytes(path, bytes);
-    }
-
     /// <summary>Keeps the checkpoint just installed and the one it replaced (a sampler may still be loading it); the rest goes.</summary>
     private static void Prune(string runDirectory, string?[] keep, string incomingRoot)
     {
@@ -322,32 +249,9 @@ public sealed partial class PublicationMirror(ServingNodeSettings settings, IHtt
         foreach (var stale in Directory.GetDirectories(incomingRoot)) Directory.Delete(stale, recursive: true);
     }
 
-    private HttpRequestMessage Request(Uri url, long offset)
-    {
-        var request = new HttpRequestMessage(HttpMethod.Get, url);
-        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", sources.Key);
-        if (offset > 0) request.Headers.Range = new RangeHeaderValue(offset, null);
-        return request;
-    }
-
-    private static async Task ThrowUnlessSuccess(Uri url, HttpResponseMessage response, CancellationToken cancel)
-    {
-        if (response.IsSuccessStatusCode) return;
-        var detail = "";
-        try
-        {
-            using var problem = JsonDocument.Parse(await response.Content.ReadAsStringAsync(cancel));
-            if (problem.RootElement.TryGetProperty("detail", out var d)) detail = ": " + d.GetString();
-        }
-        catch (JsonException)
-        {
-        }
-        var hint = response.StatusCode == HttpStatusCode.Unauthorized ? " (islands.serving.sources.key must be one of the island's islands.publication.keys)" : "";
-        throw new IslandsException($"{url}: {(int)response.StatusCode} {response.ReasonPhrase}{detail}{hint}");
-    }
-
     private void Record(Uri endpoint, PublishedCheckpoint? published, string state, string? error, (long Fetched, long Resumed) counters) =>
-        status[endpoint] = new PublicationSourceStatus(endpoint.ToString(), published?.Island, published?.Step, state, error, counters.Fetched, counters.Resumed,
+        status[endpoint] = new PublicationSourceStatus(endpoint.ToString(), published?.Island, published?.Step, state, error, counters.Fetched,
+            counters.Resumed,
             DateTimeOffset.UtcNow);
 
     [GeneratedRegex("^[a-z0-9][a-z0-9-]{0,39}$")]

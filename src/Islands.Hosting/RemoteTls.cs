@@ -17,8 +17,8 @@ public static class RemoteTls
     public static TlsSettings Parse(Config config, string prefix)
     {
         var key = prefix + "tls.";
-        var tls = new TlsSettings(IslandNodeConfig.Bool(config, key + "enabled"), config.GetString(key + "certificate", ""), config.GetString(key + "password", ""),
-            [.. config.GetStringList(key + "trusted-thumbprints") ?? []]);
+        var tls = new TlsSettings(IslandNodeConfig.Bool(config, key + "enabled"), config.GetString(key + "certificate", ""),
+            config.GetString(key + "password", ""), [.. config.GetStringList(key + "trusted-thumbprints") ?? []]);
         if (tls.Enabled && !File.Exists(tls.Certificate))
             throw new ConfigException(key + "certificate", $"'{tls.Certificate}': certificate file not found (TLS is enabled)");
         return tls;

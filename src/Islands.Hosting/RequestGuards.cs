@@ -61,7 +61,8 @@ public static class RequestGuards
         (!media.Charset.HasValue || media.Charset.Equals("utf-8", StringComparison.OrdinalIgnoreCase));
 
     public static IResult UnsupportedMediaType(string? contentType) =>
-        Results.Problem(statusCode: StatusCodes.Status415UnsupportedMediaType, title: "Unsupported media type", detail: UnsupportedMediaTypeDetail(contentType));
+        Results.Problem(statusCode: StatusCodes.Status415UnsupportedMediaType, title: "Unsupported media type",
+            detail: UnsupportedMediaTypeDetail(contentType));
 
     /// <returns>The offset of the first byte that is not well-formed UTF-8, or null when all are.</returns>
     public static int? FirstInvalidUtf8(ReadOnlySpan<byte> bytes)

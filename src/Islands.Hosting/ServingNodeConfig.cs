@@ -44,35 +44,43 @@ public static partial class ServingNodeConfig
         ["ISLANDS_TLS_TRUSTED_THUMBPRINTS"] = "islands.serving.tls.trusted-thumbprints",
     };
 
-    private static readonly HashSet<string> ListKeys = ["islands.serving.seed-nodes", "islands.serving.bootstrap.contact-points", "islands.serving.api-keys", "islands.serving.sources.endpoints", "islands.serving.tls.trusted-thumbprints"];
+    private static readonly HashSet<string> ListKeys = ["islands.serving.seed-nodes", "islands.serving.bootstrap.contact-points",
+        "islands.serving.api-keys", "islands.serving.sources.endpoints", "islands.serving.tls.trusted-thumbprints"];
 
-    public static Config Load(string? configFile, IReadOnlyDictionary<string, string?> options, IDictionary? environment = null, string? defaultsFile = null) =>
-        IslandNodeConfig.LoadLayers(defaultsFile ?? Path.Combine(AppContext.BaseDirectory, DefaultsFile), configFile, options, environment, EnvironmentKeys, ListKeys);
+    public static Config Load(string? configFile, IReadOnlyDictionary<string, string?> options, IDictionary? environment = null,
+        string? defaultsFile = null) =>
+        IslandNodeConfig.LoadLayers(defaultsFile ?? Path.Combine(AppContext.BaseDirectory, DefaultsFile), configFile, options, environment,
+            EnvironmentKeys, ListKeys);
 
     public static ServingNodeSettings Parse(Config config)
     {
         const string p = "islands.serving.";
         var name = IslandNodeConfig.String(config, p + "name");
-        if (!Name().IsMatch(name)) throw new ConfigException(p + "name", $"'{name}' must be 1-40 characters of a-z, 0-9 and '-', starting with a letter or digit");
+        if (!Name().IsMatch(name))
+            throw new ConfigException(p + "name", $"'{name}' must be 1-40 characters of a-z, 0-9 and '-', starting with a letter or digit");
         var store = Path.GetFullPath(IslandNodeConfig.String(config, p + "store"));
         var results = config.GetString(p + "results", "");
-        results = string.IsNullOrWhiteSpace(results) ? Path.Combine(Path.GetDirectoryName(store.TrimEnd('/')) ?? store, "serving-results") : Path.GetFullPath(results);
+        results = string.IsNullOrWhiteSpace(results) ? Path.Combine(Path.GetDirectoryName(store.TrimEnd('/')) ?? store, "serving-results")
+            : Path.GetFullPath(results);
         var precision = IslandNodeConfig.String(config, p + "precision");
         if (precision is not ("fp32" or "bf16")) throw new ConfigException(p + "precision", $"'{precision}' must be fp32 or bf16");
         var exporter = IslandNodeConfig.String(config, p + "telemetry.exporter").ToLowerInvariant();
-        if (exporter is not ("none" or "console" or "otlp")) throw new ConfigException(p + "telemetry.exporter", $"'{exporter}' must be none, console or otlp");
+        if (exporter is not ("none" or "console" or "otlp"))
+            throw new ConfigException(p + "telemetry.exporter", $"'{exporter}' must be none, console or otlp");
 
         var keys = IslandNodeConfig.Keys(config, p + "api-keys", p + "api-keys-file");
         var anonymous = IslandNodeConfig.Bool(config, p + "allow-anonymous");
         if (keys.Count == 0 && !anonymous)
-            throw new ConfigException(p + "api-keys", "no API key configured: set ISLANDS_API_KEYS, api-keys or api-keys-file (or allow-anonymous = on for a private test)");
+            throw new ConfigException(p + "api-keys", "no API key configured: set ISLANDS_API_KEYS, api-keys or api-keys-file (or allow-anonymous " +
+                "= on for a private test)");
 
         var tls = RemoteTls.Parse(config, p);
         var seeds = config.GetStringList(p + "seed-nodes") ?? [];
         var prefix = $"{(tls.Enabled ? "akka.ssl.tcp" : "akka.tcp")}://serving-{name}@";
         foreach (var seed in seeds)
             if (!seed.StartsWith(prefix, StringComparison.Ordinal))
-                throw new ConfigException(p + "seed-nodes", $"'{seed}' must start with {prefix} (this serving cluster's actor system{(tls.Enabled ? ", over TLS" : "")})");
+                throw new ConfigException(p + "seed-nodes",
+                    $"'{seed}' must start with {prefix} (this serving cluster's actor system{(tls.Enabled ? ", over TLS" : "")})");
 
         long frame;
         try
@@ -81,7 +89,8 @@ public static partial class ServingNodeConfig
         }
         catch (Exception e) when (e is FormatException or ConfigurationException)
         {
-            throw new ConfigException("akka.remote.dot-netty.tcp.maximum-frame-size", $"'{config.GetString("akka.remote.dot-netty.tcp.maximum-frame-size")}' is not a size such as 4MiB");
+            throw new ConfigException("akka.remote.dot-netty.tcp.maximum-frame-size",
+                $"'{config.GetString("akka.remote.dot-netty.tcp.maximum-frame-size")}' is not a size such as 4MiB");
         }
         var maxRows = IslandNodeConfig.Int(config, p + "batching.max-rows", 1, 4096);
         var serving = new ServingSettings(store, results, precision, maxRows, IslandNodeConfig.Duration(config, p + "batching.max-wait"),
@@ -97,9 +106,11 @@ public static partial class ServingNodeConfig
         return new ServingNodeSettings(name, hostname, string.IsNullOrWhiteSpace(publicHost) ? null : publicHost,
             IslandNodeConfig.Int(config, p + "port", 0, 65535), formation, IslandNodeConfig.String(config, p + "http.hostname"),
             httpPort, IslandNodeConfig.Int(config, p + "http.max-body-bytes", 256, 16 << 20),
-            IslandNodeConfig.Int(config, p + "http.max-in-flight", 1, 100_000), keys, anonymous, serving, IslandNodeConfig.Duration(config, p + "passivate-after"),
-            IslandNodeConfig.Int(config, p + "shards", 1, 10_000), frame, IslandNodeConfig.Duration(config, p + "split-brain.stable-after"),
-            LeaseConnectionString(config, p + "split-brain.lease-connection-string"), exporter, IslandNodeConfig.String(config, p + "telemetry.otlp-endpoint"), ParseSources(config, p + "sources."),
+            IslandNodeConfig.Int(config, p + "http.max-in-flight", 1, 100_000), keys, anonymous, serving,
+            IslandNodeConfig.Duration(config, p + "passivate-after"), IslandNodeConfig.Int(config, p + "shards", 1, 10_000), frame,
+            IslandNodeConfig.Duration(config, p + "split-brain.stable-after"),
+            LeaseConnectionString(config, p + "split-brain.lease-connection-string"), exporter,
+            IslandNodeConfig.String(config, p + "telemetry.otlp-endpoint"), ParseSources(config, p + "sources."),
             IslandNodeConfig.Duration(config, p + "http.failed-retention"), tls, config);
     }
 
@@ -116,7 +127,8 @@ public static partial class ServingNodeConfig
         catch (ArgumentException e)
         {
             // The message never repeats the value: it holds the database password.
-            throw new ConfigException(key, $"is not a PostgreSQL connection string ({e.Message}), e.g. Host=10.0.0.9;Username=islands;Database=serving");
+            throw new ConfigException(key,
+                $"is not a PostgreSQL connection string ({e.Message}), e.g. Host=10.0.0.9;Username=islands;Database=serving");
         }
         return text;
     }
@@ -126,7 +138,8 @@ public static partial class ServingNodeConfig
         var endpoints = new List<Uri>();
         foreach (var text in config.GetStringList(p + "endpoints") ?? [])
         {
-            if (!Uri.TryCreate(text, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https") || uri.Query.Length > 0 || uri.Fragment.Length > 0)
+            if (!Uri.TryCreate(text, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https") || uri.Query.Length > 0
+                || uri.Fragment.Length > 0)
                 throw new ConfigException(p + "endpoints", $"'{text}' must be an island node's HTTP endpoint such as http://expert-0:8080");
             endpoints.Add(new Uri(uri.GetLeftPart(UriPartial.Path).TrimEnd('/') + "/"));
         }
@@ -134,7 +147,8 @@ public static partial class ServingNodeConfig
         if (config.GetString(p + "key", "") is { Length: > 0 } key) keys.Insert(0, IslandNodeConfig.CheckKey(p + "key", key));
         if (keys.Count > 1) throw new ConfigException(p + "key-file", "give one key (key and key-file, or a file of several, name more than one)");
         if (endpoints.Count > 0 && keys.Count == 0)
-            throw new ConfigException(p + "key", "sources are given but no key: set ISLANDS_SOURCE_KEY or key-file to one of the islands' islands.publication.keys");
+            throw new ConfigException(p + "key", "sources are given but no key: set ISLANDS_SOURCE_KEY or key-file to one of the islands' " +
+                "islands.publication.keys");
         long maxBytes;
         try
         {
@@ -144,7 +158,8 @@ public static partial class ServingNodeConfig
         {
             maxBytes = 0;
         }
-        if (maxBytes <= 0) throw new ConfigException(p + "max-file-size", $"'{config.GetString(p + "max-file-size")}' is not a positive size such as 4GiB");
+        if (maxBytes <= 0)
+            throw new ConfigException(p + "max-file-size", $"'{config.GetString(p + "max-file-size")}' is not a positive size such as 4GiB");
         return new PublicationSources(endpoints, keys.FirstOrDefault() ?? "", IslandNodeConfig.Duration(config, p + "interval"), maxBytes);
     }
 

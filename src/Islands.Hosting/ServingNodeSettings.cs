@@ -19,7 +19,8 @@ public sealed record PublicationSources(IReadOnlyList<Uri> Endpoints, string Key
 public sealed record ServingNodeSettings(
     string Name, string Hostname, string? PublicHostname, int Port, ClusterFormation Formation, string HttpHostname, int HttpPort,
     long MaxBodyBytes, int MaxInFlight, IReadOnlyList<string> ApiKeys, bool AllowAnonymous, ServingSettings Serving, TimeSpan PassivateAfter,
-    int Shards, long MaximumFrameBytes, TimeSpan StableAfter, string? SplitBrainLease, string TelemetryExporter, string OtlpEndpoint, PublicationSources Sources, TimeSpan FailedRetention, TlsSettings Tls, Config Hocon)
+    int Shards, long MaximumFrameBytes, TimeSpan StableAfter, string? SplitBrainLease, string TelemetryExporter, string OtlpEndpoint,
+    PublicationSources Sources, TimeSpan FailedRetention, TlsSettings Tls, Config Hocon)
 {
     public const string Role = "serving";
     public string SystemName => "serving-" + Name;

@@ -19,7 +19,8 @@ public static class SplitBrainStrategy
     public static SplitBrainResolverOption Apply(AkkaConfigurationBuilder akka, string? leaseConnectionString, string leaseName, TimeSpan stableAfter)
     {
         if (string.IsNullOrWhiteSpace(leaseConnectionString)) return new KeepMajorityOption();
-        var lease = new JournalLeaseOption(leaseConnectionString, LeaseTimeToLive(stableAfter), JournalLease.SplitBrainConfigPath, acquireWaitsForExpiry: true);
+        var lease = new JournalLeaseOption(leaseConnectionString, LeaseTimeToLive(stableAfter), JournalLease.SplitBrainConfigPath,
+            acquireWaitsForExpiry: true);
         lease.Apply(akka);
         return new LeaseMajorityOption { LeaseImplementation = lease, LeaseName = leaseName };
     }

@@ -16,7 +16,8 @@ public static class TlsCertificateFile
 {
     public static TlsCertificateInfo Ensure(string path, string password, string subject, TimeSpan validity)
     {
-        if (string.IsNullOrEmpty(password)) throw new ConfigException("ISLANDS_TLS_PASSWORD", "the certificate's password is empty: set ISLANDS_TLS_PASSWORD");
+        if (string.IsNullOrEmpty(password))
+            throw new ConfigException("ISLANDS_TLS_PASSWORD", "the certificate's password is empty: set ISLANDS_TLS_PASSWORD");
         if (File.Exists(path))
         {
             X509Certificate2 existing;
@@ -26,7 +27,8 @@ public static class TlsCertificateFile
             }
             catch (CryptographicException e)
             {
-                throw new IslandsException($"{path}: exists but is not a PKCS#12 file this password opens ({e.Message}); it is kept, remove it to create a new one");
+                throw new IslandsException($"{path}: exists but is not a PKCS#12 file this password opens ({e.Message}); it is kept, remove it to " +
+                    "create a new one");
             }
             using (existing) return new TlsCertificateInfo(path, existing.Subject, existing.Thumbprint, existing.NotAfter, false);
         }

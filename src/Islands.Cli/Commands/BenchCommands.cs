@@ -5,7 +5,7 @@ using Islands.Diffusion.Sampling;
 
 namespace Islands.Cli.Commands;
 
-public static class BenchCommands
+public static partial class BenchCommands
 {
     public static Command Build(TextWriter stdout, TextWriter stderr)
     {
@@ -29,7 +29,8 @@ public static class BenchCommands
             var checks = report.Checks.Any(c => c.Policy == p.Name) ? report.Checks : Diffusion.Numerics.NumericsSelfTest.Run(candidates: [p]).Checks;
             var failed = checks.Where(c => c.Policy == p.Name && !c.Passed).Select(c => $"{c.Check} {c.Precision}").ToList();
             if (failed.Count > 0)
-                throw new Diffusion.ConfigException("--paths", $"'{p.Name}' computes wrong results on this CPU ({string.Join(", ", failed.Take(3))}); timing it would not count");
+                throw new Diffusion.ConfigException("--paths",
+                    $"'{p.Name}' computes wrong results on this CPU ({string.Join(", ", failed.Take(3))}); timing it would not count");
         }
         return named;
     }
@@ -42,10 +43,13 @@ public static class BenchCommands
         precision.AcceptOnlyFromAmong("fp32", "bf16", "both");
         var paths = new Option<string?>("--paths")
         {
-            Description = "Kernel paths to compare, comma-separated (default: the one the self-test chose); each must have passed this CPU's self-test",
+            Description = "Kernel paths to compare, comma-separated (default: the one the self-test chose); each must have passed this CPU's " +
+                "self-test",
         };
-        var opSeconds = new Option<double>("--op-seconds") { Description = "Seconds of timing per operation, path and measurement", DefaultValueFactory = _ => 0.15 };
-        var command = new Command("ops", "Per-operation times of a training step (each convolution, GroupNorm, SiLU, linear, forward and backward) beside the whole step's phases")
+        var opSeconds = new Option<double>("--op-seconds") { Description = "Seconds of timing per operation, path and measurement",
+            DefaultValueFactory = _ => 0.15 };
+        var command = new Command("ops", "Per-operation times of a training step (each convolution, GroupNorm, SiLU, linear, forward and backward) " +
+            "beside the whole step's phases")
         {
             batch, steps, precision, paths, opSeconds,
         };
@@ -54,21 +58,26 @@ public static class BenchCommands
             IslandsCli.InitTorch(parse);
             if (parse.GetValue(batch) < 1) throw new Diffusion.ConfigException("--batch", $"{parse.GetValue(batch)} must be at least 1");
             if (parse.GetValue(steps) < 1) throw new Diffusion.ConfigException("--steps", $"{parse.GetValue(steps)} must be at least 1");
-            if (parse.GetValue(opSeconds) is not (> 0 and <= 60)) throw new Diffusion.ConfigException("--op-seconds", $"{parse.GetValue(opSeconds)} must lie in (0, 60]");
+            if (parse.GetValue(opSeconds) is not (> 0 and <= 60))
+                throw new Diffusion.ConfigException("--op-seconds", $"{parse.GetValue(opSeconds)} must lie in (0, 60]");
             var report = Diffusion.Numerics.NumericsPolicy.Report;
             var chosen = parse.GetValue(paths) is { } list ? VerifiedPaths(list) : [report.Chosen];
             var which = parse.GetValue(precision) == "both" ? new[] { "fp32", "bf16" } : [parse.GetValue(precision)!];
-            var results = which.SelectMany(pr => OpBenchmark.Run(new ModelConfig(), parse.GetValue(batch), pr, chosen, parse.GetValue(steps), parse.GetValue(opSeconds))).ToList();
+            var results = which.SelectMany(pr => OpBenchmark.Run(new ModelConfig(), parse.GetValue(batch), pr, chosen, parse.GetValue(steps),
+                parse.GetValue(opSeconds))).ToList();
             ctx.Result(new { cpu = report.Cpu, results }, w =>
             {
                 w.WriteLine(IslandsCli.NumericsLine());
                 foreach (var r in results)
                 {
-                    w.WriteLine($"{r.Precision} on {r.Path}, batch {r.Batch}, {r.Threads} threads: step {r.StepMs:F1} ms = {r.ImagesPerSecond:F1} images/s");
+                    w.WriteLine($"{r.Precision} on {r.Path}, batch {r.Batch}, {r.Threads} threads: step {r.StepMs:F1} ms = " +
+                        $"{r.ImagesPerSecond:F1} images/s");
                     w.WriteLine("  operation  shape                         per step  forward ms  backward ms  ms per step  share");
                     foreach (var o in r.Ops.OrderByDescending(o => o.StepMs))
-                        w.WriteLine($"  {o.Operation,-10} {o.Shape,-30} {o.PerStep,8} {o.ForwardMs,11:F2} {o.BackwardMs,12:F2} {o.StepMs,12:F1} {o.StepMs / r.StepMs,6:P1}");
-                    w.WriteLine($"  listed operations together: {r.Ops.Sum(o => o.StepMs):F1} ms; the rest of forward and backward (adds, cat, upsampling, loss, autograd): {r.UnlistedForwardBackwardMs:F1} ms");
+                        w.WriteLine($"  {o.Operation,-10} {o.Shape,-30} {o.PerStep,8} {o.ForwardMs,11:F2} {o.BackwardMs,12:F2} {o.StepMs,12:F1} " +
+                            $"{o.StepMs / r.StepMs,6:P1}");
+                    w.WriteLine($"  listed operations together: {r.Ops.Sum(o => o.StepMs):F1} ms; the rest of forward and backward (adds, cat, " +
+                        $"upsampling, loss, autograd): {r.UnlistedForwardBackwardMs:F1} ms");
                     w.WriteLine("  phases of the real step:");
                     foreach (var p in r.Phases) w.WriteLine($"    {p.Phase,-38} {p.Milliseconds,8:F1} ms {p.Milliseconds / r.StepMs,7:P1}");
                     w.WriteLine($"  one .NET-to-native call: {r.NativeCallMicroseconds:F2} us; {r.ParameterTensors} parameter tensors");
@@ -100,25 +109,37 @@ public static class BenchCommands
         var batch = new Option<int>("--batch") { DefaultValueFactory = _ => 128 };
         var steps = new Option<int>("--steps") { Description = "Timed steps", DefaultValueFactory = _ => 30 };
         var warmup = new Option<int>("--warmup") { DefaultValueFactory = _ => 5 };
-        var precision = new Option<string>("--precision") { Description = "fp32, bf16, or both (measured in one run, with their ratio)", DefaultValueFactory = _ => "both" };
+        var precision = new Option<string>("--precision") { Description = "fp32, bf16, or both (measured in one run, with their ratio)",
+            DefaultValueFactory = _ => "both" };
         precision.AcceptOnlyFromAmong("fp32", "bf16", "both");
-        var command = new Command("train", "Training images/s of the default expert, its counted FLOPs, and the fraction of this CPU's matmul peak") { batch, steps, warmup, precision };
+        var command = new Command("train", "Training images/s of the default expert, its counted FLOPs, and the fraction of this CPU's matmul peak")
+        {
+            batch, steps, warmup, precision
+        };
         command.SetAction(IslandsCli.Action(stdout, stderr, (ctx, parse, _) =>
         {
             IslandsCli.InitTorch(parse);
             var which = parse.GetValue(precision) == "both" ? new[] { "fp32", "bf16" } : [parse.GetValue(precision)!];
-            var results = which.Select(p => TrainBenchmark.Run(new ModelConfig(), parse.GetValue(batch), parse.GetValue(steps), parse.GetValue(warmup), p)).ToList();
+            var results = which.Select(p => TrainBenchmark.Run(new ModelConfig(), parse.GetValue(batch), parse.GetValue(steps),
+                parse.GetValue(warmup), p)).ToList();
             var ratio = results.Count == 2 ? results[1].ImagesPerSecond / results[0].ImagesPerSecond : (double?)null;
             ctx.Result(new { results, bf16OverFp32 = ratio }, w =>
             {
                 w.WriteLine(IslandsCli.NumericsLine());
                 foreach (var result in results)
                 {
-                    w.WriteLine($"train {result.Precision}: {result.ImagesPerSecond:F1} images/s at batch {result.Batch} on {result.Threads} threads ({result.Parameters:N0} parameters)");
-                    w.WriteLine($"  {result.TrainGflopPerImage:F3} GFLOP per training image (forward {result.ForwardGflopPerImage:F3} x 3) -> {result.AchievedGflops:F1} GFLOP/s");
-                    w.WriteLine($"  {result.Precision} matmul peak measured now: {result.MatmulPeakGflops:F1} GFLOP/s -> {result.FractionOfPeak:P1} of peak");
-                    w.WriteLine($"  non-finite guard: {result.GuardedSecondsPerStep * 1e3:F1} ms/step with it, {result.UnguardedSecondsPerStep * 1e3:F1} ms/step without -> {result.GuardOverhead:P2} overhead (target under 1 %; alternating steps, noisy)");
-                    w.WriteLine($"  resident memory {result.RssStartMb:F0} MB at start, {result.RssAfterWarmupMb:F0} MB after {parse.GetValue(warmup)} warm-up steps, {result.RssEndMb:F0} MB at the end, after {result.Steps} timed and {Math.Max(2, result.Steps)} guard-pricing steps and the matmul peak's 36 MB matrices (malloc mode {result.Malloc})");
+                    w.WriteLine($"train {result.Precision}: {result.ImagesPerSecond:F1} images/s at batch {result.Batch} on {result.Threads} " +
+                        $"threads ({result.Parameters:N0} parameters)");
+                    w.WriteLine($"  {result.TrainGflopPerImage:F3} GFLOP per training image (forward {result.ForwardGflopPerImage:F3} x 3) -> " +
+                        $"{result.AchievedGflops:F1} GFLOP/s");
+                    w.WriteLine($"  {result.Precision} matmul peak measured now: {result.MatmulPeakGflops:F1} GFLOP/s -> " +
+                        $"{result.FractionOfPeak:P1} of peak");
+                    w.WriteLine($"  non-finite guard: {result.GuardedSecondsPerStep * 1e3:F1} ms/step with it, " +
+                        $"{result.UnguardedSecondsPerStep * 1e3:F1} ms/step without -> {result.GuardOverhead:P2} overhead (target under 1 %; " +
+                        "alternating steps, noisy)");
+                    w.WriteLine($"  resident memory {result.RssStartMb:F0} MB at start, {result.RssAfterWarmupMb:F0} MB after " +
+                        $"{parse.GetValue(warmup)} warm-up steps, {result.RssEndMb:F0} MB at the end, after {result.Steps} timed and " +
+                        $"{Math.Max(2, result.Steps)} guard-pricing steps and the matmul peak's 36 MB matrices (malloc mode {result.Malloc})");
                 }
                 if (ratio is { } r) w.WriteLine($"bf16 / fp32 training throughput: {r:F2}x");
             });
@@ -127,167 +148,18 @@ public static class BenchCommands
         return command;
     }
 
-    private static Command Island(TextWriter stdout, TextWriter stderr)
-    {
-        var data = new Option<string>("--data") { Description = "Dataset directory", Required = true };
-        var partitions = new Option<string?>("--partitions") { Description = "Partition file: train expert 0 (default: the monolith)" };
-        var steps = new Option<int>("--steps") { Description = "Steps per throughput run", DefaultValueFactory = _ => 120 };
-        var batch = new Option<int>("--batch") { DefaultValueFactory = _ => 64 };
-        var every = new Option<int>("--checkpoint-every") { DefaultValueFactory = _ => 20 };
-        var rounds = new Option<int>("--rounds") { Description = "Counted bare/island throughput pairs, in ABBA order, after one warm-up pair", DefaultValueFactory = _ => 3 };
-        var kills = new Option<int>("--kills") { Description = "Hard kills of the training node in a 3-node island (0 skips)", DefaultValueFactory = _ => 3 };
-        var stableAfter = new Option<string>("--stable-after") { Description = "Split-brain resolver stable-after (the production default is 20s)", DefaultValueFactory = _ => "20s" };
-        var work = new Option<string?>("--work") { Description = "Working directory (default: a new temporary directory)" };
-        var command = new Command("island", "Actor-hosted training against the bare loop, and failover time and steps lost when the training node is killed")
-        {
-            data, partitions, steps, batch, every, rounds, kills, stableAfter, work,
-        };
-        command.SetAction(IslandsCli.Action(stdout, stderr, (ctx, parse, cancel) =>
-        {
-            if (parse.GetValue(rounds) < 1) throw new Diffusion.ConfigException("--rounds", $"{parse.GetValue(rounds)} must be at least 1");
-            if (parse.GetValue(kills) < 0) throw new Diffusion.ConfigException("--kills", $"{parse.GetValue(kills)} must not be negative");
-            IslandsCli.InitTorch(parse);
-            var dataDir = Path.GetFullPath(parse.GetValue(data)!);
-            var partitionFile = parse.GetValue(partitions) is { } p ? Path.GetFullPath(p) : null;
-            var stable = Hosting.IslandNodeConfig.ParseDuration("--stable-after", parse.GetValue(stableAfter)!);
-            string Config(long total) => $$"""
-                islands.job = "{{(partitionFile is null ? "monolith" : "expert:0")}}"
-                islands.training {
-                  data-directory = {{System.Text.Json.JsonSerializer.Serialize(dataDir)}}
-                  {{(partitionFile is null ? "" : $"partitions-file = {System.Text.Json.JsonSerializer.Serialize(partitionFile)}")}}
-                  steps = {{total}}
-                  batch-size = {{parse.GetValue(batch)}}
-                  checkpoint-every = {{parse.GetValue(every)}}
-                  keep-checkpoints = 100000
-                }
-                """;
-            var dir = parse.GetValue(work) ?? Path.Combine(Path.GetTempPath(), $"islands-bench-island-{Guid.NewGuid():N}");
-            var postgres = Environment.GetEnvironmentVariable("ISLANDS_JOURNAL_CONNECTION_STRING");
-            // Akka's shutdown messages ("Remoting shut down") bypass the host's logger and go to Console.Out; keep them off
-            // stdout so that --json output stays parseable.
-            var stdoutBefore = Console.Out;
-            Console.SetOut(Console.Error);
-            Hosting.Benchmarks.IslandBenchmarkResult result;
-            try
-            {
-                result = Hosting.Benchmarks.IslandBenchmark.Run(Config, parse.GetValue(steps), dir, parse.GetValue(rounds), parse.GetValue(kills), stable,
-                    string.IsNullOrWhiteSpace(postgres) ? null : postgres, ctx.Log, cancel);
-            }
-            finally
-            {
-                Console.SetOut(stdoutBefore);
-            }
-            ctx.Result(result, w =>
-            {
-                w.WriteLine($"job {result.Job}, batch {result.Batch}, checkpoint every {result.CheckpointEvery} steps");
-                w.WriteLine($"  bare loop:       {result.BareImagesPerSecond:F1} images/s");
-                w.WriteLine($"  one-node island: {result.ActorImagesPerSecond:F1} images/s");
-                w.WriteLine($"  island / bare:   {result.ActorOverBare:F3} (actor layer cost {(1 - result.ActorOverBare):P1})");
-                if (result.Kills.Count > 0)
-                {
-                    w.WriteLine($"failover in a 3-node island ({result.Journal}, split-brain stable-after {result.StableAfterSeconds:F0} s):");
-                    foreach (var k in result.Kills)
-                        w.WriteLine($"  kill {k.Kill}: first new step {k.SecondsToFirstNewStep:F1} s after the kill; {k.StepsLost} steps lost (killed at {k.StepAtKill}, resumed from {k.ResumedFromStep})");
-                    w.WriteLine($"  mean {result.Kills.Average(k => k.SecondsToFirstNewStep):F1} s to the first new step; steps lost mean {result.Kills.Average(k => k.StepsLost):F1}, max {result.Kills.Max(k => k.StepsLost)} (checkpoint interval {result.CheckpointEvery})");
-                }
-            });
-            return Task.FromResult(ExitCodes.Ok);
-        }));
-        return command;
-    }
-
-    private static Command Serve(TextWriter stdout, TextWriter stderr)
-    {
-        var store = new Option<string>("--store") { Description = "Checkpoint store with published experts and a router", Required = true };
-        var clients = new Option<string>("--clients") { Description = "Concurrent HTTP clients per run, comma-separated", DefaultValueFactory = _ => "1,8,32" };
-        var nodes = new Option<int>("--nodes") { Description = "In-process serving nodes", DefaultValueFactory = _ => 1 };
-        var count = new Option<int>("--count") { Description = "Images per request", DefaultValueFactory = _ => 4 };
-        var strategy = new Option<string>("--strategy") { DefaultValueFactory = _ => "top1" };
-        var maxRows = new Option<int>("--max-rows") { Description = "Continuous batch size (islands.serving.batching.max-rows), also the offline batch", DefaultValueFactory = _ => 128 };
-        var seconds = new Option<int>("--seconds") { Description = "Load duration per client count", DefaultValueFactory = _ => 20 };
-        var slowExpert = new Option<int?>("--slow-expert")
-        {
-            Description = "Instead: the load of the first --clients count healthy, then with this expert's answers held back by --slow-by, " +
-                "with straggler-factor 0 and with the default (latency of the requests that never visit it, against healthy)",
-        };
-        var stragglerFactor = new Option<double?>("--straggler-factor") { Description = "islands.serving.straggler-factor for the served runs (default: serving.conf's)" };
-        var slowBy = new Option<string>("--slow-by") { Description = "How long the slowed expert holds back each answer", DefaultValueFactory = _ => "500ms" };
-        var command = new Command("serve", "Served throughput, p50/p99 latency and mean batch size for 1, 8, 32 clients, against offline batched sampling of the same ensemble")
-        {
-            store, clients, nodes, count, strategy, maxRows, seconds, stragglerFactor, slowExpert, slowBy, SampleCommand.Steps, SampleCommand.Sampler,
-            SampleCommand.Precision,
-        };
-        command.SetAction(IslandsCli.Action(stdout, stderr, async (ctx, parse, cancel) =>
-        {
-            var clientCounts = parse.GetValue(clients)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
-                .Select(c => int.TryParse(c, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var n) && n is > 0 and <= 1024
-                    ? n : throw new Diffusion.ConfigException("--clients", $"'{c}' must be a whole number from 1 to 1024")).ToList();
-            IslandsCli.InitTorch(parse);
-            // Node logs and Akka's shutdown notice go to stderr, so --json output stays clean.
-            var stdoutBefore = Console.Out;
-            Console.SetOut(stderr);
-            if (parse.GetValue(stragglerFactor) is { } factor && (!double.IsFinite(factor) || factor is < 0 or > 1000))
-                throw new Diffusion.ConfigException("--straggler-factor", $"{factor} must be from 0 (steps wait for all their experts) to 1000");
-            if (parse.GetValue(slowExpert) is { } slow)
-            {
-                var delay = Islands.Hosting.IslandNodeConfig.ParseDuration("--slow-by", parse.GetValue(slowBy)!);
-                Islands.Hosting.Benchmarks.SlowExpertResult slowed;
-                try
-                {
-                    slowed = await Islands.Hosting.Benchmarks.ServeBenchmark.RunSlowExpertAsync(Path.GetFullPath(parse.GetValue(store)!), parse.GetValue(nodes), clientCounts[0],
-                        parse.GetValue(count), parse.GetValue(SampleCommand.Steps), parse.GetValue(strategy)!, parse.GetValue(maxRows), TimeSpan.FromSeconds(parse.GetValue(seconds)),
-                        parse.GetValue(SampleCommand.Precision)!, slow, delay, ctx.Log, cancel);
-                }
-                finally
-                {
-                    Console.SetOut(stdoutBefore);
-                }
-                ctx.Result(slowed, w =>
-                {
-                    w.WriteLine($"serve with expert {slowed.SlowExpert} slowed by {slowed.SlowBySeconds * 1000:0} ms: {slowed.Nodes} node(s), {slowed.Clients} clients, {slowed.Strategy}, " +
-                        $"{slowed.Steps} steps, {slowed.ImagesPerRequest} images per request, on {Diffusion.Numerics.CpuInfo.Read().Model}");
-                    w.WriteLine("  phase                          images/s  p50 s   p99 s   requests  never visited it: n  p50 s   p99 s  failed");
-                    foreach (var p in slowed.Phases)
-                        w.WriteLine($"  {p.Phase,-30} {p.ImagesPerSecond,8:F1} {p.P50Seconds,6:F2} {p.P99Seconds,7:F2} {p.Requests,9} {p.UntouchedRequests,20} {p.UntouchedP50Seconds,6:F2} {p.UntouchedP99Seconds,7:F2} {p.Failed,7}");
-                    w.WriteLine($"  p99 of the requests that never visit the slowed expert, over healthy: {slowed.UntouchedP99OverHealthy:F2} " +
-                        $"(straggler-factor 0: {slowed.LockstepUntouchedP99OverHealthy:F2}); overall p99 over straggler-factor 0: {slowed.P99OverLockstep:F2}");
-                });
-                return ExitCodes.Ok;
-            }
-            Islands.Hosting.Benchmarks.ServeBenchmarkResult result;
-            try
-            {
-                result = await Islands.Hosting.Benchmarks.ServeBenchmark.RunAsync(Path.GetFullPath(parse.GetValue(store)!), parse.GetValue(nodes), clientCounts, parse.GetValue(count),
-                    parse.GetValue(SampleCommand.Steps), parse.GetValue(strategy)!, parse.GetValue(maxRows), TimeSpan.FromSeconds(parse.GetValue(seconds)),
-                    parse.GetValue(SampleCommand.Precision)!, ctx.Log, cancel, parse.GetValue(stragglerFactor), parse.GetValue(SampleCommand.Sampler)!);
-            }
-            finally
-            {
-                Console.SetOut(stdoutBefore);
-            }
-            ctx.Result(result, w =>
-            {
-                w.WriteLine($"serve: {result.Nodes} node(s), {result.Strategy}, {result.Steps} {parse.GetValue(SampleCommand.Sampler)} steps, " +
-                            $"{result.ImagesPerRequest} images per request, max batch {result.MaxBatchRows}, on {Diffusion.Numerics.CpuInfo.Read().Model}");
-                w.WriteLine($"  offline batched sampling: {result.OfflineImagesPerSecond:F1} images/s ({string.Join(", ", result.Offline.Select(o => o.ImagesPerSecond.ToString("F1")))})");
-                w.WriteLine("  clients  images/s  served/offline  p50 s   p99 s   mean batch  failed");
-                foreach (var s in result.Served)
-                    w.WriteLine($"  {s.Clients,7} {s.ImagesPerSecond,9:F1} {s.OverOffline,15:F3} {s.P50Seconds,6:F2} {s.P99Seconds,7:F2} {s.MeanBatchRows,11:F1} {s.Failed,7}");
-            });
-            return ExitCodes.Ok;
-        }));
-        return command;
-    }
-
     private static Command Sample(TextWriter stdout, TextWriter stderr)
     {
         var count = new Option<int>("--count") { DefaultValueFactory = _ => 64 };
-        var experts = new Option<int>("--experts") { Description = "Ensemble size for the routed comparison (0 skips it)", DefaultValueFactory = _ => 4 };
+        var experts = new Option<int>("--experts") { Description = "Ensemble size for the routed comparison (0 skips it)",
+            DefaultValueFactory = _ => 4 };
         var paths = new Option<string?>("--paths")
         {
-            Description = "Instead: compare these kernel paths (comma-separated) in alternating rounds, fp32 and bf16; each must pass this CPU's self-test",
+            Description = "Instead: compare these kernel paths (comma-separated) in alternating rounds, fp32 and bf16; each must pass this CPU's " +
+                "self-test",
         };
-        var rounds = new Option<int>("--rounds") { Description = "Timed runs (the median is reported), per path with --paths", DefaultValueFactory = _ => 3 };
+        var rounds = new Option<int>("--rounds") { Description = "Timed runs (the median is reported), per path with --paths",
+            DefaultValueFactory = _ => 3 };
         var command = new Command("sample", "Sampling images/s and network evaluations per image, alone and as a routed ensemble (top1, top2, full)")
         {
             count, experts, SampleCommand.Steps, SampleCommand.Sampler, SampleCommand.Cfg, paths, rounds,
@@ -295,22 +167,26 @@ public static class BenchCommands
         command.SetAction(IslandsCli.Action(stdout, stderr, (ctx, parse, _) =>
         {
             IslandsCli.InitTorch(parse);
-            var options = new SamplerOptions(parse.GetValue(SampleCommand.Steps), parse.GetValue(SampleCommand.Sampler)!, parse.GetValue(SampleCommand.Cfg));
+            var options = new SamplerOptions(parse.GetValue(SampleCommand.Steps), parse.GetValue(SampleCommand.Sampler)!,
+                parse.GetValue(SampleCommand.Cfg));
             options.ThrowIfInvalid();
             if (parse.GetValue(rounds) < 1) throw new Diffusion.ConfigException("--rounds", $"{parse.GetValue(rounds)} must be at least 1");
             if (parse.GetValue(paths) is { } list)
             {
                 var compared = VerifiedPaths(list);
-                var rows = new[] { "fp32", "bf16" }.SelectMany(p => PathSampleBenchmark.Run(new ModelConfig(), parse.GetValue(count), options, p, compared, parse.GetValue(rounds))).ToList();
+                var rows = new[] { "fp32", "bf16" }.SelectMany(p => PathSampleBenchmark.Run(new ModelConfig(), parse.GetValue(count), options, p,
+                    compared, parse.GetValue(rounds))).ToList();
                 ctx.Result(new { cpu = Diffusion.Numerics.NumericsPolicy.Report.Cpu, paths = rows }, w =>
                 {
                     w.WriteLine(IslandsCli.NumericsLine());
-                    w.WriteLine($"sample: {parse.GetValue(count)} images, {options.Steps} {options.Method} steps, cfg {options.Cfg}; {parse.GetValue(rounds)} alternating rounds per path");
+                    w.WriteLine($"sample: {parse.GetValue(count)} images, {options.Steps} {options.Method} steps, cfg {options.Cfg}; " +
+                        $"{parse.GetValue(rounds)} alternating rounds per path");
                     foreach (var group in rows.GroupBy(r => r.Precision))
                     {
                         var first = group.First();
                         foreach (var r in group)
-                            w.WriteLine($"  {r.Precision} {r.Path,-30} {r.Median,7:F1} images/s (median; rounds {string.Join(" ", r.ImagesPerSecond.Select(v => v.ToString("F1")))}) {r.Median / first.Median,6:F2}x {first.Path}");
+                            w.WriteLine($"  {r.Precision} {r.Path,-30} {r.Median,7:F1} images/s (median; rounds " +
+                                $"{string.Join(" ", r.ImagesPerSecond.Select(v => v.ToString("F1")))}) {r.Median / first.Median,6:F2}x {first.Path}");
                     }
                 });
                 return Task.FromResult(ExitCodes.Ok);
@@ -320,17 +196,22 @@ public static class BenchCommands
             var ensemble = parse.GetValue(experts) > 0
                 ? EnsembleBenchmark.Run(new ModelConfig(), parse.GetValue(experts), parse.GetValue(count), options, ["top1", "top2", "full"])
                 : [];
-            ctx.Result(new { single = result, bf16, bf16OverFp32 = bf16.ImagesPerSecond / result.ImagesPerSecond, ensembleExperts = parse.GetValue(experts), ensemble }, w =>
+            ctx.Result(new { single = result, bf16, bf16OverFp32 = bf16.ImagesPerSecond / result.ImagesPerSecond,
+                ensembleExperts = parse.GetValue(experts), ensemble }, w =>
             {
                 w.WriteLine(IslandsCli.NumericsLine());
-                w.WriteLine($"sample: {result.Count} images, {result.Steps} {result.Sampler} steps, cfg {result.Cfg}: {result.Seconds:F2} s = {result.ImagesPerSecond:F1} images/s (median of {parse.GetValue(rounds)} runs)");
-                w.WriteLine($"  {result.EvaluationsPerImage} network evaluations per image, {result.AchievedGflops:F1} GFLOP/s; resident memory {result.RssStartMb:F0} -> {result.RssEndMb:F0} MB");
-                w.WriteLine($"sample bf16: {bf16.Seconds:F2} s = {bf16.ImagesPerSecond:F1} images/s ({bf16.ImagesPerSecond / result.ImagesPerSecond:F2}x fp32); resident memory -> {bf16.RssEndMb:F0} MB");
+                w.WriteLine($"sample: {result.Count} images, {result.Steps} {result.Sampler} steps, cfg {result.Cfg}: {result.Seconds:F2} s = " +
+                    $"{result.ImagesPerSecond:F1} images/s (median of {parse.GetValue(rounds)} runs)");
+                w.WriteLine($"  {result.EvaluationsPerImage} network evaluations per image, {result.AchievedGflops:F1} GFLOP/s; resident memory " +
+                    $"{result.RssStartMb:F0} -> {result.RssEndMb:F0} MB");
+                w.WriteLine($"sample bf16: {bf16.Seconds:F2} s = {bf16.ImagesPerSecond:F1} images/s " +
+                    $"({bf16.ImagesPerSecond / result.ImagesPerSecond:F2}x fp32); resident memory -> {bf16.RssEndMb:F0} MB");
                 if (ensemble.Count == 0) return;
                 w.WriteLine($"ensemble of {parse.GetValue(experts)} experts, same {result.Count} images (measured in this run):");
                 w.WriteLine("  strategy      seconds  images/s  cost vs one expert  expert evals/image  router share");
                 foreach (var r in ensemble)
-                    w.WriteLine($"  {r.Strategy,-12} {r.Seconds,8:F2} {r.ImagesPerSecond,9:F1} {r.CostRelativeToOneExpert,19:F2} {r.ExpertEvaluationsPerImage,19:F1} {r.RouterShareOfCost,13:P2}");
+                    w.WriteLine($"  {r.Strategy,-12} {r.Seconds,8:F2} {r.ImagesPerSecond,9:F1} {r.CostRelativeToOneExpert,19:F2} " +
+                        $"{r.ExpertEvaluationsPerImage,19:F1} {r.RouterShareOfCost,13:P2}");
             });
             return Task.FromResult(ExitCodes.Ok);
         }));

@@ -13,12 +13,22 @@ public static class DemoCommand
 
     public static Command Build(TextWriter stdout, TextWriter stderr)
     {
-        var minutes = new Option<double>("--minutes") { Description = "Training time budget (the islands stop and commit when it runs out; a rerun continues)", DefaultValueFactory = _ => 10 };
-        var work = new Option<string>("--work") { Description = "Working directory: data, journals, checkpoints, results (rerunning resumes from it)", DefaultValueFactory = _ => "runs/demo" };
-        var output = new Option<string?>("--out") { Description = $"The grid of generated images (a row per class); default samples.png in --work ({DefaultOutput})" };
-        var port = new Option<int>("--port") { Description = "HTTP port of the API; the islands' status pages take the next five", DefaultValueFactory = _ => 7100 };
+        var minutes = new Option<double>("--minutes")
+        {
+            Description = "Training time budget (the islands stop and commit when it runs out; a rerun continues)",
+            DefaultValueFactory = _ => 10
+        };
+        var work = new Option<string>("--work") { Description = "Working directory: data, journals, checkpoints, results (rerunning resumes from it)",
+            DefaultValueFactory = _ => "runs/demo" };
+        var output = new Option<string?>("--out")
+        {
+            Description = $"The grid of generated images (a row per class); default samples.png in --work ({DefaultOutput})"
+        };
+        var port = new Option<int>("--port") { Description = "HTTP port of the API; the islands' status pages take the next five",
+            DefaultValueFactory = _ => 7100 };
         var exit = new Option<bool>("--exit") { Description = "Exit after writing the samples instead of serving until Ctrl-C" };
-        var command = new Command("demo", $"Train 4 expert islands and the router on this machine, serve them, and generate {DefaultOutput} through the API")
+        var command = new Command("demo", $"Train 4 expert islands and the router on this machine, serve them, and generate {DefaultOutput} " +
+            "through the API")
         {
             minutes, work, output, port, exit,
         };
@@ -41,7 +51,9 @@ public static class DemoCommand
                 var states = await Train(ctx, demo, deadline, clock, cancel);
                 if (states.Any(s => s.Phase != "completed")) await demo.StopUnfinishedIslandsAsync(states);
                 states = await demo.IslandStatesAsync(cancel);
-                ctx.Log($"training after {clock.Elapsed.TotalMinutes:F1} min: {string.Join(", ", states.Select(s => $"{s.Island} {s.Phase} step {StatusText.Steps(s.Step, s.TotalSteps)}, checkpoint {StatusText.Checkpoint(s.LastCheckpointStep, s.LastCheckpointLoss)}"))}");
+                ctx.Log($"training after {clock.Elapsed.TotalMinutes:F1} min: {string.Join(", ", states.Select(s =>
+                    $"{s.Island} {s.Phase} step {StatusText.Steps(s.Step, s.TotalSteps)}, " +
+                    $"checkpoint {StatusText.Checkpoint(s.LastCheckpointStep, s.LastCheckpointLoss)}"))}");
                 if (LocalDemo.UnusableIslands(states) is { Count: > 0 } unusable)
                     throw new Diffusion.IslandsException($"no usable model from {string.Join(", ", unusable)}; no grid was written");
 
@@ -50,11 +62,13 @@ public static class DemoCommand
                 var outputPath = Path.GetFullPath(parse.GetValue(output) ?? Path.Combine(parse.GetValue(work)!, "samples.png"));
                 var (images, classes, seconds) = await demo.GenerateAsync(outputPath, 8, 20, cancel);
                 var final = await demo.IslandStatesAsync(cancel);
-                ctx.Result(new { samples = outputPath, images, classes, seconds, api = demo.ApiUrl, apiKeyFile = demo.ApiKeyFile, islands = final, plan }, w =>
+                ctx.Result(new { samples = outputPath, images, classes, seconds, api = demo.ApiUrl, apiKeyFile = demo.ApiKeyFile,
+                    islands = final, plan }, w =>
                 {
                     w.WriteLine($"wrote {outputPath}: {images} images, a row per class ({string.Join(", ", classes)}), generated in {seconds:F1} s");
                     w.WriteLine($"API:     {demo.ApiUrl}/v1/generations   (key in {demo.ApiKeyFile}; OpenAPI at /openapi/v1.json)");
-                    w.WriteLine($"         curl -H \"Authorization: Bearer $(cat {demo.ApiKeyFile})\" -H 'Content-Type: application/json' -d '{{\"count\":16,\"class\":\"{classes[^1]}\"}}' {demo.ApiUrl}/v1/generations -o more.png");
+                    w.WriteLine($"         curl -H \"Authorization: Bearer $(cat {demo.ApiKeyFile})\" -H 'Content-Type: application/json' -d " +
+                        $"'{{\"count\":16,\"class\":\"{classes[^1]}\"}}' {demo.ApiUrl}/v1/generations -o more.png");
                     foreach (var s in final) w.WriteLine(StatusText.DemoSummary(s));
                 });
                 if (!parse.GetValue(exit))
@@ -74,7 +88,8 @@ public static class DemoCommand
     }
 
     /// <summary>Waits until every island has completed or the budget runs out, showing one line per island.</summary>
-    private static async Task<IReadOnlyList<DemoIslandState>> Train(CliContext ctx, LocalDemo demo, TimeSpan deadline, System.Diagnostics.Stopwatch clock, CancellationToken cancel)
+    private static async Task<IReadOnlyList<DemoIslandState>> Train(CliContext ctx, LocalDemo demo, TimeSpan deadline,
+        System.Diagnostics.Stopwatch clock, CancellationToken cancel)
     {
         IReadOnlyList<DemoIslandState> states = await demo.IslandStatesAsync(cancel);
         // A diverged (or failed) island will not complete: waiting out the budget for it would only hide it.

@@ -14,8 +14,12 @@ public static class EvalCommand
     {
         var model = new Option<string>("--model") { Description = "Run directory of a trained expert", Required = true };
         var count = new Option<int>("--count") { Description = "Samples to score", DefaultValueFactory = _ => 2000 };
-        var epochs = new Option<int>("--evaluator-epochs") { Description = "Epochs of the feature classifier (trained once per dataset, cached)", DefaultValueFactory = _ => 3 };
-        var limit = new Option<int?>("--evaluator-images") { Description = "Train the feature classifier on only this many images (quick checks; cached separately)" };
+        var epochs = new Option<int>("--evaluator-epochs") { Description = "Epochs of the feature classifier (trained once per dataset, cached)",
+            DefaultValueFactory = _ => 3 };
+        var limit = new Option<int?>("--evaluator-images")
+        {
+            Description = "Train the feature classifier on only this many images (quick checks; cached separately)"
+        };
         var command = new Command("eval", "FID and KID of a model's samples against the test split, in a CNN classifier's feature space")
         {
             model, count, epochs, limit, SampleCommand.Precision, SampleCommand.Steps, SampleCommand.Cfg, SampleCommand.Sampler, SampleCommand.Seed,
@@ -24,7 +28,8 @@ public static class EvalCommand
         {
             var n = parse.GetValue(count);
             if (n is < 10 or > 100_000) throw new Diffusion.ConfigException("--count", $"{n} must lie in 10..100000");
-            var options = new SamplerOptions(parse.GetValue(SampleCommand.Steps), parse.GetValue(SampleCommand.Sampler)!, parse.GetValue(SampleCommand.Cfg), parse.GetValue(SampleCommand.Seed));
+            var options = new SamplerOptions(parse.GetValue(SampleCommand.Steps), parse.GetValue(SampleCommand.Sampler)!,
+                parse.GetValue(SampleCommand.Cfg), parse.GetValue(SampleCommand.Seed));
             options.ThrowIfInvalid();
             var run = new RunDirectory(parse.GetValue(model)!);
             var config = run.LoadConfig();
@@ -36,7 +41,8 @@ public static class EvalCommand
             var (unet, step, checkpoint) = run.LoadModel(warn: ctx.Log);
             using var ownedModel = unet;
             var m = config.ModelOrDefault;
-            using var samples = FlowSampler.Sample(Diffusion.Modules.Bfloat16Velocity.ForPrecision(unet, parse.GetValue(SampleCommand.Precision)!), n, classes, options, m.Shape);
+            using var samples = FlowSampler.Sample(Diffusion.Modules.Bfloat16Velocity.ForPrecision(unet, parse.GetValue(SampleCommand.Precision)!), n,
+                classes, options, m.Shape);
             var report = evaluator.Score(samples);
             using var noise = rand(n, m.ImageChannels, m.Height, m.Width) * 2 - 1;
             var noiseReport = evaluator.Score(noise);
@@ -47,11 +53,13 @@ public static class EvalCommand
             var realReport = evaluator.Score(real);
             var result = new
             {
-                model = run.Path, step, checkpoint, report.Count, fid = report.Fid, kid = report.Kid, noiseFid = noiseReport.Fid, trainingDataFid = realReport.Fid,
+                model = run.Path, step, checkpoint, report.Count, fid = report.Fid, kid = report.Kid, noiseFid = noiseReport.Fid,
+                trainingDataFid = realReport.Fid,
                 evaluatorTestAccuracy = report.EvaluatorTestAccuracy, reference = $"test split ({report.ReferenceCount} images)",
             };
             ctx.Result(result, w => w.WriteLine(
-                $"FID {report.Fid:F2}  KID {report.Kid:F4}  ({n} samples at step {step}); yardsticks: {n} of the run's own training images score FID {realReport.Fid:F1}, uniform noise {noiseReport.Fid:F1}; evaluator test accuracy {report.EvaluatorTestAccuracy:P1}"));
+                $"FID {report.Fid:F2}  KID {report.Kid:F4}  ({n} samples at step {step}); yardsticks: {n} of the run's own training images score " +
+                $"FID {realReport.Fid:F1}, uniform noise {noiseReport.Fid:F1}; evaluator test accuracy {report.EvaluatorTestAccuracy:P1}"));
             return Task.FromResult(ExitCodes.Ok);
         }));
         return command;

@@ -14,18 +14,33 @@ public static class IslandCommands
     {
         var island = new Option<string?>("--island") { Description = "Island name (islands.island)" };
         var job = new Option<string?>("--job") { Description = "expert:K, monolith or router (islands.job)" };
-        var config = new Option<string?>("--config") { Description = "HOCON file over hocon/island.conf (islands.training holds the training settings)" };
+        var config = new Option<string?>("--config")
+        {
+            Description = "HOCON file over hocon/island.conf (islands.training holds the training settings)"
+        };
         var hostname = new Option<string?>("--hostname") { Description = "Remoting address to bind (islands.hostname)" };
         var port = new Option<int?>("--port") { Description = "Remoting port; seed nodes need fixed ports (islands.port)" };
-        var seeds = new Option<string?>("--seed-nodes") { Description = "Static seed nodes (tests; a restarted first seed can form a second cluster): use --contact-points" };
-        var contacts = new Option<string?>("--contact-points") { Description = "HTTP endpoints host:port of every node of the island, this one included (islands.bootstrap.contact-points)" };
+        var seeds = new Option<string?>("--seed-nodes")
+        {
+            Description = "Static seed nodes (tests; a restarted first seed can form a second cluster): use --contact-points"
+        };
+        var contacts = new Option<string?>("--contact-points")
+        {
+            Description = "HTTP endpoints host:port of every node of the island, this one included (islands.bootstrap.contact-points)"
+        };
         var httpPort = new Option<int?>("--http-port") { Description = "Port of /status and /health/* (islands.http.port)" };
-        var store = new Option<string?>("--store") { Description = "Checkpoint store directory; the island's run is <store>/<island> (islands.store)" };
+        var store = new Option<string?>("--store")
+        {
+            Description = "Checkpoint store directory; the island's run is <store>/<island> (islands.store)"
+        };
         var provider = new Option<string?>("--journal") { Description = "sqlite or postgresql (islands.journal.provider)" };
         var data = new Option<string?>("--data") { Description = "Dataset directory (islands.training.data-directory)" };
         var partitions = new Option<string?>("--partitions") { Description = "Partition file (islands.training.partitions-file)" };
         var steps = new Option<int?>("--steps") { Description = "Training steps (islands.training.steps)" };
-        var every = new Option<int?>("--checkpoint-every") { Description = "Steps between committed checkpoints (islands.training.checkpoint-every)" };
+        var every = new Option<int?>("--checkpoint-every")
+        {
+            Description = "Steps between committed checkpoints (islands.training.checkpoint-every)"
+        };
         var command = new Command("node", "Run one node of an island: an Akka.NET cluster member that trains the island's job as a cluster singleton")
         {
             island, job, config, hostname, port, seeds, contacts, httpPort, store, provider, data, partitions, steps, every,
@@ -54,7 +69,8 @@ public static class IslandCommands
                 ctx.Log("note: island training runs on the CPU in this version");
             await using var app = IslandNode.Build(settings);
             await app.StartAsync(cancel);
-            ctx.Log($"island {settings.Island}: node up; job {settings.Job.Name}; run directory {settings.RunDirectory}; status at {IslandNode.HttpAddress(app)}/status");
+            ctx.Log($"island {settings.Island}: node up; job {settings.Job.Name}; run directory {settings.RunDirectory}; status at " +
+                $"{IslandNode.HttpAddress(app)}/status");
             using var stop = cancel.Register(() => app.Lifetime.StopApplication());
             await app.WaitForShutdownAsync(CancellationToken.None);
             return ExitCodes.Ok;
@@ -66,7 +82,10 @@ public static class IslandCommands
     {
         var url = new Option<string>("--url") { Description = "HTTP address of any node of the island, e.g. http://127.0.0.1:8081", Required = true };
         var island = new Option<string?>("--island") { Description = "Fail unless the node belongs to this island" };
-        var command = new Command("status", "Show an island's members, its job's step, loss, images/s, last checkpoint and restart count") { url, island };
+        var command = new Command("status", "Show an island's members, its job's step, loss, images/s, last checkpoint and restart count")
+        {
+            url, island
+        };
         command.SetAction(IslandsCli.Action(stdout, stderr, async (ctx, parse, cancel) =>
         {
             using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(15) };
@@ -89,9 +108,14 @@ public static class IslandCommands
                 foreach (var m in status.Members) w.WriteLine($"  member {m.Address} {m.Status}{(m.Reachable ? "" : " UNREACHABLE")}");
                 if (status.Job is { } j)
                 {
-                    w.WriteLine($"  job {j.Job}: {j.Phase} on {j.Node ?? "?"}, step {StatusText.Steps(j.Step, j.TotalSteps)}, loss {StatusText.Loss(j.Loss)}, {j.ImagesPerSecond:F0} img/s");
-                    w.WriteLine($"  last checkpoint {(j.LastCheckpoint is { } c ? $"{c.Checkpoint} ({StatusText.Checkpoint(c.Step, c.Loss)}, sha256 {c.ManifestSha256[..Math.Min(12, c.ManifestSha256.Length)]}…, {c.At:u})" : "none")}");
-                    w.WriteLine($"  recoveries {j.Recoveries}, worker restarts {j.WorkerRestarts}, rejected checkpoints {j.RejectedCheckpoints.Count}");
+                    w.WriteLine($"  job {j.Job}: {j.Phase} on {j.Node ?? "?"}, step {StatusText.Steps(j.Step, j.TotalSteps)}, loss " +
+                        $"{StatusText.Loss(j.Loss)}, {j.ImagesPerSecond:F0} img/s");
+                    w.WriteLine($"  last checkpoint {(j.LastCheckpoint is { } c
+                        ? $"{c.Checkpoint} ({StatusText.Checkpoint(c.Step, c.Loss)}, " +
+                            $"sha256 {c.ManifestSha256[..Math.Min(12, c.ManifestSha256.Length)]}…, {c.At:u})"
+                        : "none")}");
+                    w.WriteLine($"  recoveries {j.Recoveries}, worker restarts {j.WorkerRestarts}, rejected checkpoints " +
+                        $"{j.RejectedCheckpoints.Count}");
                     if (j.LastError is not null) w.WriteLine($"  last error: {j.LastError}");
                 }
                 else w.WriteLine($"  job: phase unknown, step ?/? ({status.JobError ?? "the node answered without its job"})");
@@ -115,7 +139,8 @@ public static class IslandCommands
             {
                 using var response = await http.GetAsync(address, cancel);
                 var body = await response.Content.ReadAsStringAsync(cancel);
-                ctx.Result(new { url = address, status = (int)response.StatusCode, body }, w => w.WriteLine($"{address}: {(int)response.StatusCode} {body}"));
+                ctx.Result(new { url = address, status = (int)response.StatusCode, body },
+                    w => w.WriteLine($"{address}: {(int)response.StatusCode} {body}"));
                 return response.IsSuccessStatusCode ? ExitCodes.Ok : ExitCodes.Failure;
             }
             catch (Exception e) when (e is HttpRequestException or TaskCanceledException)

@@ -12,7 +12,8 @@ public static class MethodsCommand
     public static Command Build(TextWriter stdout, TextWriter stderr)
     {
         var name = new Argument<string?>("name") { Description = "A method: print its config with the defaults", Arity = ArgumentArity.ZeroOrOne };
-        var command = new Command("methods", "List the training methods an island can run (an island's islands.job names one), or show one's config defaults")
+        var command = new Command("methods", "List the training methods an island can run (an island's islands.job names one), or show one's " +
+            "config defaults")
         {
             name,
         };
@@ -24,12 +25,14 @@ public static class MethodsCommand
             if (parse.GetValue(name) is { } wanted)
             {
                 var method = registry.Methods.FirstOrDefault(m => m.Name == wanted)
-                    ?? throw new ConfigException("name", $"'{wanted}' is not a method; registered: {string.Join(", ", registry.Methods.Select(m => m.Name))}");
+                    ?? throw new ConfigException("name",
+                        $"'{wanted}' is not a method; registered: {string.Join(", ", registry.Methods.Select(m => m.Name))}");
                 var entry = entries.Single(e => e.Name == method.Name);
                 ctx.Result(entry, w =>
                 {
                     w.WriteLine($"{entry.Name}: {entry.Description}");
-                    w.WriteLine($"config {entry.Config} (islands.training in an island's HOCON, kebab-case; config.json in a run directory), defaults:");
+                    w.WriteLine($"config {entry.Config} (islands.training in an island's HOCON, kebab-case; config.json in a run directory), " +
+                        "defaults:");
                     w.WriteLine(JsonSerializer.Serialize(entry.Defaults, Json.Options));
                 });
             }

@@ -15,10 +15,15 @@ namespace Islands.Cli.Commands;
 public static class SampleCommand
 {
     public static readonly Option<int> Steps = new("--steps") { Description = "ODE steps", DefaultValueFactory = _ => 20 };
-    public static readonly Option<double> Cfg = new("--cfg") { Description = "Classifier-free guidance scale (1 = none, 0 = unconditional)", DefaultValueFactory = _ => 1.0 };
+    public static readonly Option<double> Cfg = new("--cfg") { Description = "Classifier-free guidance scale (1 = none, 0 = unconditional)",
+        DefaultValueFactory = _ => 1.0 };
     public static readonly Option<string> Sampler = new("--sampler") { DefaultValueFactory = _ => "euler" };
     public static readonly Option<long> Seed = new("--seed") { DefaultValueFactory = _ => 0 };
-    public static readonly Option<string> Precision = new("--precision") { Description = "Network arithmetic for sampling: fp32 or bf16 (the ODE state stays fp32)", DefaultValueFactory = _ => "fp32" };
+    public static readonly Option<string> Precision = new("--precision")
+    {
+        Description = "Network arithmetic for sampling: fp32 or bf16 (the ODE state stays fp32)",
+        DefaultValueFactory = _ => "fp32"
+    };
 
     static SampleCommand()
     {
@@ -28,10 +33,20 @@ public static class SampleCommand
 
     public static Command Build(TextWriter stdout, TextWriter stderr)
     {
-        var model = new Option<string[]>("--model") { Description = "Run directory of a trained expert; repeat it (--model E0 --model E1 ...) for an ensemble", Required = true, Arity = ArgumentArity.OneOrMore };
-        var router = new Option<string?>("--router") { Description = "Router run directory, or 'gaussian' for the training-free router (the default for an ensemble)" };
-        var strategy = new Option<string>("--strategy") { Description = "full, top1, top2, topk:N, threshold:P, sample or oracle:K", DefaultValueFactory = _ => "top1" };
-        var unavailable = new Option<int[]>("--unavailable") { Description = "Expert indices to treat as down (renormalise over the rest)", Arity = ArgumentArity.ZeroOrMore };
+        var model = new Option<string[]>("--model")
+        {
+            Description = "Run directory of a trained expert; repeat it (--model E0 --model E1 ...) for an ensemble",
+            Required = true,
+            Arity = ArgumentArity.OneOrMore
+        };
+        var router = new Option<string?>("--router")
+        {
+            Description = "Router run directory, or 'gaussian' for the training-free router (the default for an ensemble)"
+        };
+        var strategy = new Option<string>("--strategy") { Description = "full, top1, top2, topk:N, threshold:P, sample or oracle:K",
+            DefaultValueFactory = _ => "top1" };
+        var unavailable = new Option<int[]>("--unavailable") { Description = "Expert indices to treat as down (renormalise over the rest)",
+            Arity = ArgumentArity.ZeroOrMore };
         var trace = new Option<string?>("--trace") { Description = "Write every sample's routing decision and weights at every step (JSON)" };
         var count = new Option<int>("--count") { DefaultValueFactory = _ => 64 };
         var cls = new Option<string?>("--class") { Description = "Class index or name; 'all' cycles through the classes; omit for unconditional" };
@@ -63,13 +78,16 @@ public static class SampleCommand
                 object costs;
                 if (runs.Count == 1 && parse.GetValue(router) is null)
                 {
-                    samples = FlowSampler.Sample(Bfloat16Velocity.ForPrecision(loaded[0].Model, parse.GetValue(Precision)!), n, classes, options, shape);
-                    costs = new { evaluationsPerImage = (double)options.EvaluationsPerImage(classes is not null), routerShareOfCost = 0.0, expertEvaluations = Array.Empty<long>() };
+                    samples = FlowSampler.Sample(Bfloat16Velocity.ForPrecision(loaded[0].Model, parse.GetValue(Precision)!), n, classes,
+                        options, shape);
+                    costs = new { evaluationsPerImage = (double)options.EvaluationsPerImage(classes is not null), routerShareOfCost = 0.0,
+                        expertEvaluations = Array.Empty<long>() };
                 }
                 else
                 {
-                    var ensembleRun = EnsembleSampling.Run(loaded.Select(l => l.Model).ToList(), configs, parse.GetValue(router) ?? "gaussian", routing,
-                        parse.GetValue(unavailable) ?? [], parse.GetValue(trace) is not null, n, classes, options, shape, ctx.Log, parse.GetValue(Precision)!);
+                    var ensembleRun = EnsembleSampling.Run(loaded.Select(l => l.Model).ToList(), configs, parse.GetValue(router) ?? "gaussian",
+                        routing, parse.GetValue(unavailable) ?? [], parse.GetValue(trace) is not null, n, classes, options, shape, ctx.Log,
+                        parse.GetValue(Precision)!);
                     samples = ensembleRun.Samples;
                     costs = ensembleRun.Costs;
                     if (parse.GetValue(trace) is { } tracePath) Json.WriteAtomic(tracePath, ensembleRun.Trace);
@@ -82,11 +100,13 @@ public static class SampleCommand
                     Npy.WriteFloat32(rawPath, samples.contiguous().data<float>().ToArray(), samples.shape);
                 var result = new
                 {
-                    output = parse.GetValue(output), count = n, models = runs.Select(r => r.Path).ToArray(), steps = loaded.Select(l => l.Step).ToArray(),
+                    output = parse.GetValue(output), count = n, models = runs.Select(r => r.Path).ToArray(),
+                    steps = loaded.Select(l => l.Step).ToArray(),
                     checkpoints = loaded.Select(l => l.Checkpoint).ToArray(), step = loaded[0].Step, checkpoint = loaded[0].Checkpoint,
                     strategy = runs.Count > 1 || parse.GetValue(router) is not null ? routing.ToString() : null, costs, seconds,
                 };
-                ctx.Result(result, w => w.WriteLine($"wrote {n} samples to {parse.GetValue(output)} in {seconds:F1} s; {Diffusion.IO.Json.Serialize(costs, indented: false)}"));
+                ctx.Result(result, w => w.WriteLine($"wrote {n} samples to {parse.GetValue(output)} in {seconds:F1} s; " +
+                    $"{Diffusion.IO.Json.Serialize(costs, indented: false)}"));
             }
             finally
             {
@@ -114,7 +134,8 @@ public static class SampleCommand
             return Enumerable.Repeat((long)index, count).ToArray();
         }
         var match = names.Select((name, i) => (name, i)).FirstOrDefault(x => string.Equals(x.name, value, StringComparison.OrdinalIgnoreCase));
-        if (match.name is null) throw new Diffusion.ConfigException("--class", $"'{value}' is neither an index nor one of: {string.Join(", ", names)}");
+        if (match.name is null)
+            throw new Diffusion.ConfigException("--class", $"'{value}' is neither an index nor one of: {string.Join(", ", names)}");
         return Enumerable.Repeat((long)match.i, count).ToArray();
     }
 }

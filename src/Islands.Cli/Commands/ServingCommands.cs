@@ -19,13 +19,20 @@ public static class ServingCommands
         var store = new Option<string?>("--store") { Description = "Checkpoint store the islands publish into (islands.serving.store)" };
         var hostname = new Option<string?>("--hostname") { Description = "Remoting address to bind (islands.serving.hostname)" };
         var port = new Option<int?>("--port") { Description = "Remoting port; seed nodes need fixed ports (islands.serving.port)" };
-        var seeds = new Option<string?>("--seed-nodes") { Description = "Static seed nodes (tests; a restarted first seed can form a second cluster): use --contact-points" };
-        var contacts = new Option<string?>("--contact-points") { Description = "HTTP endpoints host:port of every serving node, this one included (islands.serving.bootstrap.contact-points)" };
+        var seeds = new Option<string?>("--seed-nodes")
+        {
+            Description = "Static seed nodes (tests; a restarted first seed can form a second cluster): use --contact-points"
+        };
+        var contacts = new Option<string?>("--contact-points")
+        {
+            Description = "HTTP endpoints host:port of every serving node, this one included (islands.serving.bootstrap.contact-points)"
+        };
         var httpPort = new Option<int?>("--http-port") { Description = "Port of the API (islands.serving.http.port)" };
         var precision = new Option<string?>("--precision") { Description = "fp32 or bf16 arithmetic for the experts (islands.serving.precision)" };
         var sources = new Option<string?>("--sources")
         {
-            Description = "Island nodes' HTTP endpoints to fetch publications from into --store, for islands that share no filesystem with serving (islands.serving.sources.endpoints; key from ISLANDS_SOURCE_KEY)",
+            Description = "Island nodes' HTTP endpoints to fetch publications from into --store, for islands that share no filesystem with serving " +
+                "(islands.serving.sources.endpoints; key from ISLANDS_SOURCE_KEY)",
         };
         var command = new Command("serve", "Run one node of the serving cluster: sharded router and sampler actors behind the generation API")
         {
@@ -48,9 +55,11 @@ public static class ServingCommands
             IslandsCli.InitTorch(parse);
             await using var app = ServingNode.Build(settings);
             await app.StartAsync(cancel);
-            var reads = settings.Sources.Enabled ? $"fetching from {settings.Sources.Endpoints.Count} island endpoints into {settings.Serving.Store}" : $"store {settings.Serving.Store}";
+            var reads = settings.Sources.Enabled ? $"fetching from {settings.Sources.Endpoints.Count} island endpoints into {settings.Serving.Store}"
+                : $"store {settings.Serving.Store}";
             ctx.Log($"serving {settings.SystemName}: node up; {reads}; API at {IslandNode.HttpAddress(app)}/v1 " +
-                    $"({settings.ApiKeys.Count} API key{(settings.ApiKeys.Count == 1 ? "" : "s")}{(settings.AllowAnonymous ? ", anonymous allowed" : "")}); OpenAPI at /openapi/v1.json");
+                    $"({settings.ApiKeys.Count} API key{(settings.ApiKeys.Count == 1 ? "" : "s")}" +
+                    $"{(settings.AllowAnonymous ? ", anonymous allowed" : "")}); OpenAPI at /openapi/v1.json");
             using var stop = cancel.Register(() => app.Lifetime.StopApplication());
             await app.WaitForShutdownAsync(CancellationToken.None);
             return ExitCodes.Ok;
@@ -67,11 +76,15 @@ public static class ServingCommands
         var sampler = new Option<string>("--sampler") { Description = "euler or heun (two evaluations a step)", DefaultValueFactory = _ => "euler" };
         sampler.AcceptOnlyFromAmong("euler", "heun");
         var cfg = new Option<double>("--cfg") { Description = "Classifier-free guidance scale (0-20; 1 = none)", DefaultValueFactory = _ => 1.0 };
-        var strategy = new Option<string>("--strategy") { Description = "top1, top2, topk:N, full or threshold:P", DefaultValueFactory = _ => "top1" };
+        var strategy = new Option<string>("--strategy") { Description = "top1, top2, topk:N, full or threshold:P",
+            DefaultValueFactory = _ => "top1" };
         var seed = new Option<long?>("--seed") { Description = "Seed (default: chosen by the server, reported back)" };
         var output = new Option<string>("--out") { Description = "PNG grid to write", Required = true };
         var trace = new Option<string?>("--trace") { Description = "Also write the JSON answer (routing trace, timings, checkpoints) here" };
-        var key = new Option<string?>("--idempotency-key") { Description = "Makes a retried request return the same result (default: a new key per invocation, reused on retry)" };
+        var key = new Option<string?>("--idempotency-key")
+        {
+            Description = "Makes a retried request return the same result (default: a new key per invocation, reused on retry)"
+        };
         var command = new Command("generate", $"Ask a serving cluster for images (the API key comes from {ApiKeyVariable})")
         {
             url, count, cls, steps, sampler, cfg, strategy, seed, output, trace, key,
@@ -79,7 +92,9 @@ public static class ServingCommands
         command.SetAction(IslandsCli.Action(stdout, stderr, async (ctx, parse, cancel) =>
         {
             var apiKey = Environment.GetEnvironmentVariable(ApiKeyVariable);
-            object? classValue = parse.GetValue(cls) is { } c ? int.TryParse(c, NumberStyles.None, CultureInfo.InvariantCulture, out var index) ? index : c : null;
+            object? classValue = parse.GetValue(cls) is { } c
+                ? int.TryParse(c, NumberStyles.None, CultureInfo.InvariantCulture, out var index) ? index : c
+                : null;
             var body = new Dictionary<string, object?>
             {
                 ["count"] = parse.GetValue(count), ["class"] = classValue, ["steps"] = parse.GetValue(steps), ["cfg"] = parse.GetValue(cfg),
@@ -99,7 +114,8 @@ public static class ServingCommands
                     using var problem = JsonDocument.Parse(text);
                     var root = problem.RootElement;
                     detail = root.TryGetProperty("errors", out var errors)
-                        ? string.Join("; ", errors.EnumerateObject().Select(p => $"{p.Name}: {string.Join(" ", p.Value.EnumerateArray().Select(v => v.GetString()))}"))
+                        ? string.Join("; ", errors.EnumerateObject()
+                            .Select(p => $"{p.Name}: {string.Join(" ", p.Value.EnumerateArray().Select(v => v.GetString()))}"))
                         : root.TryGetProperty("detail", out var d) ? d.GetString() ?? text : text;
                 }
                 catch (JsonException)
@@ -111,14 +127,17 @@ public static class ServingCommands
             }
             var result = JsonSerializer.Deserialize<GenerationApi.GenerationResult>(text, Diffusion.IO.Json.Web)
                 ?? throw new IslandsException($"{address}: empty answer");
-            var pixels = result.Images.Select(Convert.FromBase64String)
-                .SelectMany(png => result.Channels == 3 ? Diffusion.Imaging.ImageGrid.DecodeRgb(png).Pixels : Diffusion.Imaging.ImageGrid.DecodeGrey(png).Pixels)
-                .ToArray();
+            byte[] Decode(byte[] png) =>
+                result.Channels == 3 ? Diffusion.Imaging.ImageGrid.DecodeRgb(png).Pixels : Diffusion.Imaging.ImageGrid.DecodeGrey(png).Pixels;
+            var pixels = result.Images.Select(Convert.FromBase64String).SelectMany(Decode).ToArray();
             Diffusion.Imaging.ImageGrid.SavePng(parse.GetValue(output)!, pixels, result.Count, result.Channels, result.Height, result.Width);
             if (parse.GetValue(trace) is { } tracePath) AtomicFile.WriteAllText(tracePath, text);
-            ctx.Result(new { output = parse.GetValue(output), result.Id, result.Count, result.Seed, result.Strategy, result.Sampler, result.ImageStepsByExpert, result.LeftOutExperts, result.Retries, result.Timings },
-                w => w.WriteLine($"wrote {result.Count} images to {parse.GetValue(output)} (generation {result.Id}, seed {result.Seed}, images·steps per expert [{string.Join(", ", result.ImageStepsByExpert)}]" +
-                                 $"{(result.Degraded ? $", DEGRADED: experts {string.Join(",", result.LeftOutExperts)} left out" : "")}, {result.Timings.TotalSeconds:F2} s)"));
+            ctx.Result(new { output = parse.GetValue(output), result.Id, result.Count, result.Seed, result.Strategy, result.Sampler,
+                    result.ImageStepsByExpert, result.LeftOutExperts, result.Retries, result.Timings },
+                w => w.WriteLine($"wrote {result.Count} images to {parse.GetValue(output)} (generation {result.Id}, seed {result.Seed}, " +
+                                 $"images·steps per expert [{string.Join(", ", result.ImageStepsByExpert)}]" +
+                                 $"{(result.Degraded ? $", DEGRADED: experts {string.Join(",", result.LeftOutExperts)} left out" : "")}, " +
+                                 $"{result.Timings.TotalSeconds:F2} s)"));
             return ExitCodes.Ok;
         }));
         return command;

@@ -36,9 +36,11 @@ public static class TrainCommands
         var ema = new Option<double>("--ema") { Description = "EMA decay of the weights used for sampling", DefaultValueFactory = _ => 0.999 };
         var tSampling = new Option<string>("--t-sampling") { DefaultValueFactory = _ => "logit-normal" };
         tSampling.AcceptOnlyFromAmong("uniform", "logit-normal");
-        var labelDropout = new Option<double>("--label-dropout") { Description = "Probability of training on the null class (enables guidance)", DefaultValueFactory = _ => 0.1 };
+        var labelDropout = new Option<double>("--label-dropout") { Description = "Probability of training on the null class (enables guidance)",
+            DefaultValueFactory = _ => 0.1 };
         var channels = new Option<int>("--base-channels") { DefaultValueFactory = _ => 32 };
-        var mults = new Option<string>("--channel-mults") { Description = "Comma-separated width multipliers per resolution", DefaultValueFactory = _ => "1,2,4" };
+        var mults = new Option<string>("--channel-mults") { Description = "Comma-separated width multipliers per resolution",
+            DefaultValueFactory = _ => "1,2,4" };
         var precision = new Option<string>("--precision") { DefaultValueFactory = _ => "fp32" };
         precision.AcceptOnlyFromAmong("fp32", "bf16");
 
@@ -65,7 +67,8 @@ public static class TrainCommands
                 Model: new ModelConfig(BaseChannels: parse.GetValue(channels), ChannelMultipliers: multipliers),
                 Steps: parse.GetValue(steps), BatchSize: parse.GetValue(batch), LearningRate: parse.GetValue(lr), WarmupSteps: parse.GetValue(warmup),
                 EmaDecay: parse.GetValue(ema), LabelDropout: parse.GetValue(labelDropout), TimeSampling: parse.GetValue(tSampling)!,
-                Seed: parse.GetValue(seed), CheckpointEvery: parse.GetValue(every), KeepCheckpoints: parse.GetValue(keep), Precision: parse.GetValue(precision)!);
+                Seed: parse.GetValue(seed), CheckpointEvery: parse.GetValue(every), KeepCheckpoints: parse.GetValue(keep),
+                Precision: parse.GetValue(precision)!);
             config.ThrowIfInvalid();
             IslandsCli.InitTorch(parse);
             var device = TorchSetup.ResolveDevice(parse.GetValue(CommonOptions.Device)!);
@@ -74,7 +77,8 @@ public static class TrainCommands
             var summary = await reporter.RunAsync(config.Steps, report => Task.Run(() => TrainingRun.Execute(config, runDir,
                 p => report(p.Step, $"loss {p.Loss:F4} {p.ImagesPerSecond:F0} img/s"), ctx.Log, cancel, device)));
             ctx.Result(summary, w => w.WriteLine(summary.Completed
-                ? $"trained {summary.Step} steps on {summary.TrainImages} images (loss {summary.FinalLoss:F4}, {summary.ImagesPerSecond:F0} img/s); checkpoint {summary.LastCheckpoint}"
+                ? $"trained {summary.Step} steps on {summary.TrainImages} images (loss {summary.FinalLoss:F4}, {summary.ImagesPerSecond:F0} " +
+                    $"img/s); checkpoint {summary.LastCheckpoint}"
                 : $"stopped at step {summary.Step}/{summary.TotalSteps}; checkpoint {summary.LastCheckpoint}; rerun the same command to resume"));
             return summary.Completed ? ExitCodes.Ok : ExitCodes.Cancelled;
         }));
@@ -102,9 +106,9 @@ public static class TrainCommands
             var dataDir = Path.GetFullPath(parse.GetValue(data)!);
             var partitionFile = PartitionFile.Load(partitionPath);
             var manifest = Json.Read<DatasetManifest>(Path.Combine(dataDir, DatasetManifest.FileName));
-            var config = new RouterConfig(DataDirectory: dataDir, PartitionsFile: partitionPath, ExpertCount: partitionFile.K, Hidden: parse.GetValue(hidden),
-                ClassCount: manifest.Classes.Count, Steps: parse.GetValue(steps), BatchSize: parse.GetValue(batch), LearningRate: parse.GetValue(lr),
-                Seed: parse.GetValue(seed), CheckpointEvery: parse.GetValue(every));
+            var config = new RouterConfig(DataDirectory: dataDir, PartitionsFile: partitionPath, ExpertCount: partitionFile.K,
+                Hidden: parse.GetValue(hidden), ClassCount: manifest.Classes.Count, Steps: parse.GetValue(steps), BatchSize: parse.GetValue(batch),
+                LearningRate: parse.GetValue(lr), Seed: parse.GetValue(seed), CheckpointEvery: parse.GetValue(every));
             config.ThrowIfInvalid();
             IslandsCli.InitTorch(parse);
             var reporter = new ProgressReporter(ctx, "train router");
@@ -112,10 +116,12 @@ public static class TrainCommands
                 p => report(p.Step, $"loss {p.Loss:F4} {p.ImagesPerSecond:F0} img/s"), ctx.Log, cancel)));
             ctx.Result(summary, w =>
             {
-                w.WriteLine($"router trained {summary.Step} steps (loss {summary.FinalLoss:F4}, {summary.ImagesPerSecond:F0} img/s); checkpoint {summary.LastCheckpoint}");
+                w.WriteLine($"router trained {summary.Step} steps (loss {summary.FinalLoss:F4}, {summary.ImagesPerSecond:F0} img/s); checkpoint " +
+                    $"{summary.LastCheckpoint}");
                 w.WriteLine("held-out images, by band of t:   accuracy    ECE   mean confidence");
                 foreach (var b in summary.HeldOut)
-                    w.WriteLine($"  t in [{b.TMin:F1}, {b.TMax:F1})   n={b.Count,5}   {b.Accuracy,8:P1}  {b.ExpectedCalibrationError,6:F3}  {b.MeanConfidence,8:P1}");
+                    w.WriteLine($"  t in [{b.TMin:F1}, {b.TMax:F1})   n={b.Count,5}   {b.Accuracy,8:P1}  {b.ExpectedCalibrationError,6:F3}  " +
+                        $"{b.MeanConfidence,8:P1}");
             });
             return summary.Completed ? ExitCodes.Ok : ExitCodes.Cancelled;
         }));

@@ -25,26 +25,6 @@ public sealed record DemoPlan(int SchemaVersion, string DataSource, int K, int E
 }
 
 /// <summary>
-/// One island of the demo as it is now. Step is null when it is not known (the island does not answer); TotalSteps is
-/// the plan's. Phase is the job's own (starting, training, completed, diverged, ...), "unreachable" when its node does
-/// not answer (Error says why) or "unknown" when the node answers without its job. A stopped island keeps the phase and
-/// step it last reported, and its checkpoint is the one it published on disk.
-/// </summary>
-public sealed record DemoIslandState(string Island, string Job, string Phase, long? Step, long? TotalSteps, float? Loss, double ImagesPerSecond,
-    long? LastCheckpointStep, float? LastCheckpointLoss, string? StatusUrl, string? Error = null, bool Stopped = false)
-{
-    /// <summary>Phases after which an island has no model worth serving, whatever it committed.</summary>
-    public static readonly IReadOnlySet<string> FailedPhases = new HashSet<string>(StringComparer.Ordinal) { "diverged", "failed" };
-
-    /// <summary>Why this island has no usable model, or null if it has one (a finite committed checkpoint, and a phase that did not fail).</summary>
-    public string? Unusable() =>
-        FailedPhases.Contains(Phase) ? $"{Island} (phase {Phase} at step {StatusText.Steps(Step, TotalSteps)})"
-        : LastCheckpointStep is null ? $"{Island} (no committed checkpoint; phase {Phase}, step {StatusText.Steps(Step, TotalSteps)}{(Error is null ? "" : $"; {Error}")})"
-        : LastCheckpointLoss is { } l && !float.IsFinite(l) ? $"{Island} (its checkpoint at step {LastCheckpointStep} has loss {StatusText.Loss(l)})"
-        : null;
-}
-
-/// <summary>
 /// The whole system on one machine, in one process, on the embedded defaults: the dataset (Fashion-MNIST, or the
 /// synthetic shapes when it is not installed), K partitions, one single-node island per expert plus the router island
 /// (Akka clusters on loopback, SQLite journals, one checkpoint store), then a serving node whose HTTP API the demo calls
@@ -111,7 +91,8 @@ public sealed class LocalDemo(string work, int httpPortBase, Action<string> log)
         {
             var (island, job) = jobs[i];
             var training = job == "router"
-                ? new Dictionary<string, string?> { ["islands.training.steps"] = Str(Plan.RouterSteps), ["islands.training.checkpoint-every"] = Str(Math.Max(50, Plan.RouterSteps / 4)), ["islands.training.expert-count"] = Str(Plan.K) }
+                ? new Dictionary<string, string?> { ["islands.training.steps"] = Str(Plan.RouterSteps),
+                    ["islands.training.checkpoint-every"] = Str(Math.Max(50, Plan.RouterSteps / 4)), ["islands.training.expert-count"] = Str(Plan.K) }
                 : new Dictionary<string, string?>
                 {
                     ["islands.training.steps"] = Str(Plan.ExpertSteps), ["islands.training.checkpoint-every"] = Str(Plan.CheckpointEvery),
@@ -160,13 +141,15 @@ public sealed class LocalDemo(string work, int httpPortBase, Action<string> log)
                 state = status?.Job is { } j
                     ? new DemoIslandState(island, job, j.Phase, j.Step, j.TotalSteps > 0 ? j.TotalSteps : TotalSteps(job), j.Loss, j.ImagesPerSecond,
                         j.LastCheckpoint?.Step, j.LastCheckpoint?.Loss, url)
-                    : new DemoIslandState(island, job, "unknown", null, TotalSteps(job), null, 0, lastKnown.GetValueOrDefault(island)?.LastCheckpointStep,
-                        lastKnown.GetValueOrDefault(island)?.LastCheckpointLoss, url, status?.JobError ?? "the node answered without its job");
+                    : new DemoIslandState(island, job, "unknown", null, TotalSteps(job), null, 0,
+                        lastKnown.GetValueOrDefault(island)?.LastCheckpointStep, lastKnown.GetValueOrDefault(island)?.LastCheckpointLoss, url,
+                        status?.JobError ?? "the node answered without its job");
             }
             catch (Exception e) when (e is HttpRequestException or JsonException or TaskCanceledException && !cancel.IsCancellationRequested)
             {
-                state = new DemoIslandState(island, job, "unreachable", null, TotalSteps(job), null, 0, lastKnown.GetValueOrDefault(island)?.LastCheckpointStep,
-                    lastKnown.GetValueOrDefault(island)?.LastCheckpointLoss, url, $"{url}: {e.Message}");
+                state = new DemoIslandState(island, job, "unreachable", null, TotalSteps(job), null, 0,
+                    lastKnown.GetValueOrDefault(island)?.LastCheckpointStep, lastKnown.GetValueOrDefault(island)?.LastCheckpointLoss, url,
+                    $"{url}: {e.Message}");
             }
             if (state.Phase is not ("unreachable" or "unknown")) lastKnown[island] = state;
             states.Add(state);
@@ -177,17 +160,20 @@ public sealed class LocalDemo(string work, int httpPortBase, Action<string> log)
     /// <summary>A stopped island: its last report, with the checkpoint it published (it commits and publishes as it stops).</summary>
     private DemoIslandState Stopped(string island, string job)
     {
-        var last = lastKnown.GetValueOrDefault(island) ?? new DemoIslandState(island, job, "unknown", null, TotalSteps(job), null, 0, null, null, null);
+        var last = lastKnown.GetValueOrDefault(island)
+            ?? new DemoIslandState(island, job, "unknown", null, TotalSteps(job), null, 0, null, null, null);
         try
         {
             var (published, _) = Diffusion.Checkpoints.PublishedCheckpoint.ReadVerified(Path.Combine(Store, island));
             // The loss is only known for the checkpoint the island last reported (published.json writes a NaN loss as null).
             var loss = published.Step == last.LastCheckpointStep ? last.LastCheckpointLoss : published.Loss;
-            return last with { LastCheckpointStep = published.Step, LastCheckpointLoss = loss, StatusUrl = null, Stopped = true, ImagesPerSecond = 0 };
+            return last with { LastCheckpointStep = published.Step, LastCheckpointLoss = loss, StatusUrl = null, Stopped = true,
+                ImagesPerSecond = 0 };
         }
         catch (Exception e) when (e is IslandsException or IOException)
         {
-            return last with { LastCheckpointStep = null, LastCheckpointLoss = null, StatusUrl = null, Stopped = true, ImagesPerSecond = 0, Error = e.Message };
+            return last with { LastCheckpointStep = null, LastCheckpointLoss = null, StatusUrl = null, Stopped = true, ImagesPerSecond = 0,
+                Error = e.Message };
         }
     }
 
@@ -201,7 +187,8 @@ public sealed class LocalDemo(string work, int httpPortBase, Action<string> log)
         foreach (var state in states.Where(s => s.Phase != "completed" && !stopped.Contains(s.Island)))
         {
             var (_, _, app) = islands.Single(i => i.Island == state.Island);
-            log($"{state.Island}: time budget reached at step {StatusText.Steps(state.Step, state.TotalSteps)} (phase {state.Phase}); committing and stopping (a rerun continues)");
+            log($"{state.Island}: time budget reached at step {StatusText.Steps(state.Step, state.TotalSteps)} (phase {state.Phase}); committing " +
+                "and stopping (a rerun continues)");
             await app.StopAsync();
             stopped.Add(state.Island);
         }
@@ -226,7 +213,8 @@ public sealed class LocalDemo(string work, int httpPortBase, Action<string> log)
     }
 
     /// <summary>Asks the API for `perClass` images of every class, as a client would, and writes them as one grid (a row per class).</summary>
-    public async Task<(int Images, IReadOnlyList<string> Classes, double Seconds)> GenerateAsync(string output, int perClass, int steps, CancellationToken cancel)
+    public async Task<(int Images, IReadOnlyList<string> Classes, double Seconds)> GenerateAsync(string output, int perClass, int steps,
+        CancellationToken cancel)
     {
         var key = (await File.ReadAllTextAsync(ApiKeyFile, cancel)).Trim();
         using var client = GenerationClient.Create(ApiUrl!, key, TimeSpan.FromMinutes(10));
@@ -235,8 +223,8 @@ public sealed class LocalDemo(string work, int httpPortBase, Action<string> log)
         // One request per class, all at once: the router batches them into shared steps.
         var answers = await Task.WhenAll(classes.Select(async (_, c) =>
         {
-            var (status, _, body) = await client.GenerateAsync(new { count = perClass, @class = c, steps, seed = c, format = "json" }, $"demo-{c}-{perClass}-{steps}",
-                cancel);
+            var request = new { count = perClass, @class = c, steps, seed = c, format = "json" };
+            var (status, _, body) = await client.GenerateAsync(request, $"demo-{c}-{perClass}-{steps}", cancel);
             var text = System.Text.Encoding.UTF8.GetString(body);
             if ((int)status is < 200 or > 299) throw new IslandsException($"{ApiUrl}/v1/generations: {(int)status}: {text}");
             return JsonDocument.Parse(text).RootElement.Clone();

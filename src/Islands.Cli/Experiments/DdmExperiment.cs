@@ -5,7 +5,6 @@ using Islands.Diffusion;
 using Islands.Diffusion.Benchmarks;
 using Islands.Diffusion.Configs;
 using Islands.Diffusion.Data;
-using Islands.Diffusion.Imaging;
 using Islands.Diffusion.IO;
 using Islands.Diffusion.Metrics;
 using Islands.Diffusion.Modules;
@@ -23,7 +22,7 @@ namespace Islands.Cli.Experiments;
 /// training with every routing method, plus the ablations and the failure run. Every stage writes its outcome to
 /// stages/ when it finishes and every training run checkpoints, so an interrupted experiment resumes where it stopped.
 /// </summary>
-public sealed class DdmExperiment(string output, Action<string> log)
+public sealed partial class DdmExperiment(string output, Action<string> log)
 {
     public const string PlanFile = "plan.json";
     public string Output { get; } = Path.GetFullPath(output);
@@ -40,10 +39,12 @@ public sealed class DdmExperiment(string output, Action<string> log)
         {
             var frozen = Json.Read<DdmPlan>(planPath);
             if (frozen.SchemaVersion != DdmPlan.CurrentSchemaVersion)
-                throw new ConfigException("--out", $"{planPath} has schemaVersion {frozen.SchemaVersion}; this islands writes {DdmPlan.CurrentSchemaVersion}: use a new --out");
+                throw new ConfigException("--out", $"{planPath} has schemaVersion {frozen.SchemaVersion}; this islands writes " +
+                    $"{DdmPlan.CurrentSchemaVersion}: use a new --out");
             var differences = frozen.Options.DifferencesForResume(options with { DataDirectory = Path.GetFullPath(options.DataDirectory) }).ToList();
             if (differences.Count > 0)
-                throw new ConfigException("--out", $"{Output} holds an experiment with other options: {string.Join(", ", differences)}; rerun with the same options to resume, or use a new --out");
+                throw new ConfigException("--out", $"{Output} holds an experiment with other options: {string.Join(", ", differences)}; rerun with " +
+                    "the same options to resume, or use a new --out");
             log($"resuming the experiment planned at {frozen.Created:u} ({frozen.Steps} steps per run)");
             return frozen;
         }
@@ -61,11 +62,12 @@ public sealed class DdmExperiment(string output, Action<string> log)
         var left = options.BudgetMinutes * 60 - clock.Elapsed.TotalSeconds;
         var (steps, estimate) = DdmPlan.Solve(options, scale, calibration, left);
         var plan = new DdmPlan(DdmPlan.CurrentSchemaVersion, options, scale, steps, ks, calibration, (estimate + clock.Elapsed.TotalSeconds) / 60,
-            command, $"{Environment.ProcessorCount} cores, {calibration.Threads} libtorch threads, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}",
-            DateTimeOffset.UtcNow);
+            command, $"{Environment.ProcessorCount} cores, {calibration.Threads} libtorch threads, " +
+            $"{System.Runtime.InteropServices.RuntimeInformation.OSDescription}", DateTimeOffset.UtcNow);
         Json.WriteAtomic(planPath, plan);
         log(string.Create(CultureInfo.InvariantCulture,
-            $"plan: {steps} steps per run (monolith batch {scale.MonolithBatch}, experts {scale.MonolithBatch}/K), {options.Seeds} seeds, K in {{{string.Join(", ", ks)}}}, {scale.Samples} samples per score; about {plan.EstimatedMinutes:F0} minutes"));
+            $"plan: {steps} steps per run (monolith batch {scale.MonolithBatch}, experts {scale.MonolithBatch}/K), {options.Seeds} seeds, K in " +
+            $"{{{string.Join(", ", ks)}}}, {scale.Samples} samples per score; about {plan.EstimatedMinutes:F0} minutes"));
         return plan;
     }
 
@@ -104,56 +106,6 @@ public sealed class DdmExperiment(string output, Action<string> log)
     public string RouterRunDirectory(int seed, string arm) => Path.Combine(SeedDirectory(seed), arm, "router");
     public string MonolithRun(int seed) => Path.Combine(SeedDirectory(seed), "monolith");
     public string FailureRun(int seed) => Path.Combine(SeedDirectory(seed), "failure", "expert-0");
-
-    /// <summary>The stages in the order that gives the main comparison first, then the ablations, then the failure run, seed by seed.</summary>
-    private List<Stage> PlanStages(DdmPlan plan)
-    {
-        var scale = plan.Scale;
-        var k = plan.Options.K;
-        var b = scale.MonolithBatch;
-        double TrainSeconds(int batch) => plan.Steps * (double)batch / plan.Calibration.TrainImagesPerSecond[batch];
-        double EvalSeconds(int rowsPerImagePerStep) => (double)scale.Samples * scale.SamplingSteps * rowsPerImagePerStep / plan.Calibration.SampleRowsPerSecond;
-        var routerSeconds = scale.RouterSteps / plan.Calibration.RouterStepsPerSecond;
-        var stages = new List<Stage>();
-        for (var seed = 0; seed < plan.Options.Seeds; seed++)
-        {
-            var s = seed;
-            var main = ArmName("kmeans", k);
-            stages.Add(new Stage($"train-s{s}-monolith", TrainSeconds(b), (c, p) => TrainMonolith(c, s, p)));
-            AddArm(stages, s, "kmeans", k, TrainSeconds(b / k), routerSeconds);
-            foreach (var step in plan.EvalSteps)
-            {
-                var st = step;
-                stages.Add(new Stage($"eval-s{s}-monolith-monolith-{st:D9}", EvalSeconds(1), (c, _) => EvaluateMonolith(c, s, st)));
-                foreach (var (method, rows) in new[] { ("top1", 1), ("top2", Math.Min(2, k)), ("full", k), ("oracle", 1) })
-                    stages.Add(new Stage($"eval-s{s}-{main}-{method}-{st:D9}", EvalSeconds(rows), (c, _) => EvaluateEnsemble(c, s, main, "kmeans", k, method, st)));
-            }
-            var final = plan.EvalSteps[^1];
-            stages.Add(new Stage($"eval-s{s}-{main}-top1gaussian-{final:D9}", EvalSeconds(1), (c, _) => EvaluateEnsemble(c, s, main, "kmeans", k, "top1gaussian", final)));
-            foreach (var other in plan.Ks.Where(x => x != k))
-            {
-                var kk = other;
-                AddArm(stages, s, "kmeans", kk, TrainSeconds(b / kk), routerSeconds);
-                stages.Add(new Stage($"eval-s{s}-{ArmName("kmeans", kk)}-top1-{final:D9}", EvalSeconds(1), (c, _) => EvaluateEnsemble(c, s, ArmName("kmeans", kk), "kmeans", kk, "top1", final)));
-            }
-            AddArm(stages, s, "random", k, TrainSeconds(b / k), routerSeconds);
-            stages.Add(new Stage($"eval-s{s}-{ArmName("random", k)}-top1-{final:D9}", EvalSeconds(1), (c, _) => EvaluateEnsemble(c, s, ArmName("random", k), "random", k, "top1", final)));
-            stages.Add(new Stage($"failure-s{s}", TrainSeconds(b / k) / k + 2 * DdmPlan.ProcessStartSeconds, (c, p) => RunFailure(c, s, p)));
-            stages.Add(new Stage($"eval-s{s}-failure-k{k}-top1-{final:D9}", EvalSeconds(1), (c, _) => EvaluateEnsemble(c, s, $"failure-k{k}", "kmeans", k, "top1", final)));
-        }
-        return stages;
-    }
-
-    private void AddArm(List<Stage> stages, int seed, string method, int k, double expertsSeconds, double routerSeconds)
-    {
-        var arm = ArmName(method, k);
-        for (var e = 0; e < k; e++)
-        {
-            var expert = e;
-            stages.Add(new Stage($"train-s{seed}-{arm}-e{expert}", expertsSeconds / k, (c, p) => TrainExpert(c, seed, arm, method, k, expert, p)));
-        }
-        stages.Add(new Stage($"router-s{seed}-{arm}", routerSeconds, (c, p) => TrainRouter(c, seed, arm, method, k, p)));
-    }
 
     private void EnsurePartitions(CanonicalDataset data, DdmScale scale, string method, int k, int seed)
     {
@@ -262,93 +214,8 @@ public sealed class DdmExperiment(string output, Action<string> log)
         var watch = Stopwatch.StartNew();
         var summary = RouterRun.Execute(config, RouterRunDirectory(seed, arm), p => progress((double)p.Step / p.TotalSteps), log, c.Cancel);
         c.Cancel.ThrowIfCancellationRequested();
-        Stages.Put($"router-s{seed}-{arm}", new RouterOutcome(seed, arm, summary.RunDirectory, summary.Step, config.BatchSize, watch.Elapsed.TotalSeconds,
-            summary.Step * (double)config.BatchSize * 3 * c.Plan.Calibration.RouterForwardFlops, summary.HeldOut));
-    }
-
-    /// <summary>The classes to generate (and, for the oracle, each image's true partition): the labels of N training images drawn with the seed.</summary>
-    private static int[] EvaluationImages(StageContext c, int seed)
-    {
-        var random = new Random(seed);
-        return [.. Enumerable.Range(0, c.Plan.Scale.Samples).Select(_ => random.Next(c.Data.Train.Count))];
-    }
-
-    private void EvaluateMonolith(StageContext c, int seed, long step)
-    {
-        var indices = EvaluationImages(c, seed);
-        var classes = indices.Select(i => (long)c.Data.Train.Labels[i]).ToArray();
-        var run = new RunDirectory(MonolithRun(seed));
-        using var unet = run.LoadModelAt(step);
-        var options = SamplerOptionsFor(c.Plan, seed);
-        var watch = Stopwatch.StartNew();
-        using var samples = FlowSampler.Sample(Bfloat16Velocity.ForPrecision(unet, c.Plan.Scale.Precision), classes.Length, classes, options, (1, 28, 28));
-        var seconds = watch.Elapsed.TotalSeconds;
-        var flops = step * (double)c.Plan.Scale.MonolithBatch * TrainFlopsPerImage(c.Plan);
-        Score(c, seed, "monolith", "monolith", step, flops, samples, seconds, options.Steps, c.Plan.Calibration.ExpertForwardFlops * options.Steps / 1e9);
-    }
-
-    /// <param name="method">top1, top2, full, oracle (each image's true partition), or top1gaussian (the training-free router).</param>
-    private void EvaluateEnsemble(StageContext c, int seed, string arm, string partitionMethod, int k, string method, long step)
-    {
-        var partitionsPath = PartitionsPath(partitionMethod, k, seed);
-        var partitions = PartitionFile.Load(partitionsPath);
-        var indices = EvaluationImages(c, seed);
-        var classes = indices.Select(i => (long)c.Data.Train.Labels[i]).ToArray();
-        var oracle = method == "oracle" ? indices.Select(i => (long)partitions.Assignments[i]).ToArray() : null;
-        var isFailure = arm.StartsWith("failure", StringComparison.Ordinal);
-        var expertArm = isFailure ? ArmName("kmeans", k) : arm;
-        var runs = Enumerable.Range(0, k).Select(e => isFailure && e == 0 ? FailureRun(seed) : ExpertRun(seed, expertArm, e)).ToList();
-        var experts = new List<UNet>();
-        try
-        {
-            foreach (var r in runs) experts.Add(new RunDirectory(r).LoadModelAt(step));
-            var configs = runs.Select(r => new RunDirectory(r).LoadConfig()).ToList();
-            var routerSpec = method == "top1gaussian" ? "gaussian" : RouterRunDirectory(seed, expertArm);
-            var strategy = method switch
-            {
-                "top1" or "top1gaussian" => RoutingStrategy.Top1,
-                "top2" => RoutingStrategy.Parse("top2"),
-                "full" => RoutingStrategy.Full,
-                "oracle" => new RoutingStrategy("oracle", OracleExpert: 0),
-                _ => throw new ArgumentOutOfRangeException(nameof(method), method, "unknown method"),
-            };
-            var options = SamplerOptionsFor(c.Plan, seed);
-            var watch = Stopwatch.StartNew();
-            var result = EnsembleSampling.Run(experts, configs, routerSpec, strategy, [], false, classes.Length, classes, options, (1, 28, 28), null,
-                c.Plan.Scale.Precision, oracle);
-            var seconds = watch.Elapsed.TotalSeconds;
-            using var samples = result.Samples;
-            var expertFlops = step * (double)c.Plan.Scale.MonolithBatch * TrainFlopsPerImage(c.Plan);
-            // The router is trained once, before sampling: all of it counts at every point along training.
-            var routerFlops = method == "top1gaussian" ? 0 : Stages.TryGet<RouterOutcome>($"router-s{seed}-{expertArm}", out var router) ? router.Flops : 0;
-            var gflopPerImage = (result.Costs.ExpertGflopPerImage.Zip(result.Costs.ExpertEvaluations, (gflop, rows) => gflop * rows).Sum()
-                + result.Costs.RouterGflopPerImage * result.Costs.RouterEvaluations) / classes.Length;
-            Score(c, seed, arm, method, step, expertFlops + routerFlops, samples, seconds, result.Costs.EvaluationsPerImage, gflopPerImage);
-        }
-        finally
-        {
-            foreach (var e in experts) e.Dispose();
-        }
-    }
-
-    private static SamplerOptions SamplerOptionsFor(DdmPlan plan, int seed) => new(Steps: plan.Scale.SamplingSteps, Method: "euler", Cfg: 1.0, Seed: seed);
-
-    private void Score(StageContext c, int seed, string arm, string method, long step, double trainFlops, Tensor samples, double seconds,
-        double evaluationsPerImage, double gflopPerImage)
-    {
-        var report = c.Evaluator.Score(samples);
-        string? grid = null;
-        if (step == c.Plan.EvalSteps[^1])
-        {
-            var shown = (int)Math.Min(c.Plan.Scale.GridImages, samples.shape[0]);
-            using var head = samples.narrow(0, 0, shown);
-            grid = Path.Combine(SeedDirectory(seed), "grids", $"{arm}-{method}.png");
-            Directory.CreateDirectory(Path.GetDirectoryName(grid)!);
-            ImageGrid.SavePng(grid, ImageTensors.ToBytes(head), shown, 1, 28, 28, columns: 8);
-        }
-        log(string.Create(CultureInfo.InvariantCulture, $"seed {seed} {arm} {method} at step {step}: FID {report.Fid:F2}, KID {report.Kid:F4} ({report.Count} samples, {seconds:F0} s)"));
-        Stages.Put($"eval-s{seed}-{arm}-{method}-{step:D9}", new EvaluationOutcome(seed, arm, method, step, trainFlops, report.Count, c.Plan.Scale.SamplingSteps,
-            report.Fid, report.Kid, seconds, evaluationsPerImage, gflopPerImage, grid is null ? null : Path.GetRelativePath(Output, grid)));
+        Stages.Put($"router-s{seed}-{arm}", new RouterOutcome(seed, arm, summary.RunDirectory, summary.Step, config.BatchSize,
+            watch.Elapsed.TotalSeconds, summary.Step * (double)config.BatchSize * 3 * c.Plan.Calibration.RouterForwardFlops, summary.HeldOut));
     }
 
     private void RunFailure(StageContext c, int seed, Action<double> progress)

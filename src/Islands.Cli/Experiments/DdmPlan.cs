@@ -10,9 +10,11 @@ public sealed record DdmExperimentOptions(string DataDirectory, int K = 4, doubl
     public IEnumerable<string> Validate()
     {
         var scale = DdmScale.For(Quick);
-        if (K < 2 || scale.MonolithBatch % K != 0) yield return $"--k: {K} must be at least 2 and divide the monolith's batch of {scale.MonolithBatch} (2, 4, 8 or 16)";
+        if (K < 2 || scale.MonolithBatch % K != 0)
+            yield return $"--k: {K} must be at least 2 and divide the monolith's batch of {scale.MonolithBatch} (2, 4, 8 or 16)";
         if (K > 16) yield return $"--k: {K} experts would train on batches under 8 images; use at most 16";
-        if (BudgetMinutes is <= 0 or > 100_000 || double.IsNaN(BudgetMinutes)) yield return $"--budget-minutes: {BudgetMinutes} must be more than 0 and at most 100000";
+        if (BudgetMinutes is <= 0 or > 100_000 || double.IsNaN(BudgetMinutes))
+            yield return $"--budget-minutes: {BudgetMinutes} must be more than 0 and at most 100000";
         if (Seeds is < 1 or > 20) yield return $"--seeds: {Seeds} must lie in 1..20";
         if (string.IsNullOrWhiteSpace(DataDirectory)) yield return "--data: a dataset directory is required";
     }
@@ -21,10 +23,13 @@ public sealed record DdmExperimentOptions(string DataDirectory, int K = 4, doubl
     public IEnumerable<string> DifferencesForResume(DdmExperimentOptions other)
     {
         if (K != other.K) yield return $"--k ({K} vs {other.K})";
-        if (BudgetMinutes != other.BudgetMinutes) yield return $"--budget-minutes ({BudgetMinutes.ToString(CultureInfo.InvariantCulture)} vs {other.BudgetMinutes.ToString(CultureInfo.InvariantCulture)})";
+        if (BudgetMinutes != other.BudgetMinutes)
+            yield return $"--budget-minutes ({BudgetMinutes.ToString(CultureInfo.InvariantCulture)} vs " +
+                $"{other.BudgetMinutes.ToString(CultureInfo.InvariantCulture)})";
         if (Seeds != other.Seeds) yield return $"--seeds ({Seeds} vs {other.Seeds})";
         if (Quick != other.Quick) yield return $"--quick ({Quick} vs {other.Quick})";
-        if (Path.GetFullPath(DataDirectory) != Path.GetFullPath(other.DataDirectory)) yield return $"--data ({DataDirectory} vs {other.DataDirectory})";
+        if (Path.GetFullPath(DataDirectory) != Path.GetFullPath(other.DataDirectory))
+            yield return $"--data ({DataDirectory} vs {other.DataDirectory})";
     }
 }
 
@@ -107,7 +112,8 @@ public sealed record DdmPlan(
     /// The training steps S that fit the remaining budget, a multiple of the evaluation points. Everything but training
     /// (scoring, routers, the failure run's restarts) is estimated from the calibration and paid first.
     /// </summary>
-    public static (int Steps, double EstimatedSeconds) Solve(DdmExperimentOptions options, DdmScale scale, DdmCalibration calibration, double secondsLeft)
+    public static (int Steps, double EstimatedSeconds) Solve(DdmExperimentOptions options, DdmScale scale, DdmCalibration calibration,
+        double secondsLeft)
     {
         double Rate(int batch) => calibration.TrainImagesPerSecond.TryGetValue(batch, out var r) ? r
             : throw new InvalidOperationException($"no calibration at batch {batch}");
@@ -126,7 +132,8 @@ public sealed record DdmPlan(
             {
                 var needed = (options.Seeds * (fixedPerSeed + scale.MinSteps * perStep) / 0.9 + (options.BudgetMinutes * 60 - secondsLeft)) / 60;
                 throw new ConfigException("--budget-minutes", string.Create(CultureInfo.InvariantCulture,
-                    $"{options.BudgetMinutes} minutes leave {Math.Max(0, steps)} training steps on this machine; {scale.MinSteps} steps with {options.Seeds} seeds need about {Math.Ceiling(needed)} minutes (or fewer --seeds)"));
+                    $"{options.BudgetMinutes} minutes leave {Math.Max(0, steps)} training steps on this machine; {scale.MinSteps} steps with " +
+                    $"{options.Seeds} seeds need about {Math.Ceiling(needed)} minutes (or fewer --seeds)"));
             }
             steps = scale.MinSteps;
         }

@@ -12,7 +12,7 @@ namespace Islands.Cli.Experiments;
 /// Writes report/ from an experiment's finished stages: report.md (tables as mean ± standard deviation over seeds),
 /// fid-vs-flops.png, the first seed's sample grids, and the plan and configurations that produced them.
 /// </summary>
-public static class DdmReport
+public static partial class DdmReport
 {
     public const string Directory = "report";
     private static readonly string[] MainMethods = ["monolith", "top1", "top2", "full", "oracle"];
@@ -36,9 +36,13 @@ public static class DdmReport
         var md = new StringBuilder();
         var dataset = CanonicalDataset.Load(plan.Options.DataDirectory, verifyHashes: false);
         var data = (dataset.Manifest.Name, TrainCount: dataset.Train.Count, TestCount: dataset.Test.Count);
-        md.AppendLine(Invariant($"# Decentralized Diffusion Models on {data.Name}: one monolith against {k} isolated experts at equal training compute"));
+        md.AppendLine(Invariant($"# Decentralized Diffusion Models on {data.Name}: one monolith against {k} isolated experts at equal ") +
+            Invariant($"training compute"));
         md.AppendLine();
-        md.AppendLine(Invariant($"Produced by `islands experiment ddm` ({plan.Created:yyyy-MM-dd}, {plan.Machine}). {plan.Options.Seeds} seed(s); every table shows mean ± standard deviation over seeds. FID and KID are computed in the feature space of the project's evaluation classifier against the {data.TestCount} test images, on {plan.Scale.Samples} generated images per score, {plan.Scale.SamplingSteps} Euler steps, no guidance."));
+        md.AppendLine(Invariant($"Produced by `islands experiment ddm` ({plan.Created:yyyy-MM-dd}, {plan.Machine}). {plan.Options.Seeds} seed(s); ") +
+            Invariant($"every table shows mean ± standard deviation over seeds. FID and KID are computed in the feature space of the project's ") +
+            Invariant($"evaluation classifier against the {data.TestCount} test images, on {plan.Scale.Samples} generated images per score, ") +
+            Invariant($"{plan.Scale.SamplingSteps} Euler steps, no guidance."));
         md.AppendLine();
 
         md.AppendLine("## Summary");
@@ -52,13 +56,21 @@ public static class DdmReport
         var expertFlops = plan.Steps * (double)plan.Scale.MonolithBatch * 3 * plan.Calibration.ExpertForwardFlops;
         md.AppendLine("| | |");
         md.AppendLine("|---|---|");
-        md.AppendLine(Invariant($"| training steps, every run | {plan.Steps} (planned from a {plan.Options.BudgetMinutes:0.#}-minute budget and the throughput measured on this machine) |"));
+        md.AppendLine(Invariant($"| training steps, every run | {plan.Steps} (planned from a {plan.Options.BudgetMinutes:0.#}-minute budget and ") +
+            Invariant($"the throughput measured on this machine) |"));
         md.AppendLine(Invariant($"| monolith | batch {plan.Scale.MonolithBatch} on all {data.TrainCount} training images |"));
-        md.AppendLine(Invariant($"| DDM | {k} experts, batch {plan.Scale.MonolithBatch / k} each, one per cluster of a balanced k-means partition of the images' PCA embeddings; no communication |"));
-        md.AppendLine(Invariant($"| equal compute | every expert has the monolith's architecture and trains as many steps on {k}x smaller batches: together the same training FLOPs (plus the router's) and, with top-1 routing, the same sampling FLOPs per image, but {k}x the parameters |"));
-        md.AppendLine(Invariant($"| model, every run | UNet, {plan.Scale.BaseChannels} base channels (x1, x2, x4), {plan.Calibration.ExpertForwardFlops / 1e9:F3} GFLOP per forward pass; {plan.Scale.Precision} training and sampling |"));
-        md.AppendLine(Invariant($"| router | MLP on (x_t, t, class), {plan.Scale.RouterSteps} steps at batch {plan.Scale.RouterBatch}: {routerFlops / 1e12:F3} TFLOP = {100 * routerFlops / Math.Max(1, expertFlops + routerFlops):F2} % of DDM's training FLOPs, counted in DDM's budget |"));
-        md.AppendLine(Invariant($"| training FLOPs at the end | monolith {expertFlops / 1e12:F2} TFLOP; DDM {(expertFlops + routerFlops) / 1e12:F2} TFLOP (3 x forward FLOPs per image, counted by forward hooks) |"));
+        md.AppendLine(Invariant($"| DDM | {k} experts, batch {plan.Scale.MonolithBatch / k} each, one per cluster of a balanced k-means partition ") +
+            Invariant($"of the images' PCA embeddings; no communication |"));
+        md.AppendLine(Invariant($"| equal compute | every expert has the monolith's architecture and trains as many steps on {k}x smaller ") +
+            Invariant($"batches: together the same training FLOPs (plus the router's) and, with top-1 routing, the same sampling FLOPs per image, ") +
+            Invariant($"but {k}x the parameters |"));
+        md.AppendLine(Invariant($"| model, every run | UNet, {plan.Scale.BaseChannels} base channels (x1, x2, x4), ") +
+            Invariant($"{plan.Calibration.ExpertForwardFlops / 1e9:F3} GFLOP per forward pass; {plan.Scale.Precision} training and sampling |"));
+        md.AppendLine(Invariant($"| router | MLP on (x_t, t, class), {plan.Scale.RouterSteps} steps at batch {plan.Scale.RouterBatch}: ") +
+            Invariant($"{routerFlops / 1e12:F3} TFLOP = {100 * routerFlops / Math.Max(1, expertFlops + routerFlops):F2} % of DDM's training ") +
+            Invariant($"FLOPs, counted in DDM's budget |"));
+        md.AppendLine(Invariant($"| training FLOPs at the end | monolith {expertFlops / 1e12:F2} TFLOP; DDM ") +
+            Invariant($"{(expertFlops + routerFlops) / 1e12:F2} TFLOP (3 x forward FLOPs per image, counted by forward hooks) |"));
         md.AppendLine(Invariant($"| scored at | steps {string.Join(", ", plan.EvalSteps)} |"));
         md.AppendLine();
 
@@ -70,7 +82,8 @@ public static class DdmReport
         {
             var r = Main(method, final);
             if (r.Length == 0) continue;
-            md.AppendLine(Invariant($"| {Label(method)} | {Stat(r.Select(x => x.Fid), "F2")} | {Stat(r.Select(x => x.Kid), "F4")} | {r.Average(x => x.TrainFlops) / 1e12:F2} | {r.Average(x => x.SamplingGflopPerImage):F3} |"));
+            md.AppendLine(Invariant($"| {Label(method)} | {Stat(r.Select(x => x.Fid), "F2")} | {Stat(r.Select(x => x.Kid), "F4")} | ") +
+                Invariant($"{r.Average(x => x.TrainFlops) / 1e12:F2} | {r.Average(x => x.SamplingGflopPerImage):F3} |"));
         }
         md.AppendLine();
 
@@ -79,7 +92,8 @@ public static class DdmReport
         md.AppendLine($"| step | {string.Join(" | ", MainMethods.Select(Label))} |");
         md.AppendLine($"|---|{string.Concat(MainMethods.Select(_ => "---|"))}");
         foreach (var step in plan.EvalSteps)
-            md.AppendLine($"| {step} | {string.Join(" | ", MainMethods.Select(m => Main(m, step) is { Length: > 0 } r ? Stat(r.Select(x => x.Fid), "F2") : "-"))} |");
+            md.AppendLine($"| {step} | " +
+                $"{string.Join(" | ", MainMethods.Select(m => Main(m, step) is { Length: > 0 } r ? Stat(r.Select(x => x.Fid), "F2") : "-"))} |");
         md.AppendLine();
         var plot = Plot(plan, Main, Path.Combine(root, "fid-vs-flops.png"));
         if (plot) md.AppendLine("![FID against training FLOPs](fid-vs-flops.png)").AppendLine();
@@ -103,20 +117,31 @@ public static class DdmReport
 
         md.AppendLine("## What a failure costs");
         md.AppendLine();
-        md.AppendLine(Invariant($"Expert 0 of the K={k} run is trained again by `islands train expert` in its own process, checkpointing every {failures.FirstOrDefault()?.CheckpointEvery ?? plan.Steps / 3} steps. Halfway through, the process is killed with SIGKILL (it gets no chance to save), and the same command is run again: it resumes from the last checkpoint it committed. The ensemble is then scored with this expert in place of the uninterrupted one."));
+        md.AppendLine(Invariant($"Expert 0 of the K={k} run is trained again by `islands train expert` in its own process, checkpointing every ") +
+            Invariant($"{failures.FirstOrDefault()?.CheckpointEvery ?? plan.Steps / 3} steps. Halfway through, the process is killed with SIGKILL ") +
+            Invariant($"(it gets no chance to save), and the same command is run again: it resumes from the last checkpoint it committed. The ") +
+            Invariant($"ensemble is then scored with this expert in place of the uninterrupted one."));
         md.AppendLine();
-        md.AppendLine("The uninterrupted baseline trained in the experiment's own process; the interrupted one pays two process starts on top of the redone steps.");
+        md.AppendLine("The uninterrupted baseline trained in the experiment's own process; the interrupted one pays two process starts on top of " +
+            "the redone steps.");
         md.AppendLine();
-        md.AppendLine("| seed | uninterrupted s | killed after s | resumed from step | resumed run s | wall-clock lost s | same final weights | FID top-1, interrupted | FID top-1, uninterrupted |");
+        md.AppendLine("| seed | uninterrupted s | killed after s | resumed from step | resumed run s | wall-clock lost s | same final weights | " +
+            "FID top-1, interrupted | FID top-1, uninterrupted |");
         md.AppendLine("|---|---|---|---|---|---|---|---|---|");
         foreach (var f in failures)
         {
-            var broken = Find($"failure-k{k}", "top1", final).Where(e => e.Seed == f.Seed).Select(e => e.Fid.ToString("F2", CultureInfo.InvariantCulture)).FirstOrDefault() ?? "-";
-            var whole = Find(main, "top1", final).Where(e => e.Seed == f.Seed).Select(e => e.Fid.ToString("F2", CultureInfo.InvariantCulture)).FirstOrDefault() ?? "-";
-            md.AppendLine(Invariant($"| {f.Seed} | {f.BaselineSeconds:F1} | {(f.Killed ? f.KilledAfterSeconds.ToString("F1", CultureInfo.InvariantCulture) : "not killed")} | {f.ResumedFromStep} of {f.Steps} | {f.ResumedSeconds:F1} | {f.LostSeconds:F1} | {(f.SameWeightsAsUninterrupted ? "yes, bit for bit" : "no")} | {broken} | {whole} |"));
+            var broken = Find($"failure-k{k}", "top1", final).Where(e => e.Seed == f.Seed)
+                .Select(e => e.Fid.ToString("F2", CultureInfo.InvariantCulture)).FirstOrDefault() ?? "-";
+            var whole = Find(main, "top1", final).Where(e => e.Seed == f.Seed).Select(e => e.Fid.ToString("F2", CultureInfo.InvariantCulture))
+                .FirstOrDefault() ?? "-";
+            md.AppendLine(Invariant($"| {f.Seed} | {f.BaselineSeconds:F1} | ") +
+                Invariant($"{(f.Killed ? f.KilledAfterSeconds.ToString("F1", CultureInfo.InvariantCulture) : "not killed")} | {f.ResumedFromStep} ") +
+                Invariant($"of {f.Steps} | {f.ResumedSeconds:F1} | {f.LostSeconds:F1} | ") +
+                Invariant($"{(f.SameWeightsAsUninterrupted ? "yes, bit for bit" : "no")} | {broken} | {whole} |"));
         }
         md.AppendLine();
-        md.AppendLine("The other experts never notice: in an island deployment each expert trains in its own cluster, so this is all a failure costs the ensemble.");
+        md.AppendLine("The other experts never notice: in an island deployment each expert trains in its own cluster, so this is all a failure " +
+            "costs the ensemble.");
         md.AppendLine();
 
         md.AppendLine("## Router accuracy by t (held-out images)");
@@ -128,17 +153,20 @@ public static class DdmReport
         for (var i = 0; i < bands.Count; i++)
         {
             var band = i;
-            md.AppendLine(Invariant($"| {bands[band].TMin:F1}-{bands[band].TMax:F1} | {string.Join(" | ", arms.Select(a => Stat(routers.Where(r => r.Arm == a && r.Accuracy.Count > band).Select(r => 100 * r.Accuracy[band].Accuracy), "F1") + " %"))} |"));
+            md.AppendLine(Invariant($"| {bands[band].TMin:F1}-{bands[band].TMax:F1} | {string.Join(" | ", arms.Select(a =>
+                Stat(routers.Where(r => r.Arm == a && r.Accuracy.Count > band).Select(r => 100 * r.Accuracy[band].Accuracy), "F1") + " %"))} |"));
         }
         md.AppendLine();
 
         md.AppendLine("## Samples (seed 0, end of training)");
         md.AppendLine();
-        foreach (var e in evals.Where(e => e.Seed == 0 && e.Grid is not null).OrderBy(e => e.Arm, StringComparer.Ordinal).ThenBy(e => e.Method, StringComparer.Ordinal))
+        foreach (var e in evals.Where(e => e.Seed == 0 && e.Grid is not null).OrderBy(e => e.Arm, StringComparer.Ordinal)
+            .ThenBy(e => e.Method, StringComparer.Ordinal))
         {
             var name = $"{e.Arm}-{e.Method}.png";
             File.Copy(Path.Combine(experiment.Output, e.Grid!), Path.Combine(root, "grids", name), overwrite: true);
-            md.AppendLine(Invariant($"**{e.Arm} {Label(e.Method)}** (FID {e.Fid:F2})  ")).AppendLine($"![{e.Arm} {e.Method}](grids/{name})").AppendLine();
+            md.AppendLine(Invariant($"**{e.Arm} {Label(e.Method)}** (FID {e.Fid:F2})  ")).AppendLine($"![{e.Arm} {e.Method}](grids/{name})")
+                .AppendLine();
         }
 
         md.AppendLine("## Reproduce");
@@ -147,53 +175,29 @@ public static class DdmReport
         md.AppendLine(plan.Command);
         md.AppendLine("```");
         md.AppendLine();
-        md.AppendLine("Rerunning the same command resumes: every finished stage is kept in `stages/`, every training run checkpoints. The plan below (options, scale, the throughput it was planned from) is frozen in `plan.json`; the seed fixes partitions, training, the classes generated and the sampling noise.");
+        md.AppendLine("Rerunning the same command resumes: every finished stage is kept in `stages/`, every training run checkpoints. The plan " +
+            "below (options, scale, the throughput it was planned from) is frozen in `plan.json`; the seed fixes partitions, training, the classes " +
+            "generated and the sampling noise.");
         md.AppendLine();
         md.AppendLine("```json").AppendLine(Json.Serialize(plan)).AppendLine("```");
         var monolithConfig = Path.Combine(experiment.MonolithRun(0), RunDirectory.ConfigFile);
         var expertConfig = Path.Combine(experiment.ExpertRun(0, main, 0), RunDirectory.ConfigFile);
         var routerConfig = Path.Combine(experiment.RouterRunDirectory(0, main), RunDirectory.ConfigFile);
-        foreach (var (title, path) in new[] { ("monolith, seed 0", monolithConfig), ($"expert 0 of K={k}, seed 0", expertConfig), ($"router of K={k}, seed 0", routerConfig) })
-            if (File.Exists(path)) md.AppendLine().AppendLine($"{title} (`config.json`):").AppendLine().AppendLine("```json").AppendLine(File.ReadAllText(path).TrimEnd()).AppendLine("```");
+        foreach (var (title, path) in new[] { ("monolith, seed 0", monolithConfig), ($"expert 0 of K={k}, seed 0", expertConfig),
+            ($"router of K={k}, seed 0", routerConfig) })
+            if (File.Exists(path)) md.AppendLine().AppendLine($"{title} (`config.json`):").AppendLine().AppendLine("```json")
+                .AppendLine(File.ReadAllText(path).TrimEnd()).AppendLine("```");
         var evaluatorCache = Evaluator.CacheDirectory(dataset);
         var evaluatorName = $"classifier-e{plan.Scale.EvaluatorEpochs}-s0{(plan.Scale.EvaluatorImages is { } limit ? $"-limit{limit}" : "")}.json";
-        var evaluatorInfo = File.Exists(Path.Combine(evaluatorCache, evaluatorName)) ? [Path.Combine(evaluatorCache, evaluatorName)] : Array.Empty<string>();
+        var evaluatorInfo = File.Exists(Path.Combine(evaluatorCache, evaluatorName)) ? [Path.Combine(evaluatorCache, evaluatorName)]
+            : Array.Empty<string>();
         foreach (var info in evaluatorInfo)
-            md.AppendLine().AppendLine($"evaluation classifier (`{Path.GetFileName(info)}`):").AppendLine().AppendLine("```json").AppendLine(File.ReadAllText(info).TrimEnd()).AppendLine("```");
+            md.AppendLine().AppendLine($"evaluation classifier (`{Path.GetFileName(info)}`):").AppendLine().AppendLine("```json")
+                .AppendLine(File.ReadAllText(info).TrimEnd()).AppendLine("```");
 
         var reportPath = Path.Combine(root, "report.md");
         AtomicFile.WriteAllText(reportPath, md.ToString());
         return reportPath;
-    }
-
-    private static IEnumerable<string> Summary(DdmPlan plan, Func<string, long, EvaluationOutcome[]> main, long final, IReadOnlyList<FailureOutcome> failures,
-        IReadOnlyList<EvaluationOutcome> evals, string mainArm)
-    {
-        var monolith = main("monolith", final);
-        var top1 = main("top1", final);
-        if (monolith.Length == 0 || top1.Length == 0)
-        {
-            yield return "The experiment has not finished its main comparison yet; rerun the command to continue.";
-            yield break;
-        }
-        var m = monolith.Average(x => x.Fid);
-        var t = top1.Average(x => x.Fid);
-        var change = 100 * (t - m) / m;
-        var paired = top1.Join(monolith, a => a.Seed, b => b.Seed, (a, b) => a.Fid < b.Fid).ToList();
-        yield return Invariant($"At the end of training, DDM with top-1 routing scores FID {Stat(top1.Select(x => x.Fid), "F2")} against the monolith's {Stat(monolith.Select(x => x.Fid), "F2")}: {Math.Abs(change):F0} % {(change < 0 ? "lower (better)" : "higher (worse)")}, at {top1.Average(x => x.TrainFlops) / monolith.Average(x => x.TrainFlops):F3}x the monolith's training FLOPs (the router's share). DDM was better in {paired.Count(p => p)} of {paired.Count} seeds.");
-        var best = MainMethods.Skip(1).Where(x => x != "oracle").Select(x => (Method: x, R: main(x, final))).Where(x => x.R.Length > 0).OrderBy(x => x.R.Average(r => r.Fid)).First();
-        yield return Invariant($"Of the routing strategies, {Label(best.Method)} scored best (FID {Stat(best.R.Select(r => r.Fid), "F2")}); the paper found top-1 best on ImageNet.");
-        var random = evals.Where(e => e.Arm == DdmExperiment.ArmName("random", plan.Options.K) && e.Method == "top1" && e.Step == final).ToList();
-        if (random.Count > 0)
-            yield return Invariant($"Random shards instead of clusters: FID {Stat(random.Select(x => x.Fid), "F2")} against {Stat(top1.Select(x => x.Fid), "F2")} for clustered partitions.");
-        var ks = plan.Ks.Order().Select(kk => (K: kk, R: evals.Where(e => e.Arm == DdmExperiment.ArmName("kmeans", kk) && e.Method == "top1" && e.Step == final).ToList())).Where(x => x.R.Count > 0).ToList();
-        if (ks.Count > 1)
-            yield return Invariant($"Number of experts at the same budget: {string.Join(", ", ks.Select(x => $"K={x.K} FID {Stat(x.R.Select(r => r.Fid), "F2")}"))}.");
-        var gaussian = evals.Where(e => e.Arm == mainArm && e.Method == "top1gaussian" && e.Step == final).ToList();
-        if (gaussian.Count > 0)
-            yield return Invariant($"The training-free Gaussian router: FID {Stat(gaussian.Select(x => x.Fid), "F2")} against {Stat(top1.Select(x => x.Fid), "F2")} for the learned router.");
-        if (failures.Count > 0)
-            yield return Invariant($"Killing one expert's training halfway cost {Stat(failures.Select(f => f.LostSeconds), "F1")} s of wall-clock (its uninterrupted training took {Stat(failures.Select(f => f.BaselineSeconds), "F1")} s); the resumed expert's final weights were {(failures.All(f => f.SameWeightsAsUninterrupted) ? "bit for bit those of the uninterrupted run" : "not identical to the uninterrupted run's")}.");
     }
 
     private static bool Plot(DdmPlan plan, Func<string, long, EvaluationOutcome[]> main, string path)

@@ -22,8 +22,8 @@ public sealed record EvaluationOutcome(int Seed, string Arm, string Method, long
 /// <param name="BaselineSeconds">The same expert's uninterrupted training, in this experiment's process.</param>
 /// <param name="LostSeconds">Both invocations together minus the baseline: redone steps, two process starts, reloading.</param>
 /// <param name="SameWeightsAsUninterrupted">The resumed run's final EMA weights are bit for bit the uninterrupted run's.</param>
-public sealed record FailureOutcome(int Seed, string Run, long Steps, int CheckpointEvery, double BaselineSeconds, bool Killed, double KilledAfterSeconds,
-    long ResumedFromStep, double ResumedSeconds, double LostSeconds, bool SameWeightsAsUninterrupted);
+public sealed record FailureOutcome(int Seed, string Run, long Steps, int CheckpointEvery, double BaselineSeconds, bool Killed,
+    double KilledAfterSeconds, long ResumedFromStep, double ResumedSeconds, double LostSeconds, bool SameWeightsAsUninterrupted);
 
 /// <summary>Finished stages, one JSON file each under stages/, so that a rerun skips them.</summary>
 public sealed class DdmStageStore(string root)

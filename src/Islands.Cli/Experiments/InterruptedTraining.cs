@@ -55,9 +55,11 @@ public sealed class InterruptedTraining(Action<string> log)
         var killedAfter = first.Elapsed.TotalSeconds;
         process.SaveLog(firstLog);
         if (!killed && process.Process.ExitCode != 0)
-            throw new IslandsException($"{runDirectory}: 'islands {string.Join(' ', arguments)}' failed with exit code {process.Process.ExitCode}; see {firstLog}");
+            throw new IslandsException($"{runDirectory}: 'islands {string.Join(' ', arguments)}' failed with exit code {process.Process.ExitCode}; " +
+                $"see {firstLog}");
         log(killed
-            ? string.Create(CultureInfo.InvariantCulture, $"failure run: killed the training process (SIGKILL) after {killedAfter:F1} s; running the same command again")
+            ? string.Create(CultureInfo.InvariantCulture, $"failure run: killed the training process (SIGKILL) after {killedAfter:F1} s; running " +
+                $"the same command again")
             : "failure run: the training process finished before it could be killed");
 
         var second = Stopwatch.StartNew();
@@ -82,7 +84,8 @@ public sealed class InterruptedTraining(Action<string> log)
         var frozen = new RunDirectory(runDirectory).LoadConfig();
         var differences = config.DifferencesForResume(frozen).ToList();
         if (differences.Count > 0 || frozen.Steps != config.Steps)
-            throw new IslandsException($"{runDirectory}: the CLI trained another configuration than the experiment's ({string.Join(", ", differences)})");
+            throw new IslandsException($"{runDirectory}: the CLI trained another configuration than the experiment's " +
+                $"({string.Join(", ", differences)})");
 
         var same = SameFinalWeights(baseline.Run, runDirectory, config.Steps);
         return new FailureOutcome(0, runDirectory, config.Steps, every, baseline.Seconds, killed, killedAfter, resumedFrom, resumedSeconds,

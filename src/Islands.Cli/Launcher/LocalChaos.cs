@@ -8,24 +8,6 @@ using Islands.Diffusion.Checkpoints;
 
 namespace Islands.Cli.Launcher;
 
-public sealed record ChaosKill(int Kill, string Victim, string Role, string Group, double AtSeconds, double? RecoverySeconds, string RecoveredBy);
-
-/// <param name="Problems">Every checkpoint or publication that failed verification, and why.</param>
-/// <param name="JournalReferenceVerified">The job's last committed checkpoint, as its journal names it (directory and manifest hash), verifies.</param>
-/// <param name="ClusterProblem">Null when every live node of the island is in one cluster with all the others; else what the nodes see.</param>
-public sealed record ChaosIsland(string Island, string Phase, long Step, long TotalSteps, int Recoveries, int CheckpointsOnDisk, int CheckpointsVerified,
-    IReadOnlyList<string> Problems, bool PublicationVerified, bool JournalReferenceVerified, string? ClusterProblem);
-
-public sealed record ChaosReport(double Seconds, IReadOnlyList<ChaosKill> Kills, IReadOnlyList<ChaosIsland> Islands, int RequestsServed, int RequestsLost,
-    int RequestsRetried, int RequestsDegraded, IReadOnlyList<string> LostReasons, string? ServingClusterProblem, string? ServingBehindProblem = null)
-{
-    /// <summary>Every serving node serves exactly the checkpoint each island last published (fetched over HTTP and verified).</summary>
-    public bool ServingCurrent => ServingBehindProblem is null;
-    public int JobsCompleted => Islands.Count(i => i.Phase == "completed");
-    public bool AllCheckpointsVerified => Islands.All(i => i.CheckpointsVerified == i.CheckpointsOnDisk && i.PublicationVerified && i.JournalReferenceVerified);
-    public bool OneClusterEverywhere => ServingClusterProblem is null && Islands.All(i => i.ClusterProblem is null);
-}
-
 /// <summary>
 /// `islands chaos`: kills random node processes of a local cluster (only those cluster.json lists) with SIGKILL on a
 /// schedule and restarts each after a pause, while clients send generation requests (retrying a failed one on another
@@ -56,7 +38,8 @@ public static class LocalChaos
             var clients = serving.ToDictionary(s => s.Name, s => GenerationClient.Create(s.Http, key, TimeSpan.FromMinutes(3), retries: 0));
             // Requests start once there is something to serve (a router and every expert published): a 503 before that
             // is a refusal, not a lost request.
-            while (!stop.IsCancellationRequested && !await EnsemblePublishedAsync(http, serving, state.K)) await Task.Delay(1000, CancellationToken.None);
+            while (!stop.IsCancellationRequested && !await EnsemblePublishedAsync(http, serving, state.K))
+                await Task.Delay(1000, CancellationToken.None);
             for (var n = 0; !stop.IsCancellationRequested; n++)
             {
                 var idempotency = $"chaos-{seed}-{c}-{n}";
@@ -210,11 +193,14 @@ public static class LocalChaos
                 {
                     var answer = await http.GetFromJsonAsync<System.Text.Json.JsonElement>(node.Http + "/v1/experts", cancel);
                     var served = answer.GetProperty("experts").EnumerateArray().Append(answer.GetProperty("router"))
-                        .Where(e => e.ValueKind == System.Text.Json.JsonValueKind.Object && e.GetProperty("manifestSha256").ValueKind == System.Text.Json.JsonValueKind.String)
+                        .Where(e => e.ValueKind == System.Text.Json.JsonValueKind.Object
+                            && e.GetProperty("manifestSha256").ValueKind == System.Text.Json.JsonValueKind.String)
                         .Select(e => e.GetProperty("manifestSha256").GetString()).ToHashSet();
-                    lacking.AddRange(expected.Where(x => !served.Contains(x.Value)).Select(x => $"{node.Name} does not serve {x.Key}'s publication {x.Value[..12]}…"));
+                    lacking.AddRange(expected.Where(x => !served.Contains(x.Value))
+                        .Select(x => $"{node.Name} does not serve {x.Key}'s publication {x.Value[..12]}…"));
                 }
-                catch (Exception e) when (e is HttpRequestException or TaskCanceledException or System.Text.Json.JsonException && !cancel.IsCancellationRequested)
+                catch (Exception e) when (e is HttpRequestException or TaskCanceledException or System.Text.Json.JsonException
+                    && !cancel.IsCancellationRequested)
                 {
                     lacking.Add($"{node.Name} does not answer /v1/experts");
                 }
@@ -239,8 +225,15 @@ public static class LocalChaos
             var views = new List<(string Node, SeedNodesAnswer? Answer)>();
             foreach (var node in group)
             {
-                try { views.Add((node.Name, await http.GetFromJsonAsync<SeedNodesAnswer>(node.Http + ClusterFormation.Route, Diffusion.IO.Json.Options, cancel))); }
-                catch (Exception e) when (e is HttpRequestException or TaskCanceledException && !cancel.IsCancellationRequested) { views.Add((node.Name, null)); }
+                try
+                {
+                    views.Add((node.Name,
+                        await http.GetFromJsonAsync<SeedNodesAnswer>(node.Http + ClusterFormation.Route, Diffusion.IO.Json.Options, cancel)));
+                }
+                catch (Exception e) when (e is HttpRequestException or TaskCanceledException && !cancel.IsCancellationRequested)
+                {
+                    views.Add((node.Name, null));
+                }
             }
             var everyone = views.Where(v => v.Answer is not null).Select(v => v.Answer!.Self).Order(StringComparer.Ordinal).ToList();
             if (views.All(v => v.Answer is not null && v.Answer.Members.Order(StringComparer.Ordinal).SequenceEqual(everyone))) return null;

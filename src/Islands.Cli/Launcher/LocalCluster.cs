@@ -19,8 +19,8 @@ public sealed record ClusterProcess(string Name, string Role, string Group, int 
 
 /// <summary>The state file of a local cluster (cluster.json in its working directory).</summary>
 /// <param name="Launcher">How to run the islands CLI: its executable, or dotnet and islands.dll.</param>
-public sealed record ClusterState(int SchemaVersion, string Id, string Work, IReadOnlyList<string> Launcher, int K, int NodesPerIsland, string Journal, string Store,
-    string ApiKeyFile, IReadOnlyList<ClusterProcess> Processes, DateTimeOffset CreatedUtc)
+public sealed record ClusterState(int SchemaVersion, string Id, string Work, IReadOnlyList<string> Launcher, int K, int NodesPerIsland,
+    string Journal, string Store, string ApiKeyFile, IReadOnlyList<ClusterProcess> Processes, DateTimeOffset CreatedUtc)
 {
     public const int CurrentSchemaVersion = 1;
     public const string FileName = "cluster.json";
@@ -48,8 +48,8 @@ public static class LocalCluster
     public static void Save(ClusterState state) => Json.WriteAtomic(StatePath(state.Work), state);
 
     /// <param name="islandConfig">A HOCON file every expert island's nodes read with --config (training settings, model size), or null.</param>
-    public static async Task<ClusterState> UpAsync(string work, int experts, int nodesPerIsland, int servingNodes, int steps, int portBase, string? postgres,
-        string? islandConfig, Action<string> log, CancellationToken cancel)
+    public static async Task<ClusterState> UpAsync(string work, int experts, int nodesPerIsland, int servingNodes, int steps, int portBase,
+        string? postgres, string? islandConfig, Action<string> log, CancellationToken cancel)
     {
         work = Path.GetFullPath(work);
         if (File.Exists(StatePath(work)))
@@ -62,7 +62,8 @@ public static class LocalCluster
         if (nodesPerIsland is < 1 or > 5) throw new ConfigException("--nodes-per-island", $"{nodesPerIsland} must be from 1 to 5");
         if (servingNodes is < 0 or > 5) throw new ConfigException("--serving-nodes", $"{servingNodes} must be from 0 to 5");
         if (nodesPerIsland > 1 && string.IsNullOrWhiteSpace(postgres))
-            throw new ConfigException("--postgres", "islands of several nodes share a PostgreSQL journal: give a server connection string (or ISLANDS_POSTGRES), e.g. Host=127.0.0.1;Username=islands;Password=islands");
+            throw new ConfigException("--postgres", "islands of several nodes share a PostgreSQL journal: give a server connection string (or " +
+                "ISLANDS_POSTGRES), e.g. Host=127.0.0.1;Username=islands;Password=islands");
         if (islandConfig is not null && !File.Exists(islandConfig)) throw new ConfigException("--island-config", $"{islandConfig}: file not found");
         Directory.CreateDirectory(work);
         var data = Path.Combine(work, "data");
@@ -147,7 +148,8 @@ public static class LocalCluster
                 Path.Combine(work, "logs", $"serving-{i}.log"), 0, default), executable));
         }
         var state = new ClusterState(ClusterState.CurrentSchemaVersion, clusterId, work, executable, experts, nodesPerIsland,
-            nodesPerIsland > 1 ? "postgresql (a database per island)" : "sqlite (a file per island)", store, apiKeyFile, processes, DateTimeOffset.UtcNow);
+            nodesPerIsland > 1 ? "postgresql (a database per island)" : "sqlite (a file per island)", store, apiKeyFile, processes,
+            DateTimeOffset.UtcNow);
         Save(state);
         using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(3) };
         // Every process starts at once and runs its numerics self-test: on a small machine many of them take minutes together.
@@ -158,7 +160,8 @@ public static class LocalCluster
             while (!await ReadyAsync(http, process, cancel))
             {
                 if (!Alive(process)) throw new IslandsException($"{process.Name} exited during start-up; see {process.Log}");
-                if (DateTime.UtcNow > deadline) throw new IslandsException($"{process.Name} is not ready after {wait.TotalSeconds:0} s; see {process.Log}");
+                if (DateTime.UtcNow > deadline)
+                    throw new IslandsException($"{process.Name} is not ready after {wait.TotalSeconds:0} s; see {process.Log}");
                 await Task.Delay(500, cancel);
             }
             log($"{process.Name}: ready at {process.Http}");
@@ -239,7 +242,8 @@ public static class LocalCluster
     /// <summary>The training steps an island's nodes were started with (their --steps), or null if they were not given any.</summary>
     public static long? PlannedSteps(IEnumerable<ClusterProcess> nodes) => nodes
         .Select(n => n.Arguments.ToList())
-        .Select(a => a.IndexOf("--steps") is var i and >= 0 && i + 1 < a.Count && long.TryParse(a[i + 1], NumberStyles.None, CultureInfo.InvariantCulture, out var steps) ? steps : (long?)null)
+        .Select(a => a.IndexOf("--steps") is var i and >= 0 && i + 1 < a.Count
+            && long.TryParse(a[i + 1], NumberStyles.None, CultureInfo.InvariantCulture, out var steps) ? steps : (long?)null)
         .FirstOrDefault(s => s is not null);
 
     public static async Task<IslandStatus?> IslandStatusAsync(HttpClient http, IEnumerable<ClusterProcess> nodes, CancellationToken cancel)
@@ -275,7 +279,8 @@ public static class LocalCluster
 
     public static void Signal(int pid, string signal)
     {
-        using var kill = Process.Start(new ProcessStartInfo("kill", ["-" + signal, pid.ToString(CultureInfo.InvariantCulture)]) { UseShellExecute = false });
+        using var kill =
+            Process.Start(new ProcessStartInfo("kill", ["-" + signal, pid.ToString(CultureInfo.InvariantCulture)]) { UseShellExecute = false });
         kill?.WaitForExit();
     }
 }

@@ -30,8 +30,10 @@ public sealed record OpBenchmarkResult(
     double NativeCallMicroseconds,
     int ParameterTensors)
 {
-    /// <summary>The step's forward and backward as measured whole, minus the listed operations: element-wise adds, cat, upsampling, loss, autograd bookkeeping.</summary>
-    public double UnlistedForwardBackwardMs => Phases.Where(p => p.Phase is "forward and loss" or "backward").Sum(p => p.Milliseconds) - Ops.Sum(o => o.StepMs);
+    /// <summary>The step's forward and backward as measured whole, minus the listed operations: element-wise adds, cat, upsampling, loss, autograd
+    /// bookkeeping.</summary>
+    public double UnlistedForwardBackwardMs => Phases.Where(p => p.Phase is "forward and loss" or "backward")
+        .Sum(p => p.Milliseconds) - Ops.Sum(o => o.StepMs);
 }
 
 /// <summary>
@@ -43,8 +45,8 @@ public sealed record OpBenchmarkResult(
 /// </summary>
 public static class OpBenchmark
 {
-    public static IReadOnlyList<OpBenchmarkResult> Run(ModelConfig model, int batch, string precision, IReadOnlyList<NumericsPolicy> paths, int steps = 6,
-        double secondsPerOp = 0.15)
+    public static IReadOnlyList<OpBenchmarkResult> Run(ModelConfig model, int batch, string precision, IReadOnlyList<NumericsPolicy> paths,
+        int steps = 6, double secondsPerOp = 0.15)
     {
         var dtype = precision == "bf16" ? ScalarType.BFloat16 : ScalarType.Float32;
         var ops = TimeLayers(model, batch, dtype, paths, secondsPerOp);
@@ -62,7 +64,8 @@ public static class OpBenchmark
 
     private sealed record Layer(string Operation, string Shape, long[] InputShape, nn.Module<Tensor, Tensor> Module);
 
-    private static List<OpTiming>[] TimeLayers(ModelConfig model, int batch, ScalarType dtype, IReadOnlyList<NumericsPolicy> paths, double secondsPerOp)
+    private static List<OpTiming>[] TimeLayers(ModelConfig model, int batch, ScalarType dtype, IReadOnlyList<NumericsPolicy> paths,
+        double secondsPerOp)
     {
         using var unet = model.Build();
         unet.to(dtype);
@@ -106,7 +109,8 @@ public static class OpBenchmark
                 }
             }
             for (var i = 0; i < paths.Count; i++)
-                results[i].Add(new OpTiming(group.Key.Operation, group.Key.Shape, group.Count(), best[i].Forward, Math.Max(0, best[i].ForwardBackward - best[i].WithAutograd)));
+                results[i].Add(new OpTiming(group.Key.Operation, group.Key.Shape, group.Count(), best[i].Forward,
+                    Math.Max(0, best[i].ForwardBackward - best[i].WithAutograd)));
         }
         return results;
     }
@@ -116,7 +120,8 @@ public static class OpBenchmark
         var at = input.Length == 4 ? $" @{input[2]}x{input[3]}" : "";
         return module switch
         {
-            PaddedConv2d c => new Layer("conv", $"{c.KernelSize}x{c.KernelSize} {c.InChannels}->{c.OutChannels}{(c.Stride > 1 ? $" stride {c.Stride}" : "")}{at}", input, c),
+            PaddedConv2d c => new Layer("conv",
+                $"{c.KernelSize}x{c.KernelSize} {c.InChannels}->{c.OutChannels}{(c.Stride > 1 ? $" stride {c.Stride}" : "")}{at}", input, c),
             GroupNorm32 n => new Layer("groupnorm", $"{input[1]} channels{at}", input, n),
             Linear l => new Layer("linear", $"{l.weight!.shape[1]}->{l.weight.shape[0]}", input, l),
             _ => throw new InvalidOperationException(module.GetType().Name),
@@ -168,9 +173,11 @@ public static class OpBenchmark
     }
 
     /// <summary>One trainer, its steps taken by each path in turn, each path's phases charged to its own profile.</summary>
-    private static (List<StepPhase> Phases, double StepMs)[] ProfileStep(ModelConfig model, int batch, string precision, IReadOnlyList<NumericsPolicy> paths, int steps)
+    private static (List<StepPhase> Phases, double StepMs)[] ProfileStep(ModelConfig model, int batch, string precision,
+        IReadOnlyList<NumericsPolicy> paths, int steps)
     {
-        var config = new TrainConfig(DataDirectory: "(synthetic)", Model: model, Steps: (steps + 1) * paths.Count, BatchSize: batch, Precision: precision, WarmupSteps: 0);
+        var config = new TrainConfig(DataDirectory: "(synthetic)", Model: model, Steps: (steps + 1) * paths.Count, BatchSize: batch,
+            Precision: precision, WarmupSteps: 0);
         var n = Math.Max(batch * 4, 1024);
         var images = rand(n, model.ImageChannels, model.ImageSize, model.ImageSize) * 2 - 1;
         var labels = randint(0, Math.Max(1, model.ClassCount), [n]);

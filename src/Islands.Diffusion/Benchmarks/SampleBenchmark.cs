@@ -6,8 +6,8 @@ using static TorchSharp.torch;
 
 namespace Islands.Diffusion.Benchmarks;
 
-public sealed record SampleBenchmarkResult(string Precision, int Count, int Steps, string Sampler, double Cfg, int EvaluationsPerImage, double Seconds,
-    double ImagesPerSecond, double ForwardGflopPerImage, double AchievedGflops, double RssStartMb, double RssEndMb);
+public sealed record SampleBenchmarkResult(string Precision, int Count, int Steps, string Sampler, double Cfg, int EvaluationsPerImage,
+    double Seconds, double ImagesPerSecond, double ForwardGflopPerImage, double AchievedGflops, double RssStartMb, double RssEndMb);
 
 /// <summary>Sampling throughput of one expert (random weights: speed does not depend on them).</summary>
 public static class SampleBenchmark
@@ -46,7 +46,8 @@ public sealed record PathSampleRow(string Path, string Precision, IReadOnlyList<
 /// <summary>Sampling throughput of one expert on several kernel paths, in alternating rounds (A B A B ...) on the same model and seed.</summary>
 public static class PathSampleBenchmark
 {
-    public static IReadOnlyList<PathSampleRow> Run(ModelConfig model, int count, SamplerOptions options, string precision, IReadOnlyList<Numerics.NumericsPolicy> paths, int rounds)
+    public static IReadOnlyList<PathSampleRow> Run(ModelConfig model, int count, SamplerOptions options, string precision,
+        IReadOnlyList<Numerics.NumericsPolicy> paths, int rounds)
     {
         using var unet = model.Build();
         unet.eval();
@@ -75,7 +76,8 @@ public sealed record EnsembleBenchmarkRow(string Strategy, double Seconds, doubl
 /// <summary>Routed sampling at K experts against one expert, measured in one run on the same batch and seed.</summary>
 public static class EnsembleBenchmark
 {
-    public static IReadOnlyList<EnsembleBenchmarkRow> Run(ModelConfig model, int experts, int count, SamplerOptions options, IReadOnlyList<string> strategies)
+    public static IReadOnlyList<EnsembleBenchmarkRow> Run(ModelConfig model, int experts, int count, SamplerOptions options,
+        IReadOnlyList<string> strategies)
     {
         var shape = (model.ImageChannels, (long)model.ImageSize, (long)model.ImageSize);
         var nets = Enumerable.Range(0, experts).Select(_ => model.Build()).ToList();
@@ -101,8 +103,8 @@ public static class EnsembleBenchmark
                 var seconds = watch.Elapsed.TotalSeconds;
                 var expertCost = ensemble.ExpertRowEvaluations.Sum() * expertFlops;
                 var routerCost = ensemble.RouterRowEvaluations * routerFlops;
-                rows.Add(new EnsembleBenchmarkRow(name, seconds, count / seconds, seconds / single, ensemble.ExpertRowEvaluations.Sum() / (double)count,
-                    routerCost / (routerCost + expertCost)));
+                rows.Add(new EnsembleBenchmarkRow(name, seconds, count / seconds, seconds / single,
+                    ensemble.ExpertRowEvaluations.Sum() / (double)count, routerCost / (routerCost + expertCost)));
             }
             return rows;
         }

@@ -18,8 +18,8 @@ public static class TrainBenchmark
     {
         var rssStart = TorchSetup.ResidentBytes();
         // Beyond the timed steps: the same number again, half with the non-finite guard off, to price the guard.
-        var config = new TrainConfig(DataDirectory: "(synthetic)", Model: model, Steps: warmup + 2 * steps + 2, BatchSize: batch, Precision: precision,
-            WarmupSteps: 0);
+        var config = new TrainConfig(DataDirectory: "(synthetic)", Model: model, Steps: warmup + 2 * steps + 2, BatchSize: batch,
+            Precision: precision, WarmupSteps: 0);
         var n = Math.Max(batch * 4, 1024);
         var images = rand(n, model.ImageChannels, model.ImageSize, model.ImageSize) * 2 - 1;
         var labels = randint(0, Math.Max(1, model.ClassCount), [n]);
@@ -36,8 +36,8 @@ public static class TrainBenchmark
         var achieved = ips * trainFlops / 1e9;
         var (guarded, unguarded) = PriceGuard(trainer, Math.Max(2, steps));
         return new TrainBenchmarkResult(precision, batch, get_num_threads(), steps, trainer.Model.ParameterCount(), forward / 1e9, trainFlops / 1e9,
-            ips, achieved, peakGflops, achieved / peakGflops, rssStart / 1048576.0, rssWarm / 1048576.0, TorchSetup.ResidentBytes() / 1048576.0, MallocTuning.Mode,
-            guarded, unguarded, unguarded > 0 ? guarded / unguarded - 1 : 0);
+            ips, achieved, peakGflops, achieved / peakGflops, rssStart / 1048576.0, rssWarm / 1048576.0, TorchSetup.ResidentBytes() / 1048576.0,
+            MallocTuning.Mode, guarded, unguarded, unguarded > 0 ? guarded / unguarded - 1 : 0);
     }
 
     /// <summary>

@@ -1,7 +1,8 @@
 namespace Islands.Diffusion.Checkpoints;
 
 /// <summary>Written last inside a checkpoint directory: what a reader can trust. Names every file with its SHA-256.</summary>
-public sealed record CheckpointManifest(int SchemaVersion, long Step, IReadOnlyDictionary<string, string> Files, float? Loss, DateTimeOffset CreatedUtc)
+public sealed record CheckpointManifest(int SchemaVersion, long Step, IReadOnlyDictionary<string, string> Files, float? Loss,
+    DateTimeOffset CreatedUtc)
 {
     public const int CurrentSchemaVersion = 1;
     public const string FileName = "manifest.json";

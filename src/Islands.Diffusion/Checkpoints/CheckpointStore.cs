@@ -38,7 +38,8 @@ public sealed class CheckpointStore(string runDirectory)
         return new CheckpointRef(target, step, AtomicFile.Sha256(Path.Combine(target, CheckpointManifest.FileName)));
     }
 
-    /// <summary>Committed checkpoints (complete directories with a manifest), newest first (by step, then revision). Temporary directories are ignored.</summary>
+    /// <summary>Committed checkpoints (complete directories with a manifest), newest first (by step, then revision). Temporary directories are
+    /// ignored.</summary>
     public IReadOnlyList<(long Step, string Directory)> List()
     {
         if (!Directory.Exists(Root)) return [];
@@ -70,13 +71,15 @@ public sealed class CheckpointStore(string runDirectory)
         try { manifest = Json.Read<CheckpointManifest>(manifestPath); }
         catch (IslandsException e) { throw new CheckpointException(manifestPath, "unreadable manifest", e); }
         if (manifest.SchemaVersion != CheckpointManifest.CurrentSchemaVersion)
-            throw new CheckpointException(manifestPath, $"checkpoint schemaVersion {manifest.SchemaVersion} is not supported by this version (expected {CheckpointManifest.CurrentSchemaVersion})");
+            throw new CheckpointException(manifestPath, $"checkpoint schemaVersion {manifest.SchemaVersion} is not supported by this version " +
+                $"(expected {CheckpointManifest.CurrentSchemaVersion})");
         foreach (var (file, expected) in manifest.Files)
         {
             var path = Path.Combine(directory, file);
             if (!File.Exists(path)) throw new CheckpointException(path, "missing file listed in the checkpoint manifest");
             var actual = AtomicFile.Sha256(path);
-            if (actual != expected) throw new CheckpointException(path, $"corrupt: SHA-256 {actual[..12]}… does not match the manifest's {expected[..12]}…");
+            if (actual != expected)
+                throw new CheckpointException(path, $"corrupt: SHA-256 {actual[..12]}… does not match the manifest's {expected[..12]}…");
         }
         return manifest;
     }
@@ -102,7 +105,8 @@ public sealed class CheckpointStore(string runDirectory)
         if (!File.Exists(manifestPath)) throw new CheckpointException(directory, "incomplete checkpoint: manifest.json is missing");
         var actual = AtomicFile.Sha256(manifestPath);
         if (actual != manifestSha256)
-            throw new CheckpointException(manifestPath, $"corrupt: SHA-256 {actual[..12]}… differs from the recorded {manifestSha256[..Math.Min(12, manifestSha256.Length)]}…");
+            throw new CheckpointException(manifestPath,
+                $"corrupt: SHA-256 {actual[..12]}… differs from the recorded {manifestSha256[..Math.Min(12, manifestSha256.Length)]}…");
     }
 
     /// <summary>The newest checkpoint that verifies; corrupt newer ones are reported through <paramref name="skipped"/>.</summary>

@@ -78,14 +78,16 @@ public sealed record TrainConfig(
     public IEnumerable<string> DifferencesForResume(TrainConfig other)
     {
         if (Job != other.Job) yield return $"job ({Job} vs {other.Job})";
-        if (Path.GetFullPath(DataDirectory) != Path.GetFullPath(other.DataDirectory)) yield return $"--data ({DataDirectory} vs {other.DataDirectory})";
+        if (Path.GetFullPath(DataDirectory) != Path.GetFullPath(other.DataDirectory))
+            yield return $"--data ({DataDirectory} vs {other.DataDirectory})";
         if (Expert != other.Expert) yield return $"--expert ({Expert} vs {other.Expert})";
         if (BatchSize != other.BatchSize) yield return $"--batch ({BatchSize} vs {other.BatchSize})";
         if (LearningRate != other.LearningRate) yield return $"--lr ({LearningRate} vs {other.LearningRate})";
         if (Seed != other.Seed) yield return $"--seed ({Seed} vs {other.Seed})";
         if (TimeSampling != other.TimeSampling) yield return $"--t-sampling ({TimeSampling} vs {other.TimeSampling})";
         if (Precision != other.Precision) yield return $"--precision ({Precision} vs {other.Precision})";
-        if (!ModelOrDefault.Multipliers.SequenceEqual(other.ModelOrDefault.Multipliers) || ModelOrDefault with { ChannelMultipliers = null } != other.ModelOrDefault with { ChannelMultipliers = null })
+        if (!ModelOrDefault.Multipliers.SequenceEqual(other.ModelOrDefault.Multipliers)
+            || ModelOrDefault with { ChannelMultipliers = null } != other.ModelOrDefault with { ChannelMultipliers = null })
             yield return "model";
     }
 }

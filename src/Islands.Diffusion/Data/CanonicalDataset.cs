@@ -23,11 +23,14 @@ public sealed class CanonicalDataset
     public static CanonicalDataset Load(string directory, bool verifyHashes = true)
     {
         var manifestPath = Path.Combine(directory, DatasetManifest.FileName);
-        if (!System.IO.Directory.Exists(directory)) throw new DataFormatException(directory, "dataset directory not found (create one with 'islands data import')");
-        if (!File.Exists(manifestPath)) throw new DataFormatException(manifestPath, "not a dataset directory: manifest.json is missing (create one with 'islands data import')");
+        if (!System.IO.Directory.Exists(directory))
+            throw new DataFormatException(directory, "dataset directory not found (create one with 'islands data import')");
+        if (!File.Exists(manifestPath))
+            throw new DataFormatException(manifestPath, "not a dataset directory: manifest.json is missing (create one with 'islands data import')");
         var manifest = Json.Read<DatasetManifest>(manifestPath);
         if (manifest.SchemaVersion != DatasetManifest.CurrentSchemaVersion)
-            throw new DataFormatException(manifestPath, $"schemaVersion {manifest.SchemaVersion} is not supported (expected {DatasetManifest.CurrentSchemaVersion})");
+            throw new DataFormatException(manifestPath, $"schemaVersion {manifest.SchemaVersion} is not supported (expected " +
+                $"{DatasetManifest.CurrentSchemaVersion})");
         LabeledImages ReadSplit(string split)
         {
             if (!manifest.Splits.TryGetValue(split, out var info)) throw new DataFormatException(manifestPath, $"split '{split}' is missing");
@@ -49,7 +52,8 @@ public sealed class CanonicalDataset
         {
             var actual = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(bytes));
             if (!manifest.Sha256.TryGetValue(file, out var expected) || expected != actual)
-                throw new DataFormatException(path, $"SHA-256 {actual[..12]}… does not match manifest.json; the dataset is corrupt, import it again");
+                throw new DataFormatException(path, $"SHA-256 {actual[..12]}… does not match manifest.json; the dataset is corrupt, " +
+                    "import it again");
         }
         return bytes;
     }

@@ -14,7 +14,8 @@ public static class DataPreparation
         if (File.Exists(partitionsFile))
         {
             var existing = PartitionFile.Load(partitionsFile);
-            if (existing.K != k) throw new ConfigException("--k", $"{partitionsFile} already holds K={existing.K} partitions; remove it to repartition into {k}");
+            if (existing.K != k)
+                throw new ConfigException("--k", $"{partitionsFile} already holds K={existing.K} partitions; remove it to repartition into {k}");
             return dataset;
         }
         log($"partitioning {dataset.Train.Count} images of {dataset.Manifest.Name} into K={k} clusters");
@@ -28,7 +29,8 @@ public static class DataPreparation
         if (!File.Exists(Path.Combine(dataDirectory, DatasetManifest.FileName)))
         {
             if (Directory.Exists(dataDirectory) && Directory.EnumerateFileSystemEntries(dataDirectory).Any())
-                throw new ConfigException("--data", $"{dataDirectory} exists but holds no dataset (manifest.json is missing); remove it or choose another directory");
+                throw new ConfigException("--data", $"{dataDirectory} exists but holds no dataset (manifest.json is missing); remove it or choose " +
+                    "another directory");
             if (DatasetImporter.FashionMnistInstalled)
             {
                 log($"importing Fashion-MNIST from {DatasetImporter.FashionMnistLocation}");
@@ -36,7 +38,8 @@ public static class DataPreparation
             }
             else
             {
-                log($"Fashion-MNIST is not installed ({DatasetImporter.FashionMnistLocation} is missing): install it with 'apt-get install dataset-fashion-mnist'. " +
+                log($"Fashion-MNIST is not installed ({DatasetImporter.FashionMnistLocation} is missing): install it with 'apt-get install " +
+                    "dataset-fashion-mnist'. " +
                     "Meanwhile this runs on synthetic shapes that islands draws itself.");
                 DatasetImporter.Import("synthetic", dataDirectory);
             }

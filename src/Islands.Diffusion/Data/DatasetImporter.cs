@@ -19,11 +19,14 @@ public static class DatasetImporter
     private static readonly string[] ImageExtensions = [".png", ".jpg", ".jpeg"];
 
     /// <summary>Where Debian's package puts Fashion-MNIST; ISLANDS_FASHION_MNIST_DIR points elsewhere (a copy, or a test of the fallback).</summary>
-    public static string FashionMnistLocation => Environment.GetEnvironmentVariable("ISLANDS_FASHION_MNIST_DIR") is { Length: > 0 } dir ? dir : FashionMnistDirectory;
+    public static string FashionMnistLocation =>
+        Environment.GetEnvironmentVariable("ISLANDS_FASHION_MNIST_DIR") is { Length: > 0 } dir ? dir : FashionMnistDirectory;
 
     public static bool FashionMnistInstalled => Directory.Exists(FashionMnistLocation);
 
-    /// <summary>Parses "fashion-mnist", "synthetic", "synthetic-rgb", "idx:DIR" or "folder:DIR" and imports it into <paramref name="outDir"/>.</summary>
+    /// <summary>
+    /// Parses "fashion-mnist", "synthetic", "synthetic-rgb", "idx:DIR" or "folder:DIR" and imports it into <paramref name="outDir"/>.
+    /// </summary>
     public static DatasetManifest Import(string source, string outDir, int size = 28, double testFraction = 1.0 / 7, int seed = 0)
     {
         if (Directory.Exists(outDir) && Directory.EnumerateFileSystemEntries(outDir).Any())
@@ -31,7 +34,8 @@ public static class DatasetImporter
         if (source == "fashion-mnist")
         {
             if (!FashionMnistInstalled)
-                throw new IslandsException($"{FashionMnistLocation}: Fashion-MNIST is not installed; install it with 'apt-get install dataset-fashion-mnist'");
+                throw new IslandsException($"{FashionMnistLocation}: Fashion-MNIST is not installed; install it with 'apt-get install " +
+                    "dataset-fashion-mnist'");
             return ImportIdx(FashionMnistLocation, outDir, "fashion-mnist", source, FashionMnistClasses);
         }
         if (source == "synthetic")
@@ -48,7 +52,8 @@ public static class DatasetImporter
             return ImportIdx(source[4..], outDir, Path.GetFileName(Path.GetFullPath(source[4..]).TrimEnd('/')), source, null);
         if (source.StartsWith("folder:", StringComparison.Ordinal))
             return ImportFolder(source[7..], outDir, size, testFraction, seed, source);
-        throw new ConfigException("--source", $"'{source}' is not a known source; use fashion-mnist, synthetic, synthetic-rgb, idx:DIR or folder:DIR");
+        throw new ConfigException("--source",
+            $"'{source}' is not a known source; use fashion-mnist, synthetic, synthetic-rgb, idx:DIR or folder:DIR");
     }
 
     public static DatasetManifest ImportIdx(string dir, string outDir, string name, string source, IReadOnlyList<string>? classNames)
@@ -96,7 +101,8 @@ public static class DatasetImporter
         for (var c = 0; c < classDirs.Count; c++)
         {
             if (c > 255) throw new DataFormatException(dir, "more than 256 classes");
-            var images = Directory.GetFiles(classDirs[c]).Where(f => ImageExtensions.Contains(Path.GetExtension(f).ToLowerInvariant())).Order(StringComparer.Ordinal).ToList();
+            var images = Directory.GetFiles(classDirs[c]).Where(f => ImageExtensions.Contains(Path.GetExtension(f).ToLowerInvariant()))
+                .Order(StringComparer.Ordinal).ToList();
             if (images.Count == 0) throw new DataFormatException(classDirs[c], "empty class folder: no .png, .jpg or .jpeg images");
             files.AddRange(images.Select(f => (f, (byte)c)));
         }
@@ -124,7 +130,8 @@ public static class DatasetImporter
         return Write(outDir, Path.GetFileName(Path.GetFullPath(dir).TrimEnd('/')), source, classDirs.Select(Path.GetFileName).ToList()!, train, test);
     }
 
-    public static DatasetManifest Write(string outDir, string name, string source, IReadOnlyList<string> classes, LabeledImages train, LabeledImages test)
+    public static DatasetManifest Write(string outDir, string name, string source, IReadOnlyList<string> classes, LabeledImages train,
+        LabeledImages test)
     {
         DatasetManifest? manifest = null;
         var replace = Directory.Exists(outDir); // only an empty directory can exist here (checked by Import)

@@ -23,7 +23,8 @@ public static class IdxReader
             throw new DataFormatException(path, $"implausible header: {count} images of {height}x{width}");
         var expected = 16L + (long)count * height * width;
         if (bytes.Length < expected)
-            throw new DataFormatException(path, $"truncated: header promises {count} images of {height}x{width} ({expected} bytes) but the file has {bytes.Length}");
+            throw new DataFormatException(path, $"truncated: header promises {count} images of {height}x{width} ({expected} bytes) but the file " +
+                $"has {bytes.Length}");
         if (bytes.Length > expected)
             throw new DataFormatException(path, $"{bytes.Length - expected} unexpected trailing bytes after {count} images");
         return (bytes[16..], count, height, width);

@@ -20,7 +20,8 @@ public static class ImageTensors
     public static byte[] ToBytes(Tensor images)
     {
         using var scope = NewDisposeScope();
-        var bytes = ((images.detach().to(CPU).to_type(ScalarType.Float32).clamp(-1, 1) + 1) * 127.5f).round().nan_to_num(0).to_type(ScalarType.Byte).contiguous();
+        var bytes = ((images.detach().to(CPU).to_type(ScalarType.Float32).clamp(-1, 1) + 1) * 127.5f).round().nan_to_num(0)
+            .to_type(ScalarType.Byte).contiguous();
         return bytes.data<byte>().ToArray();
     }
 }

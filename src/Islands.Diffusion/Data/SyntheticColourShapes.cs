@@ -12,7 +12,8 @@ public static class SyntheticColourShapes
 
     public static readonly IReadOnlyList<string> Classes = ["red square", "green disc", "blue bar", "yellow ring", "magenta cross", "cyan column"];
 
-    private static readonly (double R, double G, double B)[] Colours = [(1, 0.15, 0.1), (0.15, 1, 0.2), (0.2, 0.3, 1), (1, 0.9, 0.1), (1, 0.1, 0.9), (0.1, 0.9, 1)];
+    private static readonly (double R, double G, double B)[] Colours = [(1, 0.15, 0.1), (0.15, 1, 0.2), (0.2, 0.3, 1), (1, 0.9, 0.1), (1, 0.1, 0.9),
+        (0.1, 0.9, 1)];
 
     public static (LabeledImages Train, LabeledImages Test) Generate(int trainCount = 6_000, int testCount = 1_200, int seed = 0) =>
         (Draw(trainCount, new Random(seed)), Draw(testCount, new Random(seed + 1)));

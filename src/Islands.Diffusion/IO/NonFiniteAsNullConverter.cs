@@ -41,8 +41,10 @@ public sealed class NonFiniteAsNullConverter : JsonConverterFactory
                     "Infinity" => double.PositiveInfinity,
                     "-Infinity" => double.NegativeInfinity,
                     // JsonSerializerDefaults.Web reads numbers written as strings; keep doing so.
-                    _ when double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var parsed) && double.IsFinite(parsed) => parsed,
-                    _ => throw new JsonException($"'{text}' is not a number (expected a number, null, \"NaN\", \"Infinity\" or \"-Infinity\" for {target.Name})"),
+                    _ when double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var parsed) && double.IsFinite(parsed)
+                        => parsed,
+                    _ => throw new JsonException($"'{text}' is not a number (expected a number, null, \"NaN\", \"Infinity\" or \"-Infinity\" for " +
+                        $"{target.Name})"),
                 };
             default:
                 throw new JsonException($"{reader.TokenType} is not a number (expected a number or null for {target.Name})");
@@ -56,7 +58,8 @@ public sealed class NonFiniteAsNullConverter : JsonConverterFactory
     {
         public static readonly DoubleConverter Instance = new();
         public override bool HandleNull => true;
-        public override double Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options) => ReadDouble(ref reader, typeToConvert) ?? double.NaN;
+        public override double Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
+            => ReadDouble(ref reader, typeToConvert) ?? double.NaN;
 
         public override void Write(Utf8JsonWriter writer, double value, JsonSerializerOptions options)
         {
@@ -69,7 +72,8 @@ public sealed class NonFiniteAsNullConverter : JsonConverterFactory
     {
         public static readonly SingleConverter Instance = new();
         public override bool HandleNull => true;
-        public override float Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options) => ReadSingle(ref reader, typeToConvert) ?? float.NaN;
+        public override float Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
+            => ReadSingle(ref reader, typeToConvert) ?? float.NaN;
 
         public override void Write(Utf8JsonWriter writer, float value, JsonSerializerOptions options)
         {
@@ -82,7 +86,8 @@ public sealed class NonFiniteAsNullConverter : JsonConverterFactory
     {
         public static readonly NullableDoubleConverter Instance = new();
         public override bool HandleNull => true;
-        public override double? Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options) => ReadDouble(ref reader, typeToConvert);
+        public override double? Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
+            => ReadDouble(ref reader, typeToConvert);
 
         public override void Write(Utf8JsonWriter writer, double? value, JsonSerializerOptions options)
         {
@@ -95,7 +100,8 @@ public sealed class NonFiniteAsNullConverter : JsonConverterFactory
     {
         public static readonly NullableSingleConverter Instance = new();
         public override bool HandleNull => true;
-        public override float? Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options) => ReadSingle(ref reader, typeToConvert);
+        public override float? Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
+            => ReadSingle(ref reader, typeToConvert);
 
         public override void Write(Utf8JsonWriter writer, float? value, JsonSerializerOptions options)
         {

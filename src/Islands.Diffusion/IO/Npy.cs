@@ -30,16 +30,20 @@ public static class Npy
     {
         if (!File.Exists(path)) throw new DataFormatException(path, "file not found");
         var bytes = File.ReadAllBytes(path);
-        if (bytes.Length < 10 || !bytes.AsSpan(0, 6).SequenceEqual(Magic.AsSpan(0, 6))) throw new DataFormatException(path, "not a .npy file (bad magic)");
+        if (bytes.Length < 10 || !bytes.AsSpan(0, 6).SequenceEqual(Magic.AsSpan(0, 6)))
+            throw new DataFormatException(path, "not a .npy file (bad magic)");
         var headerLength = BitConverter.ToUInt16(bytes, 8);
         var header = Encoding.ASCII.GetString(bytes, 10, headerLength);
-        if (!header.Contains("'<f4'", StringComparison.Ordinal)) throw new DataFormatException(path, "only little-endian float32 (<f4) arrays are supported");
+        if (!header.Contains("'<f4'", StringComparison.Ordinal))
+            throw new DataFormatException(path, "only little-endian float32 (<f4) arrays are supported");
         var shapeText = header[(header.IndexOf("'shape': (", StringComparison.Ordinal) + 10)..];
         shapeText = shapeText[..shapeText.IndexOf(')')];
-        var shape = shapeText.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(s => long.Parse(s, CultureInfo.InvariantCulture)).ToArray();
+        var shape = shapeText.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Select(s => long.Parse(s, CultureInfo.InvariantCulture)).ToArray();
         var count = shape.Aggregate(1L, (a, b) => a * b);
         var offset = 10 + headerLength;
-        if (bytes.Length - offset != count * 4) throw new DataFormatException(path, $"truncated: expected {count * 4} data bytes, found {bytes.Length - offset}");
+        if (bytes.Length - offset != count * 4)
+            throw new DataFormatException(path, $"truncated: expected {count * 4} data bytes, found {bytes.Length - offset}");
         var data = new float[count];
         Buffer.BlockCopy(bytes, offset, data, 0, (int)(count * 4));
         return (data, shape);

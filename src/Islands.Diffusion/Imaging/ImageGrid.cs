@@ -9,7 +9,8 @@ namespace Islands.Diffusion.Imaging;
 public static class ImageGrid
 {
     /// <param name="pixels">Raw uint8 images, N x C x H x W (C = 1 grey or 3 RGB).</param>
-    public static void SavePng(string path, byte[] pixels, int count, int channels, int height, int width, int columns = 0, int padding = 2, int scale = 2)
+    public static void SavePng(string path, byte[] pixels, int count, int channels, int height, int width, int columns = 0,
+        int padding = 2, int scale = 2)
     {
         using var grid = Render(pixels, count, channels, height, width, columns, padding, scale);
         AtomicFile.Write(path, stream => grid.SaveAsPng(stream));
@@ -39,7 +40,8 @@ public static class ImageGrid
         var (grid, gridWidth, gridHeight) = DecodeGrey(png);
         var rows = (count + columns - 1) / columns;
         if (gridWidth != (columns * (width + padding) + padding) * scale || gridHeight != (rows * (height + padding) + padding) * scale)
-            throw new ConfigException("grid", $"a {gridWidth}x{gridHeight} image is not a grid of {count} {width}x{height} tiles in {columns} columns");
+            throw new ConfigException("grid", $"a {gridWidth}x{gridHeight} image is not a grid of {count} {width}x{height} tiles in " +
+                $"{columns} columns");
         var tiles = new byte[count * height * width];
         for (var i = 0; i < count; i++)
         {
@@ -84,7 +86,9 @@ public static class ImageGrid
         var rows = (count + columns - 1) / columns;
         var gridWidth = columns * (width + padding) + padding;
         var gridHeight = rows * (height + padding) + padding;
-        Image grid = channels == 1 ? new Image<L8>(gridWidth, gridHeight, new L8(255)) : new Image<Rgb24>(gridWidth, gridHeight, new Rgb24(255, 255, 255));
+        Image grid = channels == 1
+            ? new Image<L8>(gridWidth, gridHeight, new L8(255))
+            : new Image<Rgb24>(gridWidth, gridHeight, new Rgb24(255, 255, 255));
         var plane = height * width;
         for (var i = 0; i < count; i++)
         {

@@ -43,7 +43,8 @@ public sealed class GroupNorm32 : Module<Tensor, Tensor>
     private Tensor CastForward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        var y = functional.group_norm(x.to_type(ScalarType.Float32), groups, weight.to_type(ScalarType.Float32), bias.to_type(ScalarType.Float32), eps);
+        var y = functional.group_norm(x.to_type(ScalarType.Float32), groups, weight.to_type(ScalarType.Float32), bias.to_type(ScalarType.Float32),
+            eps);
         return y.to_type(x.dtype).MoveToOuterDisposeScope();
     }
 }

@@ -12,7 +12,8 @@ namespace Islands.Diffusion.Modules;
 /// with zero weights. oneDNN stores activations in channel blocks of 8 or 16 and, on some CPUs (seen on AMD EPYC Zen 5),
 /// its kernels read the padding of a partial block uninitialised: backward-data of a convolution with 1 output channel
 /// returned garbage or NaN in fp32 and bf16, fp32 forward with 24 or 40 input channels and bf16 forward with 8 were
-/// wrong too (see README "Numerics"). With the widening on, every block is full and the padded channels hold real zeros. The start-up self-test decides whether it is needed.
+/// wrong too (see README "Numerics"). With the widening on, every block is full and the padded channels hold real zeros. The start-up self-test
+/// decides whether it is needed.
 /// </summary>
 public sealed class PaddedConv2d : Module<Tensor, Tensor>
 {

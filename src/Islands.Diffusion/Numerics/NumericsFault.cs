@@ -10,7 +10,8 @@ public sealed record NumericsFault(string Policy, string Precision, string Check
     public const string Variable = "ISLANDS_NUMERICS_FAULT";
 
     public bool Matches(string policy, string precision, string check) =>
-        (Policy == "*" || Policy == policy) && (Precision == "*" || Precision == precision) && (CheckPrefix == "*" || check.StartsWith(CheckPrefix, StringComparison.Ordinal));
+        (Policy == "*" || Policy == policy) && (Precision == "*" || Precision == precision)
+        && (CheckPrefix == "*" || check.StartsWith(CheckPrefix, StringComparison.Ordinal));
 
     public override string ToString() => $"{Policy}/{Precision}/{CheckPrefix}";
 

@@ -19,16 +19,21 @@ public sealed record NumericsPolicy(string Name, bool PadConvolutionChannels, bo
     /// 6 % faster bf16 forward passes on AMD EPYC Zen 5. Training stays NCHW because GroupNorm's backward in channels-last
     /// (libtorch's kernel, or <see cref="Modules.ChannelsLastGroupNorm"/>) costs more there than the convolutions gain (README "Speed").
     /// </summary>
-    public static readonly NumericsPolicy Direct = new("onednn", PadConvolutionChannels: false, OneDnn: true, Bf16Trusted: true, ChannelsLastInference: true);
-    public static readonly NumericsPolicy PaddedChannels = new("onednn-padded-channels", PadConvolutionChannels: true, OneDnn: true, Bf16Trusted: true, ChannelsLastInference: true);
+    public static readonly NumericsPolicy Direct = new("onednn", PadConvolutionChannels: false, OneDnn: true, Bf16Trusted: true,
+        ChannelsLastInference: true);
+    public static readonly NumericsPolicy PaddedChannels = new("onednn-padded-channels", PadConvolutionChannels: true, OneDnn: true,
+        Bf16Trusted: true, ChannelsLastInference: true);
 
     /// <summary>NCHW throughout: where a CPU computes a channels-last kernel wrong but the NCHW ones right.</summary>
     public static readonly NumericsPolicy DirectNchw = new("onednn-nchw", PadConvolutionChannels: false, OneDnn: true, Bf16Trusted: true);
-    public static readonly NumericsPolicy PaddedChannelsNchw = new("onednn-padded-channels-nchw", PadConvolutionChannels: true, OneDnn: true, Bf16Trusted: true);
+    public static readonly NumericsPolicy PaddedChannelsNchw = new("onednn-padded-channels-nchw", PadConvolutionChannels: true, OneDnn: true,
+        Bf16Trusted: true);
 
     /// <summary>Channels-last throughout, training too (for comparison with bench ops --paths, or ISLANDS_KERNEL_PATHS).</summary>
-    public static readonly NumericsPolicy ChannelsLastDirect = new("onednn-nhwc", PadConvolutionChannels: false, OneDnn: true, Bf16Trusted: true, ChannelsLast: true, ChannelsLastInference: true);
-    public static readonly NumericsPolicy ChannelsLastPadded = new("onednn-nhwc-padded-channels", PadConvolutionChannels: true, OneDnn: true, Bf16Trusted: true, ChannelsLast: true, ChannelsLastInference: true);
+    public static readonly NumericsPolicy ChannelsLastDirect = new("onednn-nhwc", PadConvolutionChannels: false, OneDnn: true, Bf16Trusted: true,
+        ChannelsLast: true, ChannelsLastInference: true);
+    public static readonly NumericsPolicy ChannelsLastPadded = new("onednn-nhwc-padded-channels", PadConvolutionChannels: true, OneDnn: true,
+        Bf16Trusted: true, ChannelsLast: true, ChannelsLastInference: true);
 
     public static readonly NumericsPolicy NoOneDnn = new("native-kernels", PadConvolutionChannels: false, OneDnn: false, Bf16Trusted: true);
 
@@ -62,7 +67,8 @@ public sealed record NumericsPolicy(string Name, bool PadConvolutionChannels, bo
 
     public static NumericsPolicy Current => trial ?? current ?? EnsureSelfTested().Chosen;
 
-    /// <summary>Makes this thread's models take <paramref name="policy"/>'s paths until disposed (the self-test's trials, bench ops' comparisons).</summary>
+    /// <summary>Makes this thread's models take <paramref name="policy"/>'s paths until disposed (the self-test's trials, bench ops'
+    /// comparisons).</summary>
     public static IDisposable Trial(NumericsPolicy policy)
     {
         var previous = trial;
@@ -136,7 +142,8 @@ internal static partial class OneDnnSwitch
     {
         if (!Available)
         {
-            if (!enabled) throw new IslandsException("numerics: cannot turn oneDNN off: libtorch_cpu does not export at::Context::setUserEnabledMkldnn");
+            if (!enabled)
+                throw new IslandsException("numerics: cannot turn oneDNN off: libtorch_cpu does not export at::Context::setUserEnabledMkldnn");
             return;
         }
         _ = TorchSharp.torch.get_num_threads(); // makes sure TorchSharp has loaded libtorch before the first direct call

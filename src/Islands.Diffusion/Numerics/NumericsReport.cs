@@ -33,11 +33,13 @@ public sealed record NumericsReport(
             var found = failed.Count == 0
                 ? "every check passed"
                 : string.Join("; ", failed.GroupBy(f => f.Policy).Select(g =>
-                    $"{g.Key} wrong in {string.Join(", ", g.Take(3).Select(f => $"{f.Check} {f.Precision} (error {Format(f.RelativeError)})"))}{(g.Count() > 3 ? $" and {g.Count() - 3} more" : "")}"));
+                    $"{g.Key} wrong in {string.Join(", ", g.Take(3).Select(f => $"{f.Check} {f.Precision} (error {Format(f.RelativeError)})"))}" +
+                    $"{(g.Count() > 3 ? $" and {g.Count() - 3} more" : "")}"));
             var bf16 = !Chosen.Bf16Trusted ? "bf16 untrusted, bf16 runs compute in fp32"
                 : Bf16Native ? "bf16 ok"
                 : "bf16 ok but not native (no avx512_bf16, no amx): generic kernels, far slower than fp32 here";
-            return $"numerics self-test on {Cpu} [{string.Join(' ', CpuFeatures)}]: {found}; chose {Chosen.Name}, {bf16} ({Seconds:F2} s){(Fault is null ? "" : $"; injected fault {Fault}")}";
+            return $"numerics self-test on {Cpu} [{string.Join(' ', CpuFeatures)}]: {found}; chose {Chosen.Name}, {bf16} ({Seconds:F2} " +
+                $"s){(Fault is null ? "" : $"; injected fault {Fault}")}";
         }
     }
 

@@ -46,7 +46,8 @@ public static class KMeans
             using var scope = NewDisposeScope();
             var length = Math.Min(chunk, x.shape[0] - start);
             // ||x||^2 is the same for every centroid of a row, so it cannot change the argmin.
-            parts.Add((centroids.pow(2).sum(1).unsqueeze(0) - 2 * x.narrow(0, start, length).matmul(centroids.t())).argmin(1).MoveToOuterDisposeScope());
+            parts.Add((centroids.pow(2).sum(1).unsqueeze(0) - 2 * x.narrow(0, start, length).matmul(centroids.t())).argmin(1)
+                .MoveToOuterDisposeScope());
         }
         var result = cat(parts, 0);
         foreach (var p in parts) p.Dispose();

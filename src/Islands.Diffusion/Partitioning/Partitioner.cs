@@ -39,10 +39,12 @@ public static class Partitioner
         var fine = KMeans.Fit(features, fineCount, options.Seed);
         var merged = BalancedMerge.Merge(fine.Centroids, fine.Counts, options.K, options.BalanceTolerance, options.Seed);
         var assignments = fine.Assignments.Select(a => merged.FineToCoarse[a]).ToArray();
-        return Finish(train, classes, options, datasetDirectory, sha, embedding.Export(), fine.Centroids, merged.FineToCoarse, merged.Centroids, assignments, fineCount);
+        return Finish(train, classes, options, datasetDirectory, sha, embedding.Export(), fine.Centroids, merged.FineToCoarse, merged.Centroids,
+            assignments, fineCount);
     }
 
-    private static PartitionFile RandomShards(LabeledImages train, IReadOnlyList<string> classes, PartitionOptions options, string datasetDirectory, string sha)
+    private static PartitionFile RandomShards(LabeledImages train, IReadOnlyList<string> classes, PartitionOptions options,
+        string datasetDirectory, string sha)
     {
         var order = Enumerable.Range(0, train.Count).ToArray();
         new Random(options.Seed).Shuffle(order);
@@ -51,8 +53,8 @@ public static class Partitioner
         return Finish(train, classes, options, datasetDirectory, sha, null, [], [], [], assignments, 0);
     }
 
-    private static PartitionFile Finish(LabeledImages train, IReadOnlyList<string> classes, PartitionOptions options, string datasetDirectory, string sha,
-        EmbeddingParameters? embedding, float[][] fineCentroids, int[] fineToCoarse, double[][] coarse, int[] assignments, int fineCount)
+    private static PartitionFile Finish(LabeledImages train, IReadOnlyList<string> classes, PartitionOptions options, string datasetDirectory,
+        string sha, EmbeddingParameters? embedding, float[][] fineCentroids, int[] fineToCoarse, double[][] coarse, int[] assignments, int fineCount)
     {
         var sizes = new long[options.K];
         var histogram = Enumerable.Range(0, options.K).Select(_ => new long[Math.Max(classes.Count, 1)]).ToArray();

@@ -14,7 +14,8 @@ namespace Islands.Hosting.Benchmarks;
 
 public sealed record IslandThroughput(string Mode, int Round, long Steps, double Seconds, double ImagesPerSecond);
 
-public sealed record IslandKill(int Kill, long StepAtKill, long ResumedFromStep, long StepsLost, double SecondsToFirstNewStep, string Victim, string Survivor);
+public sealed record IslandKill(int Kill, long StepAtKill, long ResumedFromStep, long StepsLost, double SecondsToFirstNewStep, string Victim,
+    string Survivor);
 
 public sealed record IslandBenchmarkResult(
     string Job, int Batch, int CheckpointEvery, IReadOnlyList<IslandThroughput> Throughput, double BareImagesPerSecond, double ActorImagesPerSecond,
@@ -52,19 +53,22 @@ public static class IslandBenchmark
                 throughput.Add(mode == "bare"
                     ? Bare(probe, Path.Combine(work, $"bare-{round}"), round)
                     : InIsland(configFile, work, round, stableAfter).GetAwaiter().GetResult());
-                log($"round {(round == 0 ? "0 (warm-up)" : round)}: {(mode == "bare" ? "bare loop" : "one-node island")} {throughput[^1].ImagesPerSecond:F1} img/s");
+                log($"round {(round == 0 ? "0 (warm-up)" : round)}: {(mode == "bare" ? "bare loop" : "one-node island")} " +
+                    $"{throughput[^1].ImagesPerSecond:F1} img/s");
             }
         }
         var counted = throughput.Where(t => t.Round > 0).ToList();
-        var bare = counted.Where(t => t.Mode == "bare").Sum(t => t.Steps) * (double)job.BatchSize / counted.Where(t => t.Mode == "bare").Sum(t => t.Seconds);
-        var actor = counted.Where(t => t.Mode == "island").Sum(t => t.Steps) * (double)job.BatchSize / counted.Where(t => t.Mode == "island").Sum(t => t.Seconds);
+        var bare = counted.Where(t => t.Mode == "bare").Sum(t => t.Steps) * (double)job.BatchSize / counted.Where(t => t.Mode == "bare")
+            .Sum(t => t.Seconds);
+        var actor = counted.Where(t => t.Mode == "island").Sum(t => t.Steps) * (double)job.BatchSize / counted.Where(t => t.Mode == "island")
+            .Sum(t => t.Seconds);
         var killResults = kills > 0 ? Failover(failoverConfig, job, work, kills, stableAfter, postgres, log, cancel).GetAwaiter().GetResult() : [];
         return new IslandBenchmarkResult(job.Name, job.BatchSize, job.CheckpointEvery, throughput, bare, actor, actor / bare,
             postgres is null ? "sqlite (one file shared by the in-process nodes)" : "postgresql", stableAfter.TotalSeconds, killResults);
     }
 
-    private static IslandNodeSettings Settings(string island, string configFile, string store, int port, string? contactPoints, string provider, string? connection,
-        TimeSpan stableAfter, int httpPort = 0)
+    private static IslandNodeSettings Settings(string island, string configFile, string store, int port, string? contactPoints, string provider,
+        string? connection, TimeSpan stableAfter, int httpPort = 0)
     {
         var options = new Dictionary<string, string?>
         {
@@ -126,15 +130,16 @@ public static class IslandBenchmark
     private static IslandThroughput Between(CheckpointStore store, int batch, string mode, int round)
     {
         var manifests = store.List().Select(c => CheckpointStore.Verify(c.Directory)).OrderBy(m => m.Step).ToList();
-        if (manifests.Count < 2) throw new Diffusion.ConfigException("islands.training.keep-checkpoints", "the benchmark needs at least two checkpoints kept");
+        if (manifests.Count < 2)
+            throw new Diffusion.ConfigException("islands.training.keep-checkpoints", "the benchmark needs at least two checkpoints kept");
         var first = manifests[0];
         var last = manifests[^1];
         var seconds = (last.CreatedUtc - first.CreatedUtc).TotalSeconds;
         return new IslandThroughput(mode, round, last.Step - first.Step, seconds, (last.Step - first.Step) * batch / seconds);
     }
 
-    private static async Task<IReadOnlyList<IslandKill>> Failover(string configFile, Diffusion.Training.TrainingJob job, string work, int kills, TimeSpan stableAfter, string? postgres,
-        Action<string> log, CancellationToken cancel)
+    private static async Task<IReadOnlyList<IslandKill>> Failover(string configFile, Diffusion.Training.TrainingJob job, string work, int kills,
+        TimeSpan stableAfter, string? postgres, Action<string> log, CancellationToken cancel)
     {
         const string island = "bench-failover";
         var store = Path.Combine(work, "failover");
@@ -190,7 +195,8 @@ public static class IslandBenchmark
                 var seconds = watch.Elapsed.TotalSeconds;
                 var from0 = resumed.ResumedFromStep ?? 0;
                 results.Add(new IslandKill(kill, stepAtKill, from0, Math.Max(0, stepAtKill - from0), seconds, victim.Address, resumed.Node ?? "?"));
-                log($"kill {kill}: {victim.Address} at step {stepAtKill}; {resumed.Node} trained again {seconds:F1} s later, from step {from0} ({stepAtKill - from0} steps lost)");
+                log($"kill {kill}: {victim.Address} at step {stepAtKill}; {resumed.Node} trained again {seconds:F1} s later, from step {from0} " +
+                    $"({stepAtKill - from0} steps lost)");
                 try { await stopped; } catch (OperationCanceledException) { }
                 await victim.App.DisposeAsync();
                 await StartNode(slots.Single(s => victim.Address.EndsWith($":{s.Port}", StringComparison.Ordinal)));
@@ -211,14 +217,16 @@ public static class IslandBenchmark
     private static async Task WaitAllUp(List<(WebApplication App, string Address)> nodes, int count, CancellationToken cancel)
     {
         var deadline = DateTime.UtcNow.AddMinutes(3);
-        while (nodes.Any(n => Akka.Cluster.Cluster.Get(n.App.Services.GetRequiredService<ActorSystem>()).State.Members.Count(m => m.Status == Akka.Cluster.MemberStatus.Up) != count))
+        while (nodes.Any(n => Akka.Cluster.Cluster.Get(n.App.Services.GetRequiredService<ActorSystem>())
+            .State.Members.Count(m => m.Status == Akka.Cluster.MemberStatus.Up) != count))
         {
             if (DateTime.UtcNow > deadline) throw new TimeoutException($"the island's {count} nodes were not all up within 3 minutes");
             await Task.Delay(200, cancel);
         }
     }
 
-    /// <summary>Polls the island's surviving nodes until one reports the job training (or completed) on a node other than <paramref name="not"/>.</summary>
+    /// <summary>Polls the island's surviving nodes until one reports the job training (or completed) on a node other than
+    /// <paramref name="not"/>.</summary>
     private static async Task<(JobStatus Job, string Via)> WaitTraining(List<(WebApplication App, string Address)> nodes, string? not)
     {
         var deadline = DateTime.UtcNow.AddMinutes(5);

@@ -23,13 +23,14 @@ public sealed record ServeBenchmarkResult(string Store, int Nodes, string Strate
     IReadOnlyList<OfflineSampling> Offline, double OfflineImagesPerSecond, IReadOnlyList<ServedLoad> Served);
 
 /// <summary>One phase of the slow-expert run. Untouched: the requests none of whose images visited the slowed expert.</summary>
-public sealed record SlowExpertPhase(string Phase, double StragglerFactor, bool Slowed, int Requests, int Failed, double ImagesPerSecond, double P50Seconds, double P99Seconds,
-    int UntouchedRequests, double UntouchedP50Seconds, double UntouchedP99Seconds);
+public sealed record SlowExpertPhase(string Phase, double StragglerFactor, bool Slowed, int Requests, int Failed, double ImagesPerSecond,
+    double P50Seconds, double P99Seconds, int UntouchedRequests, double UntouchedP50Seconds, double UntouchedP99Seconds);
 
 /// <param name="UntouchedP99OverHealthy">The untouched requests' p99 with the expert slowed, over the healthy p99 (1 = unaffected).</param>
 /// <param name="LockstepUntouchedP99OverHealthy">The same with straggler-factor 0, where every step waits for all its experts.</param>
-public sealed record SlowExpertResult(string Store, int Nodes, string Strategy, int Steps, int ImagesPerRequest, int Clients, int SlowExpert, double SlowBySeconds,
-    IReadOnlyList<SlowExpertPhase> Phases, double UntouchedP99OverHealthy, double LockstepUntouchedP99OverHealthy, double P99OverLockstep);
+public sealed record SlowExpertResult(string Store, int Nodes, string Strategy, int Steps, int ImagesPerRequest, int Clients, int SlowExpert,
+    double SlowBySeconds, IReadOnlyList<SlowExpertPhase> Phases, double UntouchedP99OverHealthy, double LockstepUntouchedP99OverHealthy,
+    double P99OverLockstep);
 
 /// <summary>
 /// `islands bench serve`: the published ensemble sampled offline in this process (one batched, routed sampling run of
@@ -43,44 +44,51 @@ public static class ServeBenchmark
     /// held back by slowBy (fault injection) with straggler-factor 0 (every step waits for all its experts) and with the
     /// configured default: throughput and p50/p99 latency, overall and for the requests that never visited expert K.
     /// </summary>
-    public static async Task<SlowExpertResult> RunSlowExpertAsync(string store, int nodes, int clients, int imagesPerRequest, int steps, string strategy,
-        int maxRows, TimeSpan duration, string precision, int slowExpert, TimeSpan slowBy, Action<string> log, CancellationToken cancel)
+    public static async Task<SlowExpertResult> RunSlowExpertAsync(string store, int nodes, int clients, int imagesPerRequest, int steps,
+        string strategy, int maxRows, TimeSpan duration, string precision, int slowExpert, TimeSpan slowBy, Action<string> log,
+        CancellationToken cancel)
     {
         var scan = PublishedModels.Scan(store);
         if (scan.Router is null || scan.Experts.Count == 0)
-            throw new ConfigException("--store", $"{store}: needs published experts and a router (found {scan.Experts.Count} experts, {(scan.Router is null ? "no" : "a")} router)");
+            throw new ConfigException("--store", $"{store}: needs published experts and a router (found {scan.Experts.Count} experts, " +
+                $"{(scan.Router is null ? "no" : "a")} router)");
         if (scan.Experts.All(e => e.Expert != slowExpert))
-            throw new ConfigException("--slow-expert", $"{slowExpert} is not a published expert of {store} (published: {string.Join(", ", scan.Experts.Select(e => e.Expert).Order())})");
-        var defaultFactor = ServingNodeConfig.Parse(ServingNodeConfig.Load(null, new Dictionary<string, string?> { ["islands.serving.store"] = store, ["islands.serving.allow-anonymous"] = "on" },
-            new Hashtable())).Serving.StragglerFactor;
+            throw new ConfigException("--slow-expert",
+                $"{slowExpert} is not a published expert of {store} (published: {string.Join(", ", scan.Experts.Select(e => e.Expert).Order())})");
+        var defaultFactor = ServingNodeConfig.Parse(ServingNodeConfig.Load(null, new Dictionary<string, string?> { ["islands.serving.store"] = store,
+            ["islands.serving.allow-anonymous"] = "on" }, new Hashtable())).Serving.StragglerFactor;
         var phases = new List<SlowExpertPhase>();
-        foreach (var (phase, factor, slowed) in new[] { ("healthy", defaultFactor, false), ("slowed, straggler-factor 0", 0.0, true), ("slowed, straggler-factor " + defaultFactor.ToString("0.##", CultureInfo.InvariantCulture), defaultFactor, true) })
+        foreach (var (phase, factor, slowed) in new[] { ("healthy", defaultFactor, false), ("slowed, straggler-factor 0", 0.0, true),
+            ("slowed, straggler-factor " + defaultFactor.ToString("0.##", CultureInfo.InvariantCulture), defaultFactor, true) })
         {
             var faults = slowed ? $"faults {{ slow-expert = {slowExpert}, slow-expert-delay = {(long)slowBy.TotalMilliseconds}ms }}" : "";
             var extra = $"straggler-factor = {factor.ToString(CultureInfo.InvariantCulture)}\n{faults}";
             await using var cluster = await BenchCluster.StartAsync(store, nodes, maxRows, precision, extra, cancel);
             await Load(cluster.Urls, 2, imagesPerRequest, steps, "full", TimeSpan.FromSeconds(3), cancel);
-            var (requests, latencies, seconds, failed) = await Load(cluster.Urls, clients, imagesPerRequest, steps, strategy, duration, cancel, slowExpert);
+            var (requests, latencies, seconds, failed) = await Load(cluster.Urls, clients, imagesPerRequest, steps, strategy, duration,
+                cancel, slowExpert);
             var all = latencies.Select(l => l.Seconds).Order().ToList();
             var untouched = latencies.Where(l => !l.Visited).Select(l => l.Seconds).Order().ToList();
-            var result = new SlowExpertPhase(phase, factor, slowed, requests, failed, requests * imagesPerRequest / seconds, Percentile(all, 0.5), Percentile(all, 0.99),
-                untouched.Count, Percentile(untouched, 0.5), Percentile(untouched, 0.99));
+            var result = new SlowExpertPhase(phase, factor, slowed, requests, failed, requests * imagesPerRequest / seconds, Percentile(all, 0.5),
+                Percentile(all, 0.99), untouched.Count, Percentile(untouched, 0.5), Percentile(untouched, 0.99));
             phases.Add(result);
             log($"{phase}: {result.ImagesPerSecond:F1} images/s, p50 {result.P50Seconds:F2} s, p99 {result.P99Seconds:F2} s; " +
-                $"{untouched.Count} requests never visited expert {slowExpert}: p50 {result.UntouchedP50Seconds:F2} s, p99 {result.UntouchedP99Seconds:F2} s");
+                $"{untouched.Count} requests never visited expert {slowExpert}: p50 {result.UntouchedP50Seconds:F2} s, p99 " +
+                $"{result.UntouchedP99Seconds:F2} s");
         }
         return new SlowExpertResult(store, nodes, strategy, steps, imagesPerRequest, clients, slowExpert, slowBy.TotalSeconds, phases,
             phases[2].UntouchedP99Seconds / phases[0].UntouchedP99Seconds, phases[1].UntouchedP99Seconds / phases[0].UntouchedP99Seconds,
             phases[2].P99Seconds / phases[1].P99Seconds);
     }
 
-    public static async Task<ServeBenchmarkResult> RunAsync(string store, int nodes, IReadOnlyList<int> clients, int imagesPerRequest, int steps, string strategy,
-        int maxRows, TimeSpan duration, string precision, Action<string> log, CancellationToken cancel, double? stragglerFactor = null,
-        string sampler = FlowStep.Euler)
+    public static async Task<ServeBenchmarkResult> RunAsync(string store, int nodes, IReadOnlyList<int> clients, int imagesPerRequest, int steps,
+        string strategy, int maxRows, TimeSpan duration, string precision, Action<string> log, CancellationToken cancel,
+        double? stragglerFactor = null, string sampler = FlowStep.Euler)
     {
         var scan = PublishedModels.Scan(store);
         if (scan.Router is null || scan.Experts.Count == 0)
-            throw new ConfigException("--store", $"{store}: needs published experts and a router (found {scan.Experts.Count} experts, {(scan.Router is null ? "no" : "a")} router)");
+            throw new ConfigException("--store", $"{store}: needs published experts and a router (found {scan.Experts.Count} experts, " +
+                $"{(scan.Router is null ? "no" : "a")} router)");
         var offline = new List<OfflineSampling> { Offline(scan, maxRows, steps, strategy, precision, sampler) };
         log($"offline: {offline[0].ImagesPerSecond:F1} images/s ({offline[0].Images} images, {steps} steps, {strategy})");
 
@@ -89,7 +97,8 @@ public static class ServeBenchmark
         {
             InstrumentPublished = (instrument, l) =>
             {
-                if (instrument.Meter.Name == ServingTelemetry.Name && instrument.Name == "islands.serving.batch.rows") l.EnableMeasurementEvents(instrument);
+                if (instrument.Meter.Name == ServingTelemetry.Name && instrument.Name == "islands.serving.batch.rows")
+                    l.EnableMeasurementEvents(instrument);
             },
         };
         listener.SetMeasurementEventCallback<int>((_, value, _, _) => { lock (batchRows) batchRows.Add(value); });
@@ -108,9 +117,11 @@ public static class ServeBenchmark
             lock (batchRows) meanBatch = batchRows.Count == 0 ? 0 : batchRows.Average();
             var images = requests * imagesPerRequest;
             var sorted = latencies.Select(l => l.Seconds).Order().ToList();
-            var load = new ServedLoad(c, requests, images, seconds, images / seconds, Percentile(sorted, 0.5), Percentile(sorted, 0.99), meanBatch, failed, 0);
+            var load = new ServedLoad(c, requests, images, seconds, images / seconds, Percentile(sorted, 0.5), Percentile(sorted, 0.99),
+                meanBatch, failed, 0);
             served.Add(load);
-            log($"{c} clients: {load.ImagesPerSecond:F1} images/s, p50 {load.P50Seconds:F2} s, p99 {load.P99Seconds:F2} s, mean batch {meanBatch:F1}");
+            log($"{c} clients: {load.ImagesPerSecond:F1} images/s, p50 {load.P50Seconds:F2} s, p99 {load.P99Seconds:F2} s, mean batch " +
+                $"{meanBatch:F1}");
         }
         offline.Add(Offline(scan, maxRows, steps, strategy, precision, sampler));
         log($"offline again: {offline[1].ImagesPerSecond:F1} images/s");
@@ -126,7 +137,8 @@ public static class ServeBenchmark
 
         public string[] Urls => apps.Select(IslandNode.HttpAddress).ToArray();
 
-        public static async Task<BenchCluster> StartAsync(string store, int nodes, int maxRows, string precision, string extraHocon, CancellationToken cancel)
+        public static async Task<BenchCluster> StartAsync(string store, int nodes, int maxRows, string precision, string extraHocon,
+            CancellationToken cancel)
         {
             var work = Path.Combine(Path.GetTempPath(), $"islands-bench-serve-{Guid.NewGuid():N}");
             Directory.CreateDirectory(work);
@@ -183,8 +195,9 @@ public static class ServeBenchmark
     }
 
     /// <summary>Closed-loop load; with watchExpert ≥ 0 the answers come as JSON and say whether an image visited that expert.</summary>
-    private static async Task<(int Requests, List<(double Seconds, bool Visited)> Latencies, double Seconds, int Failed)> Load(string[] urls, int clients, int count, int steps,
-        string strategy, TimeSpan duration, CancellationToken cancel, int watchExpert = -1, string sampler = FlowStep.Euler)
+    private static async Task<(int Requests, List<(double Seconds, bool Visited)> Latencies, double Seconds, int Failed)> Load(string[] urls,
+        int clients, int count, int steps, string strategy, TimeSpan duration, CancellationToken cancel, int watchExpert = -1,
+        string sampler = FlowStep.Euler)
     {
         var latencies = new List<(double Seconds, bool Visited)>();
         var failed = 0;
@@ -227,7 +240,8 @@ public static class ServeBenchmark
             var standIn = models.First(m => m is not null)!;
             var ensemble = new ExpertEnsemble(models.Select(m => m ?? standIn).ToList(), router, RoutingStrategy.Parse(strategy), available);
             var clock = Stopwatch.StartNew();
-            using var samples = FlowSampler.Sample(ensemble.Field(1), images, null, new SamplerOptions(Steps: steps, Method: sampler, Seed: 1, BatchSize: images), shape);
+            using var samples = FlowSampler.Sample(ensemble.Field(1), images, null,
+                new SamplerOptions(Steps: steps, Method: sampler, Seed: 1, BatchSize: images), shape);
             var seconds = clock.Elapsed.TotalSeconds;
             return new OfflineSampling(images, steps, seconds, images / seconds);
         }
