@@ -66,7 +66,7 @@ public static class IslandsCli
             }
             catch (ConfigException e)
             {
-                await stderr.WriteLineAsync($"islands: error: {e.Message}");
+                await stderr.WriteLineAsync($"islands: error: {OptionNames.Describe(e)}");
                 if (context.Verbose) await stderr.WriteLineAsync(e.ToString());
                 return ExitCodes.Usage;
             }

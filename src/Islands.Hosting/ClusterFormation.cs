@@ -1,9 +1,8 @@
 using System.Globalization;
 using Akka.Actor;
 using Akka.Cluster;
-using Akka.Configuration;
 using Akka.Hosting;
-using Islands.Diffusion;
+using Islands.Hosting.Configuration;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
@@ -33,33 +32,36 @@ public sealed record ClusterFormation(IReadOnlyList<string> SeedNodes, IReadOnly
 
     public bool UsesBootstrap => ContactPoints.Count > 0;
 
-    /// <summary>Reads <c>{prefix}bootstrap.*</c>; the node's own contact point is
-    /// <paramref name="advertisedHost"/>:<paramref name="httpPort"/>.</summary>
-    public static ClusterFormation Parse(Config config, string prefix, IReadOnlyList<string> seeds, string advertisedHost, int httpPort)
+    /// <summary>Checks <c>{section}:bootstrap</c>; the node's own contact point is <paramref name="self"/>.</summary>
+    public static void Check(SettingChecks checks, Configuration.BootstrapOptions bootstrap, IReadOnlyList<string> seeds, string self, int httpPort)
     {
-        var key = prefix + "bootstrap.";
-        var contacts = (config.GetStringList(key + "contact-points") ?? []).ToList();
-        foreach (var contact in contacts)
-            if (!IsHostPort(contact))
-                throw new ConfigException(key + "contact-points", $"'{contact}' must be host:port, the HTTP endpoint of one node (e.g. " +
-                    "10.0.0.5:8081)");
-        var required = IslandNodeConfig.Int(config, key + "required-contact-points", 0, 64);
-        var self = $"{advertisedHost}:{httpPort.ToString(CultureInfo.InvariantCulture)}";
-        if (contacts.Count > 0)
-        {
-            if (seeds.Count > 0) throw new ConfigException(key + "contact-points", $"give contact points or {prefix}seed-nodes, not both");
-            if (httpPort == 0)
-                throw new ConfigException(prefix + "http.port", "a fixed HTTP port is required with contact points (the other nodes ask it for " +
-                    "the cluster)");
-            if (!contacts.Contains(self, StringComparer.OrdinalIgnoreCase))
-                throw new ConfigException(key + "contact-points", $"must list this node's own endpoint {self} (its public hostname, or hostname, " +
-                    $"and {prefix}http.port)");
-            if (required > contacts.Count)
-                throw new ConfigException(key + "required-contact-points", $"{required} is more than the {contacts.Count} contact points");
-        }
-        return new ClusterFormation([.. seeds], contacts, self, required == 0 ? contacts.Count / 2 + 1 : required,
-            IslandNodeConfig.Duration(config, key + "stable-margin"));
+        foreach (var contact in bootstrap.ContactPoints.Where(c => !IsHostPort(c)))
+            checks.Fail("bootstrap:contactPoints", $"'{contact}' must be host:port, the HTTP endpoint of one node (e.g. 10.0.0.5:8081)");
+        checks.Range("bootstrap:requiredContactPoints", bootstrap.RequiredContactPoints, 0, 64);
+        checks.Duration("bootstrap:stableMargin", bootstrap.StableMargin);
+        var contacts = bootstrap.ContactPoints;
+        if (contacts.Length == 0) return;
+        if (seeds.Count > 0) checks.Fail("bootstrap:contactPoints", $"give contact points or {checks.Key("seedNodes")}, not both");
+        if (httpPort == 0)
+            checks.Fail("http:port", "a fixed HTTP port is required with contact points (the other nodes ask it for the cluster)");
+        else if (!contacts.Contains(self, StringComparer.OrdinalIgnoreCase))
+            checks.Fail("bootstrap:contactPoints", $"must list this node's own endpoint {self} (its public hostname, or hostname, and " +
+                $"{checks.Key("http:port")})");
+        if (bootstrap.RequiredContactPoints > contacts.Length)
+            checks.Fail("bootstrap:requiredContactPoints", $"{bootstrap.RequiredContactPoints} is more than the {contacts.Length} contact points");
     }
+
+    /// <summary>The formation of checked options.</summary>
+    public static ClusterFormation From(Configuration.BootstrapOptions bootstrap, IReadOnlyList<string> seeds, string self)
+    {
+        var required = bootstrap.RequiredContactPoints;
+        return new ClusterFormation([.. seeds], [.. bootstrap.ContactPoints], self, required == 0 ? bootstrap.ContactPoints.Length / 2 + 1 : required,
+            Configuration.NodeConfiguration.Duration(bootstrap.StableMargin) ?? TimeSpan.FromSeconds(3));
+    }
+
+    /// <summary>This node's contact point: its public hostname (or hostname) and HTTP port.</summary>
+    public static string SelfContact(string? publicHostname, string hostname, int httpPort) =>
+        $"{(string.IsNullOrWhiteSpace(publicHostname) ? hostname : publicHostname)}:{httpPort.ToString(CultureInfo.InvariantCulture)}";
 
     /// <summary>The bootstrap service, when contact points are given; call after AddAkka, so that it starts once the actor system runs.</summary>
     public void AddServices(IServiceCollection services)

@@ -118,14 +118,14 @@ public static partial class GenerationApi
     {
         ServingTelemetry.Rejected.Add(1, new KeyValuePair<string, object?>("reason", "too-large"));
         return Results.Problem(statusCode: 413, title: "Request body too large",
-            detail: $"the body may be at most {settings.MaxBodyBytes} bytes (islands.serving.http.max-body-bytes)");
+            detail: $"the body may be at most {settings.MaxBodyBytes} bytes (islands:serving:http:maxBodyBytes)");
     }
 
     private static IResult TooMany(ServingNodeSettings settings)
     {
         ServingTelemetry.Rejected.Add(1, new KeyValuePair<string, object?>("reason", "too-many"));
         return new RetryAfter(Results.Problem(statusCode: 429, title: "Too many generations in flight",
-            detail: $"this node runs at most {settings.MaxInFlight} generations at once (islands.serving.http.max-in-flight); retry shortly"));
+            detail: $"this node runs at most {settings.MaxInFlight} generations at once (islands:serving:http:maxInFlight); retry shortly"));
     }
 
     private sealed class RetryAfter(IResult inner) : IResult

@@ -199,11 +199,11 @@ public sealed class JournalLeaseOption(string connectionString, TimeSpan timeToL
         var interval = TimeSpan.FromTicks(Math.Max(TimeSpan.FromMilliseconds(500).Ticks, timeToLive.Ticks / 5));
         builder.AddHocon($$"""
             {{ConfigPath}} {
-              lease-class = {{IslandNodeConfig.Quote(Class.AssemblyQualifiedName!)}}
+              lease-class = {{System.Text.Json.JsonSerializer.Serialize(Class.AssemblyQualifiedName!)}}
               heartbeat-timeout = {{(long)timeToLive.TotalMilliseconds}}ms
               heartbeat-interval = {{(long)interval.TotalMilliseconds}}ms
               lease-operation-timeout = 5s
-              connection-string = {{IslandNodeConfig.Quote(connectionString)}}
+              connection-string = {{System.Text.Json.JsonSerializer.Serialize(connectionString)}}
               acquire-waits-for-expiry = {{(acquireWaitsForExpiry ? "on" : "off")}}
             }
             """, HoconAddMode.Prepend);

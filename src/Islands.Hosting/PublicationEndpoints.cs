@@ -25,8 +25,8 @@ public static class PublicationEndpoints
         {
             o.KeyDigests = [.. keys.Select(ApiKeyAuthentication.Digest)];
             o.ChallengeDetail = keys.Count == 0
-                ? "this island offers its publication to nobody: give it islands.publication.keys (ISLANDS_PUBLICATION_KEYS)"
-                : "send 'Authorization: Bearer <key>' with one of the island's islands.publication.keys";
+                ? "this island offers its publication to nobody: give it islands:publication:keys (ISLANDS_PUBLICATION_KEYS)"
+                : "send 'Authorization: Bearer <key>' with one of the island's islands:publication:keys";
         });
         services.AddAuthorization(o => o.AddPolicy(SchemeName, p => p.AddAuthenticationSchemes(SchemeName).RequireAuthenticatedUser()));
     }

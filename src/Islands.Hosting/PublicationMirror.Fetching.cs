@@ -60,7 +60,7 @@ public sealed partial class PublicationMirror
                 {
                     output.Close();
                     File.Delete(partial);
-                    throw new IslandsException($"{url}: larger than islands.serving.sources.max-file-size ({sources.MaxFileBytes} bytes); refused");
+                    throw new IslandsException($"{url}: larger than islands:serving:sources:maxFileSize ({sources.MaxFileBytes} bytes); refused");
                 }
                 await output.WriteAsync(buffer.AsMemory(0, read), cancel);
             }
@@ -116,7 +116,7 @@ public sealed partial class PublicationMirror
         {
         }
         var hint = response.StatusCode == HttpStatusCode.Unauthorized
-            ? " (islands.serving.sources.key must be one of the island's islands.publication.keys)" : "";
+            ? " (islands:serving:sources:key must be one of the island's islands:publication:keys)" : "";
         throw new IslandsException($"{url}: {(int)response.StatusCode} {response.ReasonPhrase}{detail}{hint}");
     }
 }

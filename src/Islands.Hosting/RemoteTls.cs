@@ -1,8 +1,7 @@
 using System.Security.Cryptography.X509Certificates;
-using Akka.Configuration;
 using Akka.Remote.Hosting;
 using Akka.Remote.Transport.DotNetty;
-using Islands.Diffusion;
+using Islands.Hosting.Configuration;
 
 namespace Islands.Hosting;
 
@@ -13,14 +12,13 @@ namespace Islands.Hosting;
 /// </summary>
 public static class RemoteTls
 {
-    /// <summary>Reads <c>{prefix}tls.*</c>; a missing certificate file is an error only when TLS is on.</summary>
-    public static TlsSettings Parse(Config config, string prefix)
+    /// <summary>Checks <c>{section}:tls</c>; a missing certificate file is an error only when TLS is on.</summary>
+    public static TlsSettings Check(SettingChecks checks, Configuration.TlsOptions options)
     {
-        var key = prefix + "tls.";
-        var tls = new TlsSettings(IslandNodeConfig.Bool(config, key + "enabled"), config.GetString(key + "certificate", ""),
-            config.GetString(key + "password", ""), [.. config.GetStringList(key + "trusted-thumbprints") ?? []]);
+        var tls = new TlsSettings(checks.Switch("tls:enabled", options.Enabled), options.Certificate ?? "", options.Password ?? "",
+            [.. options.TrustedThumbprints]);
         if (tls.Enabled && !File.Exists(tls.Certificate))
-            throw new ConfigException(key + "certificate", $"'{tls.Certificate}': certificate file not found (TLS is enabled)");
+            checks.Fail("tls:certificate", $"'{tls.Certificate}': certificate file not found (TLS is enabled)");
         return tls;
     }
 

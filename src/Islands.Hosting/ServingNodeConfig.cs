@@ -1,123 +1,180 @@
 using System.Collections;
 using System.Text.RegularExpressions;
-using Akka.Configuration;
 using Islands.Actors.Serving;
 using Islands.Diffusion;
+using Islands.Hosting.Configuration;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.Options;
 
 namespace Islands.Hosting;
 
 /// <summary>
-/// Reads a serving node's configuration with the same layers as an island node's: <c>hocon/serving.conf</c>, the file
-/// given with --config, command-line options, then ISLANDS_* environment variables. Invalid values name their key.
+/// Reads a serving node's configuration with the same layers as an island node's (<c>config/serving.json</c>, --config,
+/// environment, command line) into its settings; akka.* comes from <c>hocon/serving.conf</c> and islands:serving:akkaConfig.
 /// </summary>
-public static partial class ServingNodeConfig
+public static class ServingNodeConfig
 {
-    public const string DefaultsFile = "hocon/serving.conf";
+    public const string DefaultsFile = "config/serving.json";
+    public const string AkkaDefaultsFile = "hocon/serving.conf";
+    private const string FrameKey = "akka.remote.dot-netty.tcp.maximum-frame-size";
 
-    /// <summary>The environment variables a serving node reads, and the configuration key each one sets.</summary>
+    /// <summary>The documented environment variables of a serving node, and the key each one sets.</summary>
     public static readonly IReadOnlyDictionary<string, string> EnvironmentKeys = new Dictionary<string, string>
     {
-        ["ISLANDS_SERVING_NAME"] = "islands.serving.name",
-        ["ISLANDS_STORE"] = "islands.serving.store",
-        ["ISLANDS_SERVING_RESULTS"] = "islands.serving.results",
-        ["ISLANDS_HOSTNAME"] = "islands.serving.hostname",
-        ["ISLANDS_PUBLIC_HOSTNAME"] = "islands.serving.public-hostname",
-        ["ISLANDS_PORT"] = "islands.serving.port",
-        ["ISLANDS_SEED_NODES"] = "islands.serving.seed-nodes",
-        ["ISLANDS_CONTACT_POINTS"] = "islands.serving.bootstrap.contact-points",
-        ["ISLANDS_REQUIRED_CONTACT_POINTS"] = "islands.serving.bootstrap.required-contact-points",
-        ["ISLANDS_HTTP_HOSTNAME"] = "islands.serving.http.hostname",
-        ["ISLANDS_HTTP_PORT"] = "islands.serving.http.port",
-        ["ISLANDS_API_KEYS"] = "islands.serving.api-keys",
-        ["ISLANDS_API_KEYS_FILE"] = "islands.serving.api-keys-file",
-        ["ISLANDS_SERVING_PRECISION"] = "islands.serving.precision",
-        ["ISLANDS_SPLIT_BRAIN_STABLE_AFTER"] = "islands.serving.split-brain.stable-after",
-        ["ISLANDS_SPLIT_BRAIN_LEASE_CONNECTION_STRING"] = "islands.serving.split-brain.lease-connection-string",
-        ["ISLANDS_TELEMETRY_EXPORTER"] = "islands.serving.telemetry.exporter",
-        ["ISLANDS_OTLP_ENDPOINT"] = "islands.serving.telemetry.otlp-endpoint",
-        ["ISLANDS_SOURCES"] = "islands.serving.sources.endpoints",
-        ["ISLANDS_SOURCE_KEY"] = "islands.serving.sources.key",
-        ["ISLANDS_SOURCE_KEY_FILE"] = "islands.serving.sources.key-file",
-        ["ISLANDS_TLS_ENABLED"] = "islands.serving.tls.enabled",
-        ["ISLANDS_TLS_CERTIFICATE"] = "islands.serving.tls.certificate",
-        ["ISLANDS_TLS_PASSWORD"] = "islands.serving.tls.password",
-        ["ISLANDS_TLS_TRUSTED_THUMBPRINTS"] = "islands.serving.tls.trusted-thumbprints",
+        ["ISLANDS_SERVING_NAME"] = "islands:serving:name",
+        ["ISLANDS_STORE"] = "islands:serving:store",
+        ["ISLANDS_SERVING_RESULTS"] = "islands:serving:results",
+        ["ISLANDS_HOSTNAME"] = "islands:serving:hostname",
+        ["ISLANDS_PUBLIC_HOSTNAME"] = "islands:serving:publicHostname",
+        ["ISLANDS_PORT"] = "islands:serving:port",
+        ["ISLANDS_SEED_NODES"] = "islands:serving:seedNodes",
+        ["ISLANDS_CONTACT_POINTS"] = "islands:serving:bootstrap:contactPoints",
+        ["ISLANDS_REQUIRED_CONTACT_POINTS"] = "islands:serving:bootstrap:requiredContactPoints",
+        ["ISLANDS_HTTP_HOSTNAME"] = "islands:serving:http:hostname",
+        ["ISLANDS_HTTP_PORT"] = "islands:serving:http:port",
+        ["ISLANDS_API_KEYS"] = "islands:serving:apiKeys",
+        ["ISLANDS_API_KEYS_FILE"] = "islands:serving:apiKeysFile",
+        ["ISLANDS_SERVING_PRECISION"] = "islands:serving:precision",
+        ["ISLANDS_SPLIT_BRAIN_STABLE_AFTER"] = "islands:serving:splitBrain:stableAfter",
+        ["ISLANDS_SPLIT_BRAIN_LEASE_CONNECTION_STRING"] = "islands:serving:splitBrain:leaseConnectionString",
+        ["ISLANDS_TELEMETRY_EXPORTER"] = "islands:serving:telemetry:exporter",
+        ["ISLANDS_OTLP_ENDPOINT"] = "islands:serving:telemetry:otlpEndpoint",
+        ["ISLANDS_SOURCES"] = "islands:serving:sources:endpoints",
+        ["ISLANDS_SOURCE_KEY"] = "islands:serving:sources:key",
+        ["ISLANDS_SOURCE_KEY_FILE"] = "islands:serving:sources:keyFile",
+        ["ISLANDS_TLS_ENABLED"] = "islands:serving:tls:enabled",
+        ["ISLANDS_TLS_CERTIFICATE"] = "islands:serving:tls:certificate",
+        ["ISLANDS_TLS_PASSWORD"] = "islands:serving:tls:password",
+        ["ISLANDS_TLS_TRUSTED_THUMBPRINTS"] = "islands:serving:tls:trustedThumbprints",
+        ["ISLANDS_AKKA_CONFIG"] = "islands:serving:akkaConfig",
     };
 
-    private static readonly HashSet<string> ListKeys = ["islands.serving.seed-nodes", "islands.serving.bootstrap.contact-points",
-        "islands.serving.api-keys", "islands.serving.sources.endpoints", "islands.serving.tls.trusted-thumbprints"];
-
-    public static Config Load(string? configFile, IReadOnlyDictionary<string, string?> options, IDictionary? environment = null,
+    public static IConfigurationRoot Load(string? configFile, IReadOnlyDictionary<string, string?> options, IDictionary? environment = null,
         string? defaultsFile = null) =>
-        IslandNodeConfig.LoadLayers(defaultsFile ?? Path.Combine(AppContext.BaseDirectory, DefaultsFile), configFile, options, environment,
+        NodeConfiguration.Build(defaultsFile ?? Path.Combine(AppContext.BaseDirectory, DefaultsFile), configFile, options, environment,
             EnvironmentKeys, ListKeys);
 
-    public static ServingNodeSettings Parse(Config config)
+    private static readonly HashSet<string> ListKeys = NodeConfiguration.ListKeys(typeof(ServingNodeOptions), ServingNodeOptions.Section);
+
+    public static ServingNodeSettings Parse(IConfiguration configuration)
     {
-        const string p = "islands.serving.";
-        var name = IslandNodeConfig.String(config, p + "name");
-        if (!Name().IsMatch(name))
-            throw new ConfigException(p + "name", $"'{name}' must be 1-40 characters of a-z, 0-9 and '-', starting with a letter or digit");
-        var store = Path.GetFullPath(IslandNodeConfig.String(config, p + "store"));
-        var results = config.GetString(p + "results", "");
-        results = string.IsNullOrWhiteSpace(results) ? Path.Combine(Path.GetDirectoryName(store.TrimEnd('/')) ?? store, "serving-results")
-            : Path.GetFullPath(results);
-        var precision = IslandNodeConfig.String(config, p + "precision");
-        if (precision is not ("fp32" or "bf16")) throw new ConfigException(p + "precision", $"'{precision}' must be fp32 or bf16");
-        var exporter = IslandNodeConfig.String(config, p + "telemetry.exporter").ToLowerInvariant();
-        if (exporter is not ("none" or "console" or "otlp"))
-            throw new ConfigException(p + "telemetry.exporter", $"'{exporter}' must be none, console or otlp");
-
-        var keys = IslandNodeConfig.Keys(config, p + "api-keys", p + "api-keys-file");
-        var anonymous = IslandNodeConfig.Bool(config, p + "allow-anonymous");
-        if (keys.Count == 0 && !anonymous)
-            throw new ConfigException(p + "api-keys", "no API key configured: set ISLANDS_API_KEYS, api-keys or api-keys-file (or allow-anonymous " +
-                "= on for a private test)");
-
-        var tls = RemoteTls.Parse(config, p);
-        var seeds = config.GetStringList(p + "seed-nodes") ?? [];
-        var prefix = $"{(tls.Enabled ? "akka.ssl.tcp" : "akka.tcp")}://serving-{name}@";
-        foreach (var seed in seeds)
-            if (!seed.StartsWith(prefix, StringComparison.Ordinal))
-                throw new ConfigException(p + "seed-nodes",
-                    $"'{seed}' must start with {prefix} (this serving cluster's actor system{(tls.Enabled ? ", over TLS" : "")})");
-
+        const string p = ServingNodeOptions.Section + ":";
+        var o = NodeConfiguration.Read<ServingNodeOptions, ServingNodeOptionsValidator>(configuration, ServingNodeOptions.Section);
+        var hocon = NodeConfiguration.Akka(Path.Combine(AppContext.BaseDirectory, AkkaDefaultsFile), o.AkkaConfig, p + "akkaConfig");
         long frame;
         try
         {
-            frame = config.GetByteSize("akka.remote.dot-netty.tcp.maximum-frame-size") ?? 128000;
+            frame = hocon.GetByteSize(FrameKey) ?? 128000;
         }
-        catch (Exception e) when (e is FormatException or ConfigurationException)
+        catch (Exception e) when (e is FormatException or Akka.Configuration.ConfigurationException)
         {
-            throw new ConfigException("akka.remote.dot-netty.tcp.maximum-frame-size",
-                $"'{config.GetString("akka.remote.dot-netty.tcp.maximum-frame-size")}' is not a size such as 4MiB");
+            throw new ConfigException(FrameKey, $"'{hocon.GetString(FrameKey)}' is not a size such as 4MiB");
         }
-        var maxRows = IslandNodeConfig.Int(config, p + "batching.max-rows", 1, 4096);
-        var serving = new ServingSettings(store, results, precision, maxRows, IslandNodeConfig.Duration(config, p + "batching.max-wait"),
-            IslandNodeConfig.Duration(config, p + "expert-deadline"), IslandNodeConfig.Duration(config, p + "expert-cooldown"),
-            IslandNodeConfig.Duration(config, p + "request-timeout"), IslandNodeConfig.Duration(config, p + "progress-timeout"),
-            IslandNodeConfig.Duration(config, p + "rescan-interval"), frame, IslandNodeConfig.Duration(config, p + "results-retention"),
-            IslandNodeConfig.Double(config, p + "straggler-factor", 0, 1000), IslandNodeConfig.Int(config, p + "faults.slow-expert", -1, 1023),
-            IslandNodeConfig.Duration(config, p + "faults.slow-expert-delay"));
-        var publicHost = config.GetString(p + "public-hostname", "");
-        var hostname = IslandNodeConfig.String(config, p + "hostname");
-        var httpPort = IslandNodeConfig.Int(config, p + "http.port", 0, 65535);
-        var formation = ClusterFormation.Parse(config, p, [.. seeds], string.IsNullOrWhiteSpace(publicHost) ? hostname : publicHost, httpPort);
-        return new ServingNodeSettings(name, hostname, string.IsNullOrWhiteSpace(publicHost) ? null : publicHost,
-            IslandNodeConfig.Int(config, p + "port", 0, 65535), formation, IslandNodeConfig.String(config, p + "http.hostname"),
-            httpPort, IslandNodeConfig.Int(config, p + "http.max-body-bytes", 256, 16 << 20),
-            IslandNodeConfig.Int(config, p + "http.max-in-flight", 1, 100_000), keys, anonymous, serving,
-            IslandNodeConfig.Duration(config, p + "passivate-after"), IslandNodeConfig.Int(config, p + "shards", 1, 10_000), frame,
-            IslandNodeConfig.Duration(config, p + "split-brain.stable-after"),
-            LeaseConnectionString(config, p + "split-brain.lease-connection-string"), exporter,
-            IslandNodeConfig.String(config, p + "telemetry.otlp-endpoint"), ParseSources(config, p + "sources."),
-            IslandNodeConfig.Duration(config, p + "http.failed-retention"), tls, config);
+        var store = Path.GetFullPath(o.Store!);
+        var results = string.IsNullOrWhiteSpace(o.Results) ? Path.Combine(Path.GetDirectoryName(store.TrimEnd('/')) ?? store, "serving-results")
+            : Path.GetFullPath(o.Results);
+        var keys = NodeConfiguration.KeysWithFile(o.ApiKeys, o.ApiKeysFile, p + "apiKeysFile");
+        var anonymous = NodeConfiguration.Switch(o.AllowAnonymous) ?? false;
+        if (keys.Count == 0 && !anonymous)
+            throw new ConfigException(p + "apiKeys", "no API key configured: set ISLANDS_API_KEYS, apiKeys or apiKeysFile (or allowAnonymous " +
+                "= true for a private test)");
+        var sourceKeys = NodeConfiguration.KeysWithFile(string.IsNullOrEmpty(o.Sources.Key) ? [] : [o.Sources.Key], o.Sources.KeyFile,
+            p + "sources:keyFile");
+        if (sourceKeys.Count > 1) throw new ConfigException(p + "sources:keyFile", "give one key (key and keyFile, or a file of several, name more than one)");
+        if (o.Sources.Endpoints.Length > 0 && sourceKeys.Count == 0)
+            throw new ConfigException(p + "sources:key", "sources are given but no key: set ISLANDS_SOURCE_KEY or keyFile to one of the islands' " +
+                "islands:publication:keys");
+        TimeSpan Duration(string? text) => NodeConfiguration.Duration(text)!.Value;
+        var serving = new ServingSettings(store, results, o.Precision!, o.Batching.MaxRows, Duration(o.Batching.MaxWait), Duration(o.ExpertDeadline),
+            Duration(o.ExpertCooldown), Duration(o.RequestTimeout), Duration(o.ProgressTimeout), Duration(o.RescanInterval), frame,
+            ResultRetention: Duration(o.ResultsRetention), StragglerFactor: o.StragglerFactor, SlowExpert: o.Faults.SlowExpert,
+            SlowExpertDelay: Duration(o.Faults.SlowExpertDelay));
+        var sources = new PublicationSources([.. o.Sources.Endpoints.Select(e => new Uri(new Uri(e).GetLeftPart(UriPartial.Path).TrimEnd('/') + "/"))],
+            sourceKeys.FirstOrDefault() ?? "", Duration(o.Sources.Interval), NodeConfiguration.Bytes(o.Sources.MaxFileSize)!.Value);
+        return new ServingNodeSettings
+        {
+            Options = o,
+            Name = o.Name!,
+            Hostname = o.Hostname!,
+            PublicHostname = string.IsNullOrWhiteSpace(o.PublicHostname) ? null : o.PublicHostname,
+            Port = o.Port,
+            Formation = ClusterFormation.From(o.Bootstrap, o.SeedNodes, ClusterFormation.SelfContact(o.PublicHostname, o.Hostname!, o.Http.Port)),
+            HttpHostname = o.Http.Hostname!,
+            HttpPort = o.Http.Port,
+            MaxBodyBytes = o.Http.MaxBodyBytes,
+            MaxInFlight = o.Http.MaxInFlight,
+            ApiKeys = keys,
+            AllowAnonymous = anonymous,
+            Serving = serving,
+            PassivateAfter = Duration(o.PassivateAfter),
+            Shards = o.Shards,
+            MaximumFrameBytes = frame,
+            StableAfter = Duration(o.SplitBrain.StableAfter),
+            SplitBrainLease = string.IsNullOrWhiteSpace(o.SplitBrain.LeaseConnectionString) ? null : o.SplitBrain.LeaseConnectionString,
+            TelemetryExporter = o.Telemetry.Exporter!.ToLowerInvariant(),
+            OtlpEndpoint = o.Telemetry.OtlpEndpoint!,
+            Sources = sources,
+            FailedRetention = Duration(o.Http.FailedRetention),
+            Tls = new TlsSettings(NodeConfiguration.Switch(o.Tls.Enabled) ?? false, o.Tls.Certificate ?? "", o.Tls.Password ?? "",
+                o.Tls.TrustedThumbprints),
+            Hocon = hocon,
+        };
+    }
+}
+
+/// <summary>Checks <see cref="ServingNodeOptions"/> at start; failures name the key.</summary>
+public sealed partial class ServingNodeOptionsValidator : IValidateOptions<ServingNodeOptions>
+{
+    public ValidateOptionsResult Validate(string? name, ServingNodeOptions o)
+    {
+        var c = new SettingChecks(ServingNodeOptions.Section);
+        if (!Name().IsMatch(c.Required("name", o.Name)))
+            c.Fail("name", $"'{o.Name}' must be 1-40 characters of a-z, 0-9 and '-', starting with a letter or digit");
+        c.Required("store", o.Store);
+        var hostname = c.Required("hostname", o.Hostname);
+        c.Required("http:hostname", o.Http.Hostname);
+        c.Range("port", o.Port, 0, 65535);
+        c.Range("http:port", o.Http.Port, 0, 65535);
+        c.Range("http:maxBodyBytes", o.Http.MaxBodyBytes, 256, 16 << 20);
+        c.Range("http:maxInFlight", o.Http.MaxInFlight, 1, 100_000);
+        c.Duration("http:failedRetention", o.Http.FailedRetention);
+        c.OneOf("precision", o.Precision, "fp32", "bf16");
+        c.OneOf("telemetry:exporter", o.Telemetry.Exporter, "none", "console", "otlp");
+        c.Required("telemetry:otlpEndpoint", o.Telemetry.OtlpEndpoint);
+        c.Keys("apiKeys", o.ApiKeys);
+        c.File("apiKeysFile", o.ApiKeysFile, "file");
+        c.Switch("allowAnonymous", o.AllowAnonymous);
+        c.Range("batching:maxRows", o.Batching.MaxRows, 1, 4096);
+        c.Duration("batching:maxWait", o.Batching.MaxWait);
+        foreach (var (key, value) in new[] { ("expertDeadline", o.ExpertDeadline), ("expertCooldown", o.ExpertCooldown),
+            ("requestTimeout", o.RequestTimeout), ("progressTimeout", o.ProgressTimeout), ("rescanInterval", o.RescanInterval),
+            ("resultsRetention", o.ResultsRetention), ("passivateAfter", o.PassivateAfter), ("splitBrain:stableAfter", o.SplitBrain.StableAfter),
+            ("faults:slowExpertDelay", o.Faults.SlowExpertDelay), ("sources:interval", o.Sources.Interval) })
+            c.Duration(key, value);
+        c.Range("stragglerFactor", o.StragglerFactor, 0, 1000);
+        c.Range("faults:slowExpert", o.Faults.SlowExpert, -1, 1023);
+        c.Range("shards", o.Shards, 1, 10_000);
+        var tls = RemoteTls.Check(c, o.Tls);
+        var prefix = $"{(tls.Enabled ? "akka.ssl.tcp" : "akka.tcp")}://serving-{o.Name}@";
+        foreach (var seed in o.SeedNodes.Where(s => !s.StartsWith(prefix, StringComparison.Ordinal)))
+            c.Fail("seedNodes", $"'{seed}' must start with {prefix} (this serving cluster's actor system{(tls.Enabled ? ", over TLS" : "")})");
+        ClusterFormation.Check(c, o.Bootstrap, o.SeedNodes, ClusterFormation.SelfContact(o.PublicHostname, hostname, o.Http.Port), o.Http.Port);
+        CheckLease(c, o.SplitBrain.LeaseConnectionString);
+        foreach (var text in o.Sources.Endpoints)
+            if (!Uri.TryCreate(text, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https") || uri.Query.Length > 0
+                || uri.Fragment.Length > 0)
+                c.Fail("sources:endpoints", $"'{text}' must be an island node's HTTP endpoint such as http://expert-0:8080");
+        if (!string.IsNullOrEmpty(o.Sources.Key)) c.Keys("sources:key", [o.Sources.Key]);
+        c.File("sources:keyFile", o.Sources.KeyFile, "file");
+        if (NodeConfiguration.Bytes(o.Sources.MaxFileSize) is not > 0)
+            c.Fail("sources:maxFileSize", $"'{o.Sources.MaxFileSize}' is not a positive size such as 4GiB");
+        c.File("akkaConfig", o.AkkaConfig, "HOCON file");
+        return c.Result;
     }
 
-    private static string? LeaseConnectionString(Config config, string key)
+    private static void CheckLease(SettingChecks c, string? text)
     {
-        var text = config.GetString(key, "");
-        if (string.IsNullOrWhiteSpace(text)) return null;
+        if (string.IsNullOrWhiteSpace(text)) return;
         try
         {
             var builder = new Npgsql.NpgsqlConnectionStringBuilder(text);
@@ -127,40 +184,9 @@ public static partial class ServingNodeConfig
         catch (ArgumentException e)
         {
             // The message never repeats the value: it holds the database password.
-            throw new ConfigException(key,
+            c.Fail("splitBrain:leaseConnectionString",
                 $"is not a PostgreSQL connection string ({e.Message}), e.g. Host=10.0.0.9;Username=islands;Database=serving");
         }
-        return text;
-    }
-
-    private static PublicationSources ParseSources(Config config, string p)
-    {
-        var endpoints = new List<Uri>();
-        foreach (var text in config.GetStringList(p + "endpoints") ?? [])
-        {
-            if (!Uri.TryCreate(text, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https") || uri.Query.Length > 0
-                || uri.Fragment.Length > 0)
-                throw new ConfigException(p + "endpoints", $"'{text}' must be an island node's HTTP endpoint such as http://expert-0:8080");
-            endpoints.Add(new Uri(uri.GetLeftPart(UriPartial.Path).TrimEnd('/') + "/"));
-        }
-        var keys = IslandNodeConfig.Keys(config, null, p + "key-file");
-        if (config.GetString(p + "key", "") is { Length: > 0 } key) keys.Insert(0, IslandNodeConfig.CheckKey(p + "key", key));
-        if (keys.Count > 1) throw new ConfigException(p + "key-file", "give one key (key and key-file, or a file of several, name more than one)");
-        if (endpoints.Count > 0 && keys.Count == 0)
-            throw new ConfigException(p + "key", "sources are given but no key: set ISLANDS_SOURCE_KEY or key-file to one of the islands' " +
-                "islands.publication.keys");
-        long maxBytes;
-        try
-        {
-            maxBytes = config.GetByteSize(p + "max-file-size") ?? 0;
-        }
-        catch (Exception e) when (e is FormatException or ConfigurationException or OverflowException)
-        {
-            maxBytes = 0;
-        }
-        if (maxBytes <= 0)
-            throw new ConfigException(p + "max-file-size", $"'{config.GetString(p + "max-file-size")}' is not a positive size such as 4GiB");
-        return new PublicationSources(endpoints, keys.FirstOrDefault() ?? "", IslandNodeConfig.Duration(config, p + "interval"), maxBytes);
     }
 
     [GeneratedRegex("^[a-z0-9][a-z0-9-]{0,39}$")]

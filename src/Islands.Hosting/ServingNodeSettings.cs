@@ -1,28 +1,52 @@
 using Akka.Configuration;
 using Islands.Actors.Serving;
+using Islands.Hosting.Configuration;
 
 namespace Islands.Hosting;
 
 /// <summary>Islands whose publications this node fetches over HTTP into its store (none: it reads the store the islands write).</summary>
 /// <param name="Endpoints">Island nodes' HTTP endpoints.</param>
-/// <param name="Key">Bearer key the islands accept (islands.publication.keys).</param>
+/// <param name="Key">Bearer key the islands accept (islands:publication:keys).</param>
 public sealed record PublicationSources(IReadOnlyList<Uri> Endpoints, string Key, TimeSpan Interval, long MaxFileBytes)
 {
     public bool Enabled => Endpoints.Count > 0;
 }
 
-/// <summary>One serving node's settings, read from the merged configuration by <see cref="ServingNodeConfig"/>.</summary>
-/// <param name="ApiKeys">Accepted bearer tokens; empty only with AllowAnonymous.</param>
-/// <param name="Tls">Remoting TLS, as an island's (<see cref="RemoteTls"/>).</param>
-/// <param name="FailedRetention">How long GET reports an asynchronous generation that failed before it is forgotten.</param>
-/// <param name="Hocon">The merged configuration; its akka.* and dispatcher sections go to the actor system.</param>
-public sealed record ServingNodeSettings(
-    string Name, string Hostname, string? PublicHostname, int Port, ClusterFormation Formation, string HttpHostname, int HttpPort,
-    long MaxBodyBytes, int MaxInFlight, IReadOnlyList<string> ApiKeys, bool AllowAnonymous, ServingSettings Serving, TimeSpan PassivateAfter,
-    int Shards, long MaximumFrameBytes, TimeSpan StableAfter, string? SplitBrainLease, string TelemetryExporter, string OtlpEndpoint,
-    PublicationSources Sources, TimeSpan FailedRetention, TlsSettings Tls, Config Hocon)
+/// <summary>One serving node's settings: its validated <see cref="ServingNodeOptions"/> resolved by <see cref="ServingNodeConfig"/>.</summary>
+public sealed record ServingNodeSettings
 {
     public const string Role = "serving";
+
+    public required ServingNodeOptions Options { get; init; }
+    public required string Name { get; init; }
+    public required string Hostname { get; init; }
+    public required string? PublicHostname { get; init; }
+    public required int Port { get; init; }
+    public required ClusterFormation Formation { get; init; }
+    public required string HttpHostname { get; init; }
+    public required int HttpPort { get; init; }
+    public required long MaxBodyBytes { get; init; }
+    public required int MaxInFlight { get; init; }
+    /// <summary>Accepted bearer tokens; empty only with AllowAnonymous.</summary>
+    public required IReadOnlyList<string> ApiKeys { get; init; }
+    public required bool AllowAnonymous { get; init; }
+    public required ServingSettings Serving { get; init; }
+    public required TimeSpan PassivateAfter { get; init; }
+    public required int Shards { get; init; }
+    public required long MaximumFrameBytes { get; init; }
+    public required TimeSpan StableAfter { get; init; }
+    /// <summary>A PostgreSQL connection string for the split-brain lease, or null (keep-majority).</summary>
+    public required string? SplitBrainLease { get; init; }
+    public required string TelemetryExporter { get; init; }
+    public required string OtlpEndpoint { get; init; }
+    public required PublicationSources Sources { get; init; }
+    /// <summary>How long GET reports an asynchronous generation that failed before it is forgotten.</summary>
+    public required TimeSpan FailedRetention { get; init; }
+    /// <summary>Remoting TLS, as an island's (<see cref="RemoteTls"/>).</summary>
+    public required TlsSettings Tls { get; init; }
+    /// <summary>The actor system's akka.* and dispatchers: hocon/serving.conf under islands:serving:akkaConfig.</summary>
+    public required Config Hocon { get; init; }
+
     public string SystemName => "serving-" + Name;
     public string Protocol => Tls.Enabled ? "akka.ssl.tcp" : "akka.tcp";
     public IReadOnlyList<string> SeedNodes => Formation.SeedNodes;

@@ -37,7 +37,8 @@ public sealed class PipelineSpecs
         // A changed setting is refused, not silently mixed into the run.
         var changed = await CliRunner.RunAsync([.. train.Select(a => a == "16" ? "32" : a), "--steps", "30"]);
         Assert.Equal(2, changed.ExitCode);
-        Assert.Contains("--batch", changed.Stderr);
+        Assert.Contains("--out:", changed.Stderr);
+        Assert.Contains("batchSize (", changed.Stderr);
 
         var grid = Path.Combine(work, "grid.png");
         var raw = Path.Combine(work, "samples.npy");

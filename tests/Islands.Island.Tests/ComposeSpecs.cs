@@ -123,11 +123,11 @@ public sealed partial class ComposeSpecs
             var options = Options(command);
             var settings = IslandNodeConfig.Parse(IslandNodeConfig.Load(null, new Dictionary<string, string?>
             {
-                ["islands.island"] = options["--island"],
-                ["islands.job"] = options["--job"],
-                ["islands.training.data-directory"] = options["--data"],
-                ["islands.training.partitions-file"] = options["--partitions"],
-                ["islands.training.steps"] = options["--steps"],
+                ["islands:island"] = options["--island"],
+                ["islands:job"] = options["--job"],
+                ["islands:training:dataDirectory"] = options["--data"],
+                ["islands:training:partitionsFile"] = options["--partitions"],
+                ["islands:training:steps"] = options["--steps"],
             }, new Hashtable(environment)));
             Assert.Equal("postgresql", settings.JournalProvider);
             Assert.Equal(name, settings.PublicHostname);
@@ -150,7 +150,7 @@ public sealed partial class ComposeSpecs
             // Without ISLANDS_PUBLICATION_KEY (substituted empty), a serving node with sources refuses to start and names the key.
             var noKey = new Hashtable(environment) { ["ISLANDS_API_KEYS"] = "compose-test-key-0123456789" };
             var refused = Assert.Throws<Diffusion.ConfigException>(() => ServingNodeConfig.Parse(ServingNodeConfig.Load(null, new Dictionary<string, string?>(), noKey)));
-            Assert.Contains("islands.serving.sources.key", refused.Message);
+            Assert.Contains("islands:serving:sources:key", refused.Message);
         }
         // The serving nodes refuse to start without a key: compose passes ISLANDS_API_KEYS through, empty when unset.
         Assert.Throws<Diffusion.ConfigException>(() => ServingNodeConfig.Parse(ServingNodeConfig.Load(null, new Dictionary<string, string?>(),

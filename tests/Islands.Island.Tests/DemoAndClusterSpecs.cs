@@ -96,7 +96,7 @@ public sealed class DemoAndClusterSpecs(ITestOutputHelper output)
         var work = Path.Combine(root, "cluster");
         var (data, partitions) = await IslandTestEnvironment.DatasetAsync();
         // The tiny model of the island tests; the cluster's own data and partitions (options) take precedence over the file's.
-        var islandConfig = Path.Combine(root, "island.conf");
+        var islandConfig = Path.Combine(root, "island.json");
         await File.WriteAllTextAsync(islandConfig, IslandTestEnvironment.NodeConfig(data, partitions, steps: 60));
         var portBase = 20_000 + Random.Shared.Next(0, 200) * 50;
         var up = await Cli("cluster", "up", "--work", work, "--islands", "2", "--nodes-per-island", "1", "--serving-nodes", "1", "--steps", "60",

@@ -1,3 +1,4 @@
+using Islands.Hosting.Configuration;
 using Islands.Cli;
 
 namespace Islands.Island.Tests;
@@ -12,15 +13,10 @@ public sealed class GenerationClientSpecs
         var store = await ServingTestStore.StoreAsync();
         var work = IslandTestEnvironment.TempDir("client-retry");
         var httpPort = IslandTestEnvironment.FreePort();
-        var configFile = Path.Combine(work, "serving.conf");
-        await File.WriteAllTextAsync(configFile, $$"""
-            islands.serving {
-              name = "retry{{httpPort}}"
-              http.port = {{httpPort}}
-              api-keys = ["{{ServingTestStore.ApiKey}}"]
-              results = "{{Path.Combine(work, "results")}}"
-            }
-            """);
+        var configFile = Path.Combine(work, "serving.json");
+        await File.WriteAllTextAsync(configFile, ConfigurationJson.From([("islands:serving:name", $"retry{httpPort}"),
+            ("islands:serving:http:port", httpPort), ("islands:serving:apiKeys", new[] { ServingTestStore.ApiKey }),
+            ("islands:serving:results", Path.Combine(work, "results"))]));
         var output = Path.Combine(work, "grid.png");
         var stdout = new StringWriter();
         var stderr = new StringWriter();

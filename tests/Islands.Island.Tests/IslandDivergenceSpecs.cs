@@ -15,12 +15,9 @@ public sealed class IslandDivergenceSpecs(ITestOutputHelper output)
     {
         var (data, partitions) = await DatasetAsync();
         var store = TempDir("diverge");
-        var config = Path.Combine(store, "node.conf");
-        await File.WriteAllTextAsync(config, NodeConfig(data, partitions, steps: 200, extra: """
-            islands.test.fault-nan-from-step = 30
-            islands.training.max-consecutive-bad-steps = 3
-            islands.training.max-rollbacks = 2
-            """));
+        var config = Path.Combine(store, "node.json");
+        await File.WriteAllTextAsync(config, NodeConfig(data, partitions, steps: 200,
+            ("test:faultNanFromStep", "30"), ("training:maxConsecutiveBadSteps", 3), ("training:maxRollbacks", 2)));
 
         var first = await LocalIsland.StartNodeAsync("diverge", FreePort(), null, store, config, "sqlite", null);
         JobStatus? job = null;

@@ -16,7 +16,7 @@ public sealed class IslandLeaseSpecs(ITestOutputHelper output)
         var store = TempDir("lease-split");
         Directory.CreateDirectory(store);
         var journal = await CreateDatabaseAsync(island);
-        var config = Path.Combine(store, "node.conf");
+        var config = Path.Combine(store, "node.json");
         await File.WriteAllTextAsync(config, NodeConfig(data, partitions, steps: 5000));
         // Two one-node clusters of the same island on one journal: what a partition, a long pause or a restarted seed
         // node that formed its own cluster leaves behind.

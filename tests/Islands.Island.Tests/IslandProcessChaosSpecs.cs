@@ -18,7 +18,7 @@ public sealed class IslandProcessChaosSpecs(ITestOutputHelper output)
         const int steps = 1500;
         var (data, partitions) = await DatasetAsync();
         var store = TempDir("process-chaos");
-        var config = Path.Combine(store, "node.conf");
+        var config = Path.Combine(store, "node.json");
         await File.WriteAllTextAsync(config, NodeConfig(data, partitions, steps));
         var journal = await CreateDatabaseAsync(island);
         var nodes = Enumerable.Range(0, 3).Select(i => new NodeProcess(FreePort(), FreePort(), Path.Combine(store, $"node-{i}.log"))).ToList();
@@ -103,7 +103,7 @@ public sealed class IslandProcessChaosSpecs(ITestOutputHelper output)
         const string island = "rejoin";
         var (data, partitions) = await DatasetAsync();
         var store = TempDir("process-rejoin");
-        var config = Path.Combine(store, "node.conf");
+        var config = Path.Combine(store, "node.json");
         await File.WriteAllTextAsync(config, NodeConfig(data, partitions, steps: 5000));
         var journal = await CreateDatabaseAsync(island);
         // Five nodes: the island keeps its majority when two are down at once, and its lease when three are.

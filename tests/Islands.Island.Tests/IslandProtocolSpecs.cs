@@ -1,3 +1,4 @@
+using Islands.Hosting.Configuration;
 using System.Collections;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
@@ -65,7 +66,7 @@ public sealed class IslandProtocolSpecs(ITestOutputHelper output)
 
         var (data, partitions) = await DatasetAsync();
         var store = TempDir("serialization");
-        var config = Path.Combine(store, "node.conf");
+        var config = Path.Combine(store, "node.json");
         await File.WriteAllTextAsync(config, NodeConfig(data, partitions, steps: 10));
         var node = await LocalIsland.StartNodeAsync("serialization", FreePort(), null, store, config, "sqlite", null);
         try
@@ -93,14 +94,18 @@ public sealed class IslandProtocolSpecs(ITestOutputHelper output)
     private sealed record NotAnIslandMessage(int Value);
 
     [Fact]
-    public void Environment_overrides_options_which_override_the_config_file_which_overrides_the_defaults()
+    public void Command_line_options_override_the_environment_which_overrides_the_config_file_which_overrides_the_defaults()
     {
         var dir = TempDir("config-layers");
-        var file = Path.Combine(dir, "island.conf");
+        var file = Path.Combine(dir, "island.json");
         File.WriteAllText(file, """
-            islands { island = "from-file", job = "expert:2", port = 4100, http.port = 8100, training { data-directory = "/data", partitions-file = "/p.json" } }
+            // A comment: the JSON files may carry them.
+            { "islands": { "island": "from-file", "job": "expert:2", "port": 4100, "http": { "port": 8100 },
+              "seedNodes": ["akka.tcp://islands-from-file@10.0.0.7:4053", "akka.tcp://islands-from-file@10.0.0.8:4053",
+                "akka.tcp://islands-from-file@10.0.0.9:4053"],
+              "training": { "dataDirectory": "/data", "partitionsFile": "/p.json" } } }
             """);
-        var options = new Dictionary<string, string?> { ["islands.port"] = "4200", ["islands.job"] = "expert:3", ["islands.http.port"] = null };
+        var options = new Dictionary<string, string?> { ["islands:port"] = "4200", ["islands:job"] = "expert:3", ["islands:http:port"] = null };
         var environment = new Hashtable
         {
             ["ISLANDS_PORT"] = "4300", ["ISLANDS_HTTP_PORT"] = "8300",
@@ -120,29 +125,59 @@ public sealed class IslandProtocolSpecs(ITestOutputHelper output)
     }
 
     [Theory]
-    [InlineData("islands.port = 70000", "islands.port")]
-    [InlineData("islands { http.port = 8080, bootstrap.contact-points = [\"10.0.0.1:8080\", \"10.0.0.2:8080\"] }", "islands.bootstrap.contact-points")]
-    [InlineData("islands { http.port = 8080, bootstrap.contact-points = [\"127.0.0.1\"] }", "islands.bootstrap.contact-points")]
-    [InlineData("islands { bootstrap.contact-points = [\"127.0.0.1:8080\"] }", "islands.http.port")]
-    [InlineData("islands { http.port = 8080, seed-nodes = [\"akka.tcp://islands-island-0@127.0.0.1:4053\"], bootstrap.contact-points = [\"127.0.0.1:8080\"] }", "islands.bootstrap.contact-points")]
-    [InlineData("islands.publication.keys = [\"short\"]", "islands.publication.keys")]
-    [InlineData("islands.serving-contacts = [\"akka.ssl.tcp://serving-main@10.0.0.5:5053/system/receptionist\"]", "islands.serving-contacts")]
-    [InlineData("islands.serving-contacts = [\"akka.tcp://serving-main@10.0.0.5:5053/user/registry\"]", "islands.serving-contacts")]
-    [InlineData("islands.publication.keys-file = \"/nonexistent/keys\"", "islands.publication.keys-file")]
-    [InlineData("islands.job = \"expert:x\"", "islands.job")]
-    [InlineData("islands.journal.provider = \"mysql\"", "islands.journal.provider")]
-    [InlineData("islands.island = \"Bad Name\"", "islands.island")]
-    [InlineData("islands.training.batch-sise = 4", "islands.training.batch-sise")]
-    [InlineData("islands.training.steps = 0", "islands.training.steps")]
-    [InlineData("islands.backoff.min = \"soon\"", "islands.backoff.min")]
-    [InlineData("islands { journal.provider = \"postgresql\" }", "islands.journal.connection-string")]
-    public void A_bad_configuration_value_is_reported_with_the_key_it_came_from(string hocon, string named)
+    [InlineData("port=70000", "islands:port")]
+    [InlineData("http:port=8080; bootstrap:contactPoints=[\"10.0.0.1:8080\", \"10.0.0.2:8080\"]", "islands:bootstrap:contactPoints")]
+    [InlineData("http:port=8080; bootstrap:contactPoints=[\"127.0.0.1\"]", "islands:bootstrap:contactPoints")]
+    [InlineData("bootstrap:contactPoints=[\"127.0.0.1:8080\"]", "islands:http:port")]
+    [InlineData("http:port=8080; seedNodes=[\"akka.tcp://islands-island-0@127.0.0.1:4053\"]; bootstrap:contactPoints=[\"127.0.0.1:8080\"]", "islands:bootstrap:contactPoints")]
+    [InlineData("publication:keys=[\"short\"]", "islands:publication:keys")]
+    [InlineData("servingContacts=[\"akka.ssl.tcp://serving-main@10.0.0.5:5053/system/receptionist\"]", "islands:servingContacts")]
+    [InlineData("servingContacts=[\"akka.tcp://serving-main@10.0.0.5:5053/user/registry\"]", "islands:servingContacts")]
+    [InlineData("publication:keysFile=\"/nonexistent/keys\"", "islands:publication:keysFile")]
+    [InlineData("job=\"expert:x\"", "islands:job")]
+    [InlineData("job=\"distill\"", "islands:job")]
+    [InlineData("journal:provider=\"mysql\"", "islands:journal:provider")]
+    [InlineData("island=\"Bad Name\"", "islands:island")]
+    [InlineData("training:batchSise=4", "islands:training:batchSise")]
+    [InlineData("training:steps=0", "islands:training:steps")]
+    [InlineData("training:model:baseChannels=\"wide\"", "islands:training:model:baseChannels")]
+    [InlineData("backoff:min=\"soon\"", "islands:backoff:min")]
+    [InlineData("journal:provider=\"postgresql\"", "islands:journal:connectionString")]
+    [InlineData("prot=4053", "islands:prot")]
+    [InlineData("http:prot=8080", "islands:http:prot")]
+    [InlineData("port=\"four\"", "islands:port")]
+    [InlineData("akkaConfig=\"/nonexistent/akka.conf\"", "islands:akkaConfig")]
+    public void A_bad_configuration_value_is_reported_with_the_key_it_came_from(string settings, string named)
     {
-        var file = Path.Combine(TempDir("config-errors"), "bad.conf");
-        File.WriteAllText(file, "islands.training { data-directory = \"/data\", partitions-file = \"/p.json\" }\n" + hocon);
+        var file = Path.Combine(TempDir("config-errors"), "bad.json");
+        File.WriteAllText(file, ConfigurationJson.From(Pairs("islands", "training:dataDirectory=\"/data\"; training:partitionsFile=\"/p.json\"; " + settings)));
         var error = Assert.Throws<ConfigException>(() => IslandNodeConfig.Parse(IslandNodeConfig.Load(file, new Dictionary<string, string?>(), new Hashtable())));
         output.WriteLine(error.Message);
-        Assert.Contains(named, error.Message);
+        Assert.StartsWith(named + ":", error.Message);
+    }
+
+    [Fact]
+    public void The_dotnet_environment_form_sets_a_key_and_an_akka_config_file_may_hold_akka_settings_only()
+    {
+        var dir = TempDir("config-forms");
+        var environment = new Hashtable { ["Islands__Http__Port"] = "8123", ["ISLANDS_JOB"] = "monolith", ["Islands__Training__DataDirectory"] = "/data" };
+        var settings = IslandNodeConfig.Parse(IslandNodeConfig.Load(null, new Dictionary<string, string?>(), environment));
+        Assert.Equal(8123, settings.HttpPort);
+        Assert.Equal("monolith", settings.Job.Name);
+        Assert.Equal("/data", ((Diffusion.Configs.TrainConfig)settings.Job.Config).DataDirectory);
+        Assert.Equal(TimeSpan.FromSeconds(2), settings.Hocon.GetTimeSpan("akka.cluster.retry-unsuccessful-join-after"));
+
+        var akka = Path.Combine(dir, "akka.conf");
+        File.WriteAllText(akka, "akka.cluster.retry-unsuccessful-join-after = 7s");
+        environment["ISLANDS_AKKA_CONFIG"] = akka;
+        settings = IslandNodeConfig.Parse(IslandNodeConfig.Load(null, new Dictionary<string, string?>(), environment));
+        Assert.Equal(TimeSpan.FromSeconds(7), settings.Hocon.GetTimeSpan("akka.cluster.retry-unsuccessful-join-after"));
+        Assert.Equal("PinnedDispatcher", settings.Hocon.GetString("islands.training-dispatcher.type"));
+
+        File.WriteAllText(akka, "akka.loglevel = INFO\nislands.port = 4053");
+        var error = Assert.Throws<ConfigException>(() => IslandNodeConfig.Parse(IslandNodeConfig.Load(null, new Dictionary<string, string?>(), environment)));
+        Assert.StartsWith("islands:akkaConfig:", error.Message);
+        Assert.Contains("'islands' is not an akka.* setting", error.Message);
     }
 
     [Fact]
@@ -151,12 +186,12 @@ public sealed class IslandProtocolSpecs(ITestOutputHelper output)
         var stderr = new StringWriter();
         var code = await IslandsCli.RunAsync(["node", "--island", "a", "--job", "expert:x", "--data", "/tmp"], new StringWriter(), stderr);
         Assert.Equal(ExitCodes.Usage, code);
-        Assert.Contains("islands.job", stderr.ToString());
+        Assert.Contains("islands:job", stderr.ToString());
 
         stderr = new StringWriter();
-        code = await IslandsCli.RunAsync(["node", "--config", "/nonexistent/island.conf"], new StringWriter(), stderr);
+        code = await IslandsCli.RunAsync(["node", "--config", "/nonexistent/island.json"], new StringWriter(), stderr);
         Assert.Equal(ExitCodes.Usage, code);
-        Assert.Contains("/nonexistent/island.conf", stderr.ToString());
+        Assert.Contains("/nonexistent/island.json", stderr.ToString());
 
         stderr = new StringWriter();
         code = await IslandsCli.RunAsync(["status", "--url", $"http://127.0.0.1:{FreePort()}"], new StringWriter(), stderr);
@@ -169,7 +204,7 @@ public sealed class IslandProtocolSpecs(ITestOutputHelper output)
     {
         var (data, partitions) = await DatasetAsync();
         var store = TempDir("status-cli");
-        var config = Path.Combine(store, "node.conf");
+        var config = Path.Combine(store, "node.json");
         await File.WriteAllTextAsync(config, NodeConfig(data, partitions, steps: 50));
         var node = await LocalIsland.StartNodeAsync("status-cli", FreePort(), null, store, config, "sqlite", null);
         try
@@ -206,10 +241,10 @@ public sealed class IslandProtocolSpecs(ITestOutputHelper output)
         var store = TempDir("tls");
         var island = SelfSignedCertificate(Path.Combine(store, "island.pfx"), "CN=island-tls");
         var stranger = SelfSignedCertificate(Path.Combine(store, "stranger.pfx"), "CN=stranger");
-        var islandConfig = Path.Combine(store, "island.conf");
-        var strangerConfig = Path.Combine(store, "stranger.conf");
-        await File.WriteAllTextAsync(islandConfig, NodeConfig(data, partitions, steps: 20, extra: $"islands.tls {{ enabled = on, certificate = \"{island}\", password = \"pw\" }}"));
-        await File.WriteAllTextAsync(strangerConfig, NodeConfig(data, partitions, steps: 20, extra: $"islands.tls {{ enabled = on, certificate = \"{stranger}\", password = \"pw\" }}"));
+        var islandConfig = Path.Combine(store, "island.json");
+        var strangerConfig = Path.Combine(store, "stranger.json");
+        await File.WriteAllTextAsync(islandConfig, NodeConfig(data, partitions, steps: 20, ("tls:enabled", "on"), ("tls:certificate", island), ("tls:password", "pw")));
+        await File.WriteAllTextAsync(strangerConfig, NodeConfig(data, partitions, steps: 20, ("tls:enabled", "on"), ("tls:certificate", stranger), ("tls:password", "pw")));
 
         var seedPort = FreePort();
         var seeds = $"akka.ssl.tcp://islands-tls@127.0.0.1:{seedPort}";

@@ -1,3 +1,4 @@
+using Islands.Hosting.Configuration;
 using Islands.Actors;
 using Islands.Diffusion.Checkpoints;
 using Xunit.Abstractions;
@@ -14,7 +15,7 @@ public sealed class IslandRecoverySpecs(ITestOutputHelper output)
     {
         var (data, partitions) = await DatasetAsync();
         var store = TempDir("corrupt");
-        var config = Path.Combine(store, "node.conf");
+        var config = Path.Combine(store, "node.json");
         await File.WriteAllTextAsync(config, NodeConfig(data, partitions, steps: 400));
 
         var first = await LocalIsland.StartNodeAsync("corrupt", FreePort(), null, store, config, "sqlite", null);
@@ -53,7 +54,7 @@ public sealed class IslandRecoverySpecs(ITestOutputHelper output)
     {
         var (data, partitions) = await DatasetAsync();
         var store = TempDir("reopen");
-        var config = Path.Combine(store, "node.conf");
+        var config = Path.Combine(store, "node.json");
         await File.WriteAllTextAsync(config, NodeConfig(data, partitions, steps: 100));
         JobStatus? job = null;
         await using (var first = new NodeScope(await LocalIsland.StartNodeAsync("reopen", FreePort(), null, store, config, "sqlite", null)))
@@ -83,7 +84,7 @@ public sealed class IslandRecoverySpecs(ITestOutputHelper output)
     {
         var (data, partitions) = await DatasetAsync();
         var store = TempDir("journal-down");
-        var config = Path.Combine(store, "node.conf");
+        var config = Path.Combine(store, "node.json");
         await File.WriteAllTextAsync(config, NodeConfig(data, partitions, steps: 60));
         var missing = Path.Combine(store, "not-mounted-yet");
         var journal = $"Data Source={Path.Combine(missing, "journal.db")}";
@@ -110,8 +111,8 @@ public sealed class IslandRecoverySpecs(ITestOutputHelper output)
     {
         var (data, partitions) = await DatasetAsync();
         var store = TempDir("graceful");
-        var config = Path.Combine(store, "node.conf");
-        await File.WriteAllTextAsync(config, NodeConfig(data, partitions, steps: 5000, extra: "islands.training.checkpoint-every = 1000"));
+        var config = Path.Combine(store, "node.json");
+        await File.WriteAllTextAsync(config, NodeConfig(data, partitions, steps: 5000, ("training:checkpointEvery", 1000)));
         var node = await LocalIsland.StartNodeAsync("graceful", FreePort(), null, store, config, "sqlite", null);
         JobStatus? job = null;
         await Eventually(async () => (job = (await LocalIsland.StatusAsync(node.Http)).Job) is { Phase: "training", Step: >= 40 },
@@ -132,19 +133,10 @@ public sealed class IslandRecoverySpecs(ITestOutputHelper output)
     {
         var (data, partitions) = await DatasetAsync();
         var store = TempDir("router");
-        var config = Path.Combine(store, "node.conf");
-        await File.WriteAllTextAsync(config, $$"""
-            islands.chunk-steps = 10
-            islands.training {
-              data-directory = "{{data}}"
-              partitions-file = "{{partitions}}"
-              expert-count = 4
-              hidden = 64
-              steps = 60
-              batch-size = 64
-              checkpoint-every = 30
-            }
-            """);
+        var config = Path.Combine(store, "node.json");
+        await File.WriteAllTextAsync(config, ConfigurationJson.From([("islands:chunkSteps", 10), ("islands:training:dataDirectory", data),
+            ("islands:training:partitionsFile", partitions), ("islands:training:expertCount", 4), ("islands:training:hidden", 64),
+            ("islands:training:steps", 60), ("islands:training:batchSize", 64), ("islands:training:checkpointEvery", 30)]));
         await using var node = new NodeScope(await LocalIsland.StartNodeAsync("router", FreePort(), null, store, config, "sqlite", null, job: "router"));
         JobStatus? job = null;
         await Eventually(async () => (job = (await LocalIsland.StatusAsync(node.Node.Http)).Job) is { Phase: "completed" }, TimeSpan.FromSeconds(120), "the router job completes");

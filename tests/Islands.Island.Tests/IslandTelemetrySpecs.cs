@@ -39,7 +39,7 @@ public sealed class IslandTelemetrySpecs
 
         var (data, partitions) = await DatasetAsync();
         var store = TempDir("telemetry");
-        var config = Path.Combine(store, "node.conf");
+        var config = Path.Combine(store, "node.json");
         await File.WriteAllTextAsync(config, NodeConfig(data, partitions, steps: 50));
         var node = await LocalIsland.StartNodeAsync("telemetry", FreePort(), null, store, config, "sqlite", null);
         try

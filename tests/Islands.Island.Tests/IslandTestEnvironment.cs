@@ -1,3 +1,4 @@
+using Islands.Hosting.Configuration;
 using System.Net;
 using System.Net.Sockets;
 using System.Security.Cryptography;
@@ -122,28 +123,39 @@ public static class IslandTestEnvironment
     }
 
     /// <summary>Training small enough for CI: an 8-channel UNet, batch 16, a checkpoint every 25 steps, split-brain decisions after 5 s.</summary>
-    public static string NodeConfig(string data, string partitions, int steps, string extra = "") => $$"""
-        islands {
-          chunk-steps = 5
-          split-brain.stable-after = 5s
-          lease.time-to-live = 5s
-          backoff { min = 500ms, max = 4s }
-          training {
-            data-directory = "{{data}}"
-            partitions-file = "{{partitions}}"
-            steps = {{steps}}
-            batch-size = 16
-            warmup-steps = 5
-            checkpoint-every = 25
-            keep-checkpoints = 3
-            model { base-channels = 8, channel-multipliers = [1, 2] }
-          }
+    /// <param name="extra">More settings (colon paths below islands), over these.</param>
+    public static string NodeConfig(string data, string partitions, int steps, params (string Key, object? Value)[] extra) =>
+        ConfigurationJson.From(new (string, object?)[]
+        {
+            ("chunkSteps", 5), ("splitBrain:stableAfter", "5s"), ("lease:timeToLive", "5s"), ("backoff:min", "500ms"), ("backoff:max", "4s"),
+            ("akkaConfig", AkkaConfig), ("training:dataDirectory", data), ("training:partitionsFile", partitions), ("training:steps", steps),
+            ("training:batchSize", 16), ("training:warmupSteps", 5), ("training:checkpointEvery", 25), ("training:keepCheckpoints", 3),
+            ("training:model:baseChannels", 8), ("training:model:channelMultipliers", new[] { 1, 2 }),
+        }.Concat(extra).Select(s => ("islands:" + s.Item1, s.Item2)));
+
+    /// <summary>Settings written as "port=70000; http:port=8080" (JSON values), as colon paths below <paramref name="prefix"/>.</summary>
+    public static (string Key, object? Value)[] Pairs(string prefix, string text) =>
+        [.. text.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(p =>
+        {
+            var eq = p.IndexOf('=');
+            return ((prefix.Length == 0 ? "" : prefix + ":") + p[..eq].Trim(), (object?)System.Text.Json.Nodes.JsonNode.Parse(p[(eq + 1)..]));
+        })];
+
+    /// <summary>The tests' akka.* over hocon/island.conf: a journal that does not answer fails recovery in 5 s, not 30.</summary>
+    public static string AkkaConfig
+    {
+        get
+        {
+            var path = Path.Combine(Path.GetTempPath(), "islands-tests-akka.conf");
+            if (!File.Exists(path))
+            {
+                var temporary = path + "." + Guid.NewGuid().ToString("N");
+                File.WriteAllText(temporary, "akka.persistence.journal-plugin-fallback.recovery-event-timeout = 5s\n");
+                File.Move(temporary, path, overwrite: true);
+            }
+            return path;
         }
-        akka {
-          persistence.journal-plugin-fallback.recovery-event-timeout = 5s
-        }
-        {{extra}}
-        """;
+    }
 
     public static async Task Eventually(Func<Task<bool>> condition, TimeSpan timeout, string what)
     {

@@ -55,14 +55,14 @@ public sealed class LocalIsland : IAsyncDisposable
         Store = store;
     }
 
-    public static async Task<LocalIsland> StartAsync(string name, int nodes, string store, string configHocon, string provider, string? connectionString, string job = "expert:1")
+    public static async Task<LocalIsland> StartAsync(string name, int nodes, string store, string configJson, string provider, string? connectionString, string job = "expert:1")
     {
         var island = new LocalIsland(name, store);
         var ports = Enumerable.Range(0, nodes).Select(_ => IslandTestEnvironment.FreePort()).ToArray();
         var seeds = nodes == 1 ? null : string.Join(",", ports.Take(2).Select(p => $"akka.tcp://islands-{name}@127.0.0.1:{p}"));
-        var configFile = Path.Combine(store, $"{name}.conf");
+        var configFile = Path.Combine(store, $"{name}.json");
         Directory.CreateDirectory(store);
-        await File.WriteAllTextAsync(configFile, configHocon);
+        await File.WriteAllTextAsync(configFile, configJson);
         foreach (var port in ports)
             island.Nodes.Add(await StartNodeAsync(name, port, seeds, store, configFile, provider, connectionString, job));
         foreach (var node in island.Nodes)
@@ -79,13 +79,13 @@ public sealed class LocalIsland : IAsyncDisposable
     {
         var options = new Dictionary<string, string?>
         {
-            ["islands.island"] = island,
-            ["islands.job"] = job,
-            ["islands.store"] = store,
-            ["islands.port"] = port.ToString(System.Globalization.CultureInfo.InvariantCulture),
-            ["islands.seed-nodes"] = seeds,
-            ["islands.journal.provider"] = provider,
-            ["islands.journal.connection-string"] = connectionString,
+            ["islands:island"] = island,
+            ["islands:job"] = job,
+            ["islands:store"] = store,
+            ["islands:port"] = port.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            ["islands:seedNodes"] = seeds,
+            ["islands:journal:provider"] = provider,
+            ["islands:journal:connectionString"] = connectionString,
         };
         var settings = IslandNodeConfig.Parse(IslandNodeConfig.Load(configFile, options, new System.Collections.Hashtable()));
         var log = new CapturedLog(LogLevel.Error);

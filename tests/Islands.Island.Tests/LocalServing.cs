@@ -1,3 +1,4 @@
+using Islands.Hosting.Configuration;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using Akka.Actor;
@@ -99,27 +100,22 @@ public sealed class LocalServing : IAsyncDisposable
 {
     public List<LocalServingNode> Nodes { get; } = [];
 
-    /// <param name="hocon">Extra configuration over hocon/serving.conf (deadlines, limits, keys).</param>
+    /// <param name="settings">More settings below islands:serving, as "requestTimeout=\"300ms\"; http:maxInFlight=1" (JSON values).</param>
     /// <param name="logging">More logging set-up over the tests' (a capturing provider, an operator's filters).</param>
     /// <param name="protocol">akka.ssl.tcp when the hocon turns remoting TLS on.</param>
-    public static async Task<LocalServing> StartAsync(int nodes, string store, string hocon = "", string? name = null, Action<ILoggingBuilder>? logging = null,
+    public static async Task<LocalServing> StartAsync(int nodes, string store, string settings = "", string? name = null, Action<ILoggingBuilder>? logging = null,
         string protocol = "akka.tcp")
     {
         var cluster = new LocalServing();
         name ??= "t" + Guid.NewGuid().ToString("N")[..8];
         var ports = Enumerable.Range(0, nodes).Select(_ => IslandTestEnvironment.FreePort()).ToArray();
         var seeds = nodes == 1 ? null : string.Join(",", ports.Take(2).Select(p => $"{protocol}://serving-{name}@127.0.0.1:{p}"));
-        var configFile = Path.Combine(store, $"serving-{name}.conf");
-        await File.WriteAllTextAsync(configFile, $$"""
-            islands.serving {
-              name = "{{name}}"
-              http.port = 0
-              api-keys = ["{{ServingTestStore.ApiKey}}"]
-              results = "{{Path.Combine(store, "results-" + name)}}"
-              split-brain.stable-after = 5s
-            }
-            {{hocon}}
-            """);
+        var configFile = Path.Combine(store, $"serving-{name}.json");
+        await File.WriteAllTextAsync(configFile, ConfigurationJson.From(new (string, object?)[]
+        {
+            ("name", name), ("http:port", 0), ("apiKeys", new[] { ServingTestStore.ApiKey }), ("results", Path.Combine(store, "results-" + name)),
+            ("splitBrain:stableAfter", "5s"),
+        }.Select(s => ("islands:serving:" + s.Item1, s.Item2)).Concat(IslandTestEnvironment.Pairs("islands:serving", settings))));
         foreach (var port in ports) cluster.Nodes.Add(await StartNodeAsync(configFile, store, port, seeds, logging));
         foreach (var node in cluster.Nodes)
         {
@@ -133,9 +129,9 @@ public sealed class LocalServing : IAsyncDisposable
     {
         var options = new Dictionary<string, string?>
         {
-            ["islands.serving.store"] = store,
-            ["islands.serving.port"] = port.ToString(System.Globalization.CultureInfo.InvariantCulture),
-            ["islands.serving.seed-nodes"] = seeds,
+            ["islands:serving:store"] = store,
+            ["islands:serving:port"] = port.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            ["islands:serving:seedNodes"] = seeds,
         };
         var settings = ServingNodeConfig.Parse(ServingNodeConfig.Load(configFile, options, new System.Collections.Hashtable()));
         var app = ServingNode.Build(settings, builder =>

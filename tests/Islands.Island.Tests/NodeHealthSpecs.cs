@@ -1,3 +1,4 @@
+using Islands.Hosting.Configuration;
 using System.Net;
 
 namespace Islands.Island.Tests;
@@ -11,15 +12,10 @@ public sealed class NodeHealthSpecs
     {
         var store = await ServingTestStore.StoreAsync();
         var name = "h" + Guid.NewGuid().ToString("N")[..8];
-        var configFile = Path.Combine(IslandTestEnvironment.TempDir("health"), "serving.conf");
-        await File.WriteAllTextAsync(configFile, $$"""
-            islands.serving {
-              name = "{{name}}"
-              http.port = 0
-              api-keys = ["{{ServingTestStore.ApiKey}}"]
-              results = "{{Path.Combine(Path.GetDirectoryName(configFile)!, "results")}}"
-            }
-            """);
+        var configFile = Path.Combine(IslandTestEnvironment.TempDir("health"), "serving.json");
+        await File.WriteAllTextAsync(configFile, ConfigurationJson.From([("islands:serving:name", name), ("islands:serving:http:port", 0),
+            ("islands:serving:apiKeys", new[] { ServingTestStore.ApiKey }),
+            ("islands:serving:results", Path.Combine(Path.GetDirectoryName(configFile)!, "results"))]));
         var deadSeed = $"akka.tcp://serving-{name}@127.0.0.1:{IslandTestEnvironment.FreePort()}";
         var port = IslandTestEnvironment.FreePort();
         var lonely = await LocalServing.StartNodeAsync(configFile, store, port, deadSeed);

@@ -1,3 +1,4 @@
+using Islands.Hosting.Configuration;
 using System.Net;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
@@ -53,13 +54,9 @@ public sealed class PublicationMirrorSpecs
 {
     private static readonly string[] Runs = ["expert-0", "expert-1", "expert-2", "expert-3", "router"];
 
-    private static string SourcesHocon(IEnumerable<LocalPublisher> publishers, params string[] more) => $$"""
-        islands.serving.sources {
-          endpoints = [{{string.Join(", ", publishers.Select(p => p.Http).Concat(more).Select(e => $"\"{e}\""))}}]
-          key = "{{LocalPublisher.Key}}"
-          interval = 500ms
-        }
-        """;
+    private static string SourcesSettings(IEnumerable<LocalPublisher> publishers, params string[] more) =>
+        $"sources:endpoints={JsonSerializer.Serialize(publishers.Select(p => p.Http).Concat(more))}; " +
+        $"sources:key=\"{LocalPublisher.Key}\"; sources:interval=\"500ms\"";
 
     private static async Task<JsonElement> ExpertsAsync(HttpClient http) =>
         JsonDocument.Parse(await http.GetStringAsync("/v1/experts")).RootElement.Clone();
@@ -75,7 +72,7 @@ public sealed class PublicationMirrorSpecs
         var cache = IslandTestEnvironment.TempDir("serving-cache");
         try
         {
-            await using var serving = await LocalServing.StartAsync(1, cache, SourcesHocon(publishers));
+            await using var serving = await LocalServing.StartAsync(1, cache, SourcesSettings(publishers));
             using var http = ServingTestStore.Client(serving.Nodes[0].Http);
             await IslandTestEnvironment.Eventually(async () =>
             {
@@ -152,7 +149,7 @@ public sealed class PublicationMirrorSpecs
             for (var i = 0; i < damaged.Length; i += 97) damaged[i] ^= 0x5a;
             await File.WriteAllBytesAsync(Path.Combine(incoming, "model.bin.partial"), damaged);
 
-            await using var serving = await LocalServing.StartAsync(1, cache, SourcesHocon(publishers));
+            await using var serving = await LocalServing.StartAsync(1, cache, SourcesSettings(publishers));
             using var http = ServingTestStore.Client(serving.Nodes[0].Http);
             await IslandTestEnvironment.Eventually(async () =>
                 (await ExpertsAsync(http)).GetProperty("experts").EnumerateArray().Count(e => e.GetProperty("available").GetBoolean()) == 4,
@@ -188,7 +185,7 @@ public sealed class PublicationMirrorSpecs
         {
             // Nothing listens on this port: an island node that is down.
             var dead = $"http://127.0.0.1:{IslandTestEnvironment.FreePort()}/";
-            await using var serving = await LocalServing.StartAsync(1, cache, SourcesHocon(publishers, dead));
+            await using var serving = await LocalServing.StartAsync(1, cache, SourcesSettings(publishers, dead));
             using var http = ServingTestStore.Client(serving.Nodes[0].Http);
             await IslandTestEnvironment.Eventually(async () =>
                 (await ExpertsAsync(http)).GetProperty("sources").EnumerateArray()
@@ -218,18 +215,19 @@ public sealed class PublicationMirrorSpecs
     }
 
     [Theory]
-    [InlineData("sources { endpoints = [\"expert-0:8080\"], key = \"publication-key-0123456789\" }", "islands.serving.sources.endpoints")]
-    [InlineData("sources { endpoints = [\"ftp://expert-0:8080\"], key = \"publication-key-0123456789\" }", "islands.serving.sources.endpoints")]
-    [InlineData("sources { endpoints = [\"http://expert-0:8080\"] }", "islands.serving.sources.key")]
-    [InlineData("sources { endpoints = [\"http://expert-0:8080\"], key = \"short\" }", "islands.serving.sources.key")]
-    [InlineData("sources { endpoints = [\"http://expert-0:8080\"], key = \"publication-key-0123456789\", max-file-size = \"lots\" }", "islands.serving.sources.max-file-size")]
-    [InlineData("sources { endpoints = [\"http://expert-0:8080\"], key = \"publication-key-0123456789\", interval = 0s }", "islands.serving.sources.interval")]
-    [InlineData("tls { enabled = on, certificate = \"/nonexistent/serving.pfx\" }", "islands.serving.tls.certificate")]
-    [InlineData("http.failed-retention = 0s", "islands.serving.http.failed-retention")]
-    public void A_bad_sources_tls_or_retention_setting_is_reported_with_its_key(string hocon, string named)
+    [InlineData("sources:endpoints=[\"expert-0:8080\"]; sources:key=\"publication-key-0123456789\"", "islands:serving:sources:endpoints")]
+    [InlineData("sources:endpoints=[\"ftp://expert-0:8080\"]; sources:key=\"publication-key-0123456789\"", "islands:serving:sources:endpoints")]
+    [InlineData("sources:endpoints=[\"http://expert-0:8080\"]", "islands:serving:sources:key")]
+    [InlineData("sources:endpoints=[\"http://expert-0:8080\"]; sources:key=\"short\"", "islands:serving:sources:key")]
+    [InlineData("sources:endpoints=[\"http://expert-0:8080\"]; sources:key=\"publication-key-0123456789\"; sources:maxFileSize=\"lots\"", "islands:serving:sources:maxFileSize")]
+    [InlineData("sources:endpoints=[\"http://expert-0:8080\"]; sources:key=\"publication-key-0123456789\"; sources:interval=\"0s\"", "islands:serving:sources:interval")]
+    [InlineData("tls:enabled=true; tls:certificate=\"/nonexistent/serving.pfx\"", "islands:serving:tls:certificate")]
+    [InlineData("http:failedRetention=\"0s\"", "islands:serving:http:failedRetention")]
+    public void A_bad_sources_tls_or_retention_setting_is_reported_with_its_key(string settings, string named)
     {
-        var file = Path.Combine(IslandTestEnvironment.TempDir("sources-config"), "serving.conf");
-        File.WriteAllText(file, $"islands.serving {{ api-keys = [\"{ServingTestStore.ApiKey}\"]\n{hocon} }}");
+        var file = Path.Combine(IslandTestEnvironment.TempDir("sources-config"), "serving.json");
+        File.WriteAllText(file, ConfigurationJson.From(IslandTestEnvironment.Pairs("islands:serving",
+            $"apiKeys=[\"{ServingTestStore.ApiKey}\"]; {settings}")));
         var error = Assert.Throws<Diffusion.ConfigException>(() => ServingNodeConfig.Parse(ServingNodeConfig.Load(file, new Dictionary<string, string?>(), new System.Collections.Hashtable())));
         Assert.Contains(named, error.Message);
     }

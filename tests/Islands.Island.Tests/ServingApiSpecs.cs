@@ -20,7 +20,7 @@ public sealed class ServingNodeFixture : IAsyncLifetime
     public async Task InitializeAsync()
     {
         Store = await ServingTestStore.StoreAsync();
-        Cluster = await LocalServing.StartAsync(1, Store, "islands.serving.http.max-body-bytes = 4096");
+        Cluster = await LocalServing.StartAsync(1, Store, "http:maxBodyBytes=4096");
     }
 
     public async Task DisposeAsync() => await Cluster.DisposeAsync();
@@ -191,7 +191,7 @@ public sealed class ServingApiSpecs(ServingNodeFixture fixture) : IClassFixture<
     public async Task Should_refuse_to_start_without_an_api_key_and_read_keys_from_the_environment_and_a_file()
     {
         var none = Assert.Throws<ConfigException>(() => ServingNodeConfig.Parse(ServingNodeConfig.Load(null, new Dictionary<string, string?>(), new System.Collections.Hashtable())));
-        Assert.Equal("islands.serving.api-keys", none.Field);
+        Assert.Equal("islands:serving:apiKeys", none.Field);
 
         var file = Path.Combine(IslandTestEnvironment.TempDir("keys"), "keys.txt");
         await File.WriteAllTextAsync(file, "# ops keys\nfile-key-0123456789abcdef\n");

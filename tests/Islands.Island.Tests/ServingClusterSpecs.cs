@@ -1,3 +1,4 @@
+using Islands.Hosting.Configuration;
 using System.Collections.Concurrent;
 using System.Net;
 using System.Text.Json;
@@ -22,7 +23,7 @@ public sealed class ServingClusterSpecs(ITestOutputHelper output)
     public async Task Should_answer_429_beyond_the_in_flight_limit_and_still_finish_the_accepted_request()
     {
         var store = await ServingTestStore.StoreAsync();
-        await using var cluster = await LocalServing.StartAsync(1, store, "islands.serving.http.max-in-flight = 1");
+        await using var cluster = await LocalServing.StartAsync(1, store, "http:maxInFlight=1");
         using var http = ServingTestStore.Client(cluster.Nodes[0].Http);
         using var accepted = await ServingTestStore.PostAsync(http, new { count = 64, steps = 120, async = true });
         Assert.Equal(HttpStatusCode.Accepted, accepted.StatusCode);
@@ -82,12 +83,9 @@ public sealed class ServingClusterSpecs(ITestOutputHelper output)
             .OrderByDescending(c => Visits(c.slowSeed, c.k)).First();
         output.WriteLine($"slowed expert {slowExpert}: seed {slowSeed} visits it at {Visits(slowSeed, slowExpert)} of {steps} steps, seed {fastSeed} never");
 
-        await using var cluster = await LocalServing.StartAsync(1, store, $$"""
-            islands.serving {
-              straggler-factor = {{stragglerFactor.ToString(System.Globalization.CultureInfo.InvariantCulture)}}
-              faults { slow-expert = {{slowExpert}}, slow-expert-delay = 500ms }
-            }
-            """);
+        await using var cluster = await LocalServing.StartAsync(1, store,
+            $"stragglerFactor={stragglerFactor.ToString(System.Globalization.CultureInfo.InvariantCulture)}; faults:slowExpert={slowExpert}; " +
+            "faults:slowExpertDelay=\"500ms\"");
         using var client = ServingTestStore.Client(cluster.Nodes[0].Http);
         // Loads every expert and gives the router their answer times.
         using (var warm = await ServingTestStore.PostAsync(client, new { count = 2, steps = 3, strategy = "full" }))
@@ -203,14 +201,8 @@ public sealed class ServingClusterSpecs(ITestOutputHelper output)
     public async Task Should_lose_no_accepted_request_when_a_node_hosting_a_sampler_or_the_router_is_killed_under_load(string hosted)
     {
         var store = await ServingTestStore.StoreAsync();
-        await using var cluster = await LocalServing.StartAsync(3, store, """
-            islands.serving {
-              expert-deadline = 2s
-              expert-cooldown = 2s
-              progress-timeout = 5s
-              batching.max-wait = 5ms
-            }
-            """);
+        await using var cluster = await LocalServing.StartAsync(3, store,
+            "expertDeadline=\"2s\"; expertCooldown=\"2s\"; progressTimeout=\"5s\"; batching:maxWait=\"5ms\"");
         // Full routing asks every expert, so all four sampler entities start somewhere in the cluster.
         using (var warm = ServingTestStore.Client(cluster.Nodes[0].Http))
             Assert.Equal(HttpStatusCode.OK, (await ServingTestStore.PostAsync(warm, new { count = 2, steps = 2, strategy = "full" })).StatusCode);
@@ -289,13 +281,13 @@ public sealed class ServingClusterSpecs(ITestOutputHelper output)
     public async Task Should_pick_up_an_islands_new_publication_at_once_when_the_island_announces_it()
     {
         var store = await ServingTestStore.CopyAsync();
-        await using var serving = await LocalServing.StartAsync(1, store, "islands.serving.rescan-interval = 10m");
+        await using var serving = await LocalServing.StartAsync(1, store, "rescanInterval=\"10m\"");
         using var http = ServingTestStore.Client(serving.Nodes[0].Http);
         var receptionist = $"{serving.Nodes[0].Address}/system/receptionist";
 
         var (data, partitions) = await IslandTestEnvironment.DatasetAsync();
-        var config = Path.Combine(store, "announcing.conf");
-        await File.WriteAllTextAsync(config, IslandTestEnvironment.NodeConfig(data, partitions, steps: 25, $"islands.serving-contacts = [\"{receptionist}\"]"));
+        var config = Path.Combine(store, "announcing.json");
+        await File.WriteAllTextAsync(config, IslandTestEnvironment.NodeConfig(data, partitions, steps: 25, ("servingContacts", new[] { receptionist })));
         await using var island = await LocalIsland.StartAsync("announcing", 1, store, await File.ReadAllTextAsync(config), "sqlite", null, job: "expert:1");
         // The registry would not rescan for 10 minutes: only the island's announcement can make expert 1 come from it.
         await IslandTestEnvironment.Eventually(async () =>
@@ -318,20 +310,16 @@ public sealed class ServingClusterSpecs(ITestOutputHelper output)
         var islandCertificate = IslandTestEnvironment.SelfSignedCertificate(Path.Combine(certificates, "island.pfx"), "CN=island");
         var strangerCertificate = IslandTestEnvironment.SelfSignedCertificate(Path.Combine(certificates, "stranger.pfx"), "CN=stranger");
         var trusted = $"[\"{IslandTestEnvironment.Thumbprint(servingCertificate)}\", \"{IslandTestEnvironment.Thumbprint(islandCertificate)}\"]";
-        string Tls(string certificate) => $$"""
-            islands.serving.tls { enabled = on, certificate = "{{certificate}}", password = "pw", trusted-thumbprints = {{trusted}} }
-            islands.serving.rescan-interval = 10m
-            """;
+        string Tls(string certificate) => $"tls:enabled=true; tls:certificate={JsonSerializer.Serialize(certificate)}; tls:password=\"pw\"; " +
+            $"tls:trustedThumbprints={trusted}; rescanInterval=\"10m\"";
         var name = "tls" + Guid.NewGuid().ToString("N")[..6];
         await using var serving = await LocalServing.StartAsync(2, store, Tls(servingCertificate), name, protocol: "akka.ssl.tcp");
         Assert.StartsWith("akka.ssl.tcp://", serving.Nodes[0].Address);
 
         // A node with a certificate serving does not trust (it trusts serving's, so only serving's check can keep it out).
-        var strangerConfig = Path.Combine(store, $"serving-{name}-stranger.conf");
-        await File.WriteAllTextAsync(strangerConfig, $$"""
-            islands.serving { name = "{{name}}", http.port = 0, api-keys = ["{{ServingTestStore.ApiKey}}"], split-brain.stable-after = 5s }
-            {{Tls(strangerCertificate)}}
-            """);
+        var strangerConfig = Path.Combine(store, $"serving-{name}-stranger.json");
+        await File.WriteAllTextAsync(strangerConfig, ConfigurationJson.From(IslandTestEnvironment.Pairs("islands:serving",
+            $"name=\"{name}\"; http:port=0; apiKeys=[\"{ServingTestStore.ApiKey}\"]; splitBrain:stableAfter=\"5s\"; {Tls(strangerCertificate)}")));
         var seeds = string.Join(",", serving.Nodes.Select(n => n.Address));
         var strangerPort = IslandTestEnvironment.FreePort();
         var stranger = await IslandTestEnvironment.StartOutsiderAsync(() => LocalServing.StartNodeAsync(strangerConfig, store, strangerPort, seeds));
@@ -358,10 +346,8 @@ public sealed class ServingClusterSpecs(ITestOutputHelper output)
         // it reaches every serving node's registry, not only the one behind the receptionist it contacted.
         var clients = serving.Nodes.Select(n => ServingTestStore.Client(n.Http)).ToList();
         var (data, partitions) = await IslandTestEnvironment.DatasetAsync();
-        var islandTls = $$"""
-            islands.tls { enabled = on, certificate = "{{islandCertificate}}", password = "pw", trusted-thumbprints = {{trusted}} }
-            islands.serving-contacts = ["{{serving.Nodes[1].Address}}/system/receptionist"]
-            """;
+        var islandTls = IslandTestEnvironment.Pairs("", $"tls:enabled=true; tls:certificate={JsonSerializer.Serialize(islandCertificate)}; " +
+            $"tls:password=\"pw\"; tls:trustedThumbprints={trusted}; servingContacts=[\"{serving.Nodes[1].Address}/system/receptionist\"]");
         await using var island = await LocalIsland.StartAsync("announcing-tls", 1, store, IslandTestEnvironment.NodeConfig(data, partitions, steps: 25, islandTls),
             "sqlite", null, job: "expert:1");
         foreach (var (http, index) in clients.Select((c, i) => (c, i)))
@@ -389,10 +375,7 @@ public sealed class ServingClusterSpecs(ITestOutputHelper output)
         File.SetLastWriteTimeUtc(oldFile, DateTime.UtcNow.AddDays(-3));
         await File.WriteAllBytesAsync(Path.Combine(results, freshId + ".bin"), Islands.Actors.IslandsSerializer.Encode(Stored(freshId)));
 
-        await using var cluster = await LocalServing.StartAsync(1, store, $$"""
-            islands.serving.results = "{{results}}"
-            islands.serving.results-retention = 1d
-            """);
+        await using var cluster = await LocalServing.StartAsync(1, store, $"results={JsonSerializer.Serialize(results)}; resultsRetention=\"1d\"");
         using var http = ServingTestStore.Client(cluster.Nodes[0].Http);
         // The router entity starts with the first request and sweeps the directory.
         Assert.Equal(HttpStatusCode.OK, (await ServingTestStore.PostAsync(http, new { count = 1, steps = 2 })).StatusCode);
@@ -407,7 +390,7 @@ public sealed class ServingClusterSpecs(ITestOutputHelper output)
     public async Task Should_keep_serving_the_previous_good_expert_when_its_island_publishes_non_finite_weights()
     {
         var store = await ServingTestStore.CopyAsync();
-        await using var cluster = await LocalServing.StartAsync(1, store, "islands.serving.rescan-interval = 1s");
+        await using var cluster = await LocalServing.StartAsync(1, store, "rescanInterval=\"1s\"");
         using var http = ServingTestStore.Client(cluster.Nodes[0].Http);
         async Task<JsonElement> Generate()
         {

@@ -195,11 +195,8 @@ public sealed class ServingHostileInputSpecs(ServingNodeFixture fixture) : IClas
     public async Task Should_forget_a_failed_async_generation_after_the_failed_retention()
     {
         // A deadline no generation of 200 steps meets, so every async request fails (504), and failures kept 3 s.
-        await using var node = await LocalServing.StartAsync(1, fixture.Store, """
-            islands.serving.request-timeout = 300ms
-            islands.serving.progress-timeout = 2s
-            islands.serving.http.failed-retention = 3s
-            """);
+        await using var node = await LocalServing.StartAsync(1, fixture.Store,
+            "requestTimeout=\"300ms\"; progressTimeout=\"2s\"; http:failedRetention=\"3s\"");
         using var http = ServingTestStore.Client(node.Nodes[0].Http);
         using var accepted = await ServingTestStore.PostAsync(http, new { count = 64, steps = 200, async = true });
         Assert.Equal(HttpStatusCode.Accepted, accepted.StatusCode);

@@ -49,7 +49,7 @@ public sealed class SamplerActor : ReceiveActor, IWithStash
 
     protected override void PreStart()
     {
-        if (injectedDelay > TimeSpan.Zero) log.Warning("expert {0}: fault injection holds every answer back by {1} (islands.serving.faults)", expert,
+        if (injectedDelay > TimeSpan.Zero) log.Warning("expert {0}: fault injection holds every answer back by {1} (islands:serving:faults)", expert,
             injectedDelay);
         Context.System.EventStream.Subscribe(Self, typeof(PublishedModelsSnapshot));
         registry.Tell(GetPublishedModels.Instance);

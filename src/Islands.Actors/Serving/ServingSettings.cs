@@ -30,7 +30,7 @@ public sealed record ServingSettings(
         var velocity = MaxBatchRows * imageFloats * 4 + FrameHeadroom;
         var result = maxImagesPerRequest * imageFloats + FrameHeadroom;
         return Math.Max(velocity, result) <= MaximumFrameBytes ? null
-            : $"a step of islands.serving.batching.max-rows = {MaxBatchRows} images ({velocity / 1024} KiB) " +
+            : $"a step of islands:serving:batching:maxRows = {MaxBatchRows} images ({velocity / 1024} KiB) " +
               $"or a result of {maxImagesPerRequest} images ({result / 1024} KiB) " +
               $"does not fit akka.remote.dot-netty.tcp.maximum-frame-size ({MaximumFrameBytes / 1024} KiB): lower max-rows or raise the frame size";
     }

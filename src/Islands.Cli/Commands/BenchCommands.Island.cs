@@ -31,17 +31,18 @@ public static partial class BenchCommands
             var dataDir = Path.GetFullPath(parse.GetValue(data)!);
             var partitionFile = parse.GetValue(partitions) is { } p ? Path.GetFullPath(p) : null;
             var stable = Hosting.IslandNodeConfig.ParseDuration("--stable-after", parse.GetValue(stableAfter)!);
-            string Config(long total) => $$"""
-                islands.job = "{{(partitionFile is null ? "monolith" : "expert:0")}}"
-                islands.training {
-                  data-directory = {{System.Text.Json.JsonSerializer.Serialize(dataDir)}}
-                  {{(partitionFile is null ? "" : $"partitions-file = {System.Text.Json.JsonSerializer.Serialize(partitionFile)}")}}
-                  steps = {{total}}
-                  batch-size = {{parse.GetValue(batch)}}
-                  checkpoint-every = {{parse.GetValue(every)}}
-                  keep-checkpoints = 100000
-                }
-                """;
+            string Config(long total) => System.Text.Json.JsonSerializer.Serialize(new
+            {
+                islands = new
+                {
+                    job = partitionFile is null ? "monolith" : "expert:0",
+                    training = new Dictionary<string, object>
+                    {
+                        ["dataDirectory"] = dataDir, ["steps"] = total, ["batchSize"] = parse.GetValue(batch),
+                        ["checkpointEvery"] = parse.GetValue(every), ["keepCheckpoints"] = 100_000,
+                    }.Concat(partitionFile is null ? [] : [new("partitionsFile", partitionFile)]).ToDictionary(),
+                },
+            });
             var dir = parse.GetValue(work) ?? Path.Combine(Path.GetTempPath(), $"islands-bench-island-{Guid.NewGuid():N}");
             var postgres = Environment.GetEnvironmentVariable("ISLANDS_JOURNAL_CONNECTION_STRING");
             // Akka's shutdown messages ("Remoting shut down") bypass the host's logger and go to Console.Out; keep them off

@@ -14,7 +14,7 @@ public static partial class BenchCommands
         var strategy = new Option<string>("--strategy") { DefaultValueFactory = _ => "top1" };
         var maxRows = new Option<int>("--max-rows")
         {
-            Description = "Continuous batch size (islands.serving.batching.max-rows), also the offline batch",
+            Description = "Continuous batch size (islands:serving:batching:maxRows), also the offline batch",
             DefaultValueFactory = _ => 128
         };
         var seconds = new Option<int>("--seconds") { Description = "Load duration per client count", DefaultValueFactory = _ => 20 };
@@ -25,7 +25,7 @@ public static partial class BenchCommands
         };
         var stragglerFactor = new Option<double?>("--straggler-factor")
         {
-            Description = "islands.serving.straggler-factor for the served runs (default: serving.conf's)"
+            Description = "islands:serving:stragglerFactor for the served runs (default: serving.conf's)"
         };
         var slowBy = new Option<string>("--slow-by") { Description = "How long the slowed expert holds back each answer",
             DefaultValueFactory = _ => "500ms" };

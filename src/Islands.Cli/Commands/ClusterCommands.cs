@@ -45,7 +45,7 @@ public static class ClusterCommands
         };
         var islandConfig = new Option<string?>("--island-config")
         {
-            Description = "HOCON file the expert islands' nodes read (--config): training settings, model size, split-brain timing"
+            Description = "JSON configuration file the expert islands' nodes read (--config): training settings, model size, split-brain timing"
         };
         var command = new Command("up", "Start the cluster's node processes (detached) and wait until every node is ready")
         {

@@ -12,56 +12,58 @@ public static class IslandCommands
 {
     public static Command Node(TextWriter stdout, TextWriter stderr)
     {
-        var island = new Option<string?>("--island") { Description = "Island name (islands.island)" };
-        var job = new Option<string?>("--job") { Description = "expert:K, monolith or router (islands.job)" };
+        var island = new Option<string?>("--island") { Description = "Island name (islands:island)" };
+        var job = new Option<string?>("--job") { Description = "expert:K, monolith or router (islands:job)" };
         var config = new Option<string?>("--config")
         {
-            Description = "HOCON file over hocon/island.conf (islands.training holds the training settings)"
+            Description = "JSON file over config/island.json (islands:training holds the training settings)"
         };
-        var hostname = new Option<string?>("--hostname") { Description = "Remoting address to bind (islands.hostname)" };
-        var port = new Option<int?>("--port") { Description = "Remoting port; seed nodes need fixed ports (islands.port)" };
+        var akkaConfig = new Option<string?>("--akka-config") { Description = "HOCON file of akka.* over hocon/island.conf (islands:akkaConfig)" };
+        var hostname = new Option<string?>("--hostname") { Description = "Remoting address to bind (islands:hostname)" };
+        var port = new Option<int?>("--port") { Description = "Remoting port; seed nodes need fixed ports (islands:port)" };
         var seeds = new Option<string?>("--seed-nodes")
         {
             Description = "Static seed nodes (tests; a restarted first seed can form a second cluster): use --contact-points"
         };
         var contacts = new Option<string?>("--contact-points")
         {
-            Description = "HTTP endpoints host:port of every node of the island, this one included (islands.bootstrap.contact-points)"
+            Description = "HTTP endpoints host:port of every node of the island, this one included (islands:bootstrap:contactPoints)"
         };
-        var httpPort = new Option<int?>("--http-port") { Description = "Port of /status and /health/* (islands.http.port)" };
+        var httpPort = new Option<int?>("--http-port") { Description = "Port of /status and /health/* (islands:http:port)" };
         var store = new Option<string?>("--store")
         {
-            Description = "Checkpoint store directory; the island's run is <store>/<island> (islands.store)"
+            Description = "Checkpoint store directory; the island's run is <store>/<island> (islands:store)"
         };
-        var provider = new Option<string?>("--journal") { Description = "sqlite or postgresql (islands.journal.provider)" };
-        var data = new Option<string?>("--data") { Description = "Dataset directory (islands.training.data-directory)" };
-        var partitions = new Option<string?>("--partitions") { Description = "Partition file (islands.training.partitions-file)" };
-        var steps = new Option<int?>("--steps") { Description = "Training steps (islands.training.steps)" };
+        var provider = new Option<string?>("--journal") { Description = "sqlite or postgresql (islands:journal:provider)" };
+        var data = new Option<string?>("--data") { Description = "Dataset directory (islands:training:dataDirectory)" };
+        var partitions = new Option<string?>("--partitions") { Description = "Partition file (islands:training:partitionsFile)" };
+        var steps = new Option<int?>("--steps") { Description = "Training steps (islands:training:steps)" };
         var every = new Option<int?>("--checkpoint-every")
         {
-            Description = "Steps between committed checkpoints (islands.training.checkpoint-every)"
+            Description = "Steps between committed checkpoints (islands:training:checkpointEvery)"
         };
         var command = new Command("node", "Run one node of an island: an Akka.NET cluster member that trains the island's job as a cluster singleton")
         {
-            island, job, config, hostname, port, seeds, contacts, httpPort, store, provider, data, partitions, steps, every,
+            island, job, config, akkaConfig, hostname, port, seeds, contacts, httpPort, store, provider, data, partitions, steps, every,
         };
         command.SetAction(IslandsCli.Action(stdout, stderr, async (ctx, parse, cancel) =>
         {
             var options = new Dictionary<string, string?>
             {
-                ["islands.island"] = parse.GetValue(island),
-                ["islands.job"] = parse.GetValue(job),
-                ["islands.hostname"] = parse.GetValue(hostname),
-                ["islands.port"] = parse.GetValue(port)?.ToString(System.Globalization.CultureInfo.InvariantCulture),
-                ["islands.seed-nodes"] = parse.GetValue(seeds),
-                ["islands.bootstrap.contact-points"] = parse.GetValue(contacts),
-                ["islands.http.port"] = parse.GetValue(httpPort)?.ToString(System.Globalization.CultureInfo.InvariantCulture),
-                ["islands.store"] = parse.GetValue(store),
-                ["islands.journal.provider"] = parse.GetValue(provider),
-                ["islands.training.data-directory"] = parse.GetValue(data) is { } d ? Path.GetFullPath(d) : null,
-                ["islands.training.partitions-file"] = parse.GetValue(partitions) is { } p ? Path.GetFullPath(p) : null,
-                ["islands.training.steps"] = parse.GetValue(steps)?.ToString(System.Globalization.CultureInfo.InvariantCulture),
-                ["islands.training.checkpoint-every"] = parse.GetValue(every)?.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                ["islands:island"] = parse.GetValue(island),
+                ["islands:akkaConfig"] = parse.GetValue(akkaConfig) is { } a ? Path.GetFullPath(a) : null,
+                ["islands:job"] = parse.GetValue(job),
+                ["islands:hostname"] = parse.GetValue(hostname),
+                ["islands:port"] = parse.GetValue(port)?.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                ["islands:seedNodes"] = parse.GetValue(seeds),
+                ["islands:bootstrap:contactPoints"] = parse.GetValue(contacts),
+                ["islands:http:port"] = parse.GetValue(httpPort)?.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                ["islands:store"] = parse.GetValue(store),
+                ["islands:journal:provider"] = parse.GetValue(provider),
+                ["islands:training:dataDirectory"] = parse.GetValue(data) is { } d ? Path.GetFullPath(d) : null,
+                ["islands:training:partitionsFile"] = parse.GetValue(partitions) is { } p ? Path.GetFullPath(p) : null,
+                ["islands:training:steps"] = parse.GetValue(steps)?.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                ["islands:training:checkpointEvery"] = parse.GetValue(every)?.ToString(System.Globalization.CultureInfo.InvariantCulture),
             };
             var settings = IslandNodeConfig.Parse(IslandNodeConfig.Load(parse.GetValue(config), options));
             IslandsCli.InitTorch(parse);

@@ -12,7 +12,7 @@ public static class MethodsCommand
     public static Command Build(TextWriter stdout, TextWriter stderr)
     {
         var name = new Argument<string?>("name") { Description = "A method: print its config with the defaults", Arity = ArgumentArity.ZeroOrOne };
-        var command = new Command("methods", "List the training methods an island can run (an island's islands.job names one), or show one's " +
+        var command = new Command("methods", "List the training methods an island can run (an island's islands:job names one), or show one's " +
             "config defaults")
         {
             name,
@@ -31,7 +31,7 @@ public static class MethodsCommand
                 ctx.Result(entry, w =>
                 {
                     w.WriteLine($"{entry.Name}: {entry.Description}");
-                    w.WriteLine($"config {entry.Config} (islands.training in an island's HOCON, kebab-case; config.json in a run directory), " +
+                    w.WriteLine($"config {entry.Config} (islands:training in an island's JSON configuration; config.json in a run directory), " +
                         "defaults:");
                     w.WriteLine(JsonSerializer.Serialize(entry.Defaults, Json.Options));
                 });

@@ -15,41 +15,46 @@ public static class ServingCommands
 
     public static Command Serve(TextWriter stdout, TextWriter stderr)
     {
-        var config = new Option<string?>("--config") { Description = "HOCON file over hocon/serving.conf" };
-        var store = new Option<string?>("--store") { Description = "Checkpoint store the islands publish into (islands.serving.store)" };
-        var hostname = new Option<string?>("--hostname") { Description = "Remoting address to bind (islands.serving.hostname)" };
-        var port = new Option<int?>("--port") { Description = "Remoting port; seed nodes need fixed ports (islands.serving.port)" };
+        var config = new Option<string?>("--config") { Description = "JSON file over config/serving.json" };
+        var akkaConfig = new Option<string?>("--akka-config")
+        {
+            Description = "HOCON file of akka.* over hocon/serving.conf (islands:serving:akkaConfig)"
+        };
+        var store = new Option<string?>("--store") { Description = "Checkpoint store the islands publish into (islands:serving:store)" };
+        var hostname = new Option<string?>("--hostname") { Description = "Remoting address to bind (islands:serving:hostname)" };
+        var port = new Option<int?>("--port") { Description = "Remoting port; seed nodes need fixed ports (islands:serving:port)" };
         var seeds = new Option<string?>("--seed-nodes")
         {
             Description = "Static seed nodes (tests; a restarted first seed can form a second cluster): use --contact-points"
         };
         var contacts = new Option<string?>("--contact-points")
         {
-            Description = "HTTP endpoints host:port of every serving node, this one included (islands.serving.bootstrap.contact-points)"
+            Description = "HTTP endpoints host:port of every serving node, this one included (islands:serving:bootstrap:contactPoints)"
         };
-        var httpPort = new Option<int?>("--http-port") { Description = "Port of the API (islands.serving.http.port)" };
-        var precision = new Option<string?>("--precision") { Description = "fp32 or bf16 arithmetic for the experts (islands.serving.precision)" };
+        var httpPort = new Option<int?>("--http-port") { Description = "Port of the API (islands:serving:http:port)" };
+        var precision = new Option<string?>("--precision") { Description = "fp32 or bf16 arithmetic for the experts (islands:serving:precision)" };
         var sources = new Option<string?>("--sources")
         {
             Description = "Island nodes' HTTP endpoints to fetch publications from into --store, for islands that share no filesystem with serving " +
-                "(islands.serving.sources.endpoints; key from ISLANDS_SOURCE_KEY)",
+                "(islands:serving:sources:endpoints; key from ISLANDS_SOURCE_KEY)",
         };
         var command = new Command("serve", "Run one node of the serving cluster: sharded router and sampler actors behind the generation API")
         {
-            config, store, hostname, port, seeds, contacts, httpPort, precision, sources,
+            config, akkaConfig, store, hostname, port, seeds, contacts, httpPort, precision, sources,
         };
         command.SetAction(IslandsCli.Action(stdout, stderr, async (ctx, parse, cancel) =>
         {
             var options = new Dictionary<string, string?>
             {
-                ["islands.serving.store"] = parse.GetValue(store),
-                ["islands.serving.hostname"] = parse.GetValue(hostname),
-                ["islands.serving.port"] = parse.GetValue(port)?.ToString(CultureInfo.InvariantCulture),
-                ["islands.serving.seed-nodes"] = parse.GetValue(seeds),
-                ["islands.serving.bootstrap.contact-points"] = parse.GetValue(contacts),
-                ["islands.serving.http.port"] = parse.GetValue(httpPort)?.ToString(CultureInfo.InvariantCulture),
-                ["islands.serving.precision"] = parse.GetValue(precision),
-                ["islands.serving.sources.endpoints"] = parse.GetValue(sources),
+                ["islands:serving:store"] = parse.GetValue(store),
+                ["islands:serving:akkaConfig"] = parse.GetValue(akkaConfig) is { } a ? Path.GetFullPath(a) : null,
+                ["islands:serving:hostname"] = parse.GetValue(hostname),
+                ["islands:serving:port"] = parse.GetValue(port)?.ToString(CultureInfo.InvariantCulture),
+                ["islands:serving:seedNodes"] = parse.GetValue(seeds),
+                ["islands:serving:bootstrap:contactPoints"] = parse.GetValue(contacts),
+                ["islands:serving:http:port"] = parse.GetValue(httpPort)?.ToString(CultureInfo.InvariantCulture),
+                ["islands:serving:precision"] = parse.GetValue(precision),
+                ["islands:serving:sources:endpoints"] = parse.GetValue(sources),
             };
             var settings = ServingNodeConfig.Parse(ServingNodeConfig.Load(parse.GetValue(config), options));
             IslandsCli.InitTorch(parse);

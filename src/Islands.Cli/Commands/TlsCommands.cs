@@ -9,7 +9,7 @@ public static class TlsCommands
 
     public static Command Build(TextWriter stdout, TextWriter stderr)
     {
-        var tls = new Command("tls", "Remoting certificates (islands.tls, islands.serving.tls)");
+        var tls = new Command("tls", "Remoting certificates (islands:tls, islands:serving:tls)");
         tls.Add(Create(stdout, stderr));
         return tls;
     }

@@ -4,6 +4,7 @@ using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using System.Text.Json;
 using Islands.Hosting;
+using Islands.Hosting.Configuration;
 using Islands.Diffusion;
 using Islands.Diffusion.Data;
 using Islands.Diffusion.Imaging;
@@ -76,36 +77,29 @@ public sealed class LocalDemo(string work, int httpPortBase, Action<string> log)
     /// <summary>Starts one single-node island per expert and the router island (each resumes from its journal).</summary>
     public async Task StartIslandsAsync(CancellationToken cancel)
     {
-        var config = Path.Combine(Work, "islands.conf");
-        await File.WriteAllTextAsync(config, $$"""
-            islands {
-              store = "{{Store}}"
-              training {
-                data-directory = "{{DataDirectory}}"
-                partitions-file = "{{PartitionsFile}}"
-              }
-            }
-            """, cancel);
+        var config = Path.Combine(Work, "islands.json");
+        await File.WriteAllTextAsync(config, ConfigurationJson.From([("islands:store", Store), ("islands:training:dataDirectory", DataDirectory),
+            ("islands:training:partitionsFile", PartitionsFile)]), cancel);
         var jobs = Enumerable.Range(0, Plan.K).Select(k => ($"expert-{k}", $"expert:{k}")).Append(("router", "router")).ToList();
         for (var i = 0; i < jobs.Count; i++)
         {
             var (island, job) = jobs[i];
             var training = job == "router"
-                ? new Dictionary<string, string?> { ["islands.training.steps"] = Str(Plan.RouterSteps),
-                    ["islands.training.checkpoint-every"] = Str(Math.Max(50, Plan.RouterSteps / 4)), ["islands.training.expert-count"] = Str(Plan.K) }
+                ? new Dictionary<string, string?> { ["islands:training:steps"] = Str(Plan.RouterSteps),
+                    ["islands:training:checkpointEvery"] = Str(Math.Max(50, Plan.RouterSteps / 4)), ["islands:training:expertCount"] = Str(Plan.K) }
                 : new Dictionary<string, string?>
                 {
-                    ["islands.training.steps"] = Str(Plan.ExpertSteps), ["islands.training.checkpoint-every"] = Str(Plan.CheckpointEvery),
-                    ["islands.training.batch-size"] = Str(Plan.BatchSize), ["islands.training.precision"] = Plan.Precision,
-                    ["islands.training.warmup-steps"] = Str(Math.Min(100, Plan.ExpertSteps / 5)),
+                    ["islands:training:steps"] = Str(Plan.ExpertSteps), ["islands:training:checkpointEvery"] = Str(Plan.CheckpointEvery),
+                    ["islands:training:batchSize"] = Str(Plan.BatchSize), ["islands:training:precision"] = Plan.Precision,
+                    ["islands:training:warmupSteps"] = Str(Math.Min(100, Plan.ExpertSteps / 5)),
                 };
             var options = new Dictionary<string, string?>(training)
             {
-                ["islands.island"] = island,
-                ["islands.job"] = job,
-                ["islands.http.port"] = Str(httpPortBase == 0 ? 0 : httpPortBase + 1 + i),
+                ["islands:island"] = island,
+                ["islands:job"] = job,
+                ["islands:http:port"] = Str(httpPortBase == 0 ? 0 : httpPortBase + 1 + i),
                 // The experts train side by side: each gets its share of the cores.
-                ["islands.torch-threads"] = Str(Math.Max(1, Environment.ProcessorCount / Plan.K)),
+                ["islands:torchThreads"] = Str(Math.Max(1, Environment.ProcessorCount / Plan.K)),
             };
             var settings = IslandNodeConfig.Parse(IslandNodeConfig.Load(config, options, new Hashtable()));
             var app = IslandNode.Build(settings, l => l.SetMinimumLevel(LogLevel.Error));
@@ -200,11 +194,11 @@ public sealed class LocalDemo(string work, int httpPortBase, Action<string> log)
         ApiKeyAuthentication.EnsureKeyFile(ApiKeyFile);
         var options = new Dictionary<string, string?>
         {
-            ["islands.serving.store"] = Store,
-            ["islands.serving.results"] = Path.Combine(Work, "serving-results"),
-            ["islands.serving.http.port"] = Str(httpPortBase),
-            ["islands.serving.api-keys-file"] = ApiKeyFile,
-            ["islands.serving.precision"] = Plan.Precision,
+            ["islands:serving:store"] = Store,
+            ["islands:serving:results"] = Path.Combine(Work, "serving-results"),
+            ["islands:serving:http:port"] = Str(httpPortBase),
+            ["islands:serving:apiKeysFile"] = ApiKeyFile,
+            ["islands:serving:precision"] = Plan.Precision,
         };
         var settings = ServingNodeConfig.Parse(ServingNodeConfig.Load(null, options, new Hashtable()));
         serving = ServingNode.Build(settings, l => l.SetMinimumLevel(LogLevel.Error));

@@ -39,22 +39,22 @@ public sealed record TrainConfig(
     {
         if (SchemaVersion != CurrentSchemaVersion) yield return $"schemaVersion: {SchemaVersion} is not supported (expected {CurrentSchemaVersion})";
         if (Job is not ("expert" or "monolith")) yield return $"job: '{Job}' must be expert or monolith";
-        if (string.IsNullOrWhiteSpace(DataDirectory)) yield return "--data: a dataset directory is required";
-        if (PartitionsFile is not null && Expert is null) yield return "--expert: required with --partitions";
-        if (Expert is not null && PartitionsFile is null) yield return "--partitions: required with --expert";
-        if (Expert is < 0) yield return $"--expert: {Expert} must not be negative";
-        if (Steps < 1) yield return $"--steps: {Steps} must be at least 1";
-        if (BatchSize is < 1 or > 65536) yield return $"--batch: {BatchSize} must lie in 1..65536";
-        if (LearningRate is <= 0 or > 1) yield return $"--lr: {LearningRate} must lie in (0, 1]";
-        if (WarmupSteps < 0) yield return $"--warmup: {WarmupSteps} must not be negative";
+        if (string.IsNullOrWhiteSpace(DataDirectory)) yield return "dataDirectory: a dataset directory is required";
+        if (PartitionsFile is not null && Expert is null) yield return "expert: required with a partition file";
+        if (Expert is not null && PartitionsFile is null) yield return "partitionsFile: required with an expert index";
+        if (Expert is < 0) yield return $"expert: {Expert} must not be negative";
+        if (Steps < 1) yield return $"steps: {Steps} must be at least 1";
+        if (BatchSize is < 1 or > 65536) yield return $"batchSize: {BatchSize} must lie in 1..65536";
+        if (LearningRate is <= 0 or > 1) yield return $"learningRate: {LearningRate} must lie in (0, 1]";
+        if (WarmupSteps < 0) yield return $"warmupSteps: {WarmupSteps} must not be negative";
         if (MinLearningRateFraction is < 0 or > 1) yield return "minLearningRateFraction: must lie in [0, 1]";
         if (GradClip < 0) yield return $"gradClip: {GradClip} must not be negative (0 disables clipping)";
-        if (EmaDecay is < 0 or >= 1) yield return $"--ema: {EmaDecay} must lie in [0, 1)";
+        if (EmaDecay is < 0 or >= 1) yield return $"emaDecay: {EmaDecay} must lie in [0, 1)";
         if (LabelDropout is < 0 or > 1) yield return $"labelDropout: {LabelDropout} must lie in [0, 1]";
-        if (TimeSampling is not ("uniform" or "logit-normal")) yield return $"--t-sampling: '{TimeSampling}' must be uniform or logit-normal";
-        if (CheckpointEvery < 1) yield return $"--checkpoint-every: {CheckpointEvery} must be at least 1";
-        if (KeepCheckpoints < 1) yield return $"--keep: {KeepCheckpoints} must be at least 1";
-        if (Precision is not ("fp32" or "bf16")) yield return $"--precision: '{Precision}' must be fp32 or bf16";
+        if (TimeSampling is not ("uniform" or "logit-normal")) yield return $"timeSampling: '{TimeSampling}' must be uniform or logit-normal";
+        if (CheckpointEvery < 1) yield return $"checkpointEvery: {CheckpointEvery} must be at least 1";
+        if (KeepCheckpoints < 1) yield return $"keepCheckpoints: {KeepCheckpoints} must be at least 1";
+        if (Precision is not ("fp32" or "bf16")) yield return $"precision: '{Precision}' must be fp32 or bf16";
         if (MaxConsecutiveBadSteps < 1) yield return $"maxConsecutiveBadSteps: {MaxConsecutiveBadSteps} must be at least 1";
         if (MaxRollbacks < 0) yield return $"maxRollbacks: {MaxRollbacks} must not be negative";
         foreach (var e in ModelOrDefault.Validate()) yield return e;
@@ -79,13 +79,13 @@ public sealed record TrainConfig(
     {
         if (Job != other.Job) yield return $"job ({Job} vs {other.Job})";
         if (Path.GetFullPath(DataDirectory) != Path.GetFullPath(other.DataDirectory))
-            yield return $"--data ({DataDirectory} vs {other.DataDirectory})";
-        if (Expert != other.Expert) yield return $"--expert ({Expert} vs {other.Expert})";
-        if (BatchSize != other.BatchSize) yield return $"--batch ({BatchSize} vs {other.BatchSize})";
-        if (LearningRate != other.LearningRate) yield return $"--lr ({LearningRate} vs {other.LearningRate})";
-        if (Seed != other.Seed) yield return $"--seed ({Seed} vs {other.Seed})";
-        if (TimeSampling != other.TimeSampling) yield return $"--t-sampling ({TimeSampling} vs {other.TimeSampling})";
-        if (Precision != other.Precision) yield return $"--precision ({Precision} vs {other.Precision})";
+            yield return $"dataDirectory ({DataDirectory} vs {other.DataDirectory})";
+        if (Expert != other.Expert) yield return $"expert ({Expert} vs {other.Expert})";
+        if (BatchSize != other.BatchSize) yield return $"batchSize ({BatchSize} vs {other.BatchSize})";
+        if (LearningRate != other.LearningRate) yield return $"learningRate ({LearningRate} vs {other.LearningRate})";
+        if (Seed != other.Seed) yield return $"seed ({Seed} vs {other.Seed})";
+        if (TimeSampling != other.TimeSampling) yield return $"timeSampling ({TimeSampling} vs {other.TimeSampling})";
+        if (Precision != other.Precision) yield return $"precision ({Precision} vs {other.Precision})";
         if (!ModelOrDefault.Multipliers.SequenceEqual(other.ModelOrDefault.Multipliers)
             || ModelOrDefault with { ChannelMultipliers = null } != other.ModelOrDefault with { ChannelMultipliers = null })
             yield return "model";

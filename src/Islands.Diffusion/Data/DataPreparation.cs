@@ -15,7 +15,7 @@ public static class DataPreparation
         {
             var existing = PartitionFile.Load(partitionsFile);
             if (existing.K != k)
-                throw new ConfigException("--k", $"{partitionsFile} already holds K={existing.K} partitions; remove it to repartition into {k}");
+                throw new ConfigException("k", $"{partitionsFile} already holds K={existing.K} partitions; remove it to repartition into {k}");
             return dataset;
         }
         log($"partitioning {dataset.Train.Count} images of {dataset.Manifest.Name} into K={k} clusters");
@@ -29,7 +29,7 @@ public static class DataPreparation
         if (!File.Exists(Path.Combine(dataDirectory, DatasetManifest.FileName)))
         {
             if (Directory.Exists(dataDirectory) && Directory.EnumerateFileSystemEntries(dataDirectory).Any())
-                throw new ConfigException("--data", $"{dataDirectory} exists but holds no dataset (manifest.json is missing); remove it or choose " +
+                throw new ConfigException("dataDirectory", $"{dataDirectory} exists but holds no dataset (manifest.json is missing); remove it or choose " +
                     "another directory");
             if (DatasetImporter.FashionMnistInstalled)
             {

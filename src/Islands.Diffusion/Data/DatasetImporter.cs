@@ -30,7 +30,7 @@ public static class DatasetImporter
     public static DatasetManifest Import(string source, string outDir, int size = 28, double testFraction = 1.0 / 7, int seed = 0)
     {
         if (Directory.Exists(outDir) && Directory.EnumerateFileSystemEntries(outDir).Any())
-            throw new ConfigException("--out", $"{outDir} already exists and is not empty; choose a new directory");
+            throw new ConfigException("runDirectory", $"{outDir} already exists and is not empty; choose a new directory");
         if (source == "fashion-mnist")
         {
             if (!FashionMnistInstalled)
@@ -52,7 +52,7 @@ public static class DatasetImporter
             return ImportIdx(source[4..], outDir, Path.GetFileName(Path.GetFullPath(source[4..]).TrimEnd('/')), source, null);
         if (source.StartsWith("folder:", StringComparison.Ordinal))
             return ImportFolder(source[7..], outDir, size, testFraction, seed, source);
-        throw new ConfigException("--source",
+        throw new ConfigException("source",
             $"'{source}' is not a known source; use fashion-mnist, synthetic, synthetic-rgb, idx:DIR or folder:DIR");
     }
 
@@ -94,7 +94,7 @@ public static class DatasetImporter
     public static DatasetManifest ImportFolder(string dir, string outDir, int size, double testFraction, int seed, string source)
     {
         if (!Directory.Exists(dir)) throw new DataFormatException(dir, "directory not found");
-        if (size is < 4 or > 1024) throw new ConfigException("--size", $"{size} is outside 4..1024");
+        if (size is < 4 or > 1024) throw new ConfigException("size", $"{size} is outside 4..1024");
         var classDirs = Directory.GetDirectories(dir).Where(d => !Path.GetFileName(d).StartsWith('.')).Order(StringComparer.Ordinal).ToList();
         if (classDirs.Count == 0) throw new DataFormatException(dir, "empty folder: expected one subfolder per class holding PNG or JPEG images");
         var files = new List<(string Path, byte Label)>();

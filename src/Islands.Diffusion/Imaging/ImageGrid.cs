@@ -78,7 +78,7 @@ public static class ImageGrid
     /// <summary>Grey images (C = 1) as a grey PNG, colour ones (C = 3) as an RGB PNG; other channel counts are refused.</summary>
     private static Image Render(byte[] pixels, int count, int channels, int height, int width, int columns, int padding, int scale)
     {
-        if (count == 0) throw new ConfigException("--count", "no images to write");
+        if (count == 0) throw new ConfigException("count", "no images to write");
         if (channels is not (1 or 3)) throw new ConfigException("channels", $"{channels} channels cannot be written as PNG (1 grey or 3 RGB)");
         if (pixels.Length < (long)count * channels * height * width)
             throw new ConfigException("pixels", $"{pixels.Length} bytes are fewer than {count} images of {channels}x{height}x{width}");

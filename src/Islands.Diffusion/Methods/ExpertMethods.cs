@@ -19,7 +19,7 @@ public sealed class ExpertMethod : TrainingMethod
     public override IMethodConfig Configure(IMethodConfig config, string? argument, Func<string, bool> isSet)
     {
         if (Index($"{Name}:{argument}") is not { } k)
-            throw new ConfigException("islands.job", $"'expert{(argument is null ? "" : ":" + argument)}' must be expert:K (K a partition index)");
+            throw new ConfigException("job", $"'expert{(argument is null ? "" : ":" + argument)}' must be expert:K (K a partition index)");
         return As<TrainConfig>(config) with { Job = Name, Expert = k };
     }
 

@@ -41,7 +41,7 @@ public sealed class MethodRegistry
         var name = colon < 0 ? job : job[..colon];
         var argument = colon < 0 ? null : job[(colon + 1)..];
         var method = Methods.FirstOrDefault(m => m.Name == name)
-            ?? throw new ConfigException("islands.job",
+            ?? throw new ConfigException("job",
                 $"'{job}' names no method; registered: {string.Join(", ", Methods.Select(m => m.Name))} (expert takes :K, a partition index)");
         return (method, argument);
     }

@@ -36,7 +36,7 @@ public abstract class TrainingMethod
     /// <param name="isSet">Whether a camelCase config field was given explicitly.</param>
     public virtual IMethodConfig Configure(IMethodConfig config, string? argument, Func<string, bool> isSet)
     {
-        if (argument is not null) throw new ConfigException("islands.job", $"{Name} takes no argument (got '{Name}:{argument}')");
+        if (argument is not null) throw new ConfigException("job", $"{Name} takes no argument (got '{Name}:{argument}')");
         return config;
     }
 

@@ -33,6 +33,6 @@ public sealed class Bfloat16Velocity : IVelocityModel, IDisposable
     {
         "fp32" => model,
         "bf16" => new Bfloat16Velocity(model),
-        _ => throw new ConfigException("--precision", $"'{precision}' must be fp32 or bf16"),
+        _ => throw new ConfigException("precision", $"'{precision}' must be fp32 or bf16"),
     };
 }

@@ -12,7 +12,7 @@ public static class BalancedMerge
     public static Result Merge(float[][] fine, int[] weights, int k, double tolerance, int seed, int iterations = 30)
     {
         var f = fine.Length;
-        if (k < 1 || k > f) throw new ConfigException("--k", $"{k} partitions cannot be formed from {f} fine clusters");
+        if (k < 1 || k > f) throw new ConfigException("k", $"{k} partitions cannot be formed from {f} fine clusters");
         var dim = fine[0].Length;
         long total = weights.Sum(w => (long)w);
         var capacity = (long)Math.Ceiling(total / (double)k * (1 + tolerance));

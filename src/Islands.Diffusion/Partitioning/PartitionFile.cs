@@ -41,7 +41,7 @@ public sealed record PartitionFile(
     /// <summary>Indices of the training images assigned to partition <paramref name="k"/>.</summary>
     public int[] Members(int k)
     {
-        if (k < 0 || k >= K) throw new ConfigException("--expert", $"{k} is outside the partition file's 0..{K - 1}");
+        if (k < 0 || k >= K) throw new ConfigException("expert", $"{k} is outside the partition file's 0..{K - 1}");
         return Enumerable.Range(0, Assignments.Length).Where(i => Assignments[i] == k).ToArray();
     }
 }

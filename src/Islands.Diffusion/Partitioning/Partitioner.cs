@@ -10,11 +10,11 @@ public sealed record PartitionOptions(int K = 4, int FineClusters = 1024, int Em
 {
     public IEnumerable<string> Validate()
     {
-        if (K < 1) yield return $"--k: {K} must be at least 1";
-        if (FineClusters < K) yield return $"--fine: {FineClusters} fine clusters must be at least --k ({K})";
-        if (EmbeddingDimensions < 1) yield return $"--dims: {EmbeddingDimensions} must be at least 1";
-        if (BalanceTolerance is < 0 or > 1) yield return $"--tolerance: {BalanceTolerance} must lie in [0, 1]";
-        if (Method is not ("kmeans" or "random")) yield return $"--method: '{Method}' must be kmeans or random";
+        if (K < 1) yield return $"k: {K} must be at least 1";
+        if (FineClusters < K) yield return $"fineClusters: {FineClusters} fine clusters must be at least k ({K})";
+        if (EmbeddingDimensions < 1) yield return $"embeddingDimensions: {EmbeddingDimensions} must be at least 1";
+        if (BalanceTolerance is < 0 or > 1) yield return $"balanceTolerance: {BalanceTolerance} must lie in [0, 1]";
+        if (Method is not ("kmeans" or "random")) yield return $"method: '{Method}' must be kmeans or random";
     }
 }
 

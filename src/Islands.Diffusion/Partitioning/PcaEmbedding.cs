@@ -27,7 +27,7 @@ public sealed class PcaEmbedding : IImageEmbedding
         var x = images.reshape(images.shape[0], -1).to_type(ScalarType.Float32);
         var features = x.shape[1];
         if (dimensions < 1 || dimensions > features)
-            throw new ConfigException("--dims", $"{dimensions} must be between 1 and the pixel count {features}");
+            throw new ConfigException("embeddingDimensions", $"{dimensions} must be between 1 and the pixel count {features}");
         var mu = x.mean([0]);
         var centred = x - mu;
         // The covariance product runs in float32 (10x faster than float64 here); the eigensolver runs in float64.

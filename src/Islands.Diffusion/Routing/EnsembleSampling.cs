@@ -26,16 +26,16 @@ public static class EnsembleSampling
         for (var i = 0; i < configs.Count; i++)
         {
             if (configs[i].Expert != i)
-                throw new ConfigException("--model",
-                    $"the {i}th --model was trained as expert {configs[i].Expert?.ToString() ?? "(monolith)"}; " +
+                throw new ConfigException("experts",
+                    $"expert {i} was trained as expert {configs[i].Expert?.ToString() ?? "(monolith)"}; " +
                     "list the experts in partition order 0..K-1");
             if (configs[i].PartitionsFile != partitionsFile)
-                throw new ConfigException("--model",
+                throw new ConfigException("experts",
                     $"expert {i} was trained on {configs[i].PartitionsFile}, expert 0 on {partitionsFile}: " +
                     "experts of one ensemble must share a partition file");
         }
         foreach (var u in unavailable)
-            if (u < 0 || u >= experts.Count) throw new ConfigException("--unavailable", $"{u} is outside 0..{experts.Count - 1}");
+            if (u < 0 || u >= experts.Count) throw new ConfigException("unavailable", $"{u} is outside 0..{experts.Count - 1}");
         IRouter router;
         double routerFlops;
         IDisposable? owned;
@@ -52,7 +52,7 @@ public static class EnsembleSampling
         {
             var (net, routerConfig, _) = RouterRun.Load(routerSpec, log);
             if (Path.GetFullPath(routerConfig.PartitionsFile) != Path.GetFullPath(partitionsFile!))
-                throw new ConfigException("--router", $"was trained on {routerConfig.PartitionsFile}, the experts on {partitionsFile}");
+                throw new ConfigException("router", $"was trained on {routerConfig.PartitionsFile}, the experts on {partitionsFile}");
             router = net;
             owned = net;
             using var probe = randn(1, shape.C, shape.H, shape.W);

@@ -32,9 +32,9 @@ public sealed class ExpertEnsemble
     public ExpertEnsemble(IReadOnlyList<IVelocityModel> experts, IRouter router, RoutingStrategy strategy, IReadOnlyList<bool>? available = null,
         RoutingTrace? trace = null, long seed = 0)
     {
-        if (experts.Count == 0) throw new ConfigException("--model", "an ensemble needs at least one expert");
+        if (experts.Count == 0) throw new ConfigException("experts", "an ensemble needs at least one expert");
         if (router.ExpertCount != experts.Count)
-            throw new ConfigException("--router", $"the router knows {router.ExpertCount} experts but {experts.Count} were given");
+            throw new ConfigException("router", $"the router knows {router.ExpertCount} experts but {experts.Count} were given");
         this.experts = experts;
         this.router = router;
         Strategy = strategy;
@@ -43,7 +43,7 @@ public sealed class ExpertEnsemble
             $"mask has {this.available.Length} entries for {experts.Count} experts");
         if (!this.available.Any(a => a)) throw new ConfigException("available", "every expert is marked unavailable");
         if (strategy.Kind == "oracle" && strategy.OracleExpert >= experts.Count)
-            throw new ConfigException("--strategy", $"oracle:{strategy.OracleExpert} is outside the {experts.Count} experts");
+            throw new ConfigException("strategy", $"oracle:{strategy.OracleExpert} is outside the {experts.Count} experts");
         expertRows = new long[experts.Count];
         Trace = trace;
         sampleGenerator = new Generator((ulong)(seed + 0x5EED));

@@ -41,7 +41,7 @@ public sealed class GaussianRouter : IRouter, IDisposable
     public static GaussianRouter Fit(LabeledImages train, PartitionFile partitions)
     {
         if (partitions.Assignments.Length != train.Count)
-            throw new ConfigException("--partitions", $"assigns {partitions.Assignments.Length} images but the dataset has {train.Count}");
+            throw new ConfigException("partitionsFile", $"assigns {partitions.Assignments.Length} images but the dataset has {train.Count}");
         using var scope = NewDisposeScope();
         var x = ImageTensors.ToTensor(train).flatten(1).to_type(ScalarType.Float64);
         var assign = tensor(partitions.Assignments.Select(a => (long)a).ToArray());

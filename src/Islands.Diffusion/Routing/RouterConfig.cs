@@ -28,15 +28,15 @@ public sealed record RouterConfig(
     {
         if (Job != "router") yield return $"job: '{Job}' must be router";
         if (SchemaVersion != CurrentSchemaVersion) yield return $"schemaVersion: {SchemaVersion} is not supported (expected {CurrentSchemaVersion})";
-        if (string.IsNullOrWhiteSpace(DataDirectory)) yield return "--data: a dataset directory is required";
-        if (string.IsNullOrWhiteSpace(PartitionsFile)) yield return "--partitions: a partition file is required";
+        if (string.IsNullOrWhiteSpace(DataDirectory)) yield return "dataDirectory: a dataset directory is required";
+        if (string.IsNullOrWhiteSpace(PartitionsFile)) yield return "partitionsFile: a partition file is required";
         if (ExpertCount < 1) yield return $"expertCount: {ExpertCount} must be at least 1";
-        if (Hidden < 1) yield return $"--hidden: {Hidden} must be at least 1";
-        if (Steps < 1) yield return $"--steps: {Steps} must be at least 1";
-        if (BatchSize < 1) yield return $"--batch: {BatchSize} must be at least 1";
-        if (LearningRate is <= 0 or > 1) yield return $"--lr: {LearningRate} must lie in (0, 1]";
+        if (Hidden < 1) yield return $"hidden: {Hidden} must be at least 1";
+        if (Steps < 1) yield return $"steps: {Steps} must be at least 1";
+        if (BatchSize < 1) yield return $"batchSize: {BatchSize} must be at least 1";
+        if (LearningRate is <= 0 or > 1) yield return $"learningRate: {LearningRate} must lie in (0, 1]";
         if (HeldOutFraction is <= 0 or >= 1) yield return $"heldOutFraction: {HeldOutFraction} must lie in (0, 1)";
-        if (CheckpointEvery < 1) yield return $"--checkpoint-every: {CheckpointEvery} must be at least 1";
+        if (CheckpointEvery < 1) yield return $"checkpointEvery: {CheckpointEvery} must be at least 1";
         if (MaxConsecutiveBadSteps < 1) yield return $"maxConsecutiveBadSteps: {MaxConsecutiveBadSteps} must be at least 1";
         if (MaxRollbacks < 0) yield return $"maxRollbacks: {MaxRollbacks} must not be negative";
     }

@@ -55,7 +55,7 @@ public sealed class RouterTrainer : IChunkedTrainer
         this.config = config;
         Guard = new NonFiniteGuard(config.MaxConsecutiveBadSteps);
         var n = allImages.shape[0];
-        if (assignments.Length != n) throw new ConfigException("--partitions", $"assigns {assignments.Length} images but the dataset has {n}");
+        if (assignments.Length != n) throw new ConfigException("partitionsFile", $"assigns {assignments.Length} images but the dataset has {n}");
         using var generator = new Generator((ulong)config.Seed + 17);
         var order = randperm(n, generator: generator);
         var heldOut = Math.Max(1, (long)Math.Round(n * config.HeldOutFraction));

@@ -29,7 +29,7 @@ public sealed record RoutingStrategy(string Kind, int TopK = 1, double Threshold
             case "oracle" when int.TryParse(argument, NumberStyles.Integer, CultureInfo.InvariantCulture, out var e) && e >= 0:
                 return new RoutingStrategy("oracle", OracleExpert: e);
             default:
-                throw new ConfigException("--strategy", $"'{text}' must be full, top1, top2, topk:N, threshold:P (0<P<=1), sample or oracle:K");
+                throw new ConfigException("strategy", $"'{text}' must be full, top1, top2, topk:N, threshold:P (0<P<=1), sample or oracle:K");
         }
     }
 

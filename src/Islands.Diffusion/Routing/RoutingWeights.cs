@@ -24,7 +24,7 @@ public static class RoutingWeights
             "topk" => KeepTop(p, Math.Min(strategy.TopK, availableCount)),
             "threshold" => Renormalise(where((p >= strategy.Threshold).logical_or(OneHotArgmax(p).to_type(ScalarType.Bool)), p, zeros_like(p))),
             "sample" => nn.functional.one_hot(p.multinomial(1, generator: generator).squeeze(1), k).to_type(ScalarType.Float64),
-            _ => throw new ConfigException("--strategy", $"unknown strategy {strategy}"),
+            _ => throw new ConfigException("strategy", $"unknown strategy {strategy}"),
         };
         return (w * mask).MoveToOuterDisposeScope();
     }

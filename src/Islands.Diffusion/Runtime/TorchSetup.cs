@@ -26,10 +26,10 @@ public static class TorchSetup
     public static torch.Device ResolveDevice(string device) => device switch
     {
         "cpu" => torch.CPU,
-        "cuda" => torch.cuda.is_available() ? torch.CUDA : throw new ConfigException("--device",
+        "cuda" => torch.cuda.is_available() ? torch.CUDA : throw new ConfigException("device",
             "cuda was requested but no CUDA device is available (this build uses TorchSharp-cpu unless built with -p:IslandsGpu=true)"),
         "auto" => torch.cuda.is_available() ? torch.CUDA : torch.CPU,
-        _ => throw new ConfigException("--device", $"'{device}' must be auto, cpu or cuda"),
+        _ => throw new ConfigException("device", $"'{device}' must be auto, cpu or cuda"),
     };
 
     /// <summary>Resident set size of this process in bytes, from /proc/self/statm (Linux); falls back to the GC's working set.</summary>

@@ -24,7 +24,7 @@ public static class FlowSampler
         Device? device = null, Action<int, int>? progress = null)
     {
         options.ThrowIfInvalid();
-        if (classes is not null && classes.Length != count) throw new ConfigException("--class",
+        if (classes is not null && classes.Length != count) throw new ConfigException("classes",
             $"{classes.Length} classes given for {count} samples");
         device ??= CPU;
         var batches = new List<Tensor>();

@@ -7,10 +7,10 @@ public sealed record SamplerOptions(int Steps = 20, string Method = "euler", dou
 {
     public IEnumerable<string> Validate()
     {
-        if (Steps is < 1 or > 1000) yield return $"--steps: {Steps} must lie in 1..1000";
-        if (!FlowStep.IsKnown(Method)) yield return $"--sampler: '{Method}' must be euler or heun";
-        if (Cfg is < 0 or > 20 || double.IsNaN(Cfg)) yield return $"--cfg: {Cfg} must lie in 0..20";
-        if (BatchSize < 1) yield return $"--batch: {BatchSize} must be at least 1";
+        if (Steps is < 1 or > 1000) yield return $"steps: {Steps} must lie in 1..1000";
+        if (!FlowStep.IsKnown(Method)) yield return $"sampler: '{Method}' must be euler or heun";
+        if (Cfg is < 0 or > 20 || double.IsNaN(Cfg)) yield return $"cfg: {Cfg} must lie in 0..20";
+        if (BatchSize < 1) yield return $"batchSize: {BatchSize} must be at least 1";
     }
 
     public void ThrowIfInvalid() => ConfigException.ThrowFirst(Validate());

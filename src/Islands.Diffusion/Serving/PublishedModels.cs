@@ -21,7 +21,7 @@ public static class PublishedModels
     /// unchanged is not hashed again (loaders verify once more before reading weights).</param>
     public static PublishedModelScan Scan(string store, IDictionary<string, (DateTime Written, long Length, PublishedModel Model)>? cache = null)
     {
-        if (!Directory.Exists(store)) throw new ConfigException("--store", $"{store}: checkpoint store not found");
+        if (!Directory.Exists(store)) throw new ConfigException("store", $"{store}: checkpoint store not found");
         var found = new List<PublishedModel>();
         var refused = new List<string>();
         foreach (var run in Directory.GetDirectories(store).Order(StringComparer.Ordinal))

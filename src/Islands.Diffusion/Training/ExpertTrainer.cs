@@ -62,7 +62,7 @@ public sealed class ExpertTrainer : IChunkedTrainer
     {
         this.checkpoints = checkpoints;
         config.ThrowIfInvalid();
-        if (images.shape[0] == 0) throw new ConfigException("--expert", "the partition holds no training images");
+        if (images.shape[0] == 0) throw new ConfigException("expert", "the partition holds no training images");
         this.config = config;
         Guard = new NonFiniteGuard(config.MaxConsecutiveBadSteps);
         FaultNanFromStep = FaultInjection.NanFromStep(TrainingJob.ForExpert(config).Name);

@@ -42,9 +42,9 @@ public sealed record TrainingJob(string Name, TrainingMethod Method, IMethodConf
             var frozen = run.LoadConfig();
             var differences = frozen.DifferencesForResume(config).ToList();
             if (differences.Count > 0)
-                throw new ConfigException("--out",
+                throw new ConfigException("runDirectory",
                     $"{runDirectory} holds a run with different settings: {string.Join(", ", differences)}; " +
-                    "use the same options to resume, or a new --out");
+                    "resume with the same settings, or train into a new run directory");
             if (frozen.Steps != config.Steps) log?.Invoke($"extending the run from {frozen.Steps} to {config.Steps} steps");
         }
         var (images, labels) = TrainingRun.SelectTrainingImages(data, config);
@@ -65,12 +65,12 @@ public sealed record TrainingJob(string Name, TrainingMethod Method, IMethodConf
                 Steps = config.Steps, MaxConsecutiveBadSteps = config.MaxConsecutiveBadSteps, MaxRollbacks = config.MaxRollbacks,
             };
             if (resumable != config)
-                throw new ConfigException("--out",
-                    $"{runDirectory} holds a router run with different settings; use the same options to resume, or a new --out");
+                throw new ConfigException("runDirectory",
+                    $"{runDirectory} holds a router run with different settings; resume with the same settings, or train into a new run directory");
         }
         var data = CanonicalDataset.Load(config.DataDirectory);
         var partitions = PartitionFile.Load(config.PartitionsFile);
-        if (partitions.K != config.ExpertCount) throw new ConfigException("--partitions",
+        if (partitions.K != config.ExpertCount) throw new ConfigException("partitionsFile",
             $"has K={partitions.K} but the router was configured for {config.ExpertCount}");
         Directory.CreateDirectory(runDirectory);
         Json.WriteAtomic(configPath, config);

@@ -44,7 +44,7 @@ public static class TrainingRun
         {
             var partitions = PartitionFile.Load(config.PartitionsFile);
             if (partitions.Assignments.Length != train.Count)
-                throw new ConfigException("--partitions",
+                throw new ConfigException("partitionsFile",
                     $"{config.PartitionsFile} assigns {partitions.Assignments.Length} images but {data.Directory} has {train.Count} training images");
             train = train.Subset(partitions.Members(config.Expert!.Value));
         }

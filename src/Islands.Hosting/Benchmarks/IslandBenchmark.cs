@@ -29,15 +29,15 @@ public sealed record IslandBenchmarkResult(
 /// </summary>
 public static class IslandBenchmark
 {
-    /// <param name="nodeConfig">The node HOCON for a job of the given number of steps.</param>
+    /// <param name="nodeConfig">The node configuration (JSON) for a job of the given number of steps.</param>
     public static IslandBenchmarkResult Run(Func<long, string> nodeConfig, long steps, string work, int rounds, int kills, TimeSpan stableAfter,
         string? postgres, Action<string> log, CancellationToken cancel)
     {
         Directory.CreateDirectory(work);
-        var configFile = Path.Combine(work, "bench.conf");
+        var configFile = Path.Combine(work, "bench.json");
         File.WriteAllText(configFile, nodeConfig(steps));
         // The failover island trains until the benchmark has done its kills.
-        var failoverConfig = Path.Combine(work, "failover.conf");
+        var failoverConfig = Path.Combine(work, "failover.json");
         File.WriteAllText(failoverConfig, nodeConfig(10_000_000));
         var probe = Settings("probe", configFile, work, 0, null, "sqlite", null, stableAfter);
         var job = probe.Job;
@@ -72,14 +72,14 @@ public static class IslandBenchmark
     {
         var options = new Dictionary<string, string?>
         {
-            ["islands.island"] = island,
-            ["islands.store"] = store,
-            ["islands.port"] = port.ToString(CultureInfo.InvariantCulture),
-            ["islands.http.port"] = httpPort.ToString(CultureInfo.InvariantCulture),
-            ["islands.bootstrap.contact-points"] = contactPoints,
-            ["islands.journal.provider"] = provider,
-            ["islands.journal.connection-string"] = connection,
-            ["islands.split-brain.stable-after"] = $"{(int)stableAfter.TotalMilliseconds}ms",
+            ["islands:island"] = island,
+            ["islands:store"] = store,
+            ["islands:port"] = port.ToString(CultureInfo.InvariantCulture),
+            ["islands:http:port"] = httpPort.ToString(CultureInfo.InvariantCulture),
+            ["islands:bootstrap:contactPoints"] = contactPoints,
+            ["islands:journal:provider"] = provider,
+            ["islands:journal:connectionString"] = connection,
+            ["islands:splitBrain:stableAfter"] = $"{(int)stableAfter.TotalMilliseconds}ms",
         };
         return IslandNodeConfig.Parse(IslandNodeConfig.Load(configFile, options, new Hashtable()));
     }
@@ -131,7 +131,7 @@ public static class IslandBenchmark
     {
         var manifests = store.List().Select(c => CheckpointStore.Verify(c.Directory)).OrderBy(m => m.Step).ToList();
         if (manifests.Count < 2)
-            throw new Diffusion.ConfigException("islands.training.keep-checkpoints", "the benchmark needs at least two checkpoints kept");
+            throw new Diffusion.ConfigException("islands:training:keepCheckpoints", "the benchmark needs at least two checkpoints kept");
         var first = manifests[0];
         var last = manifests[^1];
         var seconds = (last.CreatedUtc - first.CreatedUtc).TotalSeconds;

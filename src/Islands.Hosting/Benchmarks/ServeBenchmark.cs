@@ -55,14 +55,18 @@ public static class ServeBenchmark
         if (scan.Experts.All(e => e.Expert != slowExpert))
             throw new ConfigException("--slow-expert",
                 $"{slowExpert} is not a published expert of {store} (published: {string.Join(", ", scan.Experts.Select(e => e.Expert).Order())})");
-        var defaultFactor = ServingNodeConfig.Parse(ServingNodeConfig.Load(null, new Dictionary<string, string?> { ["islands.serving.store"] = store,
-            ["islands.serving.allow-anonymous"] = "on" }, new Hashtable())).Serving.StragglerFactor;
+        var defaultFactor = ServingNodeConfig.Parse(ServingNodeConfig.Load(null, new Dictionary<string, string?> { ["islands:serving:store"] = store,
+            ["islands:serving:allowAnonymous"] = "on" }, new Hashtable())).Serving.StragglerFactor;
         var phases = new List<SlowExpertPhase>();
         foreach (var (phase, factor, slowed) in new[] { ("healthy", defaultFactor, false), ("slowed, straggler-factor 0", 0.0, true),
             ("slowed, straggler-factor " + defaultFactor.ToString("0.##", CultureInfo.InvariantCulture), defaultFactor, true) })
         {
-            var faults = slowed ? $"faults {{ slow-expert = {slowExpert}, slow-expert-delay = {(long)slowBy.TotalMilliseconds}ms }}" : "";
-            var extra = $"straggler-factor = {factor.ToString(CultureInfo.InvariantCulture)}\n{faults}";
+            var extra = new Dictionary<string, string?> { ["stragglerFactor"] = factor.ToString(CultureInfo.InvariantCulture) };
+            if (slowed)
+            {
+                extra["faults:slowExpert"] = slowExpert.ToString(CultureInfo.InvariantCulture);
+                extra["faults:slowExpertDelay"] = $"{(long)slowBy.TotalMilliseconds}ms";
+            }
             await using var cluster = await BenchCluster.StartAsync(store, nodes, maxRows, precision, extra, cancel);
             await Load(cluster.Urls, 2, imagesPerRequest, steps, "full", TimeSpan.FromSeconds(3), cancel);
             var (requests, latencies, seconds, failed) = await Load(cluster.Urls, clients, imagesPerRequest, steps, strategy, duration,
@@ -103,7 +107,7 @@ public static class ServeBenchmark
         };
         listener.SetMeasurementEventCallback<int>((_, value, _, _) => { lock (batchRows) batchRows.Add(value); });
         listener.Start();
-        var extra = stragglerFactor is { } factor ? $"straggler-factor = {factor.ToString(CultureInfo.InvariantCulture)}" : "";
+        var extra = new Dictionary<string, string?> { ["stragglerFactor"] = stragglerFactor?.ToString(CultureInfo.InvariantCulture) };
         await using var cluster = await BenchCluster.StartAsync(store, nodes, maxRows, precision, extra, cancel);
         var urls = cluster.Urls;
         // Warm-up: loads the router and every expert that top-1 routing reaches, JIT-compiles the paths.
@@ -137,28 +141,21 @@ public static class ServeBenchmark
 
         public string[] Urls => apps.Select(IslandNode.HttpAddress).ToArray();
 
-        public static async Task<BenchCluster> StartAsync(string store, int nodes, int maxRows, string precision, string extraHocon,
+        public static async Task<BenchCluster> StartAsync(string store, int nodes, int maxRows, string precision, IReadOnlyDictionary<string, string?> extra,
             CancellationToken cancel)
         {
             var work = Path.Combine(Path.GetTempPath(), $"islands-bench-serve-{Guid.NewGuid():N}");
             Directory.CreateDirectory(work);
             var name = "bench" + Guid.NewGuid().ToString("N")[..6];
             var ports = Enumerable.Range(0, nodes).Select(_ => IslandBenchmark.FreePort()).ToArray();
-            var configFile = Path.Combine(work, "serving.conf");
-            await File.WriteAllTextAsync(configFile, $$"""
-                islands.serving {
-                  name = "{{name}}"
-                  allow-anonymous = on
-                  results = "{{Path.Combine(work, "results")}}"
-                  precision = "{{precision}}"
-                  http.port = 0
-                  http.max-in-flight = 1024
-                  batching.max-rows = {{maxRows}}
-                  batching.max-wait = 5ms
-                  seed-nodes = [{{string.Join(", ", ports.Take(Math.Min(2, nodes)).Select(p => $"\"akka.tcp://serving-{name}@127.0.0.1:{p}\""))}}]
-                  {{extraHocon}}
-                }
-                """, cancel);
+            var configFile = Path.Combine(work, "serving.json");
+            var serving = new Dictionary<string, object?>
+            {
+                ["name"] = name, ["allowAnonymous"] = true, ["results"] = Path.Combine(work, "results"), ["precision"] = precision,
+                ["http"] = new { port = 0, maxInFlight = 1024 }, ["batching"] = new { maxRows, maxWait = "5ms" },
+                ["seedNodes"] = ports.Take(Math.Min(2, nodes)).Select(p => $"akka.tcp://serving-{name}@127.0.0.1:{p}").ToArray(),
+            };
+            await File.WriteAllTextAsync(configFile, System.Text.Json.JsonSerializer.Serialize(new { islands = new { serving } }), cancel);
             var cluster = new BenchCluster(work);
             try
             {
@@ -166,9 +163,10 @@ public static class ServeBenchmark
                 {
                     var options = new Dictionary<string, string?>
                     {
-                        ["islands.serving.store"] = store,
-                        ["islands.serving.port"] = port.ToString(CultureInfo.InvariantCulture),
+                        ["islands:serving:store"] = store,
+                        ["islands:serving:port"] = port.ToString(CultureInfo.InvariantCulture),
                     };
+                    foreach (var (key, value) in extra) options["islands:serving:" + key] = value;
                     var settings = ServingNodeConfig.Parse(ServingNodeConfig.Load(configFile, options, new Hashtable()));
                     var app = ServingNode.Build(settings, l => l.SetMinimumLevel(LogLevel.Error));
                     cluster.apps.Add(app);
