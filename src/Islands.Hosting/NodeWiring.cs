@@ -7,10 +7,22 @@ using Islands.Actors;
 namespace Islands.Hosting;
 
 /// <summary>What an island node and a serving node configure the same way: remoting, clustering, split brain, serialization.</summary>
-/// <param name="Hocon">The node kind's HOCON (dispatchers, frame size, ...): the fallback under the typed options.</param>
-/// <param name="SplitBrainLease">A PostgreSQL connection string for lease-majority, or null for keep-majority.</param>
-public sealed record NodeWiringOptions(Config Hocon, string Role, string Hostname, string? PublicHostname, int Port, TlsSettings Tls,
-    IReadOnlyList<string> SeedNodes, ClusterFormation Formation, TimeSpan StableAfter, string? SplitBrainLease, string SplitBrainLeaseName);
+public sealed record NodeWiringOptions
+{
+    /// <summary>The node kind's HOCON (dispatchers, frame size, ...): the fallback under the typed options.</summary>
+    public required Config Hocon { get; init; }
+    public required string Role { get; init; }
+    public required string Hostname { get; init; }
+    public required string? PublicHostname { get; init; }
+    public required int Port { get; init; }
+    public required TlsSettings Tls { get; init; }
+    public required ClusterFormation Formation { get; init; }
+    public required TimeSpan StableAfter { get; init; }
+    /// <summary>A PostgreSQL connection string for lease-majority, or null for keep-majority.</summary>
+    public required string? SplitBrainLease { get; init; }
+    public required string SplitBrainLeaseName { get; init; }
+    public IReadOnlyList<string> SeedNodes => Formation.SeedNodes;
+}
 
 /// <summary>The Akka.Hosting wiring every Islands node shares; each host adds only its own actors and persistence.</summary>
 public static class NodeWiring

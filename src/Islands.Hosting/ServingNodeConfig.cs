@@ -80,16 +80,22 @@ public static class ServingNodeConfig
                 "= true for a private test)");
         var sourceKeys = NodeConfiguration.KeysWithFile(string.IsNullOrEmpty(o.Sources.Key) ? [] : [o.Sources.Key], o.Sources.KeyFile,
             p + "sources:keyFile");
-        if (sourceKeys.Count > 1) throw new ConfigException(p + "sources:keyFile", "give one key (key and keyFile, or a file of several, name more than one)");
+        if (sourceKeys.Count > 1)
+            throw new ConfigException(p + "sources:keyFile", "give one key (key and keyFile, or a file of several, name more than one)");
         if (o.Sources.Endpoints.Length > 0 && sourceKeys.Count == 0)
             throw new ConfigException(p + "sources:key", "sources are given but no key: set ISLANDS_SOURCE_KEY or keyFile to one of the islands' " +
                 "islands:publication:keys");
         TimeSpan Duration(string? text) => NodeConfiguration.Duration(text)!.Value;
-        var serving = new ServingSettings(store, results, o.Precision!, o.Batching.MaxRows, Duration(o.Batching.MaxWait), Duration(o.ExpertDeadline),
-            Duration(o.ExpertCooldown), Duration(o.RequestTimeout), Duration(o.ProgressTimeout), Duration(o.RescanInterval), frame,
-            ResultRetention: Duration(o.ResultsRetention), StragglerFactor: o.StragglerFactor, SlowExpert: o.Faults.SlowExpert,
-            SlowExpertDelay: Duration(o.Faults.SlowExpertDelay));
-        var sources = new PublicationSources([.. o.Sources.Endpoints.Select(e => new Uri(new Uri(e).GetLeftPart(UriPartial.Path).TrimEnd('/') + "/"))],
+        var serving = new ServingSettings
+        {
+            Store = store, ResultsDirectory = results, Precision = o.Precision!, MaxBatchRows = o.Batching.MaxRows,
+            MaxWait = Duration(o.Batching.MaxWait), ExpertDeadline = Duration(o.ExpertDeadline), ExpertCooldown = Duration(o.ExpertCooldown),
+            RequestTimeout = Duration(o.RequestTimeout), ProgressTimeout = Duration(o.ProgressTimeout), RescanInterval = Duration(o.RescanInterval),
+            MaximumFrameBytes = frame, ResultRetention = Duration(o.ResultsRetention), StragglerFactor = o.StragglerFactor,
+            SlowExpert = o.Faults.SlowExpert, SlowExpertDelay = Duration(o.Faults.SlowExpertDelay),
+        };
+        var endpoints = o.Sources.Endpoints.Select(e => new Uri(new Uri(e).GetLeftPart(UriPartial.Path).TrimEnd('/') + "/"));
+        var sources = new PublicationSources([.. endpoints],
             sourceKeys.FirstOrDefault() ?? "", Duration(o.Sources.Interval), NodeConfiguration.Bytes(o.Sources.MaxFileSize)!.Value);
         return new ServingNodeSettings
         {

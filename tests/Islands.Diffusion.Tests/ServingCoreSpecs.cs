@@ -215,8 +215,8 @@ public sealed class ServingCoreSpecs(ITestOutputHelper output)
         float[] cfg = [3, 3, 3, 1, 1, 0];
         const float t = 0.6f;
         // Through the sampler entity's wire format: float32 bytes in, bytes out, rows of mixed classes and scales.
-        var bytes = ExpertVelocity.Evaluate(model, ExpertVelocity.ToBytes(x), Enumerable.Repeat(t, 6).ToArray(), classes, cfg, (1, 28, 28));
-        using var served = ExpertVelocity.FromBytes(bytes, [6, 1, 28, 28]);
+        var bytes = GuidedVelocity.Evaluate(model, GuidedVelocity.ToBytes(x), Enumerable.Repeat(t, 6).ToArray(), classes, cfg, (1, 28, 28));
+        using var served = GuidedVelocity.FromBytes(bytes, [6, 1, 28, 28]);
         Assert.True(served.isfinite().all().item<bool>());
         for (var i = 0; i < 6; i++)
         {

@@ -9,6 +9,7 @@ using Islands.Diffusion.Serving;
 using Islands.Cli;
 using Islands.Diffusion;
 using Islands.Diffusion.IO;
+using Islands.Diffusion.Sampling;
 using Islands.Hosting;
 using Xunit.Abstractions;
 using static Islands.Island.Tests.IslandTestEnvironment;
@@ -43,8 +44,8 @@ public sealed class IslandProtocolSpecs(ITestOutputHelper output)
             new PublishedModel("router", null, "r", 80, "/store/r", "/store/r/checkpoints/step-000000080", new string('e', 64), At), ["/store/x: corrupt"], At),
         new ModelPublished("a", "expert:0", 50),
         new ExpertVelocityRequest("default", 2, 17, [1f, 0.5f], [3, -1], [1f, 2.5f], "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
-            { Payload = Diffusion.Serving.ExpertVelocity.ToBytes([0.25f, -1.5f, float.Epsilon, 3e8f]) },
-        new ExpertVelocityReply(17, 2, new string('f', 64), 50) { Payload = Diffusion.Serving.ExpertVelocity.ToBytes([1f, -2f]) },
+            { Payload = Diffusion.Sampling.GuidedVelocity.ToBytes([0.25f, -1.5f, float.Epsilon, 3e8f]) },
+        new ExpertVelocityReply(17, 2, new string('f', 64), 50) { Payload = Diffusion.Sampling.GuidedVelocity.ToBytes([1f, -2f]) },
         new ExpertVelocityFailed(17, 3, "expert 3 is not published"),
         new Generate("k0123", "default", new GenerationRequest(2, [3, 3], 20, 1.5, "top1", 7), "abcd", null),
         new GenerationAccepted("k0123", 12),

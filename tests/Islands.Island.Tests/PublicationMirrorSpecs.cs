@@ -255,7 +255,7 @@ public sealed class PublicationMirrorSpecs
             Assert.Equal("application/problem+json", refused.Content.Headers.ContentType?.MediaType);
         }
         using (var none = await toClosed.GetAsync("/v1/publication"))
-            Assert.Contains("islands.publication.keys", await none.Content.ReadAsStringAsync());
+            Assert.Contains("islands:publication:keys", await none.Content.ReadAsStringAsync());
 
         var offered = await right.GetFromJsonAsync<PublishedCheckpoint>("/v1/publication", Json.Options);
         Assert.Equal(published.ManifestSha256, offered!.ManifestSha256);

@@ -154,7 +154,7 @@ public sealed class ServingApiSpecs(ServingNodeFixture fixture) : IClassFixture<
         var huge = "{\"count\":1,\"pad\":\"" + new string('x', 10_000) + "\"}";
         using var tooLarge = await http.PostAsync("/v1/generations", new StringContent(huge, Encoding.UTF8, "application/json"));
         Assert.Equal(HttpStatusCode.RequestEntityTooLarge, tooLarge.StatusCode);
-        Assert.Contains("max-body-bytes", (await Json(tooLarge)).GetProperty("detail").GetString());
+        Assert.Contains("islands:serving:http:maxBodyBytes", (await Json(tooLarge)).GetProperty("detail").GetString());
 
         // Chunked, so the size is only known while reading.
         var chunked = new StringContent(huge, Encoding.UTF8, "application/json");

@@ -52,8 +52,13 @@ public sealed class SamplerActorSpecs(ITestOutputHelper output)
         var store = await ServingTestStore.StoreAsync();
         var scan = PublishedModels.Scan(store);
         var registry = CreateTestProbe();
-        var settings = new ServingSettings(store, IslandTestEnvironment.TempDir("sampler-results"), "fp32", 128, TimeSpan.FromMilliseconds(20),
-            TimeSpan.FromSeconds(5), TimeSpan.FromSeconds(5), TimeSpan.FromMinutes(2), TimeSpan.FromSeconds(15), TimeSpan.FromMinutes(1), 4 << 20);
+        var settings = new ServingSettings
+        {
+            Store = store, ResultsDirectory = IslandTestEnvironment.TempDir("sampler-results"), Precision = "fp32", MaxBatchRows = 128,
+            MaxWait = TimeSpan.FromMilliseconds(20), ExpertDeadline = TimeSpan.FromSeconds(5), ExpertCooldown = TimeSpan.FromSeconds(5),
+            RequestTimeout = TimeSpan.FromMinutes(2), ProgressTimeout = TimeSpan.FromSeconds(15), RescanInterval = TimeSpan.FromMinutes(1),
+            MaximumFrameBytes = 4 << 20,
+        };
         var sampler = Sys.ActorOf(SamplerActor.Props(SamplerActor.EntityId(1), settings, registry.Ref));
         await registry.ExpectMsgAsync<GetPublishedModels>(Wait);
         sampler.Tell(new PublishedModelsSnapshot(1, store, scan.Experts, scan.Router, scan.Refused, DateTimeOffset.UtcNow), registry.Ref);
@@ -62,12 +67,12 @@ public sealed class SamplerActorSpecs(ITestOutputHelper output)
         using var generator = new TorchSharp.torch.Generator(5);
         using var x = randn([3, shape.C, shape.H, shape.W], generator: generator);
         var router = CreateTestProbe();
-        sampler.Tell(new ExpertVelocityRequest("default", 1, 7, [0.9f, 0.5f, 0.1f], [4, -1, 2], [2.5f, 1f, 1f], null) { Payload = ExpertVelocity.ToBytes(x) },
+        sampler.Tell(new ExpertVelocityRequest("default", 1, 7, [0.9f, 0.5f, 0.1f], [4, -1, 2], [2.5f, 1f, 1f], null) { Payload = GuidedVelocity.ToBytes(x) },
             router.Ref);
         var reply = await router.ExpectMsgAsync<ExpertVelocityReply>(Wait);
         Assert.Equal((7L, 1), (reply.PlanId, reply.Expert));
         Assert.Equal(scan.Experts.Single(e => e.Expert == 1).ManifestSha256, reply.ManifestSha256);
-        using var served = ExpertVelocity.FromBytes(reply.Payload, x.shape);
+        using var served = GuidedVelocity.FromBytes(reply.Payload, x.shape);
         using var expert = ServedModels.LoadExpert(scan.Experts.Single(e => e.Expert == 1), "fp32");
         using var expected = GuidedVelocity.Evaluate(expert.Model, x, tensor(new[] { 0.9f, 0.5f, 0.1f }), tensor(new[] { 4L, -1, 2 }), tensor(new[] { 2.5f, 1f, 1f }));
         Assert.True(served.isfinite().all().item<bool>());

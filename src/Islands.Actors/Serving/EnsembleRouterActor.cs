@@ -2,6 +2,7 @@ using Akka.Actor;
 using Akka.Cluster.Sharding;
 using Akka.Event;
 using Islands.Diffusion;
+using Islands.Diffusion.Sampling;
 using Islands.Diffusion.Serving;
 
 namespace Islands.Actors.Serving;
@@ -196,7 +197,7 @@ public sealed class EnsembleRouterActor : ReceiveActor, IWithTimers
         {
             ServingTelemetry.ExpertSelections.Add(work.PlanRows.Length, new KeyValuePair<string, object?>("expert", work.Expert));
             samplers.Tell(new ExpertVelocityRequest(ensemble, work.Expert, plan.Id, work.T, work.Classes, work.Cfg, traceParent)
-                { Payload = ExpertVelocity.ToBytes(work.X) });
+                { Payload = GuidedVelocity.ToBytes(work.X) });
         }
         Timers.StartSingleTimer(DeadlineTimer(plan.Id), new StepDeadline(plan.Id), settings.ExpertDeadline);
         if (health.StragglerAfter(settings.ExpertDeadline) is { } after)
@@ -214,7 +215,7 @@ public sealed class EnsembleRouterActor : ReceiveActor, IWithTimers
         health.Answered(reply.Expert, seconds);
         try
         {
-            current.Answers[reply.Expert] = ExpertVelocity.FromBytes(reply.Payload, current.Plan.Work.Single(w => w.Expert == reply.Expert).X.shape);
+            current.Answers[reply.Expert] = GuidedVelocity.FromBytes(reply.Payload, current.Plan.Work.Single(w => w.Expert == reply.Expert).X.shape);
         }
         catch (ArgumentException e)
         {

@@ -4,6 +4,7 @@ using Akka.Actor;
 using Akka.Cluster.Sharding;
 using Akka.Event;
 using Islands.Diffusion;
+using Islands.Diffusion.Sampling;
 using Islands.Diffusion.Serving;
 
 namespace Islands.Actors.Serving;
@@ -122,7 +123,7 @@ public sealed class SamplerActor : ReceiveActor, IWithStash
         byte[] v;
         try
         {
-            v = ExpertVelocity.Evaluate(loaded.Model, request.Payload, request.T, request.Classes, request.Cfg,
+            v = GuidedVelocity.Evaluate(loaded.Model, request.Payload, request.T, request.Classes, request.Cfg,
                 c.Shape);
         }
         catch (ArgumentException e)

@@ -1,26 +1,40 @@
 namespace Islands.Actors.Serving;
 
 /// <summary>What serving's actors need from configuration (read and validated by the host).</summary>
-/// <param name="Store">Checkpoint store the islands publish into.</param>
-/// <param name="ResultsDirectory">Where finished generations are kept, so a retried request is answered, not recomputed.</param>
-/// <param name="MaxBatchRows">Images in one routed step (the continuous batch).</param>
-/// <param name="MaxWait">How long an idle router waits for more requests before its first step.</param>
-/// <param name="ExpertDeadline">How long a step waits for an expert before leaving it out.</param>
-/// <param name="ExpertCooldown">How long an expert that missed a deadline is left out before it is tried again.</param>
-/// <param name="RequestTimeout">The longest a generation may take; then it fails instead of hanging.</param>
-/// <param name="ResultRetention">How long stored results answer retries before they are deleted (zero keeps them forever).</param>
-/// <param name="ProgressTimeout">How long a waiting client goes without news before it re-sends its request.</param>
-/// <param name="StragglerFactor">
-/// A step still waiting after this many times the experts' typical answer time is straggling: the next step starts
-/// without waiting for it, and its rows wait only for their own experts (0: every step waits for all its experts).
-/// </param>
-/// <param name="SlowExpert">Fault injection for chaos and benchmarks: this node's sampler of this expert (-1: none) holds
-/// every answer back by SlowExpertDelay, as a slowed node's would be.</param>
-public sealed record ServingSettings(
-    string Store, string ResultsDirectory, string Precision, int MaxBatchRows, TimeSpan MaxWait, TimeSpan ExpertDeadline,
-    TimeSpan ExpertCooldown, TimeSpan RequestTimeout, TimeSpan ProgressTimeout, TimeSpan RescanInterval, long MaximumFrameBytes,
-    TimeSpan ResultRetention = default, double StragglerFactor = 3, int SlowExpert = -1, TimeSpan SlowExpertDelay = default)
+public sealed record ServingSettings
 {
+    /// <summary>Checkpoint store the islands publish into.</summary>
+    public required string Store { get; init; }
+    /// <summary>Where finished generations are kept, so a retried request is answered, not recomputed.</summary>
+    public required string ResultsDirectory { get; init; }
+    /// <summary>fp32 or bf16 arithmetic of the experts.</summary>
+    public required string Precision { get; init; }
+    /// <summary>Images in one routed step (the continuous batch).</summary>
+    public required int MaxBatchRows { get; init; }
+    /// <summary>How long an idle router waits for more requests before its first step.</summary>
+    public required TimeSpan MaxWait { get; init; }
+    /// <summary>How long a step waits for an expert before leaving it out.</summary>
+    public required TimeSpan ExpertDeadline { get; init; }
+    /// <summary>How long an expert that missed a deadline is left out before it is tried again.</summary>
+    public required TimeSpan ExpertCooldown { get; init; }
+    /// <summary>The longest a generation may take; then it fails instead of hanging.</summary>
+    public required TimeSpan RequestTimeout { get; init; }
+    /// <summary>How long a waiting client goes without news before it re-sends its request.</summary>
+    public required TimeSpan ProgressTimeout { get; init; }
+    public required TimeSpan RescanInterval { get; init; }
+    public required long MaximumFrameBytes { get; init; }
+    /// <summary>How long stored results answer retries before they are deleted (zero keeps them forever).</summary>
+    public TimeSpan ResultRetention { get; init; }
+    /// <summary>
+    /// A step still waiting after this many times the experts' typical answer time is straggling: the next step starts
+    /// without waiting for it, and its rows wait only for their own experts (0: every step waits for all its experts).
+    /// </summary>
+    public double StragglerFactor { get; init; } = 3;
+    /// <summary>Fault injection for chaos and benchmarks: this node's sampler of this expert (-1: none) holds every answer
+    /// back by SlowExpertDelay, as a slowed node's would be.</summary>
+    public int SlowExpert { get; init; } = -1;
+    public TimeSpan SlowExpertDelay { get; init; }
+
     /// <summary>Room for a message's JSON header and Akka's envelope beside its payload.</summary>
     public const long FrameHeadroom = 64 * 1024;
 

@@ -30,7 +30,7 @@ public sealed partial class DdmExperiment
         var options = SamplerOptionsFor(c.Plan, seed);
         var watch = Stopwatch.StartNew();
         using var samples = FlowSampler.Sample(Bfloat16Velocity.ForPrecision(unet, c.Plan.Scale.Precision), classes.Length, classes,
-            options, (1, 28, 28));
+            options, c.Shape);
         var seconds = watch.Elapsed.TotalSeconds;
         var flops = step * (double)c.Plan.Scale.MonolithBatch * TrainFlopsPerImage(c.Plan);
         Score(c, seed, "monolith", "monolith", step, flops, samples, seconds, options.Steps,
@@ -64,7 +64,7 @@ public sealed partial class DdmExperiment
             };
             var options = SamplerOptionsFor(c.Plan, seed);
             var watch = Stopwatch.StartNew();
-            var result = EnsembleSampling.Run(experts, configs, routerSpec, strategy, [], false, classes.Length, classes, options, (1, 28, 28), null,
+            var result = EnsembleSampling.Run(experts, configs, routerSpec, strategy, [], false, classes.Length, classes, options, c.Shape, null,
                 c.Plan.Scale.Precision, oracle);
             var seconds = watch.Elapsed.TotalSeconds;
             using var samples = result.Samples;
@@ -96,7 +96,7 @@ public sealed partial class DdmExperiment
             using var head = samples.narrow(0, 0, shown);
             grid = Path.Combine(SeedDirectory(seed), "grids", $"{arm}-{method}.png");
             Directory.CreateDirectory(Path.GetDirectoryName(grid)!);
-            ImageGrid.SavePng(grid, ImageTensors.ToBytes(head), shown, 1, 28, 28, columns: 8);
+            ImageGrid.SavePng(grid, ImageTensors.ToBytes(head), shown, (int)c.Shape.C, (int)c.Shape.H, (int)c.Shape.W, columns: 8);
         }
         log(string.Create(CultureInfo.InvariantCulture, $"seed {seed} {arm} {method} at step {step}: FID {report.Fid:F2}, KID {report.Kid:F4} " +
             $"({report.Count} samples, {seconds:F0} s)"));

@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Globalization;
-using Islands.Hosting;
 using Islands.Diffusion;
 using Islands.Diffusion.Benchmarks;
 using Islands.Diffusion.Configs;
@@ -58,7 +57,7 @@ public sealed partial class DdmExperiment(string output, Action<string> log)
             foreach (var k in ks) EnsurePartitions(data, scale, "kmeans", k, seed);
             EnsurePartitions(data, scale, "random", options.K, seed);
         }
-        var calibration = Calibrate(scale, options.K);
+        var calibration = Calibrate(scale, options.K, data.Manifest);
         var left = options.BudgetMinutes * 60 - clock.Elapsed.TotalSeconds;
         var (steps, estimate) = DdmPlan.Solve(options, scale, calibration, left);
         var plan = new DdmPlan(DdmPlan.CurrentSchemaVersion, options, scale, steps, ks, calibration, (estimate + clock.Elapsed.TotalSeconds) / 60,
@@ -95,7 +94,11 @@ public sealed partial class DdmExperiment(string output, Action<string> log)
         }
     }
 
-    private sealed record StageContext(DdmPlan Plan, CanonicalDataset Data, Evaluator Evaluator, CancellationToken Cancel);
+    private sealed record StageContext(DdmPlan Plan, CanonicalDataset Data, Evaluator Evaluator, CancellationToken Cancel)
+    {
+        /// <summary>The dataset's C × H × W, which every run of the experiment trains and samples at.</summary>
+        public (long C, long H, long W) Shape => (Data.Manifest.Channels, Data.Manifest.Height, Data.Manifest.Width);
+    }
 
     private sealed record Stage(string Name, double EstimatedSeconds, Action<StageContext, Action<double>> Run);
 
@@ -121,9 +124,10 @@ public sealed partial class DdmExperiment(string output, Action<string> log)
         Partitioner.Partition(data.Train, data.Manifest.Classes, options, data.Directory).Save(path);
     }
 
-    private DdmCalibration Calibrate(DdmScale scale, int k)
+    private DdmCalibration Calibrate(DdmScale scale, int k, DatasetManifest manifest)
     {
-        var model = new ModelConfig(BaseChannels: scale.BaseChannels);
+        var shape = ((long)manifest.Channels, (long)manifest.Height, (long)manifest.Width);
+        var model = new ModelConfig(BaseChannels: scale.BaseChannels).ForImages(manifest.Channels, manifest.Height, manifest.Width);
         var rates = new Dictionary<int, double>();
         foreach (var batch in scale.KsWith(k).Append(1).Select(kk => scale.MonolithBatch / kk).Distinct().Order())
         {
@@ -135,21 +139,20 @@ public sealed partial class DdmExperiment(string output, Action<string> log)
         unet.eval();
         var forward = TrainBenchmark.CountForwardFlopsPerImage(unet, model);
         var velocity = Bfloat16Velocity.ForPrecision(unet, scale.Precision);
-        var shape = (1L, 28L, 28L);
         var count = Math.Min(256, scale.Samples);
         FlowSampler.Sample(velocity, count, null, new SamplerOptions(Steps: 1), shape).Dispose();
         var watch = Stopwatch.StartNew();
         FlowSampler.Sample(velocity, count, null, new SamplerOptions(Steps: 2), shape).Dispose();
         var sampleRows = 2.0 * count / watch.Elapsed.TotalSeconds;
         log(string.Create(CultureInfo.InvariantCulture, $"calibration: sampling {sampleRows:F0} network rows/s"));
-        using var router = new RouterNet(28 * 28, k, classCount: 10);
-        using var probe = randn(1, 1, 28, 28);
+        using var router = new RouterNet(manifest.ImageBytes, k, classCount: manifest.Classes.Count);
+        using var probe = randn(1, manifest.Channels, manifest.Height, manifest.Width);
         var routerFlops = FlopCounter.ForwardFlops(router, () => router.Posterior(probe, full(1, 0.5f), zeros(1, dtype: ScalarType.Int64)).Dispose());
-        var routerRate = RouterStepsPerSecond(router, scale.RouterBatch);
+        var routerRate = RouterStepsPerSecond(router, scale.RouterBatch, manifest);
         return new DdmCalibration(rates, sampleRows, routerRate, forward, routerFlops, get_num_threads());
     }
 
-    private static double RouterStepsPerSecond(RouterNet router, int batch)
+    private static double RouterStepsPerSecond(RouterNet router, int batch, DatasetManifest manifest)
     {
         using var optimizer = optim.AdamW(router.parameters());
         var watch = new Stopwatch();
@@ -157,8 +160,8 @@ public sealed partial class DdmExperiment(string output, Action<string> log)
         {
             if (i == 2) watch.Start();
             using var scope = NewDisposeScope();
-            var x = randn(batch, 1, 28, 28);
-            var logits = router.call(x, rand(batch), randint(0, 10, [batch]));
+            var x = randn(batch, manifest.Channels, manifest.Height, manifest.Width);
+            var logits = router.call(x, rand(batch), randint(0, manifest.Classes.Count, [batch]));
             var loss = nn.functional.cross_entropy(logits, randint(0, router.ExpertCount, [batch]));
             optimizer.zero_grad();
             loss.backward();

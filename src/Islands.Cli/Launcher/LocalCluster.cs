@@ -47,7 +47,8 @@ public static class LocalCluster
 
     public static void Save(ClusterState state) => Json.WriteAtomic(StatePath(state.Work), state);
 
-    /// <param name="islandConfig">A JSON configuration file every expert island's nodes read with --config (training settings, model size), or null.</param>
+    /// <param name="islandConfig">A JSON configuration file every expert island's nodes read with --config (training settings, model
+    /// size), or null.</param>
     public static async Task<ClusterState> UpAsync(string work, int experts, int nodesPerIsland, int servingNodes, int steps, int portBase,
         string? postgres, string? islandConfig, Action<string> log, CancellationToken cancel)
     {

@@ -85,7 +85,7 @@ public static class OpBenchmark
         using (no_grad())
         using (var scope = NewDisposeScope())
         {
-            var x = randn(batch, model.ImageChannels, model.ImageSize, model.ImageSize).to_type(dtype);
+            var x = randn(batch, model.ImageChannels, model.Height, model.Width).to_type(dtype);
             unet.call(x, full(batch, 0.5f), zeros(batch, dtype: ScalarType.Int64));
         }
         foreach (var remove in removers) remove();
@@ -179,7 +179,7 @@ public static class OpBenchmark
         var config = new TrainConfig(DataDirectory: "(synthetic)", Model: model, Steps: (steps + 1) * paths.Count, BatchSize: batch,
             Precision: precision, WarmupSteps: 0);
         var n = Math.Max(batch * 4, 1024);
-        var images = rand(n, model.ImageChannels, model.ImageSize, model.ImageSize) * 2 - 1;
+        var images = rand(n, model.ImageChannels, model.Height, model.Width) * 2 - 1;
         var labels = randint(0, Math.Max(1, model.ClassCount), [n]);
         using var trainer = new ExpertTrainer(config, images, labels);
         var profiles = paths.Select(_ => new StepProfile()).ToArray();

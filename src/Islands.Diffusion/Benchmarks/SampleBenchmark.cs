@@ -22,13 +22,13 @@ public static class SampleBenchmark
         var velocity = Modules.Bfloat16Velocity.ForPrecision(unet, precision);
         var classes = Enumerable.Range(0, count).Select(i => (long)(i % Math.Max(1, model.ClassCount))).ToArray();
         // Warm-up at the measured batch size: oneDNN creates its kernels for each new shape, once.
-        FlowSampler.Sample(velocity, count, classes, options with { Steps = 2 }, (model.ImageChannels, model.ImageSize, model.ImageSize)).Dispose();
+        FlowSampler.Sample(velocity, count, classes, options with { Steps = 2 }, model.Shape).Dispose();
         // The median of several timed runs: one run on a shared 2-core VM varies by 20-30 %.
         var times = new List<double>();
         for (var round = 0; round < Math.Max(1, rounds); round++)
         {
             var watch = Stopwatch.StartNew();
-            FlowSampler.Sample(velocity, count, classes, options, (model.ImageChannels, model.ImageSize, model.ImageSize)).Dispose();
+            FlowSampler.Sample(velocity, count, classes, options, model.Shape).Dispose();
             times.Add(watch.Elapsed.TotalSeconds);
         }
         var seconds = times.Order().ElementAt(times.Count / 2);
@@ -53,7 +53,7 @@ public static class PathSampleBenchmark
         unet.eval();
         var velocity = Modules.Bfloat16Velocity.ForPrecision(unet, precision);
         var classes = Enumerable.Range(0, count).Select(i => (long)(i % Math.Max(1, model.ClassCount))).ToArray();
-        var shape = (model.ImageChannels, (long)model.ImageSize, (long)model.ImageSize);
+        var shape = model.Shape;
         var results = paths.Select(_ => new List<double>()).ToArray();
         for (var round = 0; round <= rounds; round++)
         {
@@ -79,14 +79,14 @@ public static class EnsembleBenchmark
     public static IReadOnlyList<EnsembleBenchmarkRow> Run(ModelConfig model, int experts, int count, SamplerOptions options,
         IReadOnlyList<string> strategies)
     {
-        var shape = (model.ImageChannels, (long)model.ImageSize, (long)model.ImageSize);
+        var shape = model.Shape;
         var nets = Enumerable.Range(0, experts).Select(_ => model.Build()).ToList();
         foreach (var n in nets) n.eval();
-        using var router = new Routing.RouterNet(model.ImageChannels * model.ImageSize * model.ImageSize, experts, classCount: model.ClassCount);
+        using var router = new Routing.RouterNet(model.ImageChannels * model.Height * model.Width, experts, classCount: model.ClassCount);
         router.eval();
         var classes = Enumerable.Range(0, count).Select(i => (long)(i % Math.Max(1, model.ClassCount))).ToArray();
         var expertFlops = TrainBenchmark.CountForwardFlopsPerImage(nets[0], model);
-        using var probe = randn(1, model.ImageChannels, model.ImageSize, model.ImageSize);
+        using var probe = randn(1, model.ImageChannels, model.Height, model.Width);
         var routerFlops = FlopCounter.ForwardFlops(router, () => router.Posterior(probe, full(1, 0.5f), zeros(1, dtype: ScalarType.Int64)).Dispose());
         try
         {

@@ -21,7 +21,7 @@ public static class TrainBenchmark
         var config = new TrainConfig(DataDirectory: "(synthetic)", Model: model, Steps: warmup + 2 * steps + 2, BatchSize: batch,
             Precision: precision, WarmupSteps: 0);
         var n = Math.Max(batch * 4, 1024);
-        var images = rand(n, model.ImageChannels, model.ImageSize, model.ImageSize) * 2 - 1;
+        var images = rand(n, model.ImageChannels, model.Height, model.Width) * 2 - 1;
         var labels = randint(0, Math.Max(1, model.ClassCount), [n]);
         using var trainer = new ExpertTrainer(config, images, labels);
         var forward = CountForwardFlopsPerImage(trainer.Model, model);
@@ -73,7 +73,7 @@ public static class TrainBenchmark
     {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
-        var x = randn(1, model.ImageChannels, model.ImageSize, model.ImageSize);
+        var x = randn(1, model.ImageChannels, model.Height, model.Width);
         return FlopCounter.ForwardFlops(unet, () => unet.call(x, full(1, 0.5f), zeros(1, dtype: ScalarType.Int64)).Dispose());
     }
 }

@@ -29,7 +29,8 @@ public static class DataPreparation
         if (!File.Exists(Path.Combine(dataDirectory, DatasetManifest.FileName)))
         {
             if (Directory.Exists(dataDirectory) && Directory.EnumerateFileSystemEntries(dataDirectory).Any())
-                throw new ConfigException("dataDirectory", $"{dataDirectory} exists but holds no dataset (manifest.json is missing); remove it or choose " +
+                throw new ConfigException("dataDirectory",
+                    $"{dataDirectory} exists but holds no dataset (manifest.json is missing); remove it or choose " +
                     "another directory");
             if (DatasetImporter.FashionMnistInstalled)
             {

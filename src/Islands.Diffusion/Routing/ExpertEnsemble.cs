@@ -103,7 +103,7 @@ public sealed class ExpertEnsemble
         {
             p = RoutedStep.Posterior(router, x, FlowSampler.TimeColumn(x, t), classes, mask);
         }
-        var w = RoutingWeights.Apply(p, mask, Strategy, available.Count(a => a), sampleGenerator);
+        var w = RoutedStep.Weights(p, mask, Strategy, available.Count(a => a), sampleGenerator);
         if (Trace is not null)
         {
             var flat = w.cpu().contiguous().data<double>().ToArray();

@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using Islands.Diffusion.Modules;
 using static TorchSharp.torch;
 
@@ -7,7 +8,8 @@ namespace Islands.Diffusion.Sampling;
 /// One model's velocity for a batch whose rows may each carry their own time, class and guidance scale (rows of
 /// different requests share a batch in serving). Class -1 is unconditional: the model's own null class. A guided row (a
 /// class and cfg ≠ 1) also runs unconditionally in the same batch and combines as v_u + cfg·(v_c − v_u). Offline
-/// sampling, the ensemble, serving and score queries all evaluate an expert through this one function.
+/// sampling, the ensemble, serving and score queries all evaluate an expert through this one function; serving's
+/// sampler entities get and answer their rows as raw float32 bytes (the wire form below), which holds no math.
 /// </summary>
 public static class GuidedVelocity
 {
@@ -47,4 +49,36 @@ public static class GuidedVelocity
         var times = FlowSampler.TimeColumn(x, t);
         return Evaluate(model, x, times, classes, full(x.shape[0], cfg, dtype: times.dtype, device: x.device)).MoveToOuterDisposeScope();
     }
+
+    /// <summary>A sampler entity's answer: rows × C·H·W float32 values as bytes in, their velocities as bytes out.</summary>
+    /// <param name="classes">Class per row; -1 is unconditional.</param>
+    public static byte[] Evaluate(IVelocityModel model, ReadOnlySpan<byte> x, float[] t, long[] classes, float[] cfg, (long C, long H, long W) shape)
+    {
+        var n = t.Length;
+        if (classes.Length != n || cfg.Length != n || x.Length != n * shape.C * shape.H * shape.W * sizeof(float))
+            throw new ArgumentException($"velocity request of {n} rows has {classes.Length} classes, {cfg.Length} cfg and {x.Length} bytes");
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var xs = FromBytes(x, [n, shape.C, shape.H, shape.W]);
+        return ToBytes(Evaluate(model, xs, tensor(t), tensor(classes), tensor(cfg)));
+    }
+
+    /// <summary>A tensor's values as raw float32 bytes (one copy).</summary>
+    public static byte[] ToBytes(Tensor values)
+    {
+        using var dense = values.to_type(ScalarType.Float32).contiguous();
+        return dense.bytes.ToArray();
+    }
+
+    /// <summary>Raw float32 bytes as a tensor of the given shape (one copy).</summary>
+    public static Tensor FromBytes(ReadOnlySpan<byte> bytes, long[] shape)
+    {
+        if (bytes.Length != shape.Aggregate(1L, (a, b) => a * b) * sizeof(float))
+            throw new ArgumentException($"{bytes.Length} bytes cannot be a float32 tensor of shape [{string.Join(", ", shape)}]");
+        var result = empty(shape, dtype: ScalarType.Float32);
+        bytes.CopyTo(result.bytes);
+        return result;
+    }
+
+    public static byte[] ToBytes(ReadOnlySpan<float> values) => MemoryMarshal.AsBytes(values).ToArray();
 }

@@ -105,7 +105,7 @@ public sealed class ContinuousSampler(IRouter router, (long C, long H, long W) s
         foreach (var group in Enumerable.Range(0, n).GroupBy(r => rows[r].Generation.Spec.Strategy))
         {
             var members = group.ToArray();
-            var w = RoutingWeights.Apply(p.index_select(0, tensor(members.Select(m => (long)m).ToArray())), mask, group.Key, availableCount)
+            var w = RoutedStep.Weights(p.index_select(0, tensor(members.Select(m => (long)m).ToArray())), mask, group.Key, availableCount)
                 .contiguous().data<double>().ToArray();
             for (var m = 0; m < members.Length; m++) Array.Copy(w, m * k, weights, members[m] * k, k);
         }

@@ -141,8 +141,8 @@ public static class ServeBenchmark
 
         public string[] Urls => apps.Select(IslandNode.HttpAddress).ToArray();
 
-        public static async Task<BenchCluster> StartAsync(string store, int nodes, int maxRows, string precision, IReadOnlyDictionary<string, string?> extra,
-            CancellationToken cancel)
+        public static async Task<BenchCluster> StartAsync(string store, int nodes, int maxRows, string precision,
+            IReadOnlyDictionary<string, string?> extra, CancellationToken cancel)
         {
             var work = Path.Combine(Path.GetTempPath(), $"islands-bench-serve-{Guid.NewGuid():N}");
             Directory.CreateDirectory(work);
