@@ -67,13 +67,8 @@ public static class IslandNode
     private static void ConfigureAkka(AkkaConfigurationBuilder akka, IslandNodeSettings settings)
     {
         // Lease-majority in the island's PostgreSQL journal database; keep-majority for a one-node SQLite island.
-        akka.WithIslandsNode(new NodeWiringOptions
-        {
-            Hocon = settings.Hocon, Role = IslandNodeSettings.Role, Hostname = settings.Hostname, PublicHostname = settings.PublicHostname,
-            Port = settings.Port, Tls = settings.Tls, Formation = settings.Formation, StableAfter = settings.StableAfter,
-            SplitBrainLease = settings.JournalProvider == "postgresql" ? settings.JournalConnectionString : null,
-            SplitBrainLeaseName = $"islands-{settings.Island}-split-brain",
-        });
+        akka.WithIslandsNode(new NodeWiringOptions(settings, IslandNodeSettings.Role,
+            settings.JournalProvider == "postgresql" ? settings.JournalConnectionString : null, $"islands-{settings.Island}-split-brain"));
         akka.WithSqlPersistence(settings.JournalConnectionString,
             settings.JournalProvider == "sqlite" ? ProviderName.SQLiteMS : ProviderName.PostgreSQL15, autoInitialize: true);
         if (settings.ServingContacts.Count > 0)

@@ -89,12 +89,7 @@ public static class ServingNode
     private static void ConfigureAkka(AkkaConfigurationBuilder akka, ServingNodeSettings settings)
     {
         // Lease-majority when a database holds the lease: serving survives two of three nodes failing together.
-        akka.WithIslandsNode(new NodeWiringOptions
-        {
-            Hocon = settings.Hocon, Role = ServingNodeSettings.Role, Hostname = settings.Hostname, PublicHostname = settings.PublicHostname,
-            Port = settings.Port, Tls = settings.Tls, Formation = settings.Formation, StableAfter = settings.StableAfter,
-            SplitBrainLease = settings.SplitBrainLease, SplitBrainLeaseName = settings.SystemName + "-split-brain",
-        });
+        akka.WithIslandsNode(new NodeWiringOptions(settings, ServingNodeSettings.Role, settings.SplitBrainLease, settings.SystemName + "-split-brain"));
         akka.WithClusterClientReceptionist(role: ServingNodeSettings.Role);
         akka.WithActors((system, registry) =>
         {

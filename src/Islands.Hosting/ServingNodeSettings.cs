@@ -1,4 +1,3 @@
-using Akka.Configuration;
 using Islands.Actors.Serving;
 using Islands.Hosting.Configuration;
 
@@ -13,18 +12,12 @@ public sealed record PublicationSources(IReadOnlyList<Uri> Endpoints, string Key
 }
 
 /// <summary>One serving node's settings: its validated <see cref="ServingNodeOptions"/> resolved by <see cref="ServingNodeConfig"/>.</summary>
-public sealed record ServingNodeSettings
+public sealed record ServingNodeSettings : NodeSettings
 {
     public const string Role = "serving";
 
     public required ServingNodeOptions Options { get; init; }
     public required string Name { get; init; }
-    public required string Hostname { get; init; }
-    public required string? PublicHostname { get; init; }
-    public required int Port { get; init; }
-    public required ClusterFormation Formation { get; init; }
-    public required string HttpHostname { get; init; }
-    public required int HttpPort { get; init; }
     public required long MaxBodyBytes { get; init; }
     public required int MaxInFlight { get; init; }
     /// <summary>Accepted bearer tokens; empty only with AllowAnonymous.</summary>
@@ -34,20 +27,11 @@ public sealed record ServingNodeSettings
     public required TimeSpan PassivateAfter { get; init; }
     public required int Shards { get; init; }
     public required long MaximumFrameBytes { get; init; }
-    public required TimeSpan StableAfter { get; init; }
     /// <summary>A PostgreSQL connection string for the split-brain lease, or null (keep-majority).</summary>
     public required string? SplitBrainLease { get; init; }
-    public required string TelemetryExporter { get; init; }
-    public required string OtlpEndpoint { get; init; }
     public required PublicationSources Sources { get; init; }
     /// <summary>How long GET reports an asynchronous generation that failed before it is forgotten.</summary>
     public required TimeSpan FailedRetention { get; init; }
-    /// <summary>Remoting TLS, as an island's (<see cref="RemoteTls"/>).</summary>
-    public required TlsSettings Tls { get; init; }
-    /// <summary>The actor system's akka.* and dispatchers: hocon/serving.conf under islands:serving:akkaConfig.</summary>
-    public required Config Hocon { get; init; }
 
-    public string SystemName => "serving-" + Name;
-    public string Protocol => Tls.Enabled ? "akka.ssl.tcp" : "akka.tcp";
-    public IReadOnlyList<string> SeedNodes => Formation.SeedNodes;
+    public override string SystemName => "serving-" + Name;
 }

@@ -72,6 +72,35 @@ public sealed class ExperimentSpecs
     }
 
     [Fact]
+    public async Task Should_run_the_experiment_at_the_datasets_shape_on_colour_non_square_images_including_its_failure_run()
+    {
+        var work = CliRunner.TempDir("ddm-rgb");
+        var data = Path.Combine(work, "data");
+        var import = await CliRunner.RunAsync("data", "import", "--source", "synthetic-rgb", "--out", data);
+        Assert.True(import.ExitCode == 0, import.Stderr);
+        var run = await CliRunner.RunAsync("experiment", "ddm", "--quick", "--budget-minutes", "1", "--seeds", "1", "--data", data,
+            "--out", Path.Combine(work, "ddm"), "--json");
+        Assert.True(run.ExitCode == 0, run.Stderr);
+        var stages = Path.Combine(work, "ddm", "stages");
+        var evals = Directory.GetFiles(stages, "eval-*.json").Select(f => JsonDocument.Parse(File.ReadAllText(f)).RootElement).ToList();
+        Assert.NotEmpty(evals);
+        Assert.All(evals, e => Assert.True(double.IsFinite(e.GetProperty("fid").GetDouble()) && e.GetProperty("fid").GetDouble() > 0));
+        Assert.True(JsonDocument.Parse(File.ReadAllText(Path.Combine(stages, "failure-s0.json"))).RootElement.GetProperty("killed").GetBoolean());
+        // The grids are colour images of 32-pixel-wide samples (synthetic-rgb is 3 x 24 x 32), not grey 28 x 28 ones.
+        var grids = Path.Combine(Path.GetDirectoryName(run.Json.GetProperty("report").GetString()!)!, "grids");
+        using var grid = Image.Load<SixLabors.ImageSharp.PixelFormats.Rgb24>(Path.Combine(grids, "ddm-k4-top1.png"));
+        Assert.True(grid.Width >= 8 * 32, $"{grid.Width} px");
+        var colourful = 0;
+        grid.ProcessPixelRows(rows =>
+        {
+            for (var y = 0; y < rows.Height; y++)
+                foreach (var p in rows.GetRowSpan(y))
+                    if (Math.Abs(p.R - p.G) > 16 || Math.Abs(p.G - p.B) > 16) colourful++;
+        });
+        Assert.True(colourful > grid.Width, $"{colourful} pixels whose channels differ");
+    }
+
+    [Fact]
     public async Task Should_refuse_a_k_that_does_not_split_the_batch_naming_the_option()
     {
         var result = await CliRunner.RunAsync("experiment", "ddm", "--quick", "--k", "3", "--out", CliRunner.TempDir("ddm-bad"));

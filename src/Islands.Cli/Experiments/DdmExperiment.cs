@@ -170,32 +170,33 @@ public sealed partial class DdmExperiment(string output, Action<string> log)
         return 10 / watch.Elapsed.TotalSeconds;
     }
 
-    private TrainConfig ConfigFor(DdmPlan plan, int seed, string? partitions, int? expert, int batch) => new(
+    /// <summary>A run's config, at the dataset's image shape (as the train commands the failure run uses freeze it).</summary>
+    private static TrainConfig ConfigFor(StageContext c, int seed, string? partitions, int? expert, int batch) => new TrainConfig(
         Job: partitions is null ? "monolith" : "expert",
-        DataDirectory: plan.Options.DataDirectory,
+        DataDirectory: c.Plan.Options.DataDirectory,
         PartitionsFile: partitions,
         Expert: expert,
-        Model: new ModelConfig(BaseChannels: plan.Scale.BaseChannels, ChannelMultipliers: [1, 2, 4]),
-        Steps: plan.Steps,
+        Model: new ModelConfig(BaseChannels: c.Plan.Scale.BaseChannels, ChannelMultipliers: [1, 2, 4]),
+        Steps: c.Plan.Steps,
         BatchSize: batch,
-        WarmupSteps: Math.Min(100, plan.Steps / 10),
+        WarmupSteps: Math.Min(100, c.Plan.Steps / 10),
         Seed: seed,
-        CheckpointEvery: plan.CheckpointEvery,
-        KeepCheckpoints: plan.Scale.EvalPoints,
-        Precision: plan.Scale.Precision);
+        CheckpointEvery: c.Plan.CheckpointEvery,
+        KeepCheckpoints: c.Plan.Scale.EvalPoints,
+        Precision: c.Plan.Scale.Precision).ForData(c.Data.Manifest);
 
     private static double TrainFlopsPerImage(DdmPlan plan) => 3 * plan.Calibration.ExpertForwardFlops;
 
     private void TrainMonolith(StageContext c, int seed, Action<double> progress)
     {
-        var config = ConfigFor(c.Plan, seed, null, null, c.Plan.Scale.MonolithBatch);
+        var config = ConfigFor(c, seed, null, null, c.Plan.Scale.MonolithBatch);
         var outcome = Train(c, config, MonolithRun(seed), seed, "monolith", -1, progress);
         Stages.Put($"train-s{seed}-monolith", outcome);
     }
 
     private void TrainExpert(StageContext c, int seed, string arm, string method, int k, int expert, Action<double> progress)
     {
-        var config = ConfigFor(c.Plan, seed, PartitionsPath(method, k, seed), expert, c.Plan.Scale.MonolithBatch / k);
+        var config = ConfigFor(c, seed, PartitionsPath(method, k, seed), expert, c.Plan.Scale.MonolithBatch / k);
         Stages.Put($"train-s{seed}-{arm}-e{expert}", Train(c, config, ExpertRun(seed, arm, expert), seed, arm, expert, progress));
     }
 
@@ -227,7 +228,7 @@ public sealed partial class DdmExperiment(string output, Action<string> log)
         var arm = ArmName("kmeans", k);
         if (!Stages.TryGet<TrainingOutcome>($"train-s{seed}-{arm}-e0", out var baseline))
             throw new IslandsException($"seed {seed}: expert 0 of {arm} has no finished training stage to compare the interrupted run with");
-        var config = ConfigFor(c.Plan, seed, PartitionsPath("kmeans", k, seed), 0, c.Plan.Scale.MonolithBatch / k);
+        var config = ConfigFor(c, seed, PartitionsPath("kmeans", k, seed), 0, c.Plan.Scale.MonolithBatch / k);
         var outcome = new InterruptedTraining(log).Run(config, FailureRun(seed), baseline, progress, c.Cancel);
         Stages.Put($"failure-s{seed}", outcome with { Seed = seed });
     }
