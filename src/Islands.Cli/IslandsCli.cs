@@ -19,6 +19,7 @@ public static class IslandsCli
         root.Add(TrainCommands.Build(stdout, stderr));
         root.Add(MethodsCommand.Build(stdout, stderr));
         root.Add(SampleCommand.Build(stdout, stderr));
+        root.Add(DistillCommands.Build(stdout, stderr));
         root.Add(EvalCommand.Build(stdout, stderr));
         root.Add(BenchCommands.Build(stdout, stderr));
         root.Add(IslandCommands.Node(stdout, stderr));

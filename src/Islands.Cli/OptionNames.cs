@@ -17,7 +17,8 @@ internal static class OptionNames
         ["fineClusters"] = "--fine", ["embeddingDimensions"] = "--dims", ["balanceTolerance"] = "--tolerance", ["method"] = "--method",
         ["classes"] = "--class", ["class"] = "--class", ["count"] = "--count", ["experts"] = "--model", ["unavailable"] = "--unavailable",
         ["router"] = "--router", ["strategy"] = "--strategy", ["runDirectory"] = "--out", ["device"] = "--device", ["store"] = "--store",
-        ["source"] = "--source", ["size"] = "--size", ["seed"] = "--seed",
+        ["source"] = "--source", ["size"] = "--size", ["seed"] = "--seed", ["targetClass"] = "--class", ["sourceClass"] = "--source-class",
+        ["guidance"] = "--guidance", ["switchStep"] = "--switch-step", ["tMin"] = "--t-min",
     };
 
     public static string Describe(ConfigException e) =>

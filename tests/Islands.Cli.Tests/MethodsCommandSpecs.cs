@@ -8,12 +8,13 @@ public sealed class MethodsCommandSpecs
     {
         var text = await CliRunner.RunAsync("methods");
         Assert.Equal(0, text.ExitCode);
-        foreach (var (name, config) in new[] { ("expert", "TrainConfig"), ("monolith", "TrainConfig"), ("router", "RouterConfig") })
+        foreach (var (name, config) in new[] { ("expert", "TrainConfig"), ("monolith", "TrainConfig"), ("router", "RouterConfig"),
+            ("sds", "DistillConfig"), ("nfsd", "DistillConfig"), ("bridge", "DistillConfig") })
             Assert.Matches($@"(?m)^{name}\s+{config}\s+\S", text.Stdout);
 
         var json = await CliRunner.RunAsync("methods", "--json");
         var names = json.Json.EnumerateArray().Select(m => m.GetProperty("name").GetString()).ToList();
-        Assert.Equal(["expert", "monolith", "router"], names);
+        Assert.Equal(["expert", "monolith", "router", "sds", "nfsd", "bridge"], names);
     }
 
     [Fact]

@@ -10,7 +10,8 @@ public sealed class MethodRegistry
 {
     private readonly List<TrainingMethod> methods = [];
 
-    public static MethodRegistry Default { get; } = new([new ExpertMethod(), new MonolithMethod(), new RouterMethod()]);
+    public static MethodRegistry Default { get; } = new([new ExpertMethod(), new MonolithMethod(), new RouterMethod(),
+        Distillation.DistillMethod.Sds, Distillation.DistillMethod.Nfsd, Distillation.DistillMethod.Bridge]);
 
     public MethodRegistry(IEnumerable<TrainingMethod> methods)
     {

@@ -1,0 +1,65 @@
+using Islands.Diffusion.Methods;
+
+namespace Islands.Diffusion.Distillation;
+
+/// <summary>
+/// Frozen configuration of a score-distillation run (config.json in its run directory): which images are optimised
+/// towards which class, with which source, under the ensemble a store publishes. The defaults are the paper's 2D
+/// settings (1000 steps, the bridge switching at 500, guidance 40, AdamW at 0.01, t uniform in [0.02, 0.98]).
+/// </summary>
+/// <param name="Job">The method: sds, nfsd or bridge.</param>
+/// <param name="Store">A checkpoint store with published experts and a router (what islands publish, what serving reads).</param>
+/// <param name="SourceClass">The source condition: nfsd's negative, the bridge's calibrated source after SwitchStep.</param>
+/// <param name="Count">Images optimised together (each its own parameters; the batch of every step).</param>
+/// <param name="SwitchStep">The bridge runs plain SDS before this step and the calibrated source from it on.</param>
+public sealed record DistillConfig(
+    string Job = "sds",
+    string Store = "",
+    int TargetClass = 0,
+    int? SourceClass = null,
+    int Count = 16,
+    int Steps = 1000,
+    int SwitchStep = 500,
+    double Guidance = 40,
+    double TMin = 0.02,
+    double TMax = 0.98,
+    double LearningRate = 0.01,
+    string Strategy = "top1",
+    int Seed = 0,
+    int CheckpointEvery = 100,
+    int KeepCheckpoints = 3,
+    int SchemaVersion = DistillConfig.CurrentSchemaVersion,
+    int MaxConsecutiveBadSteps = 5,
+    int MaxRollbacks = 2) : IMethodConfig
+{
+    public const int CurrentSchemaVersion = 1;
+    public static readonly string[] Modes = ["sds", "nfsd", "bridge"];
+
+    public int BatchSize => Count;
+
+    /// <summary>Whether step s takes the source condition (rather than plain SDS's unconditional and noise).</summary>
+    public bool CalibratedAt(long step) => Job == "nfsd" || Job == "bridge" && step >= SwitchStep;
+
+    public IEnumerable<string> Validate()
+    {
+        if (!Modes.Contains(Job)) yield return $"job: '{Job}' must be sds, nfsd or bridge";
+        if (SchemaVersion != CurrentSchemaVersion) yield return $"schemaVersion: {SchemaVersion} is not supported (expected {CurrentSchemaVersion})";
+        if (string.IsNullOrWhiteSpace(Store)) yield return "store: a checkpoint store with published experts and a router is required";
+        if (TargetClass < 0) yield return $"targetClass: {TargetClass} must not be negative";
+        if (Job is "nfsd" or "bridge" && SourceClass is null) yield return $"sourceClass: {Job} needs a source condition";
+        if (SourceClass is < 0) yield return $"sourceClass: {SourceClass} must not be negative";
+        if (SourceClass == TargetClass && Job != "sds") yield return $"sourceClass: {SourceClass} is the target class (the direction would be 0)";
+        if (Count is < 1 or > 1024) yield return $"count: {Count} must lie in 1..1024";
+        if (Steps < 1) yield return $"steps: {Steps} must be at least 1";
+        if (Job == "bridge" && (SwitchStep < 0 || SwitchStep > Steps)) yield return $"switchStep: {SwitchStep} must lie in 0..steps ({Steps})";
+        if (Guidance is < 0 or > 200 || double.IsNaN(Guidance)) yield return $"guidance: {Guidance} must lie in 0..200";
+        if (TMin is < 0.001 or > 1 || TMax is < 0.001 or > 1 || TMin > TMax) yield return $"tMin: [{TMin}, {TMax}] must be a range within [0.001, 1]";
+        if (LearningRate is <= 0 or > 10) yield return $"learningRate: {LearningRate} must lie in (0, 10]";
+        if (CheckpointEvery < 1) yield return $"checkpointEvery: {CheckpointEvery} must be at least 1";
+        if (KeepCheckpoints < 1) yield return $"keepCheckpoints: {KeepCheckpoints} must be at least 1";
+        if (MaxConsecutiveBadSteps < 1) yield return $"maxConsecutiveBadSteps: {MaxConsecutiveBadSteps} must be at least 1";
+        if (MaxRollbacks < 0) yield return $"maxRollbacks: {MaxRollbacks} must not be negative";
+    }
+
+    public void ThrowIfInvalid() => ConfigException.ThrowFirst(Validate());
+}

@@ -1,0 +1,158 @@
+using System.Diagnostics;
+using Islands.Diffusion.Checkpoints;
+using Islands.Diffusion.Sampling;
+using Islands.Diffusion.Training;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Islands.Diffusion.Distillation;
+
+/// <summary>The parameters a distillation run optimises: the images themselves, kept in the data range [-1, 1].</summary>
+public sealed class DistilledImages : nn.Module
+{
+    private readonly Parameter pixels;
+
+    public DistilledImages(Tensor initial) : base(nameof(DistilledImages))
+    {
+        pixels = new Parameter(initial.detach().clone());
+        RegisterComponents();
+    }
+
+    public Parameter Pixels => pixels;
+}
+
+/// <summary>
+/// Score distillation as a job of the one training loop: each step draws t and ε from (seed, step), asks the prior for
+/// the direction of <see cref="ScoreDistillation"/>, and lets AdamW move the images along it (the prior's Jacobian is
+/// never formed). The "loss" it reports is the mean squared direction, which falls as the images settle. Checkpoints
+/// hold the images and the optimizer, so an interrupted run resumes exactly.
+/// </summary>
+public sealed class DistillationTrainer : IChunkedTrainer
+{
+    public const string ImagesFile = "images.bin";
+    public const string OptimizerFile = "optimizer.bin";
+
+    private readonly DistillConfig config;
+    private readonly VelocityField prior;
+    private readonly IDisposable? priorOwner;
+    private readonly DistilledImages images;
+    private readonly AdamW optimizer;
+    private readonly List<float> lossHistory = [];
+    private readonly CheckpointStore? checkpoints;
+    private double trainSeconds;
+
+    /// <param name="prior">The ensemble's (or one model's) unguided velocity field.</param>
+    /// <param name="initial">[Count, C, H, W] starting images, or null for the seeded default (grey with a little noise).</param>
+    /// <param name="priorOwner">Disposed with the trainer (the loaded experts and router).</param>
+    public DistillationTrainer(DistillConfig config, VelocityField prior, (long C, long H, long W) shape, CheckpointStore? checkpoints = null,
+        Tensor? initial = null, IDisposable? priorOwner = null)
+    {
+        config.ThrowIfInvalid();
+        this.config = config;
+        this.prior = prior;
+        this.priorOwner = priorOwner;
+        this.checkpoints = checkpoints;
+        Guard = new NonFiniteGuard(config.MaxConsecutiveBadSteps);
+        Shape = shape;
+        using (var generator = new Generator((ulong)config.Seed + 101))
+        {
+            using var start = initial ?? (0.1 * randn([config.Count, shape.C, shape.H, shape.W], generator: generator)).clamp(-1, 1);
+            if (!start.shape.SequenceEqual([config.Count, shape.C, shape.H, shape.W]))
+                throw new ConfigException("count", $"initial images of shape [{string.Join(", ", start.shape)}] for {config.Count} images of {shape}");
+            images = new DistilledImages(start.to_type(ScalarType.Float32));
+        }
+        optimizer = optim.AdamW(images.parameters(), config.LearningRate, weight_decay: 0);
+    }
+
+    public (long C, long H, long W) Shape { get; }
+    public long Step { get; private set; }
+    public long TotalSteps => config.Steps;
+    public int BatchSize => config.Count;
+    public int CheckpointEvery => config.CheckpointEvery;
+    public double TrainSeconds => trainSeconds;
+    public IReadOnlyList<float> LossHistory => lossHistory;
+    public NonFiniteGuard Guard { get; }
+    public long? FaultNanFromStep { get; set; }
+    public int MaxRollbacks => config.MaxRollbacks;
+    public CheckpointStore Checkpoints => checkpoints ?? throw new InvalidOperationException("this trainer was built without a checkpoint store");
+
+    /// <summary>A copy of the current images, [Count, C, H, W] in [-1, 1].</summary>
+    public Tensor Images()
+    {
+        using var _ = no_grad();
+        return images.Pixels.detach().clone();
+    }
+
+    public float Train(int maxSteps, CancellationToken cancel = default)
+    {
+        var watch = Stopwatch.StartNew();
+        double sum = 0;
+        var done = 0;
+        var good = 0;
+        var n = config.Count;
+        while (done < maxSteps && Step < config.Steps && !cancel.IsCancellationRequested && !Guard.Diverging)
+        {
+            using var scope = NewDisposeScope();
+            using var generator = new Generator(ExpertTrainer.StepSeed(config.Seed, Step));
+            var t = config.TMin + (config.TMax - config.TMin) * rand(1, generator: generator, dtype: ScalarType.Float64).item<double>();
+            var eps = randn([n, Shape.C, Shape.H, Shape.W], generator: generator);
+            var calibrated = config.CalibratedAt(Step);
+            var target = full(n, (long)config.TargetClass, dtype: ScalarType.Int64);
+            var negative = full(n, calibrated ? (long)config.SourceClass!.Value : -1L, dtype: ScalarType.Int64);
+            var direction = ScoreDistillation.Direction(prior, images.Pixels, eps, t, target, negative, config.Guidance, noiseSource: !calibrated)
+                .to_type(ScalarType.Float32);
+            if (FaultNanFromStep is { } from && Step >= from) direction = direction * float.NaN;
+            var value = direction.pow(2).mean().item<float>();
+            optimizer.zero_grad();
+            // The gradient of Σ x·d with respect to x is d: the prior's Jacobian is skipped, as score distillation does.
+            (images.Pixels * direction).sum().backward();
+            if (Guard.Record(Step, value, NonFiniteGuard.GradientNorm(images.parameters())))
+            {
+                optimizer.step();
+                using (no_grad()) images.Pixels.clamp_(-1, 1);
+                sum += value;
+                good++;
+            }
+            else
+            {
+                optimizer.zero_grad();
+                value = float.NaN;
+            }
+            lossHistory.Add(value);
+            Step++;
+            done++;
+        }
+        trainSeconds += watch.Elapsed.TotalSeconds;
+        return good == 0 ? float.NaN : (float)(sum / good);
+    }
+
+    public CheckpointRef Commit() =>
+        TrainingCheckpoint.Save(Checkpoints, new TrainingState(Step, config.Seed, Step * config.Count, trainSeconds, lossHistory.ToArray()),
+            config.KeepCheckpoints, [("images", images)], dir =>
+            {
+                images.save(Path.Combine(dir, ImagesFile));
+                optimizer.save_state_dict(Path.Combine(dir, OptimizerFile));
+            });
+
+    public void Restore(string checkpointDirectory)
+    {
+        var state = TrainingCheckpoint.Load(checkpointDirectory, config.Seed, "distillation", dir =>
+        {
+            images.load(Path.Combine(dir, ImagesFile));
+            optimizer.load_state_dict(Path.Combine(dir, OptimizerFile));
+        });
+        Step = state.Step;
+        Guard.Reset();
+        trainSeconds = state.TrainSeconds;
+        lossHistory.Clear();
+        lossHistory.AddRange(state.LossHistory);
+    }
+
+    public void Dispose()
+    {
+        optimizer.Dispose();
+        images.Dispose();
+        priorOwner?.Dispose();
+    }
+}

@@ -1,0 +1,84 @@
+using System.Text.Json;
+using Islands.Cli;
+using SixLabors.ImageSharp;
+using SixLabors.ImageSharp.PixelFormats;
+
+namespace Islands.Island.Tests;
+
+/// <summary><c>islands distill class</c> on the experts and router a store publishes: a run, its resume, and bad input.</summary>
+[Collection("islands")]
+public sealed class DistillCommandSpecs
+{
+    private static async Task<(int Code, string Out, string Err)> Cli(params string[] args)
+    {
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        var code = await IslandsCli.RunAsync(args, stdout, stderr);
+        return (code, stdout.ToString(), stderr.ToString());
+    }
+
+    [Fact]
+    public async Task Should_distill_images_with_the_stores_ensemble_freeze_its_config_and_resume_a_longer_run()
+    {
+        var store = await ServingTestStore.StoreAsync();
+        var run = Path.Combine(IslandTestEnvironment.TempDir("distill"), "bridge");
+        string[] common = ["distill", "class", "--store", store, "--class", "Sneaker", "--mode", "bridge", "--source-class", "Sandal", "--count", "4",
+            "--guidance", "7.5", "--lr", "0.05", "--checkpoint-every", "10", "--out", run, "--json"];
+        var first = await Cli([.. common, "--steps", "30", "--switch-step", "15"]);
+        Assert.True(first.Code == 0, first.Err);
+        var summary = JsonDocument.Parse(first.Out).RootElement;
+        Assert.Equal(30, summary.GetProperty("step").GetInt64());
+        Assert.False(summary.GetProperty("resumed").GetBoolean());
+        Assert.Equal("bridge", summary.GetProperty("method").GetString());
+        Assert.True(double.IsFinite(summary.GetProperty("finalDirection").GetDouble()));
+        Assert.Equal(4, summary.GetProperty("distilled").GetProperty("count").GetInt32());
+        Assert.True(summary.GetProperty("real").GetProperty("count").GetInt32() > 0, "the class's real test images are read for comparison");
+        var config = JsonDocument.Parse(File.ReadAllText(Path.Combine(run, "config.json"))).RootElement;
+        Assert.Equal("bridge", config.GetProperty("job").GetString());
+        Assert.Equal(7, config.GetProperty("targetClass").GetInt32());
+        Assert.Equal(5, config.GetProperty("sourceClass").GetInt32());
+
+        // The grid holds 2 x 2 images of 28 x 28 that are neither constant nor the grey they started from.
+        using (var grid = Image.Load<L8>(Path.Combine(run, "grid.png")))
+        {
+            Assert.True(grid.Width >= 2 * 28 && grid.Height >= 2 * 28, $"{grid.Width} x {grid.Height}");
+            var values = new List<byte>();
+            grid.ProcessPixelRows(rows =>
+            {
+                for (var y = 0; y < rows.Height; y++)
+                    foreach (var p in rows.GetRowSpan(y)) values.Add(p.PackedValue);
+            });
+            var mean = values.Average(v => (double)v);
+            var sd = Math.Sqrt(values.Average(v => (v - mean) * (v - mean)));
+            Assert.True(sd > 10, $"pixel standard deviation {sd:F1}: the images did not move from their grey start");
+        }
+
+        // The same settings with more steps resume from the last checkpoint; other settings are refused, naming --out.
+        var longer = await Cli([.. common, "--steps", "40", "--switch-step", "15"]);
+        Assert.True(longer.Code == 0, longer.Err);
+        var resumed = JsonDocument.Parse(longer.Out).RootElement;
+        Assert.True(resumed.GetProperty("resumed").GetBoolean());
+        Assert.Equal(40, resumed.GetProperty("step").GetInt64());
+        var other = await Cli([.. common.Select(a => a == "7.5" ? "3" : a), "--steps", "40", "--switch-step", "15"]);
+        Assert.Equal(2, other.Code);
+        Assert.Contains("--out:", other.Err);
+    }
+
+    [Theory]
+    [InlineData("--class", "Unicorn", "--class")]
+    [InlineData("--class", "12", "--class")]
+    [InlineData("--mode", "nfsd", "--source-class")]
+    [InlineData("--guidance", "-1", "--guidance")]
+    [InlineData("--count", "0", "--count")]
+    [InlineData("--t-min", "0.99", "--t-min")]
+    public async Task Should_refuse_bad_input_with_a_usage_error_naming_the_option(string option, string value, string named)
+    {
+        var store = await ServingTestStore.StoreAsync();
+        var args = new Dictionary<string, string> { ["--class"] = "Sneaker", ["--steps"] = "5", ["--t-max"] = "0.5" };
+        args[option] = value;
+        var result = await Cli(["distill", "class", "--store", store, "--out", Path.Combine(IslandTestEnvironment.TempDir("distill-bad"), "run"),
+            .. args.SelectMany(a => new[] { a.Key, a.Value })]);
+        Assert.Equal(2, result.Code);
+        Assert.Contains($"islands: error: {named}", result.Err);
+    }
+}
