@@ -95,7 +95,7 @@ public sealed class ScoreDistillationSpecs
         TorchSetup.Initialise(2);
         var set = Points();
         var config = new DistillConfig(Job: mode, Store: "(the exact prior)", TargetClass: 1, SourceClass: source, Count: 4, Steps: 300,
-            SwitchStep: 150, Guidance: 3, LearningRate: 0.05, TMax: 0.9);
+            SwitchStep: 150, Guidance: 3, LearningRate: 0.05, TMax: 0.9, DegradedSource: false);
         using var trainer = new DistillationTrainer(config, Exact(set), Shape);
         using var before = trainer.Images();
         trainer.Train(300);
@@ -116,7 +116,7 @@ public sealed class ScoreDistillationSpecs
         TorchSetup.Initialise(2);
         var set = Points();
         var config = new DistillConfig(Job: "bridge", Store: "(the exact prior)", TargetClass: 0, SourceClass: 1, Count: 3, Steps: 40,
-            SwitchStep: 20, Guidance: 2, LearningRate: 0.05, CheckpointEvery: 10);
+            SwitchStep: 20, Guidance: 2, LearningRate: 0.05, CheckpointEvery: 10, DegradedSource: false);
         using var whole = new DistillationTrainer(config, Exact(set), Shape);
         whole.Train(40);
         var run = TestData.TempDir("distill-resume");

@@ -22,7 +22,7 @@ public sealed class DistillCommandSpecs
     {
         var store = await ServingTestStore.StoreAsync();
         var run = Path.Combine(IslandTestEnvironment.TempDir("distill"), "bridge");
-        string[] common = ["distill", "class", "--store", store, "--class", "Sneaker", "--mode", "bridge", "--source-class", "Sandal", "--count", "4",
+        string[] common = ["distill", "class", "--store", store, "--class", "Sneaker", "--mode", "bridge", "--source-class", "Sandal", "--plain-source", "--count", "4",
             "--guidance", "7.5", "--lr", "0.05", "--checkpoint-every", "10", "--out", run, "--json"];
         var first = await Cli([.. common, "--steps", "30", "--switch-step", "15"]);
         Assert.True(first.Code == 0, first.Err);
@@ -64,20 +64,34 @@ public sealed class DistillCommandSpecs
         Assert.Contains("--out:", other.Err);
     }
 
+    [Fact]
+    public async Task Should_take_the_degraded_condition_of_the_experts_as_the_bridges_default_source()
+    {
+        // The store's experts learned "degraded, class c" (ServingTestStore trains them with DegradedCondition).
+        var store = await ServingTestStore.StoreAsync();
+        var run = Path.Combine(IslandTestEnvironment.TempDir("distill-degraded"), "bridge");
+        var result = await Cli("distill", "class", "--store", store, "--class", "Trouser", "--mode", "bridge", "--count", "2", "--steps", "12",
+            "--switch-step", "4", "--guidance", "7.5", "--checkpoint-every", "12", "--out", run, "--json");
+        Assert.True(result.Code == 0, result.Err);
+        var summary = JsonDocument.Parse(result.Out).RootElement;
+        Assert.True(summary.GetProperty("degradedSource").GetBoolean());
+        Assert.Equal(12, summary.GetProperty("step").GetInt64());
+        Assert.True(double.IsFinite(summary.GetProperty("finalDirection").GetDouble()) && summary.GetProperty("finalDirection").GetDouble() > 0);
+    }
+
     [Theory]
-    [InlineData("--class", "Unicorn", "--class")]
-    [InlineData("--class", "12", "--class")]
-    [InlineData("--mode", "nfsd", "--source-class")]
-    [InlineData("--guidance", "-1", "--guidance")]
-    [InlineData("--count", "0", "--count")]
-    [InlineData("--t-min", "0.99", "--t-min")]
-    public async Task Should_refuse_bad_input_with_a_usage_error_naming_the_option(string option, string value, string named)
+    [InlineData("--class Unicorn", "--class")]
+    [InlineData("--class 12", "--class")]
+    [InlineData("--mode nfsd --plain-source", "--source-class")]
+    [InlineData("--guidance -1", "--guidance")]
+    [InlineData("--count 0", "--count")]
+    [InlineData("--t-min 0.99", "--t-min")]
+    public async Task Should_refuse_bad_input_with_a_usage_error_naming_the_option(string extra, string named)
     {
         var store = await ServingTestStore.StoreAsync();
-        var args = new Dictionary<string, string> { ["--class"] = "Sneaker", ["--steps"] = "5", ["--t-max"] = "0.5" };
-        args[option] = value;
         var result = await Cli(["distill", "class", "--store", store, "--out", Path.Combine(IslandTestEnvironment.TempDir("distill-bad"), "run"),
-            .. args.SelectMany(a => new[] { a.Key, a.Value })]);
+            "--steps", "5", "--t-max", "0.5", .. extra.StartsWith("--class", StringComparison.Ordinal) ? [] : new[] { "--class", "Sneaker" },
+            .. extra.Split(' ')]);
         Assert.Equal(2, result.Code);
         Assert.Contains($"islands: error: {named}", result.Err);
     }

@@ -30,7 +30,7 @@ public static class ServingTestStore
         {
             var run = Path.Combine(store, $"expert-{k}");
             var config = new TrainConfig(Job: "expert", DataDirectory: data, PartitionsFile: partitions, Expert: k, Steps: 20, BatchSize: 16, WarmupSteps: 5,
-                CheckpointEvery: 20, Seed: k, Model: new ModelConfig(BaseChannels: 8, ChannelMultipliers: [1, 2]));
+                CheckpointEvery: 20, Seed: k, Model: new ModelConfig(BaseChannels: 8, ChannelMultipliers: [1, 2], DegradedCondition: true));
             TrainingRun.Execute(config, run);
             Publish(run, $"expert:{k}");
         }

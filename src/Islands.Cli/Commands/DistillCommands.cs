@@ -25,7 +25,12 @@ public static class DistillCommands
         mode.AcceptOnlyFromAmong(DistillConfig.Modes);
         var source = new Option<string?>("--source-class")
         {
-            Description = "Source condition, by index or name: nfsd's negative, the bridge's calibrated source after --switch-step",
+            Description = "The source's class, by index or name (default: the target class): nfsd's negative, the bridge's source after " +
+                "--switch-step; \"degraded, class\" unless --plain-source",
+        };
+        var plain = new Option<bool>("--plain-source")
+        {
+            Description = "Use the plain source class rather than its degraded condition (for experts trained without --degraded-condition)",
         };
         var count = new Option<int>("--count") { Description = "Images optimised together", DefaultValueFactory = _ => 16 };
         var steps = new Option<int>("--steps") { DefaultValueFactory = _ => defaults.Steps };
@@ -40,7 +45,7 @@ public static class DistillCommands
         var output = new Option<string>("--out") { Description = "Run directory (rerunning with the same --out resumes)", Required = true };
         var command = new Command("class", "Optimise a batch of free images towards a class; writes grid.png and summary.json into --out")
         {
-            store, cls, mode, source, count, steps, switchStep, guidance, lr, tMin, tMax, strategy, seed, every, output,
+            store, cls, mode, source, plain, count, steps, switchStep, guidance, lr, tMin, tMax, strategy, seed, every, output,
         };
         command.SetAction(IslandsCli.Action(stdout, stderr, async (ctx, parse, cancel) =>
         {
@@ -50,7 +55,7 @@ public static class DistillCommands
                 SourceClass: parse.GetValue(source) is { } s ? ResolveClass("--source-class", s, names) : null, Count: parse.GetValue(count),
                 Steps: parse.GetValue(steps), SwitchStep: parse.GetValue(switchStep) ?? parse.GetValue(steps) / 2, Guidance: parse.GetValue(guidance),
                 TMin: parse.GetValue(tMin), TMax: parse.GetValue(tMax), LearningRate: parse.GetValue(lr), Strategy: parse.GetValue(strategy)!,
-                Seed: parse.GetValue(seed), CheckpointEvery: parse.GetValue(every));
+                Seed: parse.GetValue(seed), CheckpointEvery: parse.GetValue(every), DegradedSource: !parse.GetValue(plain));
             config.ThrowIfInvalid();
             IslandsCli.InitTorch(parse);
             var reporter = new ProgressReporter(ctx, $"distill {config.Job} class {config.TargetClass}");
@@ -59,7 +64,8 @@ public static class DistillCommands
             ctx.Result(summary, w =>
             {
                 w.WriteLine($"{summary.Method}: {summary.Step}/{summary.TotalSteps} steps towards class {summary.TargetClass}" +
-                    $"{(summary.SourceClass is { } a ? $" from {a}" : "")}, {summary.SecondsPerStep * 1000:F0} ms a step; grid {summary.Grid}");
+                    $"{(summary.Method == "sds" ? "" : $" from {(summary.DegradedSource ? "degraded " : "")}{summary.SourceClass ?? summary.TargetClass}")}, " +
+                    $"{summary.SecondsPerStep * 1000:F0} ms a step; grid {summary.Grid}");
                 w.WriteLine($"  saturation {summary.Distilled.Saturation:P2}, Laplacian variance {summary.Distilled.LaplacianVariance:F4}" +
                     (summary.Real is { } r ? $" (real images of the class: {r.Saturation:P2}, {r.LaplacianVariance:F4})" : ""));
             });

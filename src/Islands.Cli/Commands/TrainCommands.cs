@@ -43,10 +43,15 @@ public static class TrainCommands
             DefaultValueFactory = _ => "1,2,4" };
         var precision = new Option<string>("--precision") { DefaultValueFactory = _ => "fp32" };
         precision.AcceptOnlyFromAmong("fp32", "bf16");
+        var degraded = new Option<bool>("--degraded-condition")
+        {
+            Description = "Also learn \"degraded, class c\" from corrupted copies of the data (score distillation's calibrated source)",
+        };
 
         var command = new Command("expert", "Train a flow-matching expert on one partition (or the monolith on all data)")
         {
             data, partitions, expert, steps, batch, output, lr, warmup, seed, every, keep, ema, tSampling, labelDropout, channels, mults, precision,
+            degraded,
         };
         command.SetAction(IslandsCli.Action(stdout, stderr, async (ctx, parse, cancel) =>
         {
@@ -64,7 +69,8 @@ public static class TrainCommands
                 DataDirectory: Path.GetFullPath(parse.GetValue(data)!),
                 PartitionsFile: parse.GetValue(partitions) is { } p ? Path.GetFullPath(p) : null,
                 Expert: parse.GetValue(expert),
-                Model: new ModelConfig(BaseChannels: parse.GetValue(channels), ChannelMultipliers: multipliers),
+                Model: new ModelConfig(BaseChannels: parse.GetValue(channels), ChannelMultipliers: multipliers,
+                    DegradedCondition: parse.GetValue(degraded)),
                 Steps: parse.GetValue(steps), BatchSize: parse.GetValue(batch), LearningRate: parse.GetValue(lr), WarmupSteps: parse.GetValue(warmup),
                 EmaDecay: parse.GetValue(ema), LabelDropout: parse.GetValue(labelDropout), TimeSampling: parse.GetValue(tSampling)!,
                 Seed: parse.GetValue(seed), CheckpointEvery: parse.GetValue(every), KeepCheckpoints: parse.GetValue(keep),

@@ -6,6 +6,8 @@ namespace Islands.Diffusion.Configs;
 /// Shape of a class-conditional UNet expert. The default (32 channels, x1/x2/x4, one ResBlock per level) has about
 /// 1.1 M parameters at 28x28. ClassCount excludes the extra null class used for classifier-free guidance.
 /// </summary>
+/// <param name="DegradedCondition">The model also knows "degraded, class c" (label ClassCount + 1 + c), learned from
+/// corrupted copies of its data (<see cref="Training.Degradations"/>): score distillation's calibrated source.</param>
 public sealed record ModelConfig(
     int BaseChannels = 32,
     int[]? ChannelMultipliers = null,
@@ -15,8 +17,15 @@ public sealed record ModelConfig(
     int ClassCount = 10,
     int ImageChannels = 1,
     int ImageSize = 28,
-    int? ImageWidth = null)
+    int? ImageWidth = null,
+    bool DegradedCondition = false)
 {
+    /// <summary>Labels the class embedding holds: the classes, the null class, and the degraded classes when learned.</summary>
+    public int ConditionCount => ClassCount + 1 + (DegradedCondition ? ClassCount : 0);
+
+    /// <summary>The label of "degraded, class c".</summary>
+    public long DegradedClass(long c) => UNet.DegradedLabel(ClassCount, c);
+
     public int[] Multipliers => ChannelMultipliers ?? [1, 2, 4];
 
     /// <summary>Image height; <see cref="ImageSize"/> names it so that a config.json written for square images still reads.</summary>

@@ -8,6 +8,8 @@ namespace Islands.Diffusion.Configs;
 /// optimizer untouched) after which the run rolls back to its last good checkpoint.</param>
 /// <param name="MaxRollbacks">Rollbacks without progress past the failing step before the run ends as diverged. Neither
 /// knob takes part in <see cref="DifferencesForResume"/>: a config.json written before they existed loads with the defaults.</param>
+/// <param name="DegradedFraction">With a model that learns the degraded condition, the share of each batch replaced by
+/// degraded copies labelled "degraded, class c" (never dropped to the null class).</param>
 public sealed record TrainConfig(
     string Job = "expert",
     string DataDirectory = "",
@@ -30,7 +32,8 @@ public sealed record TrainConfig(
     string Precision = "fp32",
     int SchemaVersion = TrainConfig.CurrentSchemaVersion,
     int MaxConsecutiveBadSteps = 5,
-    int MaxRollbacks = 2) : Methods.IMethodConfig
+    int MaxRollbacks = 2,
+    double DegradedFraction = 0.2) : Methods.IMethodConfig
 {
     public const int CurrentSchemaVersion = 1;
     public ModelConfig ModelOrDefault => Model ?? new ModelConfig();
@@ -57,6 +60,7 @@ public sealed record TrainConfig(
         if (Precision is not ("fp32" or "bf16")) yield return $"precision: '{Precision}' must be fp32 or bf16";
         if (MaxConsecutiveBadSteps < 1) yield return $"maxConsecutiveBadSteps: {MaxConsecutiveBadSteps} must be at least 1";
         if (MaxRollbacks < 0) yield return $"maxRollbacks: {MaxRollbacks} must not be negative";
+        if (DegradedFraction is < 0 or >= 1) yield return $"degradedFraction: {DegradedFraction} must lie in [0, 1)";
         foreach (var e in ModelOrDefault.Validate()) yield return e;
     }
 
@@ -86,6 +90,7 @@ public sealed record TrainConfig(
         if (Seed != other.Seed) yield return $"seed ({Seed} vs {other.Seed})";
         if (TimeSampling != other.TimeSampling) yield return $"timeSampling ({TimeSampling} vs {other.TimeSampling})";
         if (Precision != other.Precision) yield return $"precision ({Precision} vs {other.Precision})";
+        if (DegradedFraction != other.DegradedFraction) yield return $"degradedFraction ({DegradedFraction} vs {other.DegradedFraction})";
         if (!ModelOrDefault.Multipliers.SequenceEqual(other.ModelOrDefault.Multipliers)
             || ModelOrDefault with { ChannelMultipliers = null } != other.ModelOrDefault with { ChannelMultipliers = null })
             yield return "model";

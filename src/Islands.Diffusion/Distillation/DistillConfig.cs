@@ -9,7 +9,10 @@ namespace Islands.Diffusion.Distillation;
 /// </summary>
 /// <param name="Job">The method: sds, nfsd or bridge.</param>
 /// <param name="Store">A checkpoint store with published experts and a router (what islands publish, what serving reads).</param>
-/// <param name="SourceClass">The source condition: nfsd's negative, the bridge's calibrated source after SwitchStep.</param>
+/// <param name="SourceClass">The source's class (nfsd's negative, the bridge's calibrated source after SwitchStep); the
+/// target class when null.</param>
+/// <param name="DegradedSource">The source is "degraded, SourceClass" (the experts must have learned the degraded
+/// condition); otherwise the plain SourceClass.</param>
 /// <param name="Count">Images optimised together (each its own parameters; the batch of every step).</param>
 /// <param name="SwitchStep">The bridge runs plain SDS before this step and the calibrated source from it on.</param>
 public sealed record DistillConfig(
@@ -30,7 +33,8 @@ public sealed record DistillConfig(
     int KeepCheckpoints = 3,
     int SchemaVersion = DistillConfig.CurrentSchemaVersion,
     int MaxConsecutiveBadSteps = 5,
-    int MaxRollbacks = 2) : IMethodConfig
+    int MaxRollbacks = 2,
+    bool DegradedSource = true) : IMethodConfig
 {
     public const int CurrentSchemaVersion = 1;
     public static readonly string[] Modes = ["sds", "nfsd", "bridge"];
@@ -46,9 +50,11 @@ public sealed record DistillConfig(
         if (SchemaVersion != CurrentSchemaVersion) yield return $"schemaVersion: {SchemaVersion} is not supported (expected {CurrentSchemaVersion})";
         if (string.IsNullOrWhiteSpace(Store)) yield return "store: a checkpoint store with published experts and a router is required";
         if (TargetClass < 0) yield return $"targetClass: {TargetClass} must not be negative";
-        if (Job is "nfsd" or "bridge" && SourceClass is null) yield return $"sourceClass: {Job} needs a source condition";
+        if (Job is "nfsd" or "bridge" && !DegradedSource && SourceClass is null)
+            yield return $"sourceClass: {Job} with a plain source needs a source class";
         if (SourceClass is < 0) yield return $"sourceClass: {SourceClass} must not be negative";
-        if (SourceClass == TargetClass && Job != "sds") yield return $"sourceClass: {SourceClass} is the target class (the direction would be 0)";
+        if (SourceClass == TargetClass && Job != "sds" && !DegradedSource)
+            yield return $"sourceClass: {SourceClass} is the target class (the direction would be 0)";
         if (Count is < 1 or > 1024) yield return $"count: {Count} must lie in 1..1024";
         if (Steps < 1) yield return $"steps: {Steps} must be at least 1";
         if (Job == "bridge" && (SwitchStep < 0 || SwitchStep > Steps)) yield return $"switchStep: {SwitchStep} must lie in 0..steps ({Steps})";

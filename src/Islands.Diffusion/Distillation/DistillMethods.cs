@@ -54,9 +54,15 @@ public sealed class DistillMethod(string name, string description) : TrainingMet
             foreach (var (field, value) in new[] { ("targetClass", distill.TargetClass), ("sourceClass", distill.SourceClass ?? 0) })
                 if (value >= prior.ClassCount)
                     throw new ConfigException(field, $"{value} is not a class of the store's experts (0..{prior.ClassCount - 1})");
+            long? sourceLabel = null;
+            if (distill.Job != "sds" && distill.DegradedSource)
+                sourceLabel = prior.DegradedLabel(distill.SourceClass ?? distill.TargetClass) ?? throw new ConfigException("degradedSource",
+                    $"{distill.Store}: the experts did not learn the degraded condition (train them with --degraded-condition), so {distill.Job} " +
+                    "needs a plain source class");
             Directory.CreateDirectory(runDirectory);
             Json.WriteAtomic(configPath, distill);
-            return new DistillationTrainer(distill, prior.Field, prior.Shape, new Checkpoints.CheckpointStore(runDirectory), priorOwner: prior);
+            return new DistillationTrainer(distill, prior.Field, prior.Shape, new Checkpoints.CheckpointStore(runDirectory), priorOwner: prior,
+                sourceLabel: sourceLabel);
         }
         catch
         {

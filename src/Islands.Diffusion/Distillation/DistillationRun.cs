@@ -13,7 +13,8 @@ public sealed record ImageStats(int Count, double Saturation, double LaplacianVa
 
 /// <summary>What a distillation run produced: its images (grid.png), and their statistics beside real images of the class.</summary>
 /// <param name="Real">The same statistics on the test split's images of the target class, when the experts' dataset is readable here.</param>
-public sealed record DistillationSummary(string RunDirectory, string Method, int TargetClass, int? SourceClass, long Step, long TotalSteps,
+public sealed record DistillationSummary(string RunDirectory, string Method, int TargetClass, int? SourceClass, bool DegradedSource, long Step,
+    long TotalSteps,
     bool Completed, bool Resumed, float FinalDirection, double SecondsPerStep, string Grid, ImageStats Distilled, ImageStats? Real);
 
 /// <summary>A distillation run on disk (config.json, checkpoints/, grid.png, summary.json), resumable like a training run.</summary>
@@ -33,7 +34,8 @@ public static class DistillationRun
         var grid = Path.Combine(runDirectory, GridFile);
         var (c, h, w) = trainer.Shape;
         ImageGrid.SavePng(grid, ImageTensors.ToBytes(images), config.Count, (int)c, (int)h, (int)w, columns: (int)Math.Ceiling(Math.Sqrt(config.Count)));
-        var summary = new DistillationSummary(runDirectory, config.Job, config.TargetClass, config.SourceClass, trainer.Step, config.Steps,
+        var summary = new DistillationSummary(runDirectory, config.Job, config.TargetClass, config.SourceClass, config.DegradedSource, trainer.Step,
+            config.Steps,
             trainer.Step >= config.Steps, run.ResumedCheckpoint is not null, TrainingCheckpoint.RecentLoss(trainer.LossHistory) ?? float.NaN,
             trainer.Step > 0 ? trainer.TrainSeconds / Math.Max(1, trainer.Step - run.ResumedFromStep) : 0, grid,
             Stats(images), RealStats(config));

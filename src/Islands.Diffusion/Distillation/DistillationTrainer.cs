@@ -41,14 +41,19 @@ public sealed class DistillationTrainer : IChunkedTrainer
     private readonly List<float> lossHistory = [];
     private readonly CheckpointStore? checkpoints;
     private double trainSeconds;
+    private readonly long sourceLabel;
 
     /// <param name="prior">The ensemble's (or one model's) unguided velocity field.</param>
     /// <param name="initial">[Count, C, H, W] starting images, or null for the seeded default (grey with a little noise).</param>
     /// <param name="priorOwner">Disposed with the trainer (the loaded experts and router).</param>
+    /// <param name="sourceLabel">The prior's label of the source condition (a degraded class's label); the plain SourceClass when null.</param>
     public DistillationTrainer(DistillConfig config, VelocityField prior, (long C, long H, long W) shape, CheckpointStore? checkpoints = null,
-        Tensor? initial = null, IDisposable? priorOwner = null)
+        Tensor? initial = null, IDisposable? priorOwner = null, long? sourceLabel = null)
     {
         config.ThrowIfInvalid();
+        if (config.Job != "sds" && sourceLabel is null && config.DegradedSource)
+            throw new ConfigException("degradedSource", "a degraded source needs the prior's label for it");
+        this.sourceLabel = sourceLabel ?? config.SourceClass ?? config.TargetClass;
         this.config = config;
         this.prior = prior;
         this.priorOwner = priorOwner;
@@ -99,7 +104,7 @@ public sealed class DistillationTrainer : IChunkedTrainer
             var eps = randn([n, Shape.C, Shape.H, Shape.W], generator: generator);
             var calibrated = config.CalibratedAt(Step);
             var target = full(n, (long)config.TargetClass, dtype: ScalarType.Int64);
-            var negative = full(n, calibrated ? (long)config.SourceClass!.Value : -1L, dtype: ScalarType.Int64);
+            var negative = full(n, calibrated ? sourceLabel : -1L, dtype: ScalarType.Int64);
             var direction = ScoreDistillation.Direction(prior, images.Pixels, eps, t, target, negative, config.Guidance, noiseSource: !calibrated)
                 .to_type(ScalarType.Float32);
             if (FaultNanFromStep is { } from && Step >= from) direction = direction * float.NaN;

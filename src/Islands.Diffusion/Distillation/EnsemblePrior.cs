@@ -27,6 +27,9 @@ public sealed class EnsemblePrior : IDisposable
     public (long C, long H, long W) Shape => experts[0].Config.Shape;
     public int ClassCount { get; }
 
+    /// <summary>The experts' label of "degraded, class c", or null when they did not all learn the degraded condition.</summary>
+    public long? DegradedLabel(long c) => Ensemble.DegradedClassCount is { } count ? Modules.UNet.DegradedLabel(count, c) : null;
+
     public static EnsemblePrior Load(string store, string strategy)
     {
         var scan = PublishedModels.Scan(store);
@@ -44,7 +47,11 @@ public sealed class EnsemblePrior : IDisposable
             var byIndex = experts.ToDictionary(e => e.Published.Expert ?? -1, e => (IVelocityModel)e.Model);
             var models = Enumerable.Range(0, router.ExpertCount).Select(k => byIndex.GetValueOrDefault(k) ?? new MissingExpert(k)).ToList();
             var available = Enumerable.Range(0, router.ExpertCount).Select(byIndex.ContainsKey).ToList();
-            var ensemble = new ExpertEnsemble(models, router, RoutingStrategy.Parse(strategy), available);
+            var degraded = experts.All(e => e.Config.DegradedCondition);
+            var ensemble = new ExpertEnsemble(models, router, RoutingStrategy.Parse(strategy), available)
+            {
+                DegradedClassCount = degraded ? experts[0].Config.ClassCount : null,
+            };
             return new EnsemblePrior(experts, router, ensemble, ServedModels.Classes(scan.Experts[0]).Count);
         }
         catch

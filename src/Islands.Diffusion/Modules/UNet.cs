@@ -28,6 +28,9 @@ public sealed class UNet : Module<Tensor, Tensor, Tensor, Tensor>, IVelocityMode
     public ModelConfig Config => config;
     public long NullClass => config.ClassCount;
 
+    /// <summary>The label of "degraded, class c" in a model of classCount classes that learned the degraded condition.</summary>
+    public static long DegradedLabel(int classCount, long c) => classCount + 1 + c;
+
     public UNet(ModelConfig config) : base(nameof(UNet))
     {
         this.config = config;
@@ -40,7 +43,7 @@ public sealed class UNet : Module<Tensor, Tensor, Tensor, Tensor>, IVelocityMode
         conv_in = new PaddedConv2d(config.ImageChannels, channels[0], 3, padding: 1);
         time_fc1 = Linear(emb, emb);
         time_fc2 = Linear(emb, emb);
-        class_embed = Embedding(config.ClassCount + 1, emb);
+        class_embed = Embedding(config.ConditionCount, emb);
 
         var down = new List<ResBlock>();
         var downs = new List<PaddedConv2d>();

@@ -51,6 +51,16 @@ public sealed class ExpertEnsemble
 
     private readonly Generator sampleGenerator;
 
+    /// <summary>
+    /// The experts' class count when they learned the degraded condition: a row labelled "degraded, class c"
+    /// (ClassCount + 1 + c) is routed as class c, since a degraded copy of an image belongs to the image's partition.
+    /// </summary>
+    public int? DegradedClassCount { get; init; }
+
+    private Tensor RouterClasses(Tensor classes) => DegradedClassCount is { } c
+        ? where(classes > c, classes - (c + 1), classes)
+        : classes;
+
     /// <summary>Per-row oracle partitions (for evaluation); overrides the strategy's single oracle expert.</summary>
     public long[]? OracleAssignments { get; init; }
 
@@ -97,11 +107,11 @@ public sealed class ExpertEnsemble
             var assigned = tensor(OracleAssignments[rowOffset..(rowOffset + (int)n)], device: x.device);
             p = nn.functional.one_hot(assigned, k).to_type(ScalarType.Float64) * mask;
             var orphaned = p.sum(1, keepdim: true) == 0;
-            if (orphaned.any().item<bool>()) p = where(orphaned, RoutedStep.Posterior(router, x, FlowSampler.TimeColumn(x, t), classes, mask), p);
+            if (orphaned.any().item<bool>()) p = where(orphaned, RoutedStep.Posterior(router, x, FlowSampler.TimeColumn(x, t), RouterClasses(classes), mask), p);
         }
         else
         {
-            p = RoutedStep.Posterior(router, x, FlowSampler.TimeColumn(x, t), classes, mask);
+            p = RoutedStep.Posterior(router, x, FlowSampler.TimeColumn(x, t), RouterClasses(classes), mask);
         }
         var w = RoutedStep.Weights(p, mask, Strategy, available.Count(a => a), sampleGenerator);
         if (Trace is not null)
