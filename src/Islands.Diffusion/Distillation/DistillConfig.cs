@@ -14,6 +14,9 @@ namespace Islands.Diffusion.Distillation;
 /// <param name="DegradedSource">The source is "degraded, SourceClass" (the experts must have learned the degraded
 /// condition); otherwise the plain SourceClass.</param>
 /// <param name="Count">Images optimised together (each its own parameters; the batch of every step).</param>
+/// <param name="Task">class (free images towards TargetClass), translate (real test images of SourceClass moved to
+/// TargetClass; cap TMax to keep their structure) or illusion (images that read as TargetClass upright and as
+/// IllusionClass turned 180°, the two views' directions summed).</param>
 /// <param name="SwitchStep">The bridge runs plain SDS before this step and the calibrated source from it on.</param>
 public sealed record DistillConfig(
     string Job = "sds",
@@ -34,10 +37,13 @@ public sealed record DistillConfig(
     int SchemaVersion = DistillConfig.CurrentSchemaVersion,
     int MaxConsecutiveBadSteps = 5,
     int MaxRollbacks = 2,
-    bool DegradedSource = true) : IMethodConfig
+    bool DegradedSource = true,
+    string Task = "class",
+    int? IllusionClass = null) : IMethodConfig
 {
     public const int CurrentSchemaVersion = 1;
     public static readonly string[] Modes = ["sds", "nfsd", "bridge"];
+    public static readonly string[] Tasks = ["class", "translate", "illusion"];
 
     public int BatchSize => Count;
 
@@ -53,6 +59,14 @@ public sealed record DistillConfig(
         if (Job is "nfsd" or "bridge" && !DegradedSource && SourceClass is null)
             yield return $"sourceClass: {Job} with a plain source needs a source class";
         if (SourceClass is < 0) yield return $"sourceClass: {SourceClass} must not be negative";
+        if (!Tasks.Contains(Task)) yield return $"task: '{Task}' must be class, translate or illusion";
+        if (Task == "translate" && SourceClass is null) yield return "sourceClass: a translation needs the class of its input images";
+        if (Task == "translate" && SourceClass == TargetClass) yield return $"sourceClass: {SourceClass} is the target class; translate to another";
+        if (Task == "illusion" && IllusionClass is null) yield return "illusionClass: an illusion needs the class it shows turned 180°";
+        if (IllusionClass is < 0) yield return $"illusionClass: {IllusionClass} must not be negative";
+        if (Task != "illusion" && IllusionClass is not null) yield return "illusionClass: only an illusion has one";
+        if (Task == "illusion" && Job != "sds" && !DegradedSource)
+            yield return "degradedSource: an illusion's calibrated sources are its two classes' degraded conditions";
         if (SourceClass == TargetClass && Job != "sds" && !DegradedSource)
             yield return $"sourceClass: {SourceClass} is the target class (the direction would be 0)";
         if (Count is < 1 or > 1024) yield return $"count: {Count} must lie in 1..1024";

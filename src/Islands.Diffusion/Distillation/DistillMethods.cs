@@ -26,6 +26,21 @@ public sealed class DistillMethod(string name, string description) : TrainingMet
         _ => throw new ConfigException("job", $"'{mode}' must be sds, nfsd or bridge"),
     };
 
+    /// <summary>The views a run's direction sums, with the prior's labels: one upright view, and for an illusion a turned one.</summary>
+    private static List<DistillView> Views(DistillConfig config, EnsemblePrior prior)
+    {
+        long Source(int cls)
+        {
+            if (config.Job == "sds" || !config.DegradedSource) return config.SourceClass ?? cls;
+            return prior.DegradedLabel(config.Task == "illusion" ? cls : config.SourceClass ?? cls) ?? throw new ConfigException("degradedSource",
+                $"{config.Store}: the experts did not learn the degraded condition (train them with --degraded-condition), so {config.Job} " +
+                "needs a plain source class");
+        }
+        List<DistillView> views = [new(false, config.TargetClass, Source(config.TargetClass))];
+        if (config.IllusionClass is { } turned) views.Add(new DistillView(true, turned, Source(turned)));
+        return views;
+    }
+
     public override string Name => name;
     public override string Description => description;
     public override Type ConfigType => typeof(DistillConfig);
@@ -54,15 +69,13 @@ public sealed class DistillMethod(string name, string description) : TrainingMet
             foreach (var (field, value) in new[] { ("targetClass", distill.TargetClass), ("sourceClass", distill.SourceClass ?? 0) })
                 if (value >= prior.ClassCount)
                     throw new ConfigException(field, $"{value} is not a class of the store's experts (0..{prior.ClassCount - 1})");
-            long? sourceLabel = null;
-            if (distill.Job != "sds" && distill.DegradedSource)
-                sourceLabel = prior.DegradedLabel(distill.SourceClass ?? distill.TargetClass) ?? throw new ConfigException("degradedSource",
-                    $"{distill.Store}: the experts did not learn the degraded condition (train them with --degraded-condition), so {distill.Job} " +
-                    "needs a plain source class");
+            if (distill.IllusionClass is { } turned && turned >= prior.ClassCount)
+                throw new ConfigException("illusionClass", $"{turned} is not a class of the store's experts (0..{prior.ClassCount - 1})");
+            var views = Views(distill, prior);
+            using var initial = distill.Task == "translate" ? DistillationInputs.TestImages(distill) : null;
             Directory.CreateDirectory(runDirectory);
             Json.WriteAtomic(configPath, distill);
-            return new DistillationTrainer(distill, prior.Field, prior.Shape, new Checkpoints.CheckpointStore(runDirectory), priorOwner: prior,
-                sourceLabel: sourceLabel);
+            return new DistillationTrainer(distill, prior.Field, prior.Shape, new Checkpoints.CheckpointStore(runDirectory), initial, prior, views);
         }
         catch
         {

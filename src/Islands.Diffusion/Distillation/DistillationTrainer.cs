@@ -8,6 +8,12 @@ using static TorchSharp.torch;
 
 namespace Islands.Diffusion.Distillation;
 
+/// <summary>One way the images are looked at: as they are or turned 180°, with the labels of its target and calibrated source.</summary>
+public sealed record DistillView(bool Rotated, long Target, long Source)
+{
+    public Tensor Apply(Tensor x) => Rotated ? x.flip(2, 3) : x;
+}
+
 /// <summary>The parameters a distillation run optimises: the images themselves, kept in the data range [-1, 1].</summary>
 public sealed class DistilledImages : nn.Module
 {
@@ -41,19 +47,20 @@ public sealed class DistillationTrainer : IChunkedTrainer
     private readonly List<float> lossHistory = [];
     private readonly CheckpointStore? checkpoints;
     private double trainSeconds;
-    private readonly long sourceLabel;
+    private readonly IReadOnlyList<DistillView> views;
 
     /// <param name="prior">The ensemble's (or one model's) unguided velocity field.</param>
     /// <param name="initial">[Count, C, H, W] starting images, or null for the seeded default (grey with a little noise).</param>
     /// <param name="priorOwner">Disposed with the trainer (the loaded experts and router).</param>
-    /// <param name="sourceLabel">The prior's label of the source condition (a degraded class's label); the plain SourceClass when null.</param>
+    /// <param name="views">The views whose directions are summed, with the prior's labels (a degraded class's label as a
+    /// source); by default one upright view of TargetClass with the plain SourceClass as its source.</param>
     public DistillationTrainer(DistillConfig config, VelocityField prior, (long C, long H, long W) shape, CheckpointStore? checkpoints = null,
-        Tensor? initial = null, IDisposable? priorOwner = null, long? sourceLabel = null)
+        Tensor? initial = null, IDisposable? priorOwner = null, IReadOnlyList<DistillView>? views = null)
     {
         config.ThrowIfInvalid();
-        if (config.Job != "sds" && sourceLabel is null && config.DegradedSource)
+        if (config.Job != "sds" && views is null && config.DegradedSource)
             throw new ConfigException("degradedSource", "a degraded source needs the prior's label for it");
-        this.sourceLabel = sourceLabel ?? config.SourceClass ?? config.TargetClass;
+        this.views = views ?? [new DistillView(false, config.TargetClass, config.SourceClass ?? config.TargetClass)];
         this.config = config;
         this.prior = prior;
         this.priorOwner = priorOwner;
@@ -62,7 +69,8 @@ public sealed class DistillationTrainer : IChunkedTrainer
         Shape = shape;
         using (var generator = new Generator((ulong)config.Seed + 101))
         {
-            using var start = initial ?? (0.1 * randn([config.Count, shape.C, shape.H, shape.W], generator: generator)).clamp(-1, 1);
+            using var grey = initial is null ? (0.1 * randn([config.Count, shape.C, shape.H, shape.W], generator: generator)).clamp(-1, 1) : null;
+            var start = initial ?? grey!;
             if (!start.shape.SequenceEqual([config.Count, shape.C, shape.H, shape.W]))
                 throw new ConfigException("count", $"initial images of shape [{string.Join(", ", start.shape)}] for {config.Count} images of {shape}");
             images = new DistilledImages(start.to_type(ScalarType.Float32));
@@ -101,12 +109,19 @@ public sealed class DistillationTrainer : IChunkedTrainer
             using var scope = NewDisposeScope();
             using var generator = new Generator(ExpertTrainer.StepSeed(config.Seed, Step));
             var t = config.TMin + (config.TMax - config.TMin) * rand(1, generator: generator, dtype: ScalarType.Float64).item<double>();
-            var eps = randn([n, Shape.C, Shape.H, Shape.W], generator: generator);
             var calibrated = config.CalibratedAt(Step);
-            var target = full(n, (long)config.TargetClass, dtype: ScalarType.Int64);
-            var negative = full(n, calibrated ? sourceLabel : -1L, dtype: ScalarType.Int64);
-            var direction = ScoreDistillation.Direction(prior, images.Pixels, eps, t, target, negative, config.Guidance, noiseSource: !calibrated)
-                .to_type(ScalarType.Float32);
+            Tensor? summed = null;
+            foreach (var view in views)
+            {
+                var eps = randn([n, Shape.C, Shape.H, Shape.W], generator: generator);
+                var target = full(n, view.Target, dtype: ScalarType.Int64);
+                var negative = full(n, calibrated ? view.Source : -1L, dtype: ScalarType.Int64);
+                // A view's direction is computed on the viewed images and turned back (the 180° turn is its own inverse).
+                var d = view.Apply(ScoreDistillation.Direction(prior, view.Apply(images.Pixels), eps, t, target, negative, config.Guidance,
+                    noiseSource: !calibrated)).to_type(ScalarType.Float32);
+                summed = summed is null ? d : summed + d;
+            }
+            var direction = summed!;
             if (FaultNanFromStep is { } from && Step >= from) direction = direction * float.NaN;
             var value = direction.pow(2).mean().item<float>();
             optimizer.zero_grad();

@@ -143,6 +143,15 @@ public sealed class Evaluator : IDisposable
         return predicted.eq(tensor(classes.ToArray())).to_type(ScalarType.Float32).mean().item<float>();
     }
 
+    /// <summary>The classifier's mean probability of one class over images in [-1, 1].</summary>
+    public double ClassProbability(Tensor images, long cls)
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var p = nn.functional.softmax(classifier.call(nan_to_num(images, 0, 0, 0).to_type(ScalarType.Float32)), 1);
+        return p.select(1, cls).to_type(ScalarType.Float64).mean().item<double>();
+    }
+
     /// <summary>FID and KID of images in [-1, 1] against the test split.</summary>
     public QualityReport Score(Tensor images)
     {
