@@ -111,6 +111,30 @@ public sealed class ScoreDistillationSpecs
     }
 
     [Fact]
+    public void An_illusion_reads_as_one_class_upright_and_the_other_turned_because_the_turned_view_counts()
+    {
+        TorchSetup.Initialise(2);
+        // Class 0 near e1, class 1 near e2; an image turned 180° (both axes of 2 x 2) maps e3 onto e2, so an illusion of
+        // class 0 upright and class 1 turned must carry both e1 and e3, while plain class 0 carries only e1.
+        var set = new ExactPointSet(tensor(new double[]
+        {
+            1.0, 0.1, -0.1, 0.0,   0.9, 0.0, 0.1, 0.05,   1.1, -0.1, 0.0, -0.05,
+            0.1, 1.0, 0.0, -0.1,   0.0, 0.9, 0.05, 0.1,   -0.1, 1.1, -0.05, 0.0,
+        }).reshape(6, 4), [0, 0, 0, 1, 1, 1]);
+        DistillConfig Config(int? turned) => new(Job: "sds", Store: "(the exact prior)", Task: turned is null ? "class" : "illusion", TargetClass: 0,
+            IllusionClass: turned, Count: 4, Steps: 300, Guidance: 3, LearningRate: 0.05, TMax: 0.9);
+        using var plain = new DistillationTrainer(Config(null), Exact(set), Shape);
+        plain.Train(300);
+        using var illusion = new DistillationTrainer(Config(1), Exact(set), Shape,
+            views: [new DistillView(false, 0, 0), new DistillView(true, 1, 1)]);
+        illusion.Train(300);
+        using var p = plain.Images().flatten(1).mean([0]);
+        using var i = illusion.Images().flatten(1).mean([0]);
+        Assert.True(p[0].item<float>() > 0.5 && p[2].item<float>() < 0.2, $"plain: {string.Join(", ", p.data<float>().ToArray())}");
+        Assert.True(i[0].item<float>() > 0.2 && i[2].item<float>() > 0.2, $"illusion: {string.Join(", ", i.data<float>().ToArray())}");
+    }
+
+    [Fact]
     public void An_interrupted_run_restored_from_its_checkpoint_ends_with_the_same_images_as_an_uninterrupted_one()
     {
         TorchSetup.Initialise(2);

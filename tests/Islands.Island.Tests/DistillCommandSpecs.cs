@@ -79,6 +79,42 @@ public sealed class DistillCommandSpecs
         Assert.True(double.IsFinite(summary.GetProperty("finalDirection").GetDouble()) && summary.GetProperty("finalDirection").GetDouble() > 0);
     }
 
+    [Fact]
+    public async Task Should_translate_test_images_of_one_class_to_another_and_compare_with_sdedit_at_each_strength()
+    {
+        var store = await ServingTestStore.StoreAsync();
+        var run = Path.Combine(IslandTestEnvironment.TempDir("distill-translate"), "run");
+        var result = await Cli("distill", "translate", "--store", store, "--from", "Sandal", "--to", "Sneaker", "--mode", "bridge", "--count", "4",
+            "--steps", "30", "--sdedit", "0.3,0.7", "--no-evaluate", "--out", run, "--json");
+        Assert.True(result.Code == 0, result.Err);
+        var summary = JsonDocument.Parse(result.Out).RootElement;
+        Assert.Equal("translate", summary.GetProperty("task").GetString());
+        var rows = summary.GetProperty("translation").EnumerateArray().ToList();
+        Assert.Equal(["distilled", "sdedit", "sdedit"], rows.Select(r => r.GetProperty("method").GetString()));
+        Assert.All(rows, r => Assert.True(File.Exists(r.GetProperty("grid").GetString())));
+        Assert.All(rows, r => Assert.InRange(r.GetProperty("ssim").GetDouble(), -1, 1));
+        Assert.True(File.Exists(Path.Combine(run, "inputs.png")));
+        // SDEdit keeps less of its input the stronger it is; the distillation, with t capped at 0.5, keeps more than the strongest.
+        var (weak, strong) = (rows[1], rows[2]);
+        Assert.True(strong.GetProperty("rmse").GetDouble() > weak.GetProperty("rmse").GetDouble());
+        Assert.True(rows[0].GetProperty("ssim").GetDouble() > strong.GetProperty("ssim").GetDouble());
+        Assert.True(rows[0].GetProperty("rmse").GetDouble() > 0, "the translation moved its inputs");
+    }
+
+    [Fact]
+    public async Task Should_optimise_an_illusion_whose_turned_view_has_its_own_class()
+    {
+        var store = await ServingTestStore.StoreAsync();
+        var run = Path.Combine(IslandTestEnvironment.TempDir("distill-illusion"), "run");
+        var result = await Cli("distill", "illusion", "--store", store, "--class", "Trouser", "--turned", "Bag", "--mode", "bridge", "--count", "2",
+            "--steps", "10", "--no-evaluate", "--out", run, "--json");
+        Assert.True(result.Code == 0, result.Err);
+        var config = JsonDocument.Parse(File.ReadAllText(Path.Combine(run, "config.json"))).RootElement;
+        Assert.Equal("illusion", config.GetProperty("task").GetString());
+        Assert.Equal(8, config.GetProperty("illusionClass").GetInt32());
+        Assert.True(double.IsFinite(JsonDocument.Parse(result.Out).RootElement.GetProperty("finalDirection").GetDouble()));
+    }
+
     [Theory]
     [InlineData("--class Unicorn", "--class")]
     [InlineData("--class 12", "--class")]
