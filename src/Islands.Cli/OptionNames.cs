@@ -18,7 +18,8 @@ internal static class OptionNames
         ["classes"] = "--class", ["class"] = "--class", ["count"] = "--count", ["experts"] = "--model", ["unavailable"] = "--unavailable",
         ["router"] = "--router", ["strategy"] = "--strategy", ["runDirectory"] = "--out", ["device"] = "--device", ["store"] = "--store",
         ["source"] = "--source", ["size"] = "--size", ["seed"] = "--seed", ["targetClass"] = "--class", ["sourceClass"] = "--source-class",
-        ["guidance"] = "--guidance", ["switchStep"] = "--switch-step", ["tMin"] = "--t-min", ["degradedSource"] = "--plain-source", ["illusionClass"] = "--turned",
+        ["guidance"] = "--guidance", ["switchStep"] = "--switch-step", ["tMin"] = "--t-min", ["degradedSource"] = "--plain-source",
+        ["illusionClass"] = "--turned",
     };
 
     public static string Describe(ConfigException e) =>

@@ -89,7 +89,8 @@ public static class ServingNode
     private static void ConfigureAkka(AkkaConfigurationBuilder akka, ServingNodeSettings settings)
     {
         // Lease-majority when a database holds the lease: serving survives two of three nodes failing together.
-        akka.WithIslandsNode(new NodeWiringOptions(settings, ServingNodeSettings.Role, settings.SplitBrainLease, settings.SystemName + "-split-brain"));
+        akka.WithIslandsNode(new NodeWiringOptions(settings, ServingNodeSettings.Role, settings.SplitBrainLease,
+            settings.SystemName + "-split-brain"));
         akka.WithClusterClientReceptionist(role: ServingNodeSettings.Role);
         akka.WithActors((system, registry) =>
         {

@@ -115,6 +115,18 @@ public sealed class DistillCommandSpecs
         Assert.True(double.IsFinite(JsonDocument.Parse(result.Out).RootElement.GetProperty("finalDirection").GetDouble()));
     }
 
+    [Fact]
+    public async Task Bench_distill_prints_the_cost_of_a_distillation_step_against_a_guided_sampling_step_measured_in_one_run()
+    {
+        var store = await ServingTestStore.StoreAsync();
+        var result = await Cli("bench", "distill", "--store", store, "--count", "2", "--steps", "2", "--rounds", "2", "--json");
+        Assert.True(result.Code == 0, result.Err);
+        var bench = JsonDocument.Parse(result.Out).RootElement;
+        Assert.Equal(2, bench.GetProperty("rounds").GetArrayLength());
+        foreach (var name in new[] { "samplingStepsPerSecond", "sdsStepsPerSecond", "bridgeStepsPerSecond", "medianSdsOverSampling", "medianBridgeOverSds" })
+            Assert.True(bench.GetProperty(name).GetDouble() is var v && double.IsFinite(v) && v > 0, $"{name} {bench.GetProperty(name)}");
+    }
+
     [Theory]
     [InlineData("--class Unicorn", "--class")]
     [InlineData("--class 12", "--class")]

@@ -13,6 +13,7 @@ public static partial class BenchCommands
         bench.Add(Serve(stdout, stderr));
         bench.Add(Train(stdout, stderr));
         bench.Add(Sample(stdout, stderr));
+        bench.Add(Distill(stdout, stderr));
         bench.Add(Island(stdout, stderr));
         bench.Add(Ops(stdout, stderr));
         return bench;

@@ -27,10 +27,14 @@ public static class DemoCommand
         var port = new Option<int>("--port") { Description = "HTTP port of the API; the islands' status pages take the next five",
             DefaultValueFactory = _ => 7100 };
         var exit = new Option<bool>("--exit") { Description = "Exit after writing the samples instead of serving until Ctrl-C" };
+        var degraded = new Option<bool>("--degraded-condition")
+        {
+            Description = "The experts also learn \"degraded, class c\", the calibrated source of `islands distill` (fixed on the first run)",
+        };
         var command = new Command("demo", $"Train 4 expert islands and the router on this machine, serve them, and generate {DefaultOutput} " +
             "through the API")
         {
-            minutes, work, output, port, exit,
+            minutes, work, output, port, exit, degraded,
         };
         command.SetAction(IslandsCli.Action(stdout, stderr, async (ctx, parse, cancel) =>
         {
@@ -43,7 +47,7 @@ public static class DemoCommand
             try
             {
                 await using var demo = new LocalDemo(parse.GetValue(work)!, parse.GetValue(port), ctx.Log);
-                var plan = demo.Prepare(budget, 4);
+                var plan = demo.Prepare(budget, 4, parse.GetValue(degraded));
                 ctx.Log($"starting {plan.K} expert islands and the router island (SQLite journals, checkpoints in {demo.Store})");
                 await demo.StartIslandsAsync(cancel);
                 var clock = System.Diagnostics.Stopwatch.StartNew();

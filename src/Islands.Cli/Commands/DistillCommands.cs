@@ -30,7 +30,10 @@ public static class DistillCommands
         {
             Description = task == "illusion" ? "The class seen upright, by index or name" : "Target class, by index or name", Required = true,
         };
-        var input = new Option<string>("--from") { Description = "The class of the input images (their test split), by index or name", Required = true };
+        var input = new Option<string>("--from")
+        {
+            Description = "The class of the input images (their test split), by index or name", Required = true,
+        };
         var turned = new Option<string>("--turned") { Description = "The class seen turned 180°, by index or name", Required = true };
         var mode = new Option<string>("--mode") { Description = "sds, nfsd or bridge", DefaultValueFactory = _ => "sds" };
         mode.AcceptOnlyFromAmong(DistillConfig.Modes);
@@ -45,8 +48,14 @@ public static class DistillCommands
         };
         var count = new Option<int>("--count") { Description = "Images optimised together", DefaultValueFactory = _ => task == "class" ? 16 : 8 };
         var steps = new Option<int>("--steps") { DefaultValueFactory = _ => defaults.Steps };
-        var switchStep = new Option<int?>("--switch-step") { Description = "The bridge's switch from SDS to its calibrated source (default steps/2)" };
-        var guidance = new Option<double>("--guidance") { Description = "Classifier-free guidance scale", DefaultValueFactory = _ => defaults.Guidance };
+        var switchStep = new Option<int?>("--switch-step")
+        {
+            Description = "The bridge's switch from SDS to its calibrated source (default steps/2)",
+        };
+        var guidance = new Option<double>("--guidance")
+        {
+            Description = "Classifier-free guidance scale", DefaultValueFactory = _ => defaults.Guidance,
+        };
         var lr = new Option<double>("--lr") { Description = "AdamW learning rate on the pixels", DefaultValueFactory = _ => defaults.LearningRate };
         var tMin = new Option<double>("--t-min") { DefaultValueFactory = _ => defaults.TMin };
         var tMax = new Option<double>("--t-max")
@@ -54,7 +63,10 @@ public static class DistillCommands
             Description = "Largest t drawn (a translation keeps more of its input with a lower cap)",
             DefaultValueFactory = _ => task == "translate" ? 0.5 : defaults.TMax,
         };
-        var strategy = new Option<string>("--strategy") { Description = "Routing strategy of the ensemble", DefaultValueFactory = _ => defaults.Strategy };
+        var strategy = new Option<string>("--strategy")
+        {
+            Description = "Routing strategy of the ensemble", DefaultValueFactory = _ => defaults.Strategy,
+        };
         var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 0 };
         var every = new Option<int>("--checkpoint-every") { DefaultValueFactory = _ => defaults.CheckpointEvery };
         var sdedit = new Option<string>("--sdedit")

@@ -19,7 +19,7 @@ namespace Islands.Cli.Demo;
 /// (so a rerun resumes the same jobs, whatever --minutes says).
 /// </summary>
 public sealed record DemoPlan(int SchemaVersion, string DataSource, int K, int ExpertSteps, int RouterSteps, int BatchSize, string Precision,
-    int CheckpointEvery, DateTimeOffset CreatedUtc)
+    int CheckpointEvery, DateTimeOffset CreatedUtc, bool DegradedCondition = false)
 {
     public const int CurrentSchemaVersion = 1;
     public const string FileName = "demo.json";
@@ -47,7 +47,8 @@ public sealed class LocalDemo(string work, int httpPortBase, Action<string> log)
     public DemoPlan Plan { get; private set; } = null!;
 
     /// <summary>Data, partitions and the frozen plan: created on the first run, reused afterwards.</summary>
-    public DemoPlan Prepare(double minutes, int k)
+    /// <param name="degradedCondition">The experts also learn the degraded condition (for `islands distill`); fixed on the first run.</param>
+    public DemoPlan Prepare(double minutes, int k, bool degradedCondition = false)
     {
         Directory.CreateDirectory(Work);
         var planPath = Path.Combine(Work, DemoPlan.FileName);
@@ -68,7 +69,7 @@ public sealed class LocalDemo(string work, int httpPortBase, Action<string> log)
             var precision = Diffusion.Numerics.NumericsPolicy.FastestPrecision();
             log($"training and serving in {precision}{(precision == "fp32" ? " (this CPU does not compute bf16 in hardware)" : "")}");
             Plan = new DemoPlan(DemoPlan.CurrentSchemaVersion, dataset.Manifest.Name, k, steps, Math.Max(100, steps * 2), 64, precision,
-                Math.Max(10, steps / 10), DateTimeOffset.UtcNow);
+                Math.Max(10, steps / 10), DateTimeOffset.UtcNow, degradedCondition);
             Json.WriteAtomic(planPath, Plan);
         }
         return Plan;
@@ -92,6 +93,7 @@ public sealed class LocalDemo(string work, int httpPortBase, Action<string> log)
                     ["islands:training:steps"] = Str(Plan.ExpertSteps), ["islands:training:checkpointEvery"] = Str(Plan.CheckpointEvery),
                     ["islands:training:batchSize"] = Str(Plan.BatchSize), ["islands:training:precision"] = Plan.Precision,
                     ["islands:training:warmupSteps"] = Str(Math.Min(100, Plan.ExpertSteps / 5)),
+                    ["islands:training:model:degradedCondition"] = Plan.DegradedCondition ? "true" : null,
                 };
             var options = new Dictionary<string, string?>(training)
             {

@@ -61,7 +61,8 @@ public sealed class DistillMethod(string name, string description) : TrainingMet
             var frozen = Json.Read<DistillConfig>(configPath);
             if (frozen with { Steps = distill.Steps } != distill)
                 throw new ConfigException("runDirectory",
-                    $"{runDirectory} holds a distillation with different settings; resume with the same settings, or distill into a new run directory");
+                    $"{runDirectory} holds a distillation with different settings; resume with the same settings, or distill into a new run " +
+                    "directory");
         }
         var prior = EnsemblePrior.Load(distill.Store, distill.Strategy);
         try

@@ -10,7 +10,8 @@ namespace Islands.Diffusion.Distillation;
 /// <summary>Saturation and smoothness of a set of images (see <see cref="ImageStatistics"/>).</summary>
 public sealed record ImageStats(int Count, double Saturation, double LaplacianVariance);
 
-/// <summary>The project's classifier on a set of images: the wanted class's probability (and, for an illusion, the turned view's), FID and KID.</summary>
+/// <summary>The project's classifier on a set of images: the wanted class's probability (and, for an illusion, the turned
+/// view's), FID and KID.</summary>
 public sealed record ClassifierScores(double TargetProbability, double? TurnedProbability, double Fid, double Kid);
 
 /// <summary>How far a translation's results are from its inputs (RMSE, SSIM) and how much they look like the target.</summary>
@@ -53,8 +54,8 @@ public static class DistillationRun
             foreach (var strength in sdeditStrengths ?? [])
             {
                 using var edited = Sdedit.Run(prior.Ensemble.Field(sdeditGuidance), inputs, config.TargetClass, strength, 20, config.Seed);
-                var path = Save(Path.Combine(runDirectory, $"sdedit-{strength.ToString("0.00", System.Globalization.CultureInfo.InvariantCulture)}.png"),
-                    edited);
+                var name = $"sdedit-{strength.ToString("0.00", System.Globalization.CultureInfo.InvariantCulture)}.png";
+                var path = Save(Path.Combine(runDirectory, name), edited);
                 translation.Add(Compare("sdedit", strength, inputs, edited, config.TargetClass, evaluator, path));
             }
         }

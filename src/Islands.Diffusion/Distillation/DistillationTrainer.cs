@@ -72,7 +72,8 @@ public sealed class DistillationTrainer : IChunkedTrainer
             using var grey = initial is null ? (0.1 * randn([config.Count, shape.C, shape.H, shape.W], generator: generator)).clamp(-1, 1) : null;
             var start = initial ?? grey!;
             if (!start.shape.SequenceEqual([config.Count, shape.C, shape.H, shape.W]))
-                throw new ConfigException("count", $"initial images of shape [{string.Join(", ", start.shape)}] for {config.Count} images of {shape}");
+                throw new ConfigException("count",
+                    $"initial images of shape [{string.Join(", ", start.shape)}] for {config.Count} images of {shape}");
             images = new DistilledImages(start.to_type(ScalarType.Float32));
         }
         optimizer = optim.AdamW(images.parameters(), config.LearningRate, weight_decay: 0);

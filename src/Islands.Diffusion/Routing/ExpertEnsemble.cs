@@ -107,7 +107,8 @@ public sealed class ExpertEnsemble
             var assigned = tensor(OracleAssignments[rowOffset..(rowOffset + (int)n)], device: x.device);
             p = nn.functional.one_hot(assigned, k).to_type(ScalarType.Float64) * mask;
             var orphaned = p.sum(1, keepdim: true) == 0;
-            if (orphaned.any().item<bool>()) p = where(orphaned, RoutedStep.Posterior(router, x, FlowSampler.TimeColumn(x, t), RouterClasses(classes), mask), p);
+            if (orphaned.any().item<bool>())
+                p = where(orphaned, RoutedStep.Posterior(router, x, FlowSampler.TimeColumn(x, t), RouterClasses(classes), mask), p);
         }
         else
         {
