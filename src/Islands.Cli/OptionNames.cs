@@ -19,7 +19,7 @@ internal static class OptionNames
         ["router"] = "--router", ["strategy"] = "--strategy", ["runDirectory"] = "--out", ["device"] = "--device", ["store"] = "--store",
         ["source"] = "--source", ["size"] = "--size", ["seed"] = "--seed", ["targetClass"] = "--class", ["sourceClass"] = "--source-class",
         ["guidance"] = "--guidance", ["switchStep"] = "--switch-step", ["tMin"] = "--t-min", ["degradedSource"] = "--plain-source",
-        ["illusionClass"] = "--turned",
+        ["illusionClass"] = "--turned", ["inputClass"] = "--from", ["tMax"] = "--t-max",
     };
 
     public static string Describe(ConfigException e) =>

@@ -88,7 +88,7 @@ public static class ServingNodeConfig
         TimeSpan Duration(string? text) => NodeConfiguration.Duration(text)!.Value;
         var serving = new ServingSettings
         {
-            Store = store, ResultsDirectory = results, Precision = o.Precision!, MaxBatchRows = o.Batching.MaxRows,
+            Store = store, ResultsDirectory = results, Precision = o.Precision!.ToLowerInvariant(), MaxBatchRows = o.Batching.MaxRows,
             MaxWait = Duration(o.Batching.MaxWait), ExpertDeadline = Duration(o.ExpertDeadline), ExpertCooldown = Duration(o.ExpertCooldown),
             RequestTimeout = Duration(o.RequestTimeout), ProgressTimeout = Duration(o.ProgressTimeout), RescanInterval = Duration(o.RescanInterval),
             MaximumFrameBytes = frame, ResultRetention = Duration(o.ResultsRetention), StragglerFactor = o.StragglerFactor,

@@ -54,7 +54,8 @@ public sealed class DistillCommandSpecs
         }
 
         // The same settings with more steps resume from the last checkpoint; other settings are refused, naming --out.
-        var longer = await Cli([.. common, "--steps", "40", "--switch-step", "15"]);
+        // Without --switch-step the resumed bridge keeps the switch it started with (15), not the new --steps' half.
+        var longer = await Cli([.. common, "--steps", "40"]);
         Assert.True(longer.Code == 0, longer.Err);
         var resumed = JsonDocument.Parse(longer.Out).RootElement;
         Assert.True(resumed.GetProperty("resumed").GetBoolean());
@@ -94,6 +95,9 @@ public sealed class DistillCommandSpecs
         Assert.All(rows, r => Assert.True(File.Exists(r.GetProperty("grid").GetString())));
         Assert.All(rows, r => Assert.InRange(r.GetProperty("ssim").GetDouble(), -1, 1));
         Assert.True(File.Exists(Path.Combine(run, "inputs.png")));
+        var frozen = JsonDocument.Parse(File.ReadAllText(Path.Combine(run, "config.json"))).RootElement;
+        Assert.Equal(5, frozen.GetProperty("inputClass").GetInt32());
+        Assert.Equal(JsonValueKind.Null, frozen.GetProperty("sourceClass").ValueKind);
         // SDEdit keeps less of its input the stronger it is; the distillation, with t capped at 0.5, keeps more than the strongest.
         var (weak, strong) = (rows[1], rows[2]);
         Assert.True(strong.GetProperty("rmse").GetDouble() > weak.GetProperty("rmse").GetDouble());
@@ -133,7 +137,8 @@ public sealed class DistillCommandSpecs
     [InlineData("--mode nfsd --plain-source", "--source-class")]
     [InlineData("--guidance -1", "--guidance")]
     [InlineData("--count 0", "--count")]
-    [InlineData("--t-min 0.99", "--t-min")]
+    [InlineData("--t-min 0", "--t-min")]
+    [InlineData("--t-min 0.6", "--t-max")]
     public async Task Should_refuse_bad_input_with_a_usage_error_naming_the_option(string extra, string named)
     {
         var store = await ServingTestStore.StoreAsync();

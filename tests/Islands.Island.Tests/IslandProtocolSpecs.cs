@@ -158,6 +158,32 @@ public sealed class IslandProtocolSpecs(ITestOutputHelper output)
     }
 
     [Fact]
+    public void An_empty_list_in_the_environment_replaces_the_files_both_forms_of_one_list_do_not_clash_and_akka_in_json_is_refused()
+    {
+        var dir = TempDir("config-lists");
+        var file = Path.Combine(dir, "island.json");
+        File.WriteAllText(file, """
+            { "islands": { "island": "lists", "job": "monolith", "training": { "dataDirectory": "/data" },
+              "publication": { "keys": ["file-key-0123456789abcdef"] },
+              "seedNodes": ["akka.tcp://islands-lists@10.0.0.7:4053", "akka.tcp://islands-lists@10.0.0.8:4053", "akka.tcp://islands-lists@10.0.0.9:4053"] } }
+            """);
+        var environment = new Hashtable
+        {
+            ["ISLANDS_PUBLICATION_KEYS"] = "",
+            ["Islands__SeedNodes__0"] = "akka.tcp://islands-lists@10.0.0.1:4053",
+            ["ISLANDS_SEED_NODES"] = "akka.tcp://islands-lists@10.0.0.2:4053,akka.tcp://islands-lists@10.0.0.3:4053",
+        };
+        var settings = IslandNodeConfig.Parse(IslandNodeConfig.Load(file, new Dictionary<string, string?>(), environment));
+        Assert.Empty(settings.PublicationKeys);
+        Assert.Equal(["akka.tcp://islands-lists@10.0.0.2:4053", "akka.tcp://islands-lists@10.0.0.3:4053"], settings.SeedNodes);
+
+        File.WriteAllText(file, """{ "islands": { "job": "monolith" }, "akka": { "loglevel": "INFO" } }""");
+        var error = Assert.Throws<ConfigException>(() => IslandNodeConfig.Parse(IslandNodeConfig.Load(file, new Dictionary<string, string?>(), new Hashtable())));
+        Assert.Equal("akka", error.Field);
+        Assert.Contains("--akka-config", error.Message);
+    }
+
+    [Fact]
     public void The_dotnet_environment_form_sets_a_key_and_an_akka_config_file_may_hold_akka_settings_only()
     {
         var dir = TempDir("config-forms");

@@ -90,8 +90,10 @@ public static class DistillCommands
             int? inputClass = task == "translate" ? ResolveClass("--from", parse.GetValue(input)!, names) : null;
             var config = new DistillConfig(Job: parse.GetValue(mode)!, Store: storePath, Task: task,
                 TargetClass: ResolveClass(targetOption, parse.GetValue(target)!, names),
-                SourceClass: parse.GetValue(source) is { } s ? ResolveClass("--source-class", s, names) : inputClass, Count: parse.GetValue(count),
-                Steps: parse.GetValue(steps), SwitchStep: parse.GetValue(switchStep) ?? parse.GetValue(steps) / 2, Guidance: parse.GetValue(guidance),
+                SourceClass: parse.GetValue(source) is { } s ? ResolveClass("--source-class", s, names) : null, InputClass: inputClass,
+                Count: parse.GetValue(count), Steps: parse.GetValue(steps),
+                SwitchStep: parse.GetValue(switchStep) ?? FrozenSwitchStep(parse.GetValue(output)!) ?? parse.GetValue(steps) / 2,
+                Guidance: parse.GetValue(guidance),
                 TMin: parse.GetValue(tMin), TMax: parse.GetValue(tMax), LearningRate: parse.GetValue(lr), Strategy: parse.GetValue(strategy)!,
                 Seed: parse.GetValue(seed), CheckpointEvery: parse.GetValue(every), DegradedSource: !parse.GetValue(plain),
                 IllusionClass: task == "illusion" ? ResolveClass("--turned", parse.GetValue(turned)!, names) : null);
@@ -110,7 +112,8 @@ public static class DistillCommands
 
     private static void Describe(TextWriter w, DistillationSummary s, IReadOnlyList<string> names)
     {
-        var source = s.Method == "sds" ? "" : $", source {(s.DegradedSource ? "degraded " : "")}{names[s.SourceClass ?? s.TargetClass]}";
+        var sourceClass = names[s.SourceClass ?? s.InputClass ?? s.TargetClass];
+        var source = s.Method == "sds" ? "" : $", source {(s.DegradedSource ? "degraded " : "")}{sourceClass}";
         w.WriteLine($"{s.Task} ({s.Method}{source}): {s.Step}/{s.TotalSteps} steps towards {names[s.TargetClass]}, {s.SecondsPerStep * 1000:F0} ms " +
             $"a step; grid {s.Grid}");
         w.WriteLine($"  saturation {s.Distilled.Saturation:P2}, Laplacian variance {s.Distilled.LaplacianVariance:F4}" +
@@ -121,6 +124,13 @@ public static class DistillCommands
         foreach (var f in s.Translation)
             w.WriteLine($"  {f.Method}{(f.Strength is { } st ? $" {st:F2}" : "")}: RMSE {f.Rmse:F3}, SSIM {f.Ssim:F3}" +
                 (f.TargetProbability is { } tp ? $", p(target) {tp:F3}" : "") + $"; {f.Grid}");
+    }
+
+    /// <summary>A resumed bridge keeps the switch it was started with unless --switch-step says otherwise (--steps may grow).</summary>
+    private static int? FrozenSwitchStep(string runDirectory)
+    {
+        var path = Path.Combine(runDirectory, Diffusion.Training.RunDirectory.ConfigFile);
+        return File.Exists(path) ? Diffusion.IO.Json.Read<DistillConfig>(path).SwitchStep : null;
     }
 
     private static double[] Strengths(string text)

@@ -17,6 +17,7 @@ namespace Islands.Diffusion.Distillation;
 /// <param name="Task">class (free images towards TargetClass), translate (real test images of SourceClass moved to
 /// TargetClass; cap TMax to keep their structure) or illusion (images that read as TargetClass upright and as
 /// IllusionClass turned 180°, the two views' directions summed).</param>
+/// <param name="InputClass">A translation's input class (its test images); its calibrated source unless SourceClass is given.</param>
 /// <param name="SwitchStep">The bridge runs plain SDS before this step and the calibrated source from it on.</param>
 public sealed record DistillConfig(
     string Job = "sds",
@@ -39,13 +40,17 @@ public sealed record DistillConfig(
     int MaxRollbacks = 2,
     bool DegradedSource = true,
     string Task = "class",
-    int? IllusionClass = null) : IMethodConfig
+    int? IllusionClass = null,
+    int? InputClass = null) : IMethodConfig
 {
     public const int CurrentSchemaVersion = 1;
     public static readonly string[] Modes = ["sds", "nfsd", "bridge"];
     public static readonly string[] Tasks = ["class", "translate", "illusion"];
 
     public int BatchSize => Count;
+
+    /// <summary>The fields a resumed run must share with the one it continues: Steps may grow; SwitchStep matters only to the bridge.</summary>
+    public DistillConfig ForResume() => this with { Steps = 0, SwitchStep = Job == "bridge" ? SwitchStep : 0 };
 
     /// <summary>Whether step s takes the source condition (rather than plain SDS's unconditional and noise).</summary>
     public bool CalibratedAt(long step) => Job == "nfsd" || Job == "bridge" && step >= SwitchStep;
@@ -60,8 +65,10 @@ public sealed record DistillConfig(
             yield return $"sourceClass: {Job} with a plain source needs a source class";
         if (SourceClass is < 0) yield return $"sourceClass: {SourceClass} must not be negative";
         if (!Tasks.Contains(Task)) yield return $"task: '{Task}' must be class, translate or illusion";
-        if (Task == "translate" && SourceClass is null) yield return "sourceClass: a translation needs the class of its input images";
-        if (Task == "translate" && SourceClass == TargetClass) yield return $"sourceClass: {SourceClass} is the target class; translate to another";
+        if (Task == "translate" && InputClass is null) yield return "inputClass: a translation needs the class of its input images";
+        if (Task == "translate" && InputClass == TargetClass) yield return $"inputClass: {InputClass} is the target class; translate to another";
+        if (Task != "translate" && InputClass is not null) yield return "inputClass: only a translation has input images";
+        if (InputClass is < 0) yield return $"inputClass: {InputClass} must not be negative";
         if (Task == "illusion" && IllusionClass is null) yield return "illusionClass: an illusion needs the class it shows turned 180°";
         if (IllusionClass is < 0) yield return $"illusionClass: {IllusionClass} must not be negative";
         if (Task != "illusion" && IllusionClass is not null) yield return "illusionClass: only an illusion has one";
@@ -73,7 +80,10 @@ public sealed record DistillConfig(
         if (Steps < 1) yield return $"steps: {Steps} must be at least 1";
         if (Job == "bridge" && (SwitchStep < 0 || SwitchStep > Steps)) yield return $"switchStep: {SwitchStep} must lie in 0..steps ({Steps})";
         if (Guidance is < 0 or > 200 || double.IsNaN(Guidance)) yield return $"guidance: {Guidance} must lie in 0..200";
-        if (TMin is < 0.001 or > 1 || TMax is < 0.001 or > 1 || TMin > TMax) yield return $"tMin: [{TMin}, {TMax}] must be a range within [0.001, 1]";
+        if (TMin is < 0.001 or > 1) yield return $"tMin: {TMin} must lie in [0.001, 1]";
+        if (TMax is < 0.001 or > 1 || TMax < TMin) yield return $"tMax: {TMax} must lie in [tMin ({TMin}), 1]";
+        if (Strategy.StartsWith("sample", StringComparison.Ordinal))
+            yield return "strategy: 'sample' draws its experts from a stream a checkpoint does not keep, so a resumed run would route differently";
         if (LearningRate is <= 0 or > 10) yield return $"learningRate: {LearningRate} must lie in (0, 10]";
         if (CheckpointEvery < 1) yield return $"checkpointEvery: {CheckpointEvery} must be at least 1";
         if (KeepCheckpoints < 1) yield return $"keepCheckpoints: {KeepCheckpoints} must be at least 1";

@@ -31,8 +31,9 @@ public sealed class DistillMethod(string name, string description) : TrainingMet
     {
         long Source(int cls)
         {
-            if (config.Job == "sds" || !config.DegradedSource) return config.SourceClass ?? cls;
-            return prior.DegradedLabel(config.Task == "illusion" ? cls : config.SourceClass ?? cls) ?? throw new ConfigException("degradedSource",
+            var sourceClass = config.Task == "illusion" ? cls : config.SourceClass ?? config.InputClass ?? cls;
+            if (config.Job == "sds" || !config.DegradedSource) return sourceClass;
+            return prior.DegradedLabel(sourceClass) ?? throw new ConfigException("degradedSource",
                 $"{config.Store}: the experts did not learn the degraded condition (train them with --degraded-condition), so {config.Job} " +
                 "needs a plain source class");
         }
@@ -59,7 +60,7 @@ public sealed class DistillMethod(string name, string description) : TrainingMet
         if (File.Exists(configPath))
         {
             var frozen = Json.Read<DistillConfig>(configPath);
-            if (frozen with { Steps = distill.Steps } != distill)
+            if (frozen.ForResume() != distill.ForResume())
                 throw new ConfigException("runDirectory",
                     $"{runDirectory} holds a distillation with different settings; resume with the same settings, or distill into a new run " +
                     "directory");

@@ -22,7 +22,7 @@ public static class DistillationInputs
     {
         var data = Dataset(config.Store) ?? throw new ConfigException("store",
             $"{config.Store}: the experts' dataset is not readable here, and a translation starts from its test images");
-        return TestImages(data, config.SourceClass!.Value, config.Count, config.Seed);
+        return TestImages(data, config.InputClass!.Value, config.Count, config.Seed);
     }
 
     public static Tensor TestImages(CanonicalDataset data, int cls, int count, int seed)

@@ -20,7 +20,8 @@ public sealed record Faithfulness(string Method, double? Strength, double Rmse, 
 /// <summary>What a distillation run produced: its images (grid.png), and their statistics beside real images of the class.</summary>
 /// <param name="Real">The same statistics on the test split's images of the target class, when the experts' dataset is readable here.</param>
 /// <param name="Translation">For a translation: the distilled images and SDEdit at each strength, against the inputs.</param>
-public sealed record DistillationSummary(string RunDirectory, string Method, string Task, int TargetClass, int? SourceClass, bool DegradedSource,
+public sealed record DistillationSummary(string RunDirectory, string Method, string Task, int TargetClass, int? SourceClass, int? InputClass,
+    bool DegradedSource,
     long Step, long TotalSteps, bool Completed, bool Resumed, float FinalDirection, double SecondsPerStep, string Grid, ImageStats Distilled,
     ImageStats? Real, ClassifierScores? Scores, IReadOnlyList<Faithfulness> Translation);
 
@@ -60,7 +61,8 @@ public static class DistillationRun
             }
         }
         var scores = evaluator is null ? null : Score(evaluator, images, config);
-        var summary = new DistillationSummary(runDirectory, config.Job, config.Task, config.TargetClass, config.SourceClass, config.DegradedSource,
+        var summary = new DistillationSummary(runDirectory, config.Job, config.Task, config.TargetClass, config.SourceClass, config.InputClass,
+            config.DegradedSource,
             trainer.Step, config.Steps, trainer.Step >= config.Steps, run.ResumedCheckpoint is not null,
             TrainingCheckpoint.RecentLoss(trainer.LossHistory) ?? float.NaN,
             trainer.Step > run.ResumedFromStep ? trainer.TrainSeconds / (trainer.Step - run.ResumedFromStep) : 0, grid, Stats(images),
@@ -82,7 +84,12 @@ public static class DistillationRun
     private static ClassifierScores Score(Evaluator evaluator, Tensor images, DistillConfig config)
     {
         var quality = evaluator.Score(images);
-        double? turned = config.IllusionClass is { } b ? evaluator.ClassProbability(images.flip(2, 3), b) : null;
+        double? turned = null;
+        if (config.IllusionClass is { } b)
+        {
+            using var flipped = images.flip(2, 3);
+            turned = evaluator.ClassProbability(flipped, b);
+        }
         return new ClassifierScores(evaluator.ClassProbability(images, config.TargetClass), turned, quality.Fid, quality.Kid);
     }
 

@@ -74,7 +74,8 @@ public sealed class DistillationTrainer : IChunkedTrainer
             if (!start.shape.SequenceEqual([config.Count, shape.C, shape.H, shape.W]))
                 throw new ConfigException("count",
                     $"initial images of shape [{string.Join(", ", start.shape)}] for {config.Count} images of {shape}");
-            images = new DistilledImages(start.to_type(ScalarType.Float32));
+            using var float32 = start.to_type(ScalarType.Float32);
+            images = new DistilledImages(float32);
         }
         optimizer = optim.AdamW(images.parameters(), config.LearningRate, weight_decay: 0);
     }

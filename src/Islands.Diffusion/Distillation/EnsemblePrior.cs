@@ -36,19 +36,22 @@ public sealed class EnsemblePrior : IDisposable
         if (scan.Experts.Count == 0 || scan.Router is null)
             throw new ConfigException("store", $"{store}: needs published experts and a router (found {scan.Experts.Count} experts, " +
                 $"{(scan.Router is null ? "no" : "a")} router)");
+        var routing = RoutingStrategy.Parse(strategy);
         var experts = new List<ServedExpert>();
+        RouterNet? loadedRouter = null;
         try
         {
             foreach (var e in scan.Experts.OrderBy(e => e.Expert)) experts.Add(ServedModels.LoadExpert(e, "fp32"));
             if (experts.Select(e => e.Config.Shape).Distinct().Count() > 1)
                 throw new ConfigException("store", $"{store}: the experts were trained on images of different shapes");
             var (router, _) = ServedModels.LoadRouter(scan.Router, experts[0].ImageFloats);
+            loadedRouter = router;
             // An expert that is not published (or was refused) is left out of every step, as serving leaves it out.
             var byIndex = experts.ToDictionary(e => e.Published.Expert ?? -1, e => (IVelocityModel)e.Model);
             var models = Enumerable.Range(0, router.ExpertCount).Select(k => byIndex.GetValueOrDefault(k) ?? new MissingExpert(k)).ToList();
             var available = Enumerable.Range(0, router.ExpertCount).Select(byIndex.ContainsKey).ToList();
             var degraded = experts.All(e => e.Config.DegradedCondition);
-            var ensemble = new ExpertEnsemble(models, router, RoutingStrategy.Parse(strategy), available)
+            var ensemble = new ExpertEnsemble(models, router, routing, available)
             {
                 DegradedClassCount = degraded ? experts[0].Config.ClassCount : null,
             };
@@ -57,6 +60,7 @@ public sealed class EnsemblePrior : IDisposable
         catch
         {
             foreach (var e in experts) e.Dispose();
+            loadedRouter?.Dispose();
             throw;
         }
     }

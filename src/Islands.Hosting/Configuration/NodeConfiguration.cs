@@ -42,16 +42,28 @@ public static class NodeConfiguration
         return builder.Build();
     }
 
-    /// <summary>"a,b" for a list key becomes the children key:0 and key:1, as a JSON array's elements are.</summary>
-    private static IEnumerable<KeyValuePair<string, string?>> Expand(IEnumerable<KeyValuePair<string, string?>> pairs, IReadOnlySet<string> listKeys)
+    /// <summary>
+    /// "a,b" for a list key becomes the children key:0 and key:1, as a JSON array's elements are, replacing what the same
+    /// layer set before (the documented name after the .NET form); an empty list still sets the key, so that it
+    /// replaces a lower layer's list instead of letting it show through.
+    /// </summary>
+    private static Dictionary<string, string?> Expand(IEnumerable<KeyValuePair<string, string?>> pairs, IReadOnlySet<string> listKeys)
     {
+        var data = new Dictionary<string, string?>(StringComparer.OrdinalIgnoreCase);
         foreach (var (key, value) in pairs)
         {
-            if (!listKeys.Contains(key)) yield return new(key, value);
-            else
-                foreach (var (item, i) in Split(value).Select((item, i) => (item, i)))
-                    yield return new($"{key}:{i.ToString(CultureInfo.InvariantCulture)}", item);
+            if (!listKeys.Contains(key))
+            {
+                data[key] = value;
+                continue;
+            }
+            foreach (var stale in data.Keys.Where(k => k.StartsWith(key + ":", StringComparison.OrdinalIgnoreCase)).ToList()) data.Remove(stale);
+            var items = Split(value);
+            if (items.Length == 0) data[key] = null;
+            else data.Remove(key);
+            for (var i = 0; i < items.Length; i++) data[$"{key}:{i.ToString(CultureInfo.InvariantCulture)}"] = items[i];
         }
+        return data;
     }
 
     /// <summary>The colon paths of an options class's lists (string[] properties), below <paramref name="prefix"/>.</summary>
@@ -94,6 +106,7 @@ public static class NodeConfiguration
     public static TOptions Read<TOptions, TValidator>(IConfiguration configuration, string section)
         where TOptions : class where TValidator : class, IValidateOptions<TOptions>
     {
+        if (OutsideSection(configuration, section) is { } outside) throw outside;
         if (UnknownKey(configuration.GetSection(section), typeof(TOptions)) is { } unknown) throw unknown;
         var services = new ServiceCollection();
         services.AddSingleton(configuration);
@@ -126,6 +139,24 @@ public static class NodeConfiguration
                 && property.PropertyType != typeof(IConfigurationSection) && property.GetValue(options) is { } nested)
                 AssignLists(nested, configuration, key);
         }
+    }
+
+    /// <summary>A key beside the node's section (a block carried over from a HOCON file, a setting of the other node kind).</summary>
+    private static ConfigException? OutsideSection(IConfiguration configuration, string section)
+    {
+        var parts = section.Split(':');
+        IConfiguration level = configuration;
+        var path = "";
+        foreach (var part in parts)
+        {
+            foreach (var child in level.GetChildren().Where(c => !c.Key.Equals(part, StringComparison.OrdinalIgnoreCase)))
+                return new ConfigException(path + CamelPath(child.Key), child.Key.Equals("akka", StringComparison.OrdinalIgnoreCase)
+                    ? "akka.* settings are HOCON: give them in the file named by akkaConfig (--akka-config)"
+                    : $"unknown setting; this node reads {section} only");
+            level = level.GetSection(part);
+            path += part + ":";
+        }
+        return null;
     }
 
     /// <summary>The first key of a section that is no property of its options class (a typo would otherwise be ignored).</summary>
