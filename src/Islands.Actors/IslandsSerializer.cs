@@ -57,6 +57,8 @@ public sealed class IslandsSerializer(ExtendedActorSystem system) : SerializerWi
         ["generation?"] = typeof(Serving.GetGeneration),
         ["generation"] = typeof(Serving.GenerationState),
         ["generation-retried"] = typeof(Serving.GenerationRetried),
+        ["score?"] = typeof(Serving.ScoreQuery),
+        ["score"] = typeof(Serving.ScoreAnswer),
     }.ToFrozenDictionary();
 
     private static readonly FrozenDictionary<Type, string> Manifests = Types.ToFrozenDictionary(p => p.Value, p => p.Key);

@@ -52,27 +52,8 @@ public static partial class GenerationApi
         GenerationSlots slots, AsyncGenerations asyncGenerations, ServedClasses servedClasses, ServingNodeSettings settings, CancellationToken cancel)
     {
         var clock = Stopwatch.StartNew();
-        if (http.Request.ContentLength > settings.MaxBodyBytes) return TooLarge(settings);
         if (!RequestGuards.IsJson(http.Request.ContentType)) return Rejected(RequestGuards.UnsupportedMediaType(http.Request.ContentType));
-        // Read at most one byte past the limit; an oversized body is drained (up to Kestrel's hard cap) before the 413, so
-        // the client reliably reads the answer instead of a reset connection.
-        var buffer = new MemoryStream();
-        try
-        {
-            var chunk = new byte[8192];
-            int n;
-            while (buffer.Length <= settings.MaxBodyBytes && (n = await http.Request.Body.ReadAsync(chunk, cancel)) > 0) buffer.Write(chunk, 0, n);
-            if (buffer.Length > settings.MaxBodyBytes)
-            {
-                while (await http.Request.Body.ReadAsync(chunk, cancel) > 0) { }
-                return TooLarge(settings);
-            }
-        }
-        catch (BadHttpRequestException e) when (e.StatusCode == StatusCodes.Status413PayloadTooLarge)
-        {
-            return TooLarge(settings);
-        }
-        var bytes = buffer.GetBuffer().AsMemory(0, (int)buffer.Length);
+        if (await RequestGuards.ReadBoundedAsync(http.Request, settings.MaxBodyBytes, cancel) is not { } bytes) return TooLarge(settings);
         if (RequestGuards.FirstInvalidUtf8(bytes.Span) is { } offset)
             return Rejected(Results.Problem(statusCode: 400, title: "Malformed JSON",
                 detail: $"the request body is not valid UTF-8 (at byte {offset})"));

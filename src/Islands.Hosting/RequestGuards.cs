@@ -54,6 +54,32 @@ public static class RequestGuards
         app.UseHttpLogging();
     }
 
+    /// <summary>
+    /// The request body, read up to one byte past limit; null when it is larger. An oversized body is drained (up to
+    /// Kestrel's hard cap) first, so the client reliably reads the 413 instead of a reset connection.
+    /// </summary>
+    public static async Task<ReadOnlyMemory<byte>?> ReadBoundedAsync(HttpRequest request, long limit, CancellationToken cancel)
+    {
+        if (request.ContentLength > limit) return null;
+        var buffer = new MemoryStream();
+        try
+        {
+            var chunk = new byte[8192];
+            int n;
+            while (buffer.Length <= limit && (n = await request.Body.ReadAsync(chunk, cancel)) > 0) buffer.Write(chunk, 0, n);
+            if (buffer.Length > limit)
+            {
+                while (await request.Body.ReadAsync(chunk, cancel) > 0) { }
+                return null;
+            }
+        }
+        catch (BadHttpRequestException e) when (e.StatusCode == StatusCodes.Status413PayloadTooLarge)
+        {
+            return null;
+        }
+        return buffer.GetBuffer().AsMemory(0, (int)buffer.Length);
+    }
+
     /// <summary>Only application/json (in UTF-8, the one encoding JSON may be sent in) is a generation body.</summary>
     public static bool IsJson(string? contentType) =>
         MediaTypeHeaderValue.TryParse(contentType, out var media) &&

@@ -83,6 +83,7 @@ public static class ServingNode
         ClusterFormation.MapSeedNodes(app).AllowAnonymous();
         app.MapOpenApi();
         GenerationApi.Map(app, settings);
+        ScoreApi.Map(app.MapGroup("/v1"));
         return app;
     }
 

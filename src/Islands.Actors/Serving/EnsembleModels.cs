@@ -47,7 +47,7 @@ internal sealed class EnsembleModels(string ensemble, ServingSettings settings, 
             router?.Dispose();
             router = net;
             Router = next.Router;
-            Sampler = new ContinuousSampler(net, shape);
+            Sampler = new ContinuousSampler(net, shape) { DegradedClassCount = ServedModels.DegradedClassCount(next.Experts) };
             NotReady = null;
             log.Info($"ensemble {ensemble}: router {next.Router!.CheckpointDirectory} (step {next.Router.Step}) over {config.ExpertCount} experts, " +
                      $"images {shape.C}x{shape.H}x{shape.W}");

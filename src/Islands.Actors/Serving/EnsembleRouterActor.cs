@@ -21,19 +21,13 @@ public sealed class EnsembleRouterActor : ReceiveActor, IWithTimers
 {
     public const string RegionName = "router";
 
-    private sealed record RunStep
-    {
-        public static readonly RunStep Instance = new();
-    }
+    private sealed record RunStep { public static readonly RunStep Instance = new(); }
 
     private sealed record StepDeadline(long PlanId);
 
     private sealed record StragglerCheck(long PlanId);
 
-    private sealed record SweepResults
-    {
-        public static readonly SweepResults Instance = new();
-    }
+    private sealed record SweepResults { public static readonly SweepResults Instance = new(); }
 
     private readonly string ensemble;
     private readonly ServingSettings settings;
@@ -41,7 +35,8 @@ public sealed class EnsembleRouterActor : ReceiveActor, IWithTimers
     private readonly IActorRef samplers;
     private readonly ILoggingAdapter log = Context.GetLogger();
     private readonly GenerationTracker generations;
-    private readonly List<(Generate Request, IActorRef Sender)> waiting = [];
+    private readonly List<(IIslandsMessage Request, IActorRef Sender)> waiting = [];
+    private readonly ScoreQueries scores;
     private readonly ExpertHealth health;
     private readonly Dictionary<long, StepInFlight> steps = [];
     private readonly EnsembleModels models;
@@ -61,8 +56,10 @@ public sealed class EnsembleRouterActor : ReceiveActor, IWithTimers
         generations = new GenerationTracker(ensemble, settings, log);
         health = new ExpertHealth(settings.ExpertCooldown, settings.StragglerFactor);
         models = new EnsembleModels(ensemble, settings, log);
+        scores = new ScoreQueries(settings);
         Receive<PublishedModelsSnapshot>(OnSnapshot);
         Receive<Generate>(g => OnGenerate(g, Sender));
+        Receive<ScoreQuery>(q => OnScore(q, Sender));
         Receive<GetGeneration>(OnGetGeneration);
         Receive<RunStep>(_ => Step());
         Receive<SweepResults>(_ =>
@@ -119,8 +116,10 @@ public sealed class EnsembleRouterActor : ReceiveActor, IWithTimers
         models.Update(next, idle: steps.Count == 0 && (Sampler is null || Sampler.Active.Count == 0));
         foreach (var (request, sender) in waiting)
         {
-            if (models.NotReady is null) OnGenerate(request, sender);
-            else sender.Tell(new GenerationFailed(request.Id, 503, models.NotReady));
+            if (models.NotReady is not null)
+                sender.Tell(new GenerationFailed(request is Generate g ? g.Id : ((ScoreQuery)request).Id, 503, models.NotReady));
+            else if (request is Generate generate) OnGenerate(generate, sender);
+            else OnScore((ScoreQuery)request, sender);
         }
         waiting.Clear();
     }
@@ -151,6 +150,28 @@ public sealed class EnsembleRouterActor : ReceiveActor, IWithTimers
         }
         generations.Track(request, spec, sender);
         sender.Tell(new GenerationAccepted(request.Id, sampler.PendingRows));
+        ScheduleStep(sampler);
+    }
+
+    /// <summary>A score query joins the continuous batch as a generation of one evaluation and is answered when its rows are.</summary>
+    private void OnScore(ScoreQuery query, IActorRef sender)
+    {
+        if (models.Snapshot is null)
+        {
+            waiting.Add((query, sender));
+            return;
+        }
+        if (models.NotReady is not null || Sampler is not { } sampler)
+        {
+            sender.Tell(new GenerationFailed(query.Id, 503, models.NotReady ?? "the router is not loaded"));
+            return;
+        }
+        if (scores.Admit(query, sender, sampler)) ScheduleStep(sampler);
+    }
+
+    /// <summary>Plans now when a batch is full, else after the batching wait (unless a step is out).</summary>
+    private void ScheduleStep(ContinuousSampler sampler)
+    {
         if (!MayPlan() || Timers.IsTimerActive("batch")) return;
         if (sampler.ReadyRows >= settings.MaxBatchRows) Self.Tell(RunStep.Instance);
         else Timers.StartSingleTimer("batch", RunStep.Instance, settings.MaxWait);
@@ -177,6 +198,7 @@ public sealed class EnsembleRouterActor : ReceiveActor, IWithTimers
     {
         if (Sampler is not { } sampler) return;
         generations.FailExpired(sampler);
+        scores.FailExpired(sampler);
         if (!MayPlan() || sampler.ReadyRows == 0) return;
         // An expert still computing a straggling step gets no more rows until it answers: the images routed to it wait
         // in one batch instead of queueing up behind it.
@@ -249,6 +271,7 @@ public sealed class EnsembleRouterActor : ReceiveActor, IWithTimers
             current.StalledRows += outcome.StalledRows;
             ServingTelemetry.AddQueued(sampler.PendingRows - before);
             generations.Report(outcome, current.Checkpoints.Values, sampler, models.Router);
+            scores.Report(outcome, current.Checkpoints.Values, sampler, models.Router);
         }
         if (current.Awaiting.Count == 0)
         {
@@ -268,6 +291,7 @@ public sealed class EnsembleRouterActor : ReceiveActor, IWithTimers
         {
             Generate g => g.Ensemble,
             GetGeneration q => q.Ensemble,
+            ScoreQuery s => s.Ensemble,
             _ => null,
         };
     }

@@ -53,3 +53,24 @@ public sealed record GetGeneration(string Id, string Ensemble) : IIslandsMessage
 
 /// <summary>Phase: queued, running, completed or unknown (this router has not seen it).</summary>
 public sealed record GenerationState(string Id, string Phase, int Step, int Steps) : IIslandsMessage;
+
+/// <summary>
+/// Velocities of the routed ensemble at given points (a score query): rows of x_t as raw float32 in the payload, each
+/// with its time, class (-1 unconditional) and guidance scale. The router answers <see cref="ScoreAnswer"/> or
+/// <see cref="GenerationFailed"/> (400 bad rows, 503 nothing to serve, 504 too slow).
+/// </summary>
+public sealed record ScoreQuery(string Id, string Ensemble, float[] T, long[] Classes, float[] Cfg, string Strategy, string? TraceParent)
+    : IPayloadMessage
+{
+    [JsonIgnore] public byte[] Payload { get; init; } = [];
+    public IPayloadMessage WithPayload(byte[] payload) => this with { Payload = payload };
+}
+
+/// <summary>The routed velocities (float32 payload, the query's rows in order), the expert each row leaned on most, and
+/// the experts left out (their rows renormalised over the others, as a degraded generation's).</summary>
+public sealed record ScoreAnswer(string Id, int Channels, int Height, int Width, int[] Routing, int[] LeftOutExperts,
+    IReadOnlyList<ServedCheckpoint> Checkpoints, double TotalSeconds) : IPayloadMessage
+{
+    [JsonIgnore] public byte[] Payload { get; init; } = [];
+    public IPayloadMessage WithPayload(byte[] payload) => this with { Payload = payload };
+}

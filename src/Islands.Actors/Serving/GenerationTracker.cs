@@ -62,10 +62,11 @@ internal sealed class GenerationTracker(string ensemble, ServingSettings setting
     /// <summary>The span of a step, a child of its first generation's and linked to every other generation in it.</summary>
     public Activity? StartStep(StepPlan plan)
     {
-        var first = tracked[plan.Rows[0].Generation.Id];
-        var links = plan.Rows.Select(r => r.Generation.Id).Distinct().Skip(1)
-            .Select(id => tracked[id].Span).Where(s => s is not null).Select(s => new ActivityLink(s!.Context));
-        var span = ServingTelemetry.StartDetached("router.step", first.Span?.Id ?? first.Request.TraceParent, links);
+        // Score queries ride the same plans untracked here: the step's parent is its first generation, if it has one.
+        var ids = plan.Rows.Select(r => r.Generation.Id).Distinct().Where(tracked.ContainsKey).ToList();
+        var first = ids.Count > 0 ? tracked[ids[0]] : null;
+        var links = ids.Skip(1).Select(id => tracked[id].Span).Where(s => s is not null).Select(s => new ActivityLink(s!.Context));
+        var span = ServingTelemetry.StartDetached("router.step", first?.Span?.Id ?? first?.Request.TraceParent, links);
         span?.SetTag("islands.rows", plan.Rows.Count);
         return span;
     }

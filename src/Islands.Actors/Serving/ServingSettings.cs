@@ -38,6 +38,10 @@ public sealed record ServingSettings
     /// <summary>Room for a message's JSON header and Akka's envelope beside its payload.</summary>
     public const long FrameHeadroom = 64 * 1024;
 
+    /// <summary>The most rows of one score query: its points and velocities (float32) travel in one frame each.</summary>
+    public int MaxScoreRows(long imageFloats) =>
+        (int)Math.Clamp((MaximumFrameBytes - FrameHeadroom) / (imageFloats * sizeof(float)), 1, Diffusion.Serving.ScoreSpec.MaxRows);
+
     /// <summary>Why messages for images of this many floats would not fit the remoting frame, or null when they do.</summary>
     public string? FrameProblem(long imageFloats, int maxImagesPerRequest)
     {

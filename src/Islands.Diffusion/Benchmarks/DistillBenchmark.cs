@@ -28,8 +28,8 @@ public static class DistillBenchmark
         var calibratedSource = prior.DegradedLabel(0) is not null;
         var sds = new DistillConfig(Job: "sds", Store: store, Count: count, Steps: int.MaxValue / 2, Guidance: 7.5, Strategy: strategy);
         var bridge = sds with { Job = "bridge", SwitchStep = 0, DegradedSource = calibratedSource, SourceClass = calibratedSource ? null : 1 };
-        using var sdsTrainer = new DistillationTrainer(sds, prior.Field, prior.Shape);
-        using var bridgeTrainer = new DistillationTrainer(bridge, prior.Field, prior.Shape,
+        using var sdsTrainer = new DistillationTrainer(sds, prior.Field(), prior.Shape);
+        using var bridgeTrainer = new DistillationTrainer(bridge, prior.Field(), prior.Shape,
             views: [new DistillView(false, 0, calibratedSource ? prior.DegradedLabel(0)!.Value : 1)]);
         var guided = prior.Ensemble.Field(7.5);
         using var generator = new Generator(5);

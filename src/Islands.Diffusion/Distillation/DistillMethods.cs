@@ -77,7 +77,7 @@ public sealed class DistillMethod(string name, string description) : TrainingMet
             using var initial = distill.Task == "translate" ? DistillationInputs.TestImages(distill) : null;
             Directory.CreateDirectory(runDirectory);
             Json.WriteAtomic(configPath, distill);
-            return new DistillationTrainer(distill, prior.Field, prior.Shape, new Checkpoints.CheckpointStore(runDirectory), initial, prior, views);
+            return new DistillationTrainer(distill, prior.Field(), prior.Shape, new Checkpoints.CheckpointStore(runDirectory), initial, prior, views);
         }
         catch
         {

@@ -23,7 +23,8 @@ public sealed class EnsemblePrior : IDisposable
     }
 
     public ExpertEnsemble Ensemble { get; }
-    public VelocityField Field => Ensemble.Field(1.0);
+    /// <summary>The routed ensemble's velocity field, guided at the given scale (1: unguided).</summary>
+    public VelocityField Field(double guidance = 1) => Ensemble.Field(guidance);
     public (long C, long H, long W) Shape => experts[0].Config.Shape;
     public int ClassCount { get; }
 

@@ -57,9 +57,7 @@ public sealed class ExpertEnsemble
     /// </summary>
     public int? DegradedClassCount { get; init; }
 
-    private Tensor RouterClasses(Tensor classes) => DegradedClassCount is { } c
-        ? where(classes > c, classes - (c + 1), classes)
-        : classes;
+    private Tensor RouterClasses(Tensor classes) => RoutedStep.RouterClasses(classes, DegradedClassCount);
 
     /// <summary>Per-row oracle partitions (for evaluation); overrides the strategy's single oracle expert.</summary>
     public long[]? OracleAssignments { get; init; }

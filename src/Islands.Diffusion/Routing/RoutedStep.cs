@@ -26,6 +26,14 @@ public static class RoutedStep
         return (router.Posterior(x, t, routerClasses).to_type(ScalarType.Float64) * mask).MoveToOuterDisposeScope();
     }
 
+    /// <summary>
+    /// The classes the router is asked about: with experts that learned the degraded condition (degradedClassCount set),
+    /// "degraded, class c" (count + 1 + c) is routed as class c, since a degraded copy of an image belongs to its partition.
+    /// </summary>
+    public static Tensor RouterClasses(Tensor classes, int? degradedClassCount) => degradedClassCount is { } c
+        ? where(classes > c, classes - (c + 1), classes)
+        : classes;
+
     /// <summary>[1, K] float64 mask of the available experts.</summary>
     public static Tensor Mask(IReadOnlyList<bool> available, Device? device = null) =>
         tensor(available.Select(a => a ? 1.0 : 0.0).ToArray(), dtype: ScalarType.Float64, device: device ?? CPU).unsqueeze(0);

@@ -25,6 +25,8 @@ public sealed class ContinuousSampler(IRouter router, (long C, long H, long W) s
     /// <summary>Unfinished images that no plan has out (what the next plan can take).</summary>
     public int ReadyRows => active.Sum(g => Enumerable.Range(0, g.Spec.Count).Count(g.Ready));
     public (long C, long H, long W) Shape => shape;
+    /// <summary>The experts' class count when they all learned the degraded condition (its labels are routed as their classes).</summary>
+    public int? DegradedClassCount { get; init; }
 
     public ServedGeneration Admit(string id, GenerationSpec spec)
     {
@@ -32,6 +34,36 @@ public sealed class ContinuousSampler(IRouter router, (long C, long H, long W) s
         var generation = new ServedGeneration(id, spec, FlowSampler.Noise(spec.Seed, 0, spec.Count, shape));
         active.Add(generation);
         return generation;
+    }
+
+    /// <summary>Admits a score query: its points [Count, C, H, W] are evaluated once, through the same plans as generations' rows.</summary>
+    public ServedGeneration AdmitScores(string id, ScoreSpec score, Tensor points)
+    {
+        score.ThrowIfInvalid();
+        var unknown = Array.FindIndex(score.Classes, c => !KnowsClass(c));
+        if (unknown >= 0)
+            throw new ConfigException("class", $"{score.Classes[unknown]} (row {unknown}) is not -1, a class 0..{router.NullClass - 1}" +
+                (DegradedClassCount is { } d ? $" or a degraded class {d + 1}..{d + router.NullClass}" : ""));
+        if (!points.shape.SequenceEqual([score.Count, shape.C, shape.H, shape.W]))
+            throw new ConfigException("x", $"[{string.Join(", ", points.shape)}] points for {score.Count} rows of {shape}");
+        using var float32 = points.to_type(ScalarType.Float32).contiguous();
+        var query = new ServedGeneration(id, score, float32.clone());
+        active.Add(query);
+        return query;
+    }
+
+    private bool KnowsClass(long c) => c == -1 || c >= 0 && c < router.NullClass
+        || DegradedClassCount is { } d && c > d && c - (d + 1) < router.NullClass;
+
+    /// <summary>The wire form: the points as raw float32 bytes, Count × C·H·W.</summary>
+    public ServedGeneration AdmitScores(string id, ScoreSpec score, ReadOnlySpan<byte> points)
+    {
+        score.ThrowIfInvalid();
+        var floats = (long)score.Count * shape.C * shape.H * shape.W;
+        if (points.Length != floats * sizeof(float))
+            throw new ConfigException("x", $"{points.Length} bytes are not {score.Count} float32 images of {shape.C}×{shape.H}×{shape.W}");
+        using var x = GuidedVelocity.FromBytes(points, [score.Count, shape.C, shape.H, shape.W]);
+        return AdmitScores(id, score, x);
     }
 
     public void Remove(string id)
@@ -75,7 +107,7 @@ public sealed class ContinuousSampler(IRouter router, (long C, long H, long W) s
             points.index_select(0, tensor(part.Rows)).DetachFromDisposeScope(),
             part.Rows.Select(r => rows[(int)r].Generation.Time(rows[(int)r].Image)).ToArray(),
             part.Rows.Select(r => rows[(int)r].Generation.Class(rows[(int)r].Image)).ToArray(),
-            part.Rows.Select(r => (float)rows[(int)r].Generation.Spec.Cfg).ToArray())).ToList();
+            part.Rows.Select(r => rows[(int)r].Generation.Cfg(rows[(int)r].Image)).ToArray())).ToList();
         return new StepPlan(++nextPlan, rows, weights, k, work);
     }
 
@@ -99,7 +131,7 @@ public sealed class ContinuousSampler(IRouter router, (long C, long H, long W) s
         var k = ExpertCount;
         var weights = new double[n * k];
         var t = tensor(rows.Select(r => r.Generation.Time(r.Image)).ToArray());
-        var classes = tensor(rows.Select(r => r.Generation.Class(r.Image)).ToArray());
+        var classes = RoutedStep.RouterClasses(tensor(rows.Select(r => r.Generation.Class(r.Image)).ToArray()), DegradedClassCount);
         var mask = RoutedStep.Mask(available);
         var p = RoutedStep.Posterior(router, points, t, classes, mask);
         foreach (var group in Enumerable.Range(0, n).GroupBy(r => rows[r].Generation.Spec.Strategy))

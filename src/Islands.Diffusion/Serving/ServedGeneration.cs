@@ -21,8 +21,17 @@ public sealed class ServedGeneration : IDisposable
         Routing = Enumerable.Range(0, spec.Count).Select(_ => new List<int>(spec.Steps)).ToArray();
     }
 
+    /// <summary>A score query: one evaluation of the routed ensemble at given points, whose answer replaces X.</summary>
+    internal ServedGeneration(string id, ScoreSpec score, Tensor points)
+        : this(id, new GenerationSpec(score.Count, score.Classes, 1, 1, score.Strategy, 0), points)
+    {
+        Score = score;
+    }
+
     public string Id { get; }
     public GenerationSpec Spec { get; }
+    /// <summary>Set for a score query: its rows' own times and guidance scales; its result is the routed velocity at its points.</summary>
+    public ScoreSpec? Score { get; }
     /// <summary>[Count, C, H, W] float32 states.</summary>
     internal Tensor X { get; }
     /// <summary>Heun: each image's velocity at the start of its current step, kept for the corrector.</summary>
@@ -47,7 +56,9 @@ public sealed class ServedGeneration : IDisposable
 
     internal bool Ready(int image) => StepsDone[image] < Spec.Steps && !InFlight[image];
 
-    internal float Time(int image) => (float)FlowStep.Time(StepsDone[image], Spec.Steps, Stage[image]);
+    internal float Time(int image) => Score?.T[image] ?? (float)FlowStep.Time(StepsDone[image], Spec.Steps, Stage[image]);
+
+    internal float Cfg(int image) => Score?.Cfg[image] ?? (float)Spec.Cfg;
 
     internal long Class(int image) => Spec.Classes?[image] ?? -1;
 
@@ -64,6 +75,16 @@ public sealed class ServedGeneration : IDisposable
     internal void Advance(long[] images, Tensor velocity, int[] routedTo)
     {
         using var scope = NewDisposeScope();
+        if (Score is not null)
+        {
+            X.index_copy_(0, tensor(images), velocity.to_type(X.dtype));
+            for (var j = 0; j < images.Length; j++)
+            {
+                Routing[images[j]].Add(routedTo[j]);
+                StepsDone[images[j]]++;
+            }
+            return;
+        }
         var predictor = new List<int>();
         var euler = new List<int>();
         var corrector = new List<int>();
@@ -106,7 +127,7 @@ public sealed class ServedGeneration : IDisposable
     {
         using var scope = NewDisposeScope();
         var samples = X.contiguous().data<float>().ToArray();
-        var pixels = Data.ImageTensors.ToBytes(X);
+        var pixels = Score is null ? Data.ImageTensors.ToBytes(X) : [];
         var nonFinite = (int)X.isfinite().logical_not().flatten(1).any(1).sum().item<long>();
         return new CompletedGeneration(Id, Spec, samples, pixels, [.. LeftOut], Routing.Select(r => r.ToArray()).ToArray(), RetriedRowSteps,
             QueueSeconds ?? 0, Clock.Elapsed.TotalSeconds, nonFinite);

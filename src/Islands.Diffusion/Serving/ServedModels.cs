@@ -49,6 +49,13 @@ public static class ServedModels
         return m.Shape;
     }
 
+    /// <summary>The experts' class count when every one learned the degraded condition, else null.</summary>
+    public static int? DegradedClassCount(IReadOnlyList<PublishedModel> experts)
+    {
+        var models = experts.Select(e => new RunDirectory(e.RunDirectory).LoadConfig().ModelOrDefault).ToList();
+        return models.Count > 0 && models.All(m => m.DegradedCondition) ? models[0].ClassCount : null;
+    }
+
     /// <summary>How many classes an expert knows, and their names when its dataset's manifest is readable from here.</summary>
     public static (int Count, IReadOnlyList<string> Names) Classes(PublishedModel expert)
     {
