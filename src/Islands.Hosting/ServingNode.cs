@@ -83,7 +83,9 @@ public static class ServingNode
         ClusterFormation.MapSeedNodes(app).AllowAnonymous();
         app.MapOpenApi();
         GenerationApi.Map(app, settings);
-        ScoreApi.Map(app.MapGroup("/v1"));
+        var v1 = app.MapGroup("/v1");
+        ScoreApi.Map(v1);
+        DistillationApi.Map(v1, settings);
         return app;
     }
 
@@ -113,5 +115,13 @@ public static class ServingNode
         akka.WithShardRegion<EnsembleRouterActor>(EnsembleRouterActor.RegionName,
             (_, registry, _) => id => EnsembleRouterActor.Props(id, settings.Serving, registry.Get<ModelRegistryKey>(), registry.Get<SamplerActor>()),
             new EnsembleRouterActor.MessageExtractor(settings.Shards), options);
+        akka.WithActors((system, registry) =>
+        {
+            var models = registry.Get<ModelRegistryKey>();
+            var routers = registry.Get<EnsembleRouterActor>();
+            var jobs = system.ActorOf(DistillationsActor.Props(DistillationApi.Root(settings), (strategy, log, cancel) =>
+                ServedPrior.Connect(models, routers, settings.Serving, strategy, log, cancel)), "distillations");
+            registry.Register<DistillationsKey>(jobs);
+        });
     }
 }

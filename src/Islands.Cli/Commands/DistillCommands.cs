@@ -103,7 +103,11 @@ public static class DistillCommands
             var reporter = new ProgressReporter(ctx, $"distill {task} ({config.Job})");
             var summary = await reporter.RunAsync(config.Steps, report => System.Threading.Tasks.Task.Run(() => DistillationRun.Execute(config,
                 Path.GetFullPath(parse.GetValue(output)!), p => report(p.Step, $"|direction|² {p.Loss:F4}"), ctx.Log, cancel,
-                !parse.GetValue(noEvaluate), strengths, task == "translate" ? parse.GetValue(sdeditGuidance) : 3)));
+                new DistillationOptions
+                {
+                    Evaluate = !parse.GetValue(noEvaluate), SdeditStrengths = strengths,
+                    SdeditGuidance = task == "translate" ? parse.GetValue(sdeditGuidance) : 3,
+                })));
             ctx.Result(summary, w => Describe(w, summary, names));
             return summary.Completed ? ExitCodes.Ok : ExitCodes.Cancelled;
         }));

@@ -55,6 +55,9 @@ public sealed record DistillConfig(
     /// <summary>Whether step s takes the source condition (rather than plain SDS's unconditional and noise).</summary>
     public bool CalibratedAt(long step) => Job == "nfsd" || Job == "bridge" && step >= SwitchStep;
 
+    /// <summary>The stage step s belongs to: sds (plain SDS), nfsd, or calibrated (the bridge's second stage).</summary>
+    public string StageAt(long step) => !CalibratedAt(step) ? "sds" : Job == "nfsd" ? "nfsd" : "calibrated";
+
     public IEnumerable<string> Validate()
     {
         if (!Modes.Contains(Job)) yield return $"job: '{Job}' must be sds, nfsd or bridge";

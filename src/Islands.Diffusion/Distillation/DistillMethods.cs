@@ -27,7 +27,7 @@ public sealed class DistillMethod(string name, string description) : TrainingMet
     };
 
     /// <summary>The views a run's direction sums, with the prior's labels: one upright view, and for an illusion a turned one.</summary>
-    private static List<DistillView> Views(DistillConfig config, EnsemblePrior prior)
+    private static List<DistillView> Views(DistillConfig config, IDistillationPrior prior)
     {
         long Source(int cls)
         {
@@ -55,6 +55,13 @@ public sealed class DistillMethod(string name, string description) : TrainingMet
     public override IChunkedTrainer Open(IMethodConfig config, string runDirectory, Action<string>? log = null, Device? device = null)
     {
         var distill = As<DistillConfig>(config);
+        return Open(distill, runDirectory, () => EnsemblePrior.Load(distill.Store, distill.Strategy));
+    }
+
+    /// <summary>Opens a run (freezing its config, or checking it against the frozen one) over the prior loadPrior gives.</summary>
+    /// <param name="initial">The starting images [Count, C, H, W]; by default a translation's test images, else seeded grey noise.</param>
+    public DistillationTrainer Open(DistillConfig distill, string runDirectory, Func<IDistillationPrior> loadPrior, Tensor? initial = null)
+    {
         distill.ThrowIfInvalid();
         var configPath = Path.Combine(runDirectory, RunDirectory.ConfigFile);
         if (File.Exists(configPath))
@@ -65,7 +72,7 @@ public sealed class DistillMethod(string name, string description) : TrainingMet
                     $"{runDirectory} holds a distillation with different settings; resume with the same settings, or distill into a new run " +
                     "directory");
         }
-        var prior = EnsemblePrior.Load(distill.Store, distill.Strategy);
+        var prior = loadPrior();
         try
         {
             foreach (var (field, value) in new[] { ("targetClass", distill.TargetClass), ("sourceClass", distill.SourceClass ?? 0) })
@@ -74,10 +81,11 @@ public sealed class DistillMethod(string name, string description) : TrainingMet
             if (distill.IllusionClass is { } turned && turned >= prior.ClassCount)
                 throw new ConfigException("illusionClass", $"{turned} is not a class of the store's experts (0..{prior.ClassCount - 1})");
             var views = Views(distill, prior);
-            using var initial = distill.Task == "translate" ? DistillationInputs.TestImages(distill) : null;
+            using var inputs = initial is null && distill.Task == "translate" ? DistillationInputs.TestImages(distill) : null;
             Directory.CreateDirectory(runDirectory);
             Json.WriteAtomic(configPath, distill);
-            return new DistillationTrainer(distill, prior.Field(), prior.Shape, new Checkpoints.CheckpointStore(runDirectory), initial, prior, views);
+            return new DistillationTrainer(distill, prior.Field(), prior.Shape, new Checkpoints.CheckpointStore(runDirectory), initial ?? inputs, prior,
+                views);
         }
         catch
         {

@@ -9,7 +9,7 @@ namespace Islands.Diffusion.Distillation;
 /// The islands' ensemble as a prior: every expert and the router a store publishes (hashes verified before loading),
 /// routed by a strategy through the one routed step, as an unguided velocity field.
 /// </summary>
-public sealed class EnsemblePrior : IDisposable
+public sealed class EnsemblePrior : IDistillationPrior
 {
     private readonly List<ServedExpert> experts;
     private readonly RouterNet router;
@@ -28,7 +28,6 @@ public sealed class EnsemblePrior : IDisposable
     public (long C, long H, long W) Shape => experts[0].Config.Shape;
     public int ClassCount { get; }
 
-    /// <summary>The experts' label of "degraded, class c", or null when they did not all learn the degraded condition.</summary>
     public long? DegradedLabel(long c) => Ensemble.DegradedClassCount is { } count ? Modules.UNet.DegradedLabel(count, c) : null;
 
     public static EnsemblePrior Load(string store, string strategy)

@@ -1,5 +1,6 @@
 using Islands.Diffusion.IO;
 using SixLabors.ImageSharp;
+using SixLabors.ImageSharp.Formats.Gif;
 using SixLabors.ImageSharp.PixelFormats;
 using SixLabors.ImageSharp.Processing;
 
@@ -23,6 +24,27 @@ public static class ImageGrid
         using var stream = new MemoryStream();
         grid.SaveAsPng(stream);
         return stream.ToArray();
+    }
+
+    /// <summary>
+    /// PNG frames of one size as a looping GIF (written atomically), each shown for frameDelay hundredths of a second and
+    /// the last held for a second, so a trajectory reads as an animation that pauses on its result.
+    /// </summary>
+    public static void SaveGif(string path, IReadOnlyList<byte[]> framePngs, int frameDelay = 8)
+    {
+        if (framePngs.Count == 0) throw new ArgumentException("a GIF needs at least one frame", nameof(framePngs));
+        using var gif = Image.Load<Rgba32>(framePngs[0]);
+        gif.Metadata.GetGifMetadata().RepeatCount = 0;
+        gif.Frames.RootFrame.Metadata.GetGifMetadata().FrameDelay = frameDelay;
+        foreach (var png in framePngs.Skip(1))
+        {
+            using var next = Image.Load<Rgba32>(png);
+            if (next.Width != gif.Width || next.Height != gif.Height)
+                throw new ConfigException("frames", $"a {next.Width}x{next.Height} frame in a {gif.Width}x{gif.Height} GIF");
+            gif.Frames.AddFrame(next.Frames.RootFrame).Metadata.GetGifMetadata().FrameDelay = frameDelay;
+        }
+        gif.Frames[^1].Metadata.GetGifMetadata().FrameDelay = 100;
+        AtomicFile.Write(path, stream => gif.SaveAsGif(stream));
     }
 
     /// <summary>A PNG's pixels as raw grey bytes (row-major), and its width and height.</summary>

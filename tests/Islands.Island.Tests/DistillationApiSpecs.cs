@@ -1,0 +1,177 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text;
+using System.Text.Json;
+using Akka.Actor;
+using Akka.Cluster.Sharding;
+using Akka.Hosting;
+using Islands.Actors.Serving;
+using Islands.Diffusion.Distillation;
+using Microsoft.Extensions.DependencyInjection;
+using Islands.Diffusion.Imaging;
+using Xunit.Abstractions;
+
+namespace Islands.Island.Tests;
+
+/// <summary>Three in-process serving nodes over the published test store (experts that learned the degraded condition).</summary>
+public sealed class ServingClusterFixture : IAsyncLifetime
+{
+    public LocalServing Cluster { get; private set; } = null!;
+    public string Store { get; private set; } = null!;
+
+    public async Task InitializeAsync()
+    {
+        Store = await ServingTestStore.StoreAsync();
+        Cluster = await LocalServing.StartAsync(3, Store,
+            "expertDeadline=\"2s\"; expertCooldown=\"2s\"; progressTimeout=\"5s\"; requestTimeout=\"20s\"; batching:maxWait=\"2ms\"");
+    }
+
+    public async Task DisposeAsync() => await Cluster.DisposeAsync();
+}
+
+/// <summary>
+/// POST /v1/distillations as a client sees it: a served job equals the offline run for the same seed (its score
+/// queries go through the cluster's router and sampler entities), streams progress with its stage and a preview, is
+/// idempotent by key, survives a killed node, can be cancelled, and refuses every bad field naming it.
+/// </summary>
+[Collection("islands")]
+public sealed class DistillationApiSpecs(ServingClusterFixture fixture, ITestOutputHelper output) : IClassFixture<ServingClusterFixture>
+{
+    private static object Bridge(int steps, int seed) => new
+    {
+        mode = "bridge", @class = "Sneaker", count = 4, steps, switchStep = steps / 2, guidance = 5, seed, checkpointEvery = 10,
+    };
+
+    private static async Task<JsonElement> Json(HttpResponseMessage response) =>
+        JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement.Clone();
+
+    private static async Task<HttpResponseMessage> PostAsync(HttpClient http, object body, string? key = null)
+    {
+        var request = new HttpRequestMessage(HttpMethod.Post, "/v1/distillations") { Content = JsonContent.Create(body) };
+        if (key is not null) request.Headers.Add("Idempotency-Key", key);
+        return await http.SendAsync(request);
+    }
+
+    /// <summary>The job's server-sent events until it ends: (event, data) pairs.</summary>
+    private static async Task<List<(string Event, JsonElement Data)>> EventsAsync(HttpClient http, string id)
+    {
+        var events = new List<(string, JsonElement)>();
+        using var stream = await http.GetStreamAsync($"/v1/distillations/{id}/events");
+        await foreach (var item in System.Net.ServerSentEvents.SseParser.Create(stream).EnumerateAsync())
+            events.Add((item.EventType, JsonDocument.Parse(item.Data).RootElement.Clone()));
+        return events;
+    }
+
+    [Fact]
+    public async Task Should_serve_a_bridge_distillation_equal_to_the_offline_run_with_progress_stages_a_preview_and_a_trajectory()
+    {
+        var node = fixture.Cluster.Nodes.First(n => n.Alive);
+        using var http = ServingTestStore.Client(node.Http);
+        var key = "bridge-" + Guid.NewGuid().ToString("N");
+        using var accepted = await PostAsync(http, Bridge(20, 3), key);
+        Assert.Equal(HttpStatusCode.Accepted, accepted.StatusCode);
+        var id = (await Json(accepted)).GetProperty("id").GetString()!;
+        using (var again = await PostAsync(http, Bridge(20, 3), key))
+        {
+            Assert.Equal(HttpStatusCode.Accepted, again.StatusCode);
+            Assert.Equal(id, (await Json(again)).GetProperty("id").GetString());
+        }
+        using (var conflict = await PostAsync(http, Bridge(20, 4), key)) Assert.Equal((HttpStatusCode)422, conflict.StatusCode);
+
+        var events = await EventsAsync(http, id);
+        Assert.Equal("completed", events[^1].Event);
+        var progress = events.Where(e => e.Event == "progress").Select(e => e.Data).ToList();
+        Assert.Contains(progress, p => p.GetProperty("stage").GetString() == "sds");
+        Assert.Contains(progress, p => p.GetProperty("stage").GetString() == "calibrated");
+        Assert.All(progress, p => Assert.Equal((byte)'P', Convert.FromBase64String(p.GetProperty("preview").GetString()!)[1]));
+        Assert.Equal(20, events[^1].Data.GetProperty("step").GetInt64());
+
+        var served = await http.GetByteArrayAsync($"/v1/distillations/{id}/grid.png");
+        var gif = await http.GetByteArrayAsync($"/v1/distillations/{id}/trajectory.gif");
+        Assert.Equal("GIF89a", Encoding.ASCII.GetString(gif[..6]));
+        var summary = JsonDocument.Parse(await http.GetStringAsync($"/v1/distillations/{id}/summary.json")).RootElement;
+        Assert.True(summary.GetProperty("completed").GetBoolean());
+        Assert.True(double.IsFinite(summary.GetProperty("finalDirection").GetDouble()));
+
+        // The same run offline, the store's experts and router loaded in this process.
+        var offlineRun = IslandTestEnvironment.TempDir("distill-offline");
+        var config = new DistillConfig(Job: "bridge", Store: fixture.Store, TargetClass: 7, Count: 4, Steps: 20, SwitchStep: 10, Guidance: 5, Seed: 3,
+            CheckpointEvery: 10);
+        DistillationRun.Execute(config, offlineRun, options: new DistillationOptions { Evaluate = false });
+        var offline = File.ReadAllBytes(Path.Combine(offlineRun, DistillationRun.GridFile));
+        var (a, _, _) = ImageGrid.DecodeGrey(served);
+        var (b, _, _) = ImageGrid.DecodeGrey(offline);
+        Assert.Equal(b.Length, a.Length);
+        var worst = a.Zip(b, (x, y) => Math.Abs(x - y)).Max();
+        Assert.True(worst <= 2, $"served and offline distillations differ by up to {worst} of 255");
+        Assert.True(a.Max() - a.Min() >= 32, $"the distilled images are flat ({a.Min()}..{a.Max()})");
+        var start = DistillationRun.Encode(TorchSharp.torch.zeros(4, 1, 28, 28));
+        Assert.NotEqual(ImageGrid.DecodeGrey(start).Pixels, a);
+    }
+
+    [Fact]
+    public async Task Should_finish_a_distillation_when_the_node_hosting_its_router_is_killed_mid_job_and_cancel_another()
+    {
+        var alive = fixture.Cluster.Nodes.Where(n => n.Alive).ToList();
+        // A generation starts the router entity somewhere; the job runs on another node, and the router's node is killed.
+        using (var warm = ServingTestStore.Client(alive[0].Http))
+            Assert.Equal(HttpStatusCode.OK, (await ServingTestStore.PostAsync(warm, new { count = 2, steps = 2, strategy = "full" })).StatusCode);
+        var routerHost = alive[0];
+        foreach (var node in alive)
+        {
+            var routers = await node.App.Services.GetRequiredService<IRequiredActor<EnsembleRouterActor>>().GetAsync();
+            var state = await routers.Ask<CurrentShardRegionState>(GetShardRegionState.Instance, TimeSpan.FromSeconds(5));
+            if (state.Shards.Any(s => s.EntityIds.Count > 0)) routerHost = node;
+        }
+        var home = alive.First(n => n != routerHost);
+        using var http = ServingTestStore.Client(home.Http);
+        using var accepted = await PostAsync(http, Bridge(300, 5));
+        var id = (await Json(accepted)).GetProperty("id").GetString()!;
+        using var doomed = await PostAsync(http, Bridge(4000, 6));
+        var doomedId = (await Json(doomed)).GetProperty("id").GetString()!;
+        await IslandTestEnvironment.Eventually(async () =>
+            (await Json(await http.GetAsync($"/v1/distillations/{id}"))).GetProperty("step").GetInt64() >= 10, TimeSpan.FromSeconds(60), "10 steps done");
+        var victim = routerHost;
+        output.WriteLine($"killing {victim.Address} (the router's node) while {id} runs on {home.Address}");
+        await victim.KillAsync();
+
+        using (var cancel = await http.DeleteAsync($"/v1/distillations/{doomedId}"))
+            Assert.Equal(HttpStatusCode.Accepted, cancel.StatusCode);
+        var events = await EventsAsync(http, id);
+        var end = events[^1];
+        output.WriteLine($"{end.Event}: {end.Data}");
+        Assert.Equal("completed", end.Event);
+        Assert.Equal(300, end.Data.GetProperty("step").GetInt64());
+        // The kill was felt: score queries were sent again once the router's shard moved, or rows were degraded.
+        Assert.True(end.Data.GetProperty("retries").GetInt32() + end.Data.GetProperty("degradedRows").GetInt64() > 0, end.Data.ToString());
+        var (pixels, _, _) = ImageGrid.DecodeGrey(await http.GetByteArrayAsync($"/v1/distillations/{id}/grid.png"));
+        Assert.True(pixels.Max() - pixels.Min() >= 32, "the distilled images are flat");
+        await IslandTestEnvironment.Eventually(async () =>
+            (await Json(await http.GetAsync($"/v1/distillations/{doomedId}"))).GetProperty("status").GetString() == "cancelled",
+            TimeSpan.FromSeconds(30), "the cancelled job reports cancelled");
+        Assert.Equal(HttpStatusCode.NotFound, (await http.GetAsync($"/v1/distillations/{doomedId}/grid.png")).StatusCode);
+    }
+
+    [Theory]
+    [InlineData("""{"class":7,"mode":"dsd"}""", "mode", "sds, nfsd, bridge")]
+    [InlineData("""{"class":7,"steps":0}""", "steps", "1 to 100000")]
+    [InlineData("""{"class":7,"tMin":0.5,"tMax":0.2}""", "tMax", "tMin")]
+    [InlineData("""{"class":7,"guidance":500}""", "guidance", "0 to 200")]
+    [InlineData("""{"class":7,"channels":3}""", "channels", "1×28×28")]
+    [InlineData("""{"class":7,"height":32}""", "height", "must be 28")]
+    [InlineData("""{"class":12}""", "class", "0 to 9")]
+    [InlineData("""{"class":"Spaceship"}""", "class", "Sneaker")]
+    [InlineData("""{"mode":"sds"}""", "class", "required")]
+    [InlineData("""{"class":7,"task":"translate"}""", "from", "required")]
+    [InlineData("""{"class":7,"task":"illusion"}""", "turned", "required")]
+    [InlineData("""{"class":7,"mode":"bridge","switchStep":900,"steps":100}""", "switchStep", "0..steps")]
+    [InlineData("""{"class":7,"colour":"red"}""", "colour", "unknown field")]
+    public async Task Should_refuse_every_invalid_field_of_a_distillation_with_a_problem_naming_it(string body, string field, string limit)
+    {
+        using var http = ServingTestStore.Client(fixture.Cluster.Nodes.First(n => n.Alive).Http);
+        using var response = await http.PostAsync("/v1/distillations", new StringContent(body, Encoding.UTF8, "application/json"));
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        var messages = (await Json(response)).GetProperty("errors").GetProperty(field).EnumerateArray().Select(m => m.GetString()!).ToList();
+        Assert.Contains(messages, m => m.Contains(limit, StringComparison.Ordinal));
+    }
+}
