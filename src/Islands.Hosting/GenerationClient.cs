@@ -64,11 +64,15 @@ public sealed class GenerationClient : IDisposable
     }
 
     /// <summary>POST /v1/generations; the answer's status and body, whatever the status (the caller decides what an error means).</summary>
-    public async Task<(HttpStatusCode Status, string? Reason, byte[] Body)> GenerateAsync(object body, string idempotencyKey,
-        CancellationToken cancel)
+    public Task<(HttpStatusCode Status, string? Reason, byte[] Body)> GenerateAsync(object body, string idempotencyKey, CancellationToken cancel) =>
+        SendAsync(HttpMethod.Post, "v1/generations", body, idempotencyKey, cancel);
+
+    /// <summary>Any request of the API (a relative path); the answer's status and body, whatever the status.</summary>
+    public async Task<(HttpStatusCode Status, string? Reason, byte[] Body)> SendAsync(HttpMethod method, string path, object? body,
+        string? idempotencyKey, CancellationToken cancel)
     {
-        using var request = new HttpRequestMessage(HttpMethod.Post, "v1/generations") { Content = JsonContent.Create(body) };
-        request.Headers.Add("Idempotency-Key", idempotencyKey);
+        using var request = new HttpRequestMessage(method, path) { Content = body is null ? null : JsonContent.Create(body) };
+        if (idempotencyKey is not null) request.Headers.Add("Idempotency-Key", idempotencyKey);
         try
         {
             using var response = await http.SendAsync(request, cancel);
@@ -76,7 +80,25 @@ public sealed class GenerationClient : IDisposable
         }
         catch (Exception e) when (e is HttpRequestException or Polly.Timeout.TimeoutRejectedException or Polly.CircuitBreaker.BrokenCircuitException)
         {
-            throw new Diffusion.IslandsException($"{BaseAddress}v1/generations: {e.Message}");
+            throw new Diffusion.IslandsException($"{BaseAddress}{path}: {e.Message}");
+        }
+    }
+
+    /// <summary>A problem-details answer in one line: each invalid field with its message, or the detail.</summary>
+    public static string Describe(byte[] body)
+    {
+        var text = System.Text.Encoding.UTF8.GetString(body);
+        try
+        {
+            using var problem = System.Text.Json.JsonDocument.Parse(text);
+            var root = problem.RootElement;
+            return root.TryGetProperty("errors", out var errors)
+                ? string.Join("; ", errors.EnumerateObject().Select(p => $"{p.Name}: {string.Join(" ", p.Value.EnumerateArray().Select(v => v.GetString()))}"))
+                : root.TryGetProperty("detail", out var d) ? d.GetString() ?? text : text;
+        }
+        catch (System.Text.Json.JsonException)
+        {
+            return text;
         }
     }
 

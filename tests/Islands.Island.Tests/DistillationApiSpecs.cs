@@ -152,6 +152,56 @@ public sealed class DistillationApiSpecs(ServingClusterFixture fixture, ITestOut
         Assert.Equal(HttpStatusCode.NotFound, (await http.GetAsync($"/v1/distillations/{doomedId}/grid.png")).StatusCode);
     }
 
+    [Fact]
+    public async Task Should_run_islands_distill_illusion_with_url_as_a_served_job_write_its_results_and_follow_the_same_job_when_rerun()
+    {
+        var node = fixture.Cluster.Nodes.First(n => n.Alive);
+        var run = IslandTestEnvironment.TempDir("distill-url");
+        string[] args = ["distill", "illusion", "--url", node.Http, "--class", "Trouser", "--turned", "Bag", "--mode", "bridge", "--count", "4",
+            "--steps", "20", "--guidance", "5", "--no-evaluate", "--out", run, "--json"];
+        var previous = Environment.GetEnvironmentVariable("ISLANDS_API_KEY");
+        Environment.SetEnvironmentVariable("ISLANDS_API_KEY", ServingTestStore.ApiKey);
+        try
+        {
+            var (code, stdout, stderr) = await Cli(args);
+            Assert.True(code == 0, stderr);
+            var result = JsonDocument.Parse(stdout).RootElement;
+            var id = result.GetProperty("id").GetString()!;
+            var summary = result.GetProperty("summary");
+            Assert.Equal("illusion", summary.GetProperty("task").GetString());
+            Assert.Equal(20, summary.GetProperty("step").GetInt64());
+            Assert.True(summary.GetProperty("completed").GetBoolean());
+            foreach (var file in new[] { "grid.png", "trajectory.gif", "summary.json", "remote.json" })
+                Assert.True(File.Exists(Path.Combine(run, file)), $"{file} is missing from --out");
+            var (pixels, _, _) = ImageGrid.DecodeGrey(File.ReadAllBytes(Path.Combine(run, "grid.png")));
+            Assert.True(pixels.Max() - pixels.Min() >= 32, "the distilled images are flat");
+
+            // Rerun: the same key, so the same (finished) job answers; no second job is computed.
+            var again = await Cli(args);
+            Assert.True(again.Code == 0, again.Err);
+            Assert.Equal(id, JsonDocument.Parse(again.Out).RootElement.GetProperty("id").GetString());
+
+            var bad = await Cli(["distill", "class", "--url", node.Http, "--class", "Spaceship", "--out", IslandTestEnvironment.TempDir("bad"), "--no-evaluate"]);
+            Assert.NotEqual(0, bad.Code);
+            Assert.Contains("class:", bad.Err);
+            var neither = await Cli(["distill", "class", "--class", "Sneaker", "--out", IslandTestEnvironment.TempDir("bad")]);
+            Assert.NotEqual(0, neither.Code);
+            Assert.Contains("--store", neither.Err);
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable("ISLANDS_API_KEY", previous);
+        }
+    }
+
+    private static async Task<(int Code, string Out, string Err)> Cli(params string[] args)
+    {
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        var code = await Islands.Cli.IslandsCli.RunAsync(args, stdout, stderr);
+        return (code, stdout.ToString(), stderr.ToString());
+    }
+
     [Theory]
     [InlineData("""{"class":7,"mode":"dsd"}""", "mode", "sds, nfsd, bridge")]
     [InlineData("""{"class":7,"steps":0}""", "steps", "1 to 100000")]

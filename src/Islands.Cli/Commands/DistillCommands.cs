@@ -10,7 +10,7 @@ namespace Islands.Cli.Commands;
 /// <c>islands distill class|translate|illusion</c>: images optimised with the islands' ensemble as the prior. Every
 /// run freezes its config in --out, checkpoints its images, resumes when rerun, and writes grid.png and summary.json.
 /// </summary>
-public static class DistillCommands
+public static partial class DistillCommands
 {
     public static Command Build(TextWriter stdout, TextWriter stderr)
     {
@@ -25,7 +25,12 @@ public static class DistillCommands
     private static Command Task(TextWriter stdout, TextWriter stderr, string task, string description)
     {
         var defaults = new DistillConfig();
-        var store = new Option<string>("--store") { Description = "Checkpoint store with published experts and a router", Required = true };
+        var store = new Option<string?>("--store") { Description = "Checkpoint store with published experts and a router (or --url)" };
+        var url = new Option<string?>("--url")
+        {
+            Description = $"Run it as a job of a serving cluster instead (any node, e.g. http://127.0.0.1:8080; the API key comes from " +
+                $"{ServingCommands.ApiKeyVariable}); rerunning with the same --out follows the same job",
+        };
         var target = new Option<string>(task == "translate" ? "--to" : "--class")
         {
             Description = task == "illusion" ? "The class seen upright, by index or name" : "Target class, by index or name", Required = true,
@@ -78,12 +83,33 @@ public static class DistillCommands
         var output = new Option<string>("--out") { Description = "Run directory (rerunning with the same --out resumes)", Required = true };
         var command = new Command(task, description + "; writes grid.png and summary.json into --out")
         {
-            store, target, mode, source, plain, count, steps, switchStep, guidance, lr, tMin, tMax, strategy, seed, every, noEvaluate, output,
+            store, url, target, mode, source, plain, count, steps, switchStep, guidance, lr, tMin, tMax, strategy, seed, every, noEvaluate, output,
         };
         if (task == "translate") { command.Add(input); command.Add(sdedit); command.Add(sdeditGuidance); }
         if (task == "illusion") command.Add(turned);
         command.SetAction(IslandsCli.Action(stdout, stderr, async (ctx, parse, cancel) =>
         {
+            if ((parse.GetValue(store) is null) == (parse.GetValue(url) is null))
+                throw new ConfigException("--store", "give either --store (distil here) or --url (a job of a serving cluster)");
+            if (parse.GetValue(url) is { } address)
+            {
+                var body = new Dictionary<string, object?>
+                {
+                    ["task"] = task, ["mode"] = parse.GetValue(mode), ["class"] = ClassValue(parse.GetValue(target)),
+                    ["sourceClass"] = ClassValue(parse.GetValue(source)), ["degradedSource"] = !parse.GetValue(plain),
+                    ["count"] = parse.GetValue(count), ["steps"] = parse.GetValue(steps), ["switchStep"] = parse.GetValue(switchStep),
+                    ["guidance"] = parse.GetValue(guidance), ["learningRate"] = parse.GetValue(lr), ["tMin"] = parse.GetValue(tMin),
+                    ["tMax"] = parse.GetValue(tMax), ["strategy"] = parse.GetValue(strategy), ["seed"] = parse.GetValue(seed),
+                    ["checkpointEvery"] = parse.GetValue(every), ["evaluate"] = !parse.GetValue(noEvaluate),
+                };
+                if (task == "translate")
+                {
+                    body["from"] = ClassValue(parse.GetValue(input));
+                    body["sdedit"] = Strengths(parse.GetValue(sdedit)!);
+                }
+                if (task == "illusion") body["turned"] = ClassValue(parse.GetValue(turned));
+                return await RemoteAsync(ctx, address, body, Path.GetFullPath(parse.GetValue(output)!), $"distill {task} ({parse.GetValue(mode)})", cancel);
+            }
             var storePath = Path.GetFullPath(parse.GetValue(store)!);
             var names = ClassNames(storePath);
             var targetOption = task == "translate" ? "--to" : "--class";
@@ -114,8 +140,13 @@ public static class DistillCommands
         return command;
     }
 
-    private static void Describe(TextWriter w, DistillationSummary s, IReadOnlyList<string> names)
+    private static object? ClassValue(string? value) =>
+        value is null ? null : int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var index) ? index : value;
+
+    private static void Describe(TextWriter w, DistillationSummary s, IReadOnlyList<string>? known)
     {
+        var names = known ?? [.. Enumerable.Range(0, 1 + new[] { s.TargetClass, s.SourceClass ?? 0, s.InputClass ?? 0 }.Max())
+            .Select(i => i.ToString(CultureInfo.InvariantCulture))];
         var sourceClass = names[s.SourceClass ?? s.InputClass ?? s.TargetClass];
         var source = s.Method == "sds" ? "" : $", source {(s.DegradedSource ? "degraded " : "")}{sourceClass}";
         w.WriteLine($"{s.Task} ({s.Method}{source}): {s.Step}/{s.TotalSteps} steps towards {names[s.TargetClass]}, {s.SecondsPerStep * 1000:F0} ms " +

@@ -113,19 +113,7 @@ public static class ServingCommands
             var text = System.Text.Encoding.UTF8.GetString(bytes);
             if ((int)status is < 200 or > 299)
             {
-                var detail = text;
-                try
-                {
-                    using var problem = JsonDocument.Parse(text);
-                    var root = problem.RootElement;
-                    detail = root.TryGetProperty("errors", out var errors)
-                        ? string.Join("; ", errors.EnumerateObject()
-                            .Select(p => $"{p.Name}: {string.Join(" ", p.Value.EnumerateArray().Select(v => v.GetString()))}"))
-                        : root.TryGetProperty("detail", out var d) ? d.GetString() ?? text : text;
-                }
-                catch (JsonException)
-                {
-                }
+                var detail = GenerationClient.Describe(bytes);
                 var message = $"{address}: {(int)status} {reason}: {detail}";
                 if ((int)status == 401) message += $" (set {ApiKeyVariable})";
                 throw new IslandsException(message);
