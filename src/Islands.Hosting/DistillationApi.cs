@@ -44,7 +44,8 @@ public static class DistillationApi
             .WithDescription("Header Idempotency-Key makes a retry find the same job.");
         v1.MapGet("/distillations/{id}", Get).Produces<DistillationView>().ProducesProblem(StatusCodes.Status404NotFound)
             .WithSummary("Status of a distillation (preview=true adds the latest grid as base64 PNG)");
-        v1.MapGet("/distillations/{id}/events", Events).WithSummary("Server-sent progress of a distillation: progress, then completed, failed or cancelled");
+        v1.MapGet("/distillations/{id}/events",
+            Events).WithSummary("Server-sent progress of a distillation: progress, then completed, failed or cancelled");
         v1.MapGet("/distillations/{id}/{file}", File).WithSummary("A result file: grid.png, trajectory.gif or summary.json");
         v1.MapDelete("/distillations/{id}", Cancel).Produces<DistillationView>(StatusCodes.Status202Accepted).WithSummary("Cancel a distillation");
     }
@@ -70,17 +71,30 @@ public static class DistillationApi
         using var body = document;
         string? key = http.Request.Headers["Idempotency-Key"];
         if (key is not null && (key.Length is 0 or > 200 || key.Any(c => c < ' ' || c > '~')))
-            return Results.ValidationProblem(new Dictionary<string, string[]> { ["Idempotency-Key"] = ["must be 1 to 200 printable ASCII characters"] });
+            return Results.ValidationProblem(new Dictionary<string,
+                string[]> { ["Idempotency-Key"] = ["must be 1 to 200 printable ASCII characters"] });
         var snapshot = await (await registry.GetAsync(cancel)).Ask<PublishedModelsSnapshot>(GetPublishedModels.Instance, AskTimeout, cancel);
         if (snapshot.Experts.Count == 0 || snapshot.Router is null)
             return Results.Problem(statusCode: 503, title: "Nothing to serve yet",
-                detail: $"the store {snapshot.Store} has {snapshot.Experts.Count} published experts and {(snapshot.Router is null ? "no" : "a")} router");
-        var served = new DistillationBody.Served(ServedModels.ImageShape(snapshot.Experts[0]), servedClasses.For(snapshot), settings.Serving.Store);
+                detail: $"the store {snapshot.Store} has {snapshot.Experts.Count} published experts and " +
+                    $"{(snapshot.Router is null ? "no" : "a")} router");
+        var shape = ServedModels.ImageShape(snapshot.Experts[0]);
+        var served = new DistillationBody.Served(shape, servedClasses.For(snapshot), settings.Serving.Store,
+            Math.Max(1, settings.Serving.MaxScoreRows(shape.C * shape.H * shape.W) / 2));
         var (request, hash, errors) = DistillationBody.Validate(body.RootElement, served);
         if (request is null) return Results.ValidationProblem(errors, title: "Invalid distillation request");
         var keyId = http.User.FindFirst(ApiKeyAuthentication.KeyIdClaim)?.Value ?? "anonymous";
         var id = key is null ? "d" + Guid.NewGuid().ToString("N") : "d" + GenerationBodyValidator.IdFor(keyId, key)[1..];
-        var answer = await (await jobs.GetAsync(cancel)).Ask<object>(new StartDistillation(id, request, hash), AskTimeout, cancel);
+        object answer;
+        try
+        {
+            answer = await (await jobs.GetAsync(cancel)).Ask<object>(new StartDistillation(id, request, hash), AskTimeout, cancel);
+        }
+        catch (AskTimeoutException)
+        {
+            return Results.Problem(statusCode: 504, title: "Distillations busy",
+                detail: "this node's distillation jobs did not answer in time; retry");
+        }
         return answer switch
         {
             DistillationRefused refused => Results.Problem(statusCode: refused.Status, title: "Idempotency-Key reused", detail: refused.Reason),
@@ -94,36 +108,53 @@ public static class DistillationApi
     private static IResult NotFound(string id) =>
         Results.Problem(statusCode: 404, title: "No such distillation", detail: $"this node has no distillation '{id}'");
 
-    private static async Task<DistillationStatus> Status(IRequiredActor<DistillationsKey> jobs, object message, CancellationToken cancel) =>
-        await (await jobs.GetAsync(cancel)).Ask<DistillationStatus>(message, AskTimeout, cancel);
+    /// <summary>The job's status, or null when the jobs actor did not answer in time (the caller answers 503).</summary>
+    private static async Task<DistillationStatus?> Status(IRequiredActor<DistillationsKey> jobs, object message, CancellationToken cancel)
+    {
+        try
+        {
+            return await (await jobs.GetAsync(cancel)).Ask<DistillationStatus>(message, AskTimeout, cancel);
+        }
+        catch (AskTimeoutException)
+        {
+            return null;
+        }
+    }
+
+    private static IResult Busy() => Results.Problem(statusCode: 503, title: "Distillations busy",
+        detail: "this node's distillation jobs did not answer in time; retry");
 
     private static async Task<IResult> Get(string id, HttpContext http, IRequiredActor<DistillationsKey> jobs, CancellationToken cancel)
     {
         if (!IsId(id)) return NotFound(id);
-        var status = await Status(jobs, new GetDistillation(id), cancel);
+        if (await Status(jobs, new GetDistillation(id), cancel) is not { } status) return Busy();
         return status.Phase == "unknown" ? NotFound(id) : Results.Ok(View(status, http.Request.Query["preview"] == "true"));
     }
 
     private static async Task<IResult> Cancel(string id, IRequiredActor<DistillationsKey> jobs, CancellationToken cancel)
     {
         if (!IsId(id)) return NotFound(id);
-        var status = await Status(jobs, new CancelDistillation(id), cancel);
+        if (await Status(jobs, new CancelDistillation(id), cancel) is not { } status) return Busy();
         return status.Phase == "unknown" ? NotFound(id) : Results.Accepted($"/v1/distillations/{id}", View(status, preview: false));
     }
 
-    private static IResult File(string id, string file, ServingNodeSettings settings)
+    private static async Task<IResult> File(string id, string file, IRequiredActor<DistillationsKey> jobs, ServingNodeSettings settings,
+        CancellationToken cancel)
     {
         if (!IsId(id) || !Files.TryGetValue(file, out var known))
-            return Results.Problem(statusCode: 404, title: "No such file", detail: $"expected grid.png, trajectory.gif or summary.json of a distillation");
+            return Results.Problem(statusCode: 404, title: "No such file",
+                detail: "expected grid.png, trajectory.gif or summary.json of a distillation");
+        if (await Status(jobs, new GetDistillation(id), cancel) is not { } status) return Busy();
         var path = Path.Combine(Root(settings), id, known.File);
-        return System.IO.File.Exists(path) ? Results.File(path, known.MediaType)
-            : Results.Problem(statusCode: 404, title: "Not written yet", detail: $"{file} of {id} exists once the distillation has completed");
+        return status.Phase == "completed" && System.IO.File.Exists(path) ? Results.File(path, known.MediaType)
+            : Results.Problem(statusCode: 404, title: "No result",
+                detail: $"{file} of {id} exists once the distillation has completed (it is {status.Phase})");
     }
 
     private static async Task<IResult> Events(string id, IRequiredActor<DistillationsKey> jobs, CancellationToken cancel)
     {
         if (!IsId(id)) return NotFound(id);
-        var first = await Status(jobs, new GetDistillation(id), cancel);
+        if (await Status(jobs, new GetDistillation(id), cancel) is not { } first) return Busy();
         return first.Phase == "unknown" ? NotFound(id) : TypedResults.ServerSentEvents(Stream(jobs, first, cancel));
     }
 
@@ -136,6 +167,9 @@ public static class DistillationApi
         {
             if (status.Finished)
             {
+                // The last frame (the final images) may land after the previous poll: it is still reported before the end.
+                if (status.Step != lastStep && status.Preview is not null && status.Phase == "completed")
+                    yield return new SseItem<object>(View(status, preview: true), "progress");
                 yield return new SseItem<object>(View(status, preview: false), status.Phase);
                 yield break;
             }
@@ -145,7 +179,7 @@ public static class DistillationApi
                 yield return new SseItem<object>(View(status, preview: true), "progress");
             }
             await Task.Delay(TimeSpan.FromMilliseconds(200), cancel);
-            status = await Status(jobs, new GetDistillation(status.Id), cancel);
+            status = await Status(jobs, new GetDistillation(status.Id), cancel) ?? status;
         }
     }
 
@@ -153,7 +187,8 @@ public static class DistillationApi
     {
         var location = $"/v1/distillations/{s.Id}";
         var done = s.Phase == "completed";
-        return new DistillationView(s.Id, s.Phase, s.Stage, s.Step, s.Steps, float.IsFinite(s.Direction) ? s.Direction : null, s.Detail, s.DegradedRows,
+        return new DistillationView(s.Id, s.Phase, s.Stage, s.Step, s.Steps, float.IsFinite(s.Direction) ? s.Direction : null, s.Detail,
+            s.DegradedRows,
             s.Retries, location, location + "/events", done ? location + "/grid.png" : null, done ? location + "/trajectory.gif" : null,
             done ? location + "/summary.json" : null, preview && s.Preview is { } png ? Convert.ToBase64String(png) : null);
     }

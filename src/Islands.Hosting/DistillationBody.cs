@@ -23,10 +23,11 @@ public static class DistillationBody
     private static readonly HashSet<string> Fields =
     [
         "task", "mode", "class", "from", "turned", "sourceClass", "degradedSource", "count", "steps", "switchStep", "guidance", "learningRate",
-        "tMin", "tMax", "strategy", "seed", "checkpointEvery", "evaluate", "sdedit", "channels", "height", "width",
+        "tMin", "tMax", "strategy", "seed", "checkpointEvery", "evaluate", "sdedit", "sdeditGuidance", "channels", "height", "width",
     ];
 
-    public sealed record Served((long C, long H, long W) Shape, (int Count, IReadOnlyList<string> Names) Classes, string Store);
+    /// <param name="MaxCount">The most images a job may hold: a step asks for two rows per image in one score query.</param>
+    public sealed record Served((long C, long H, long W) Shape, (int Count, IReadOnlyList<string> Names) Classes, string Store, int MaxCount);
 
     public static (DistillationRequest? Request, string Hash, Dictionary<string, string[]> Errors) Validate(JsonElement root, Served served)
     {
@@ -71,7 +72,9 @@ public static class DistillationBody
             }
             var (count, names) = served.Classes;
             if (v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out var i) && i >= 0 && i < count) return i;
-            var index = v.ValueKind == JsonValueKind.String ? names.ToList().FindIndex(n => string.Equals(n, v.GetString(), StringComparison.OrdinalIgnoreCase)) : -1;
+            var index = v.ValueKind == JsonValueKind.String
+                ? names.ToList().FindIndex(n => string.Equals(n, v.GetString(), StringComparison.OrdinalIgnoreCase))
+                : -1;
             if (index >= 0) return index;
             Error(field, $"must be an index from 0 to {count - 1}" + (names.Count > 0 ? $" or one of: {string.Join(", ", names)}" : ""));
             return null;
@@ -96,7 +99,8 @@ public static class DistillationBody
             if (task != "translate" && sdedit.Length > 0) Error("sdedit", "only a translation is compared with SDEdit");
         }
         var config = new DistillConfig(Job: mode, Store: served.Store, Task: task, TargetClass: target ?? 0, SourceClass: source,
-            InputClass: input, IllusionClass: turned, Count: Integer("count", task == "class" ? 16 : 8, 1, 256), Steps: steps,
+            InputClass: input, IllusionClass: turned, Count: Integer("count", Math.Min(served.MaxCount, task == "class" ? 16 : 8), 1,
+                served.MaxCount), Steps: steps,
             SwitchStep: Integer("switchStep", steps / 2, 0, 100_000), Guidance: Number("guidance", defaults.Guidance, 0, 200),
             LearningRate: Number("learningRate", defaults.LearningRate, 1e-6, 10), TMin: Number("tMin", defaults.TMin, 0.001, 1),
             TMax: Number("tMax", task == "translate" ? 0.5 : defaults.TMax, 0.001, 1), Seed: Integer("seed", 0, 0, int.MaxValue),
@@ -116,6 +120,7 @@ public static class DistillationBody
             }
         }
         var evaluate = Flag("evaluate", false);
+        var sdeditGuidance = Number("sdeditGuidance", 3, 0, 20);
         if (errors.Count > 0) return (null, "", errors);
         foreach (var problem in config.Validate())
         {
@@ -124,7 +129,7 @@ public static class DistillationBody
             Error(ApiField.GetValueOrDefault(field, field), colon > 0 ? problem[(colon + 1)..].Trim() : problem);
         }
         if (errors.Count > 0) return (null, "", errors);
-        var request = new DistillationRequest(config, evaluate, sdedit);
+        var request = new DistillationRequest(config, evaluate, sdedit, sdeditGuidance);
         return (request, Convert.ToHexStringLower(SHA256.HashData(JsonSerializer.SerializeToUtf8Bytes(request)))[..32], errors);
     }
 }

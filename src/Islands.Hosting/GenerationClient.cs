@@ -93,7 +93,8 @@ public sealed class GenerationClient : IDisposable
             using var problem = System.Text.Json.JsonDocument.Parse(text);
             var root = problem.RootElement;
             return root.TryGetProperty("errors", out var errors)
-                ? string.Join("; ", errors.EnumerateObject().Select(p => $"{p.Name}: {string.Join(" ", p.Value.EnumerateArray().Select(v => v.GetString()))}"))
+                ? string.Join("; ", errors.EnumerateObject().Select(p
+                    => $"{p.Name}: {string.Join(" ", p.Value.EnumerateArray().Select(v => v.GetString()))}"))
                 : root.TryGetProperty("detail", out var d) ? d.GetString() ?? text : text;
         }
         catch (System.Text.Json.JsonException)

@@ -45,7 +45,8 @@ public static class ScoreApi
             cancel);
         if (snapshot.Experts.Count == 0 || snapshot.Router is null)
             return Results.Problem(statusCode: 503, title: "Nothing to serve yet",
-                detail: $"the store {snapshot.Store} has {snapshot.Experts.Count} published experts and {(snapshot.Router is null ? "no" : "a")} router");
+                detail: $"the store {snapshot.Store} has {snapshot.Experts.Count} published experts and " +
+                    $"{(snapshot.Router is null ? "no" : "a")} router");
         var shape = ServedModels.ImageShape(snapshot.Experts[0]);
         var limits = new ScoreLimits(shape, servedClasses.For(snapshot), settings.Serving.MaxScoreRows(shape.C * shape.H * shape.W),
             ServedModels.DegradedClassCount(snapshot.Experts));
@@ -76,7 +77,16 @@ public static class ScoreApi
             return Results.Problem(statusCode: 429, title: "Too many requests in flight",
                 detail: $"this node runs at most {settings.MaxInFlight} requests at once (islands:serving:http:maxInFlight); retry shortly");
         var router = await routers.GetAsync(cancel);
-        var answer = await router.Ask<object>(query, settings.Serving.RequestTimeout + TimeSpan.FromSeconds(5), cancel);
+        object answer;
+        try
+        {
+            answer = await router.Ask<object>(query, settings.Serving.RequestTimeout + TimeSpan.FromSeconds(5), cancel);
+        }
+        catch (AskTimeoutException)
+        {
+            return Results.Problem(statusCode: 504, title: "Score query timed out",
+                detail: "the router did not answer in time (its shard may be moving)");
+        }
         return answer switch
         {
             ScoreAnswer a => Render(http, a),

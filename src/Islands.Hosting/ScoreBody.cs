@@ -9,16 +9,17 @@ using Microsoft.AspNetCore.Http;
 
 namespace Islands.Hosting;
 
-/// <summary>
-/// A score query as clients send it to POST /v1/scores, in one of two forms: JSON (x as a flat array of numbers, the rows'
-/// C·H·W values one after another) or raw float32 (Content-Type application/octet-stream, little-endian, with the other
-/// fields in the query string). t, class and cfg are one value for every row or one per row (comma-separated in a query);
-/// class is an index, a name, "degraded:C" (when the experts learned the degraded condition), or null / -1 for unconditional; cfg defaults to 1 (the unguided prediction); strategy to top1.
-/// </summary>
 /// <summary>What the served experts accept: their images' shape, classes (and degraded classes), and the rows a query may hold.</summary>
 public sealed record ScoreLimits((long C, long H, long W) Shape, (int Count, IReadOnlyList<string> Names) Classes, int MaxRows,
     int? DegradedClassCount);
 
+/// <summary>
+/// A score query as clients send it to POST /v1/scores, in one of two forms: JSON (x as a flat array of numbers, the rows'
+/// C·H·W values one after another) or raw float32 (Content-Type application/octet-stream, little-endian, with the other
+/// fields in the query string). t, class and cfg are one value for every row or one per row (comma-separated in a query);
+/// class is an index, a name, "degraded:C" (when the experts learned the degraded condition), or null / -1 for
+/// unconditional; cfg defaults to 1 (the unguided prediction); strategy to top1.
+/// </summary>
 public static class ScoreBody
 {
     private static readonly HashSet<string> Fields = ["x", "t", "class", "cfg", "strategy"];

@@ -119,8 +119,8 @@ public static class ServingNode
         {
             var models = registry.Get<ModelRegistryKey>();
             var routers = registry.Get<EnsembleRouterActor>();
-            var jobs = system.ActorOf(DistillationsActor.Props(DistillationApi.Root(settings), (strategy, log, cancel) =>
-                ServedPrior.Connect(models, routers, settings.Serving, strategy, log, cancel)), "distillations");
+            var jobs = system.ActorOf(DistillationsActor.Props(DistillationApi.Root(settings), (strategy, counters, log, cancel) =>
+                ServedPrior.Connect(models, routers, settings.Serving, strategy, counters, log, cancel)), "distillations");
             registry.Register<DistillationsKey>(jobs);
         });
     }

@@ -148,4 +148,41 @@ public sealed class DistillCommandSpecs
         Assert.Equal(2, result.Code);
         Assert.Contains($"islands: error: {named}", result.Err);
     }
+
+    [Fact]
+    public async Task Should_run_the_sds_bridge_experiment_quickly_write_its_report_resume_without_recomputing_and_refuse_other_options()
+    {
+        var store = await ServingTestStore.StoreAsync();
+        var output = IslandTestEnvironment.TempDir("sds-bridge");
+        string[] args = ["experiment", "sds-bridge", "--store", store, "--quick", "--classes", "Sneaker", "--out", output, "--json"];
+        var first = await Cli(args);
+        Assert.True(first.Code == 0, first.Err);
+        var report = File.ReadAllText(Path.Combine(output, "report", "report.md"));
+        foreach (var row in new[] { "| sampling |", "| sds |", "| nfsd |", "| bridge |", "| real test images |", "| sdedit | strength 0.50 |", "| bridge | t ≤ 0.50 |" })
+            Assert.Contains(row, report);
+        Assert.Contains("FID: the bridge", report);
+        Assert.Contains("Cost: a bridge step took", report);
+        Assert.True(File.Exists(Path.Combine(output, "report", "translation.png")));
+        Assert.True(File.Exists(Path.Combine(output, "report", "grids", "bridge-7.gif")));
+        var stages = Directory.GetFiles(Path.Combine(output, "stages"), "*.json");
+        Assert.Equal(2 * 4 + 2 * 2, stages.Length);
+        foreach (var file in stages.Where(f => Path.GetFileName(f).StartsWith("class-", StringComparison.Ordinal)))
+        {
+            var outcome = JsonDocument.Parse(File.ReadAllText(file)).RootElement;
+            foreach (var metric in new[] { "targetProbability", "fid", "kid", "saturation", "laplacianVariance", "secondsPerStep" })
+                Assert.True(double.IsFinite(outcome.GetProperty(metric).GetDouble()), $"{Path.GetFileName(file)}: {metric} is not finite");
+            var p = outcome.GetProperty("targetProbability").GetDouble();
+            Assert.InRange(p, 0, 1);
+            Assert.True(outcome.GetProperty("secondsPerStep").GetDouble() > 0, $"{Path.GetFileName(file)}: no time measured");
+        }
+        var written = stages.ToDictionary(f => f, File.GetLastWriteTimeUtc);
+
+        var again = await Cli(args);
+        Assert.True(again.Code == 0, again.Err);
+        Assert.All(written, w => Assert.Equal(w.Value, File.GetLastWriteTimeUtc(w.Key)));
+
+        var other = await Cli(["experiment", "sds-bridge", "--store", store, "--quick", "--classes", "Trouser", "--out", output]);
+        Assert.NotEqual(0, other.Code);
+        Assert.Contains("--out", other.Err);
+    }
 }

@@ -1,6 +1,5 @@
 using Akka.Actor;
 using Akka.Event;
-using Islands.Diffusion;
 using Islands.Diffusion.Distillation;
 using Islands.Diffusion.IO;
 
@@ -9,9 +8,10 @@ namespace Islands.Actors.Serving;
 /// <summary>
 /// One served distillation: runs the core's <see cref="DistillationRun"/> on its own task with the serving cluster's
 /// score service as the prior (<see cref="ServedPrior"/>), keeps the latest frame for status and progress, and records
-/// how the run ended in its directory (summary.json, failed.json or the cancelled marker). The run checkpoints as any
-/// run does, so a job stopped with its node resumes from its last checkpoint when <see cref="DistillationsActor"/>
-/// starts it again.
+/// how the run ended in its directory (summary.json, failed.json or the cancelled marker; served.json counts its
+/// queries). The run checkpoints as any run does, so a job stopped with its node resumes from its last checkpoint when
+/// <see cref="DistillationsActor"/> starts it again. Its parent stops it on any failure (never restarts it: a second
+/// run on the same directory must not start while the first one's task still ends).
 /// </summary>
 public sealed class DistillationJobActor : ReceiveActor
 {
@@ -28,8 +28,8 @@ public sealed class DistillationJobActor : ReceiveActor
     private readonly ServedPriorFactory connect;
     private readonly CancellationTokenSource cancel = new();
     private readonly ILoggingAdapter log = Context.GetLogger();
+    private readonly ServedPriorCounters counters;
     private DistillationStatus status;
-    private ServedPrior? prior;
     private bool cancelled;
 
     public static Props Props(string id, DistillationRequest request, string directory, ServedPriorFactory connect) =>
@@ -40,6 +40,10 @@ public sealed class DistillationJobActor : ReceiveActor
         this.directory = directory;
         this.request = request;
         this.connect = connect;
+        var servedPath = Path.Combine(directory, ServedFile);
+        // A resumed job keeps counting from where it stopped.
+        var served = File.Exists(servedPath) ? Json.Read<DistillationServing>(servedPath) : new DistillationServing(0, 0);
+        counters = new ServedPriorCounters(served.DegradedRows, served.Retries);
         status = new DistillationStatus(id, "running", request.Config.StageAt(0), 0, request.Config.Steps, float.NaN, null, null, null);
         Receive<DistillationFrame>(f => status = status with { Stage = f.Stage, Step = f.Step, Direction = f.Direction, Preview = f.Png });
         Receive<GetDistillation>(_ => Sender.Tell(Current()));
@@ -48,18 +52,19 @@ public sealed class DistillationJobActor : ReceiveActor
             cancelled = true;
             AtomicFile.Write(Path.Combine(directory, CancelledFile), _ => { });
             cancel.Cancel();
-            Sender.Tell(Current() with { Phase = "cancelling" });
+            status = status with { Phase = "cancelling" };
+            Sender.Tell(Current());
         });
         Receive<Finished>(f =>
         {
-            var now = Current();
-            Json.WriteAtomic(Path.Combine(directory, ServedFile), new DistillationServing(now.DegradedRows, now.Retries));
+            SaveCounters();
             log.Info("distillation {0}: {1} at step {2}/{3}", status.Id, f.Summary.Completed ? "completed" : "stopped", f.Summary.Step,
                 f.Summary.TotalSteps);
             Context.Stop(Self);
         });
         Receive<Crashed>(c =>
         {
+            SaveCounters();
             if (!cancelled)
             {
                 log.Error("distillation {0} failed: {1}", status.Id, c.Detail);
@@ -69,7 +74,10 @@ public sealed class DistillationJobActor : ReceiveActor
         });
     }
 
-    private DistillationStatus Current() => prior is { } p ? status with { DegradedRows = p.DegradedRows, Retries = p.Retries } : status;
+    private void SaveCounters() => Json.WriteAtomic(Path.Combine(directory, ServedFile), new DistillationServing(counters.DegradedRows,
+        counters.Retries));
+
+    private DistillationStatus Current() => status with { DegradedRows = counters.DegradedRows, Retries = counters.Retries };
 
     protected override void PreStart()
     {
@@ -81,17 +89,19 @@ public sealed class DistillationJobActor : ReceiveActor
         {
             Evaluate = request.Evaluate,
             SdeditStrengths = request.Sdedit,
-            Prior = () => prior = connect(request.Config.Strategy, line => logger.Warning("distillation {0}: {1}", id, line), token),
+            SdeditGuidance = request.SdeditGuidance,
+            Prior = () => connect(request.Config.Strategy, counters, line => logger.Warning("distillation {0}: {1}", id, line), token),
             Frame = f => self.Tell(f),
         };
         Task.Run(() => DistillationRun.Execute(request.Config, directory, log: line => logger.Info("distillation {0}: {1}", id, line),
                 cancel: token, options: options), CancellationToken.None)
-            .PipeTo(self, success: s => new Finished(s), failure: e => new Crashed(e is AggregateException a ? a.InnerException!.Message : e.Message));
+            .PipeTo(self, success: s => new Finished(s),
+                failure: e => new Crashed(e is AggregateException a ? a.InnerException!.Message : e.Message));
     }
 
     protected override void PostStop()
     {
-        // A node going down stops the run at its next step; it committed what it could and resumes when the node is back.
+        // A node going down stops the run at its next step; it commits what it did and resumes when the node is back.
         cancel.Cancel();
     }
 }

@@ -35,11 +35,21 @@ public sealed class DistillationsActor : ReceiveActor
     {
         this.root = root;
         this.connect = connect;
-        Receive<StartDistillation>(OnStart);
+        Receive<StartDistillation>(start =>
+        {
+            try
+            {
+                OnStart(start);
+            }
+            catch (Exception e) when (e is IslandsException or IOException)
+            {
+                Sender.Tell(new DistillationRefused(start.Id, 500, $"distillation {start.Id}: {e.Message}"));
+            }
+        });
         Receive<GetDistillation>(g =>
         {
             if (running.TryGetValue(g.Id, out var job)) job.Forward(g);
-            else Sender.Tell(StatusOf(g.Id));
+            else Sender.Tell(SafeStatusOf(g.Id));
         });
         Receive<CancelDistillation>(c =>
         {
@@ -49,14 +59,26 @@ public sealed class DistillationsActor : ReceiveActor
                 return;
             }
             if (queued.Remove(c.Id)) AtomicFile.Write(Path.Combine(Directory(c.Id), DistillationJobActor.CancelledFile), _ => { });
-            Sender.Tell(StatusOf(c.Id));
+            Sender.Tell(SafeStatusOf(c.Id));
         });
         Receive<Terminated>(t =>
         {
-            running.Remove(t.ActorRef.Path.Name);
+            var id = t.ActorRef.Path.Name;
+            running.Remove(id);
+            // A job's actor that stopped without recording an end (it threw) failed; its checkpoint stays for a retry.
+            if (!SafeStatusOf(id).Finished)
+                Json.WriteAtomic(Path.Combine(Directory(id), DistillationJobActor.FailedFile),
+                    new DistillationFailure("the job stopped before its end; see the serving node's log"));
             Launch();
         });
     }
+
+    /// <summary>A failing job is stopped, never restarted: its run's task may still be finishing on the same directory.</summary>
+    protected override SupervisorStrategy SupervisorStrategy() => new OneForOneStrategy(e =>
+    {
+        log.Error(e, "a distillation job failed");
+        return Directive.Stop;
+    });
 
     protected override void PreStart()
     {
@@ -64,7 +86,7 @@ public sealed class DistillationsActor : ReceiveActor
         foreach (var dir in System.IO.Directory.GetDirectories(root).Order(StringComparer.Ordinal))
         {
             var id = Path.GetFileName(dir);
-            if (File.Exists(Path.Combine(dir, RequestFile)) && !StatusOf(id).Finished)
+            if (File.Exists(Path.Combine(dir, RequestFile)) && !SafeStatusOf(id).Finished)
             {
                 log.Info("distillation {0}: unfinished when this node stopped; resuming it", id);
                 queued.Add(id);
@@ -119,6 +141,19 @@ public sealed class DistillationsActor : ReceiveActor
             var job = Context.ActorOf(DistillationJobActor.Props(id, stored.Request, Directory(id), connect), id);
             Context.Watch(job);
             running[id] = job;
+        }
+    }
+
+    /// <summary>A job whose files cannot be read (damaged by hand, a full disk) is failed, with the reason: never a crash of this actor.</summary>
+    private DistillationStatus SafeStatusOf(string id)
+    {
+        try
+        {
+            return StatusOf(id);
+        }
+        catch (Exception e) when (e is IslandsException or IOException)
+        {
+            return new DistillationStatus(id, "failed", "", 0, 0, float.NaN, $"its files cannot be read: {e.Message}", null, null);
         }
     }
 

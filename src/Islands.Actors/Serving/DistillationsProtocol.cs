@@ -6,8 +6,8 @@ namespace Islands.Actors.Serving;
 // where it was accepted and resumes there after a restart), so none of it crosses the network.
 
 /// <summary>A validated distillation as the API accepted it: the run's config (its store is the node's), whether the
-/// project's classifier scores it, and a translation's SDEdit strengths.</summary>
-public sealed record DistillationRequest(DistillConfig Config, bool Evaluate, double[] Sdedit);
+/// project's classifier scores it, and a translation's SDEdit strengths and guidance.</summary>
+public sealed record DistillationRequest(DistillConfig Config, bool Evaluate, double[] Sdedit, double SdeditGuidance = 3);
 
 /// <summary>Start (or find) distillation Id; answered with its <see cref="DistillationStatus"/> or <see cref="DistillationRefused"/>.</summary>
 /// <param name="RequestHash">The request's digest: the same Id with another request is refused (Idempotency-Key reuse).</param>

@@ -104,7 +104,7 @@ public sealed class EnsembleRouterActor : ReceiveActor, IWithTimers
         Context.System.EventStream.Unsubscribe(Self);
         if (Sampler is { } sampler) ServingTelemetry.AddQueued(-sampler.PendingRows);
         foreach (var current in steps.Values) current.Dispose();
-        foreach (var id in generations.Ids.ToList()) Sampler?.Remove(id);
+        foreach (var id in Sampler?.Active.Select(g => g.Id).Distinct().ToList() ?? []) Sampler!.Remove(id);
         generations.Dispose();
         models.Dispose();
     }

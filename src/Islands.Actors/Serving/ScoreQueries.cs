@@ -17,12 +17,15 @@ internal sealed class ScoreQueries(ServingSettings settings)
 
     private readonly Dictionary<string, Pending> pending = [];
 
-    /// <summary>Admits a query, or answers its refusal (400 for bad rows, 409 for an id already running).</summary>
+    /// <summary>
+    /// Admits a query, or answers its refusal (400 for bad rows). A query sent again under its id (its sender gave up
+    /// waiting) is the same query: the new sender gets its answer, and its rows are not computed twice.
+    /// </summary>
     public bool Admit(ScoreQuery query, IActorRef sender, ContinuousSampler sampler)
     {
-        if (pending.ContainsKey(query.Id))
+        if (pending.TryGetValue(query.Id, out var running))
         {
-            sender.Tell(new GenerationFailed(query.Id, 409, $"score query {query.Id} is already running"));
+            pending[query.Id] = running with { Sender = sender };
             return false;
         }
         try

@@ -21,6 +21,8 @@ public static partial class DistillCommands
         Directory.CreateDirectory(outDir);
         var remotePath = Path.Combine(outDir, RemoteFile);
         var remote = File.Exists(remotePath) ? Json.Read<RemoteJob>(remotePath) : new RemoteJob(url, Guid.NewGuid().ToString("N"), null);
+        if (!File.Exists(remotePath)) Json.WriteAtomic(remotePath, remote);
+        else if (remote.Url != url) ctx.Log($"{outDir} followed a job of {remote.Url}; asking {url} with the same key");
         using var client = GenerationClient.Create(url, Environment.GetEnvironmentVariable(ServingCommands.ApiKeyVariable), TimeSpan.FromSeconds(60),
             log: ctx.Log);
         var (status, reason, answer) = await client.SendAsync(HttpMethod.Post, "v1/distillations", body, remote.IdempotencyKey, cancel);

@@ -106,9 +106,11 @@ public static partial class DistillCommands
                 {
                     body["from"] = ClassValue(parse.GetValue(input));
                     body["sdedit"] = Strengths(parse.GetValue(sdedit)!);
+                    body["sdeditGuidance"] = parse.GetValue(sdeditGuidance);
                 }
                 if (task == "illusion") body["turned"] = ClassValue(parse.GetValue(turned));
-                return await RemoteAsync(ctx, address, body, Path.GetFullPath(parse.GetValue(output)!), $"distill {task} ({parse.GetValue(mode)})", cancel);
+                return await RemoteAsync(ctx, address, body, Path.GetFullPath(parse.GetValue(output)!),
+                    $"distill {task} ({parse.GetValue(mode)})", cancel);
             }
             var storePath = Path.GetFullPath(parse.GetValue(store)!);
             var names = ClassNames(storePath);
@@ -175,7 +177,7 @@ public static partial class DistillCommands
             : throw new ConfigException("--sdedit", $"'{p}' must be a strength in (0, 1]"))];
     }
 
-    private static IReadOnlyList<string> ClassNames(string store)
+    internal static IReadOnlyList<string> ClassNames(string store)
     {
         var expert = PublishedModels.Scan(store).Experts.FirstOrDefault()
             ?? throw new ConfigException("--store", $"{store}: no published expert");
@@ -183,7 +185,7 @@ public static partial class DistillCommands
         return names.Count == count ? names : [.. Enumerable.Range(0, count).Select(i => i.ToString(CultureInfo.InvariantCulture))];
     }
 
-    private static int ResolveClass(string option, string value, IReadOnlyList<string> names)
+    internal static int ResolveClass(string option, string value, IReadOnlyList<string> names)
     {
         if (int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var index))
             return index < names.Count ? index : throw new ConfigException(option, $"{index} is outside 0..{names.Count - 1}");

@@ -244,7 +244,7 @@ public static partial class DdmReport
         _ => method,
     };
 
-    private static string Stat(IEnumerable<double> values, string format)
+    internal static string Stat(IEnumerable<double> values, string format)
     {
         var v = values.ToList();
         if (v.Count == 0) return "-";
@@ -252,7 +252,7 @@ public static partial class DdmReport
         return v.Count == 1 ? mean : $"{mean} ± {StandardDeviation(v).ToString(format, CultureInfo.InvariantCulture)}";
     }
 
-    private static double StandardDeviation(IEnumerable<double> values)
+    internal static double StandardDeviation(IEnumerable<double> values)
     {
         var v = values.ToList();
         if (v.Count < 2) return 0;

@@ -84,7 +84,8 @@ public sealed class DistillMethod(string name, string description) : TrainingMet
             using var inputs = initial is null && distill.Task == "translate" ? DistillationInputs.TestImages(distill) : null;
             Directory.CreateDirectory(runDirectory);
             Json.WriteAtomic(configPath, distill);
-            return new DistillationTrainer(distill, prior.Field(), prior.Shape, new Checkpoints.CheckpointStore(runDirectory), initial ?? inputs, prior,
+            return new DistillationTrainer(distill, prior.Field(), prior.Shape, new Checkpoints.CheckpointStore(runDirectory), initial ?? inputs,
+                prior,
                 views);
         }
         catch

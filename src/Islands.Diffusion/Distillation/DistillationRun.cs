@@ -32,6 +32,8 @@ public sealed record DistillationOptions
     public Func<IDistillationPrior>? Prior { get; init; }
     /// <summary>Told of every trajectory frame (one per chunk of steps), e.g. a served job's preview.</summary>
     public Action<DistillationFrame>? Frame { get; init; }
+    /// <summary>Given the final images [Count, C, H, W] in [-1, 1] before they are disposed (an experiment scores them its own way).</summary>
+    public Action<Tensor>? Finished { get; init; }
 }
 
 /// <summary>What a distillation run produced: its images (grid.png), and their statistics beside real images of the class.</summary>
@@ -52,6 +54,7 @@ public static class DistillationRun
     public const string SummaryFile = "summary.json";
     public const string TrajectoryFile = "trajectory.gif";
     public const string FramesDirectory = "trajectory";
+    public const int MaxGifFrames = 80;
 
     public static DistillationSummary Execute(DistillConfig config, string runDirectory, Action<TrainingProgress>? progress = null,
         Action<string>? log = null, CancellationToken cancel = default, DistillationOptions? options = null)
@@ -85,15 +88,20 @@ public static class DistillationRun
         var grid = Save(Path.Combine(runDirectory, GridFile), images);
         string? trajectory = null;
         var framePaths = Directory.Exists(frames) ? Directory.GetFiles(frames, "step-*.png").Order(StringComparer.Ordinal).ToList() : [];
+        // At most MaxGifFrames, evenly spread and always with the last: a long run's GIF stays small.
+        if (framePaths.Count > MaxGifFrames)
+            framePaths = [.. Enumerable.Range(0, MaxGifFrames).Select(i => framePaths[(int)((long)i * (framePaths.Count - 1) / (MaxGifFrames - 1))])];
         if (framePaths.Count > 0)
         {
             trajectory = Path.Combine(runDirectory, TrajectoryFile);
             ImageGrid.SaveGif(trajectory, [.. framePaths.Select(File.ReadAllBytes)]);
         }
         var data = DistillationInputs.Dataset(config.Store);
-        using var evaluator = options.Evaluate && data is not null ? Evaluator.ForDataset(data, log: log) : null;
+        // A cancelled run is only saved: no classifier training or SDEdit comparison stands between it and its caller.
+        var stopped = cancel.IsCancellationRequested;
+        using var evaluator = options.Evaluate && data is not null && !stopped ? Evaluator.ForDataset(data, log: log) : null;
         var translation = new List<Faithfulness>();
-        if (config.Task == "translate" && trainer.Step >= config.Steps)
+        if (config.Task == "translate" && trainer.Step >= config.Steps && !stopped)
         {
             using var inputs = DistillationInputs.TestImages(config);
             Save(Path.Combine(runDirectory, "inputs.png"), inputs);
@@ -108,6 +116,7 @@ public static class DistillationRun
             }
         }
         var scores = evaluator is null ? null : Score(evaluator, images, config);
+        options.Finished?.Invoke(images);
         var summary = new DistillationSummary(runDirectory, config.Job, config.Task, config.TargetClass, config.SourceClass, config.InputClass,
             config.DegradedSource,
             trainer.Step, config.Steps, trainer.Step >= config.Steps, run.ResumedCheckpoint is not null,

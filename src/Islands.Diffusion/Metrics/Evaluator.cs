@@ -161,6 +161,16 @@ public sealed class Evaluator : IDisposable
         return new QualityReport((int)images.shape[0], fid, kid, Info.TestAccuracy, reference.Count);
     }
 
+    /// <summary>FID and KID of images against other images (e.g. the test split's images of one class), both in [-1, 1].</summary>
+    public QualityReport Score(Tensor images, Tensor referenceImages)
+    {
+        using var features = Features(images);
+        using var against = Features(referenceImages);
+        var fid = DistributionDistances.Frechet(DistributionDistances.Fit(features), DistributionDistances.Fit(against));
+        var kid = DistributionDistances.Kernel(features, against);
+        return new QualityReport((int)images.shape[0], fid, kid, Info.TestAccuracy, (int)referenceImages.shape[0]);
+    }
+
     public void Dispose()
     {
         classifier.Dispose();

@@ -46,8 +46,9 @@ public sealed class ContinuousSampler(IRouter router, (long C, long H, long W) s
                 (DegradedClassCount is { } d ? $" or a degraded class {d + 1}..{d + router.NullClass}" : ""));
         if (!points.shape.SequenceEqual([score.Count, shape.C, shape.H, shape.W]))
             throw new ConfigException("x", $"[{string.Join(", ", points.shape)}] points for {score.Count} rows of {shape}");
-        using var float32 = points.to_type(ScalarType.Float32).contiguous();
-        var query = new ServedGeneration(id, score, float32.clone());
+        Tensor copy;
+        using (NewDisposeScope()) copy = points.to_type(ScalarType.Float32).contiguous().clone().DetachFromDisposeScope();
+        var query = new ServedGeneration(id, score, copy);
         active.Add(query);
         return query;
     }
