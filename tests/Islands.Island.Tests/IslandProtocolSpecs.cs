@@ -56,6 +56,9 @@ public sealed class IslandProtocolSpecs(ITestOutputHelper output)
         new GetGeneration("k0123", "default"),
         new GenerationState("k0123", "running", 3, 20),
         new GenerationRetried("k0123", 2),
+        new ScoreQuery("s0123", "default", [0.5f, 0.25f], [7, -1], [1f, 3f], "top1", null) { Payload = Diffusion.Sampling.GuidedVelocity.ToBytes([0.5f, -0.5f]) },
+        new ScoreAnswer("s0123", 1, 1, 1, [2, 0], [3], [new ServedCheckpoint("router", 80, new string('e', 64))], 0.02)
+            { Payload = Diffusion.Sampling.GuidedVelocity.ToBytes([1.5f, -2.5f]) },
     ];
 
     [Fact]

@@ -80,10 +80,16 @@ public static partial class DistillCommands
         };
         var sdeditGuidance = new Option<double>("--sdedit-guidance") { Description = "SDEdit's guidance scale", DefaultValueFactory = _ => 3 };
         var noEvaluate = new Option<bool>("--no-evaluate") { Description = "Skip the classifier scores (the classifier trains once per dataset)" };
+        var evaluatorEpochs = new Option<int>("--evaluator-epochs")
+        {
+            Description = "Epochs of the scoring classifier (trained once per dataset and setting, cached)", DefaultValueFactory = _ => 3,
+        };
+        var evaluatorImages = new Option<int?>("--evaluator-images") { Description = "Training images of the scoring classifier (default: all)" };
         var output = new Option<string>("--out") { Description = "Run directory (rerunning with the same --out resumes)", Required = true };
         var command = new Command(task, description + "; writes grid.png and summary.json into --out")
         {
-            store, url, target, mode, source, plain, count, steps, switchStep, guidance, lr, tMin, tMax, strategy, seed, every, noEvaluate, output,
+            store, url, target, mode, source, plain, count, steps, switchStep, guidance, lr, tMin, tMax, strategy, seed, every, noEvaluate, evaluatorEpochs, evaluatorImages,
+            output,
         };
         if (task == "translate") { command.Add(input); command.Add(sdedit); command.Add(sdeditGuidance); }
         if (task == "illusion") command.Add(turned);
@@ -133,7 +139,8 @@ public static partial class DistillCommands
                 Path.GetFullPath(parse.GetValue(output)!), p => report(p.Step, $"|direction|² {p.Loss:F4}"), ctx.Log, cancel,
                 new DistillationOptions
                 {
-                    Evaluate = !parse.GetValue(noEvaluate), SdeditStrengths = strengths,
+                    Evaluate = !parse.GetValue(noEvaluate), SdeditStrengths = strengths, EvaluatorEpochs = parse.GetValue(evaluatorEpochs),
+                    EvaluatorImages = parse.GetValue(evaluatorImages),
                     SdeditGuidance = task == "translate" ? parse.GetValue(sdeditGuidance) : 3,
                 })));
             ctx.Result(summary, w => Describe(w, summary, names));

@@ -25,6 +25,9 @@ public sealed record DistillationOptions
 {
     /// <summary>Score with the project's classifier (trained once per dataset and cached beside it).</summary>
     public bool Evaluate { get; init; } = true;
+    /// <summary>The classifier's training epochs and images (null: the whole training split); it is cached per setting.</summary>
+    public int EvaluatorEpochs { get; init; } = 3;
+    public int? EvaluatorImages { get; init; }
     /// <summary>For a translation, the SDEdit strengths to compare with (guided by SdeditGuidance).</summary>
     public IReadOnlyList<double> SdeditStrengths { get; init; } = [];
     public double SdeditGuidance { get; init; } = 3;
@@ -99,17 +102,17 @@ public static class DistillationRun
         var data = DistillationInputs.Dataset(config.Store);
         // A cancelled run is only saved: no classifier training or SDEdit comparison stands between it and its caller.
         var stopped = cancel.IsCancellationRequested;
-        using var evaluator = options.Evaluate && data is not null && !stopped ? Evaluator.ForDataset(data, log: log) : null;
+        using var evaluator = options.Evaluate && data is not null && !stopped ? Evaluator.ForDataset(data, options.EvaluatorEpochs, log: log, trainLimit: options.EvaluatorImages) : null;
         var translation = new List<Faithfulness>();
         if (config.Task == "translate" && trainer.Step >= config.Steps && !stopped)
         {
             using var inputs = DistillationInputs.TestImages(config);
             Save(Path.Combine(runDirectory, "inputs.png"), inputs);
             translation.Add(Compare("distilled", null, inputs, images, config.TargetClass, evaluator, grid));
-            using var prior = loadPrior();
+            using var prior = options.SdeditStrengths.Count > 0 ? loadPrior() : null;
             foreach (var strength in options.SdeditStrengths)
             {
-                using var edited = Sdedit.Run(prior.Field(options.SdeditGuidance), inputs, config.TargetClass, strength, 20, config.Seed);
+                using var edited = Sdedit.Run(prior!.Field(options.SdeditGuidance), inputs, config.TargetClass, strength, 20, config.Seed);
                 var name = $"sdedit-{strength.ToString("0.00", System.Globalization.CultureInfo.InvariantCulture)}.png";
                 var path = Save(Path.Combine(runDirectory, name), edited);
                 translation.Add(Compare("sdedit", strength, inputs, edited, config.TargetClass, evaluator, path));
