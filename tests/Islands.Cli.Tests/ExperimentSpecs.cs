@@ -11,7 +11,7 @@ public sealed class ExperimentSpecs
     {
         var data = await CliRunner.FashionMnistAsync();
         var work = CliRunner.TempDir("ddm");
-        string[] command = ["experiment", "ddm", "--quick", "--budget-minutes", "2", "--seeds", "2", "--data", data, "--out", work, "--json"];
+        string[] command = ["experiment", "ddm", "--quick", "--budget-minutes", "1", "--seeds", "2", "--data", data, "--out", work, "--json"];
 
         var run = await CliRunner.RunAsync(command);
         Assert.True(run.ExitCode == 0, run.Stderr);
@@ -66,7 +66,7 @@ public sealed class ExperimentSpecs
         Assert.Equal(markdown, await File.ReadAllTextAsync(report));
 
         // The same directory with other options is refused, naming the option.
-        var other = await CliRunner.RunAsync(["experiment", "ddm", "--quick", "--budget-minutes", "2", "--seeds", "3", "--data", data, "--out", work]);
+        var other = await CliRunner.RunAsync(["experiment", "ddm", "--quick", "--budget-minutes", "1", "--seeds", "3", "--data", data, "--out", work]);
         Assert.Equal(2, other.ExitCode);
         Assert.Contains("--seeds (2 vs 3)", other.Stderr);
     }

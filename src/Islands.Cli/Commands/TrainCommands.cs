@@ -102,9 +102,13 @@ public static class TrainCommands
         var hidden = new Option<int>("--hidden") { DefaultValueFactory = _ => 256 };
         var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 0 };
         var every = new Option<int>("--checkpoint-every") { DefaultValueFactory = _ => 500 };
+        var degraded = new Option<bool>("--degraded-condition")
+        {
+            Description = "Also learn \"degraded, class c\" from corrupted copies of the images, as experts trained with it do",
+        };
         var command = new Command("router", "Train the router r(x_t, t, c) -> p(partition) with cross-entropy on the natural data distribution")
         {
-            data, partitions, steps, batch, output, lr, hidden, seed, every,
+            data, partitions, steps, batch, output, lr, hidden, seed, every, degraded,
         };
         command.SetAction(IslandsCli.Action(stdout, stderr, async (ctx, parse, cancel) =>
         {
@@ -114,7 +118,8 @@ public static class TrainCommands
             var manifest = Json.Read<DatasetManifest>(Path.Combine(dataDir, DatasetManifest.FileName));
             var config = new RouterConfig(DataDirectory: dataDir, PartitionsFile: partitionPath, ExpertCount: partitionFile.K,
                 Hidden: parse.GetValue(hidden), ClassCount: manifest.Classes.Count, Steps: parse.GetValue(steps), BatchSize: parse.GetValue(batch),
-                LearningRate: parse.GetValue(lr), Seed: parse.GetValue(seed), CheckpointEvery: parse.GetValue(every));
+                LearningRate: parse.GetValue(lr), Seed: parse.GetValue(seed), CheckpointEvery: parse.GetValue(every),
+                DegradedCondition: parse.GetValue(degraded));
             config.ThrowIfInvalid();
             IslandsCli.InitTorch(parse);
             var reporter = new ProgressReporter(ctx, "train router");
@@ -124,10 +129,13 @@ public static class TrainCommands
             {
                 w.WriteLine($"router trained {summary.Step} steps (loss {summary.FinalLoss:F4}, {summary.ImagesPerSecond:F0} img/s); checkpoint " +
                     $"{summary.LastCheckpoint}");
-                w.WriteLine("held-out images, by band of t:   accuracy    ECE   mean confidence");
-                foreach (var b in summary.HeldOut)
-                    w.WriteLine($"  t in [{b.TMin:F1}, {b.TMax:F1})   n={b.Count,5}   {b.Accuracy,8:P1}  {b.ExpectedCalibrationError,6:F3}  " +
-                        $"{b.MeanConfidence,8:P1}");
+                foreach (var (title, bands) in new[] { ("held-out images", summary.HeldOut), ("their degraded copies", summary.HeldOutDegraded) })
+                {
+                    w.WriteLine($"{title + ", by band of t:",-33} accuracy    ECE   mean confidence");
+                    foreach (var b in bands)
+                        w.WriteLine($"  t in [{b.TMin:F1}, {b.TMax:F1})   n={b.Count,5}   {b.Accuracy,8:P1}  {b.ExpectedCalibrationError,6:F3}  " +
+                            $"{b.MeanConfidence,8:P1}");
+                }
             });
             return summary.Completed ? ExitCodes.Ok : ExitCodes.Cancelled;
         }));

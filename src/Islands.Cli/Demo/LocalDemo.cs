@@ -47,7 +47,7 @@ public sealed class LocalDemo(string work, int httpPortBase, Action<string> log)
     public DemoPlan Plan { get; private set; } = null!;
 
     /// <summary>Data, partitions and the frozen plan: created on the first run, reused afterwards.</summary>
-    /// <param name="degradedCondition">The experts also learn the degraded condition (for `islands distill`); fixed on the first run.</param>
+    /// <param name="degradedCondition">The experts and the router also learn the degraded condition (for `islands distill`); fixed on the first run.</param>
     public DemoPlan Prepare(double minutes, int k, bool degradedCondition = false)
     {
         Directory.CreateDirectory(Work);
@@ -87,7 +87,8 @@ public sealed class LocalDemo(string work, int httpPortBase, Action<string> log)
             var (island, job) = jobs[i];
             var training = job == "router"
                 ? new Dictionary<string, string?> { ["islands:training:steps"] = Str(Plan.RouterSteps),
-                    ["islands:training:checkpointEvery"] = Str(Math.Max(50, Plan.RouterSteps / 4)), ["islands:training:expertCount"] = Str(Plan.K) }
+                    ["islands:training:checkpointEvery"] = Str(Math.Max(50, Plan.RouterSteps / 4)), ["islands:training:expertCount"] = Str(Plan.K),
+                    ["islands:training:degradedCondition"] = Plan.DegradedCondition ? "true" : null }
                 : new Dictionary<string, string?>
                 {
                     ["islands:training:steps"] = Str(Plan.ExpertSteps), ["islands:training:checkpointEvery"] = Str(Plan.CheckpointEvery),

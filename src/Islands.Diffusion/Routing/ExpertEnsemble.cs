@@ -53,11 +53,11 @@ public sealed class ExpertEnsemble
 
     /// <summary>
     /// The experts' class count when they learned the degraded condition: a row labelled "degraded, class c"
-    /// (ClassCount + 1 + c) is routed as class c, since a degraded copy of an image belongs to the image's partition.
+    /// (ClassCount + 1 + c) is routed as the router's own degraded class c, or as class c by a router that did not learn it.
     /// </summary>
     public int? DegradedClassCount { get; init; }
 
-    private Tensor RouterClasses(Tensor classes) => RoutedStep.RouterClasses(classes, DegradedClassCount);
+    private Tensor RouterClasses(Tensor classes) => RoutedStep.RouterClasses(classes, DegradedClassCount, router);
 
     /// <summary>Per-row oracle partitions (for evaluation); overrides the strategy's single oracle expert.</summary>
     public long[]? OracleAssignments { get; init; }

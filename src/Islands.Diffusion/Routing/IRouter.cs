@@ -10,5 +10,8 @@ public interface IRouter
     /// <summary>The class that means "unconditional" to this router (callers say -1; <see cref="RoutedStep"/> maps it).</summary>
     long NullClass { get; }
 
+    /// <summary>Whether the router learned "degraded, class c" itself; otherwise such labels are asked as class c.</summary>
+    bool LearnedDegradedCondition => false;
+
     torch.Tensor Posterior(torch.Tensor x, torch.Tensor t, torch.Tensor classes);
 }

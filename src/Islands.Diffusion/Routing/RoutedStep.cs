@@ -28,10 +28,11 @@ public static class RoutedStep
 
     /// <summary>
     /// The classes the router is asked about: with experts that learned the degraded condition (degradedClassCount set),
-    /// "degraded, class c" (count + 1 + c) is routed as class c, since a degraded copy of an image belongs to its partition.
+    /// "degraded, class c" (count + 1 + c) goes to a router that learned it as it is, and to one that did not as class c
+    /// (a degraded copy of an image belongs to the image's partition).
     /// </summary>
-    public static Tensor RouterClasses(Tensor classes, int? degradedClassCount) => degradedClassCount is { } c
-        ? where(classes > c, classes - (c + 1), classes)
+    public static Tensor RouterClasses(Tensor classes, int? degradedClassCount, IRouter router) => degradedClassCount is { } c
+        ? where(classes > c, classes - (c + 1) + (router.LearnedDegradedCondition ? router.NullClass + 1 : 0), classes)
         : classes;
 
     /// <summary>[1, K] float64 mask of the available experts.</summary>

@@ -3,6 +3,10 @@ namespace Islands.Diffusion.Routing;
 /// <summary>Frozen configuration of a learned router run (config.json in its run directory).</summary>
 /// <param name="MaxConsecutiveBadSteps">Non-finite steps in a row (each skipped) before the run rolls back; see TrainConfig.</param>
 /// <param name="MaxRollbacks">Rollbacks without progress before the run ends as diverged.</param>
+/// <param name="DegradedCondition">The router also learns "degraded, class c" (label ClassCount + 1 + c) from corrupted
+/// copies of the images (labelled with their image's partition), as experts do with ModelConfig.DegradedCondition, so a
+/// degraded query is routed by what the router learned of degraded images, not as its plain class.</param>
+/// <param name="DegradedFraction">With DegradedCondition, the share of each batch replaced by degraded copies.</param>
 public sealed record RouterConfig(
     string Job = "router",
     string DataDirectory = "",
@@ -20,7 +24,9 @@ public sealed record RouterConfig(
     int KeepCheckpoints = 3,
     int SchemaVersion = RouterConfig.CurrentSchemaVersion,
     int MaxConsecutiveBadSteps = 5,
-    int MaxRollbacks = 2) : Methods.IMethodConfig
+    int MaxRollbacks = 2,
+    bool DegradedCondition = false,
+    double DegradedFraction = 0.2) : Methods.IMethodConfig
 {
     public const int CurrentSchemaVersion = 1;
 
@@ -39,6 +45,7 @@ public sealed record RouterConfig(
         if (CheckpointEvery < 1) yield return $"checkpointEvery: {CheckpointEvery} must be at least 1";
         if (MaxConsecutiveBadSteps < 1) yield return $"maxConsecutiveBadSteps: {MaxConsecutiveBadSteps} must be at least 1";
         if (MaxRollbacks < 0) yield return $"maxRollbacks: {MaxRollbacks} must not be negative";
+        if (DegradedFraction is < 0 or >= 1) yield return $"degradedFraction: {DegradedFraction} must lie in [0, 1)";
     }
 
     public void ThrowIfInvalid() => ConfigException.ThrowFirst(Validate());

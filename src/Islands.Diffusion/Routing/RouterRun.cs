@@ -6,7 +6,7 @@ using Islands.Diffusion.Training;
 namespace Islands.Diffusion.Routing;
 
 public sealed record RouterTrainingSummary(string RunDirectory, long Step, long TotalSteps, bool Completed, bool Resumed, float FinalLoss,
-    double ImagesPerSecond, string? LastCheckpoint, IReadOnlyList<RouterBandReport> HeldOut);
+    double ImagesPerSecond, string? LastCheckpoint, IReadOnlyList<RouterBandReport> HeldOut, IReadOnlyList<RouterBandReport> HeldOutDegraded);
 
 /// <summary>A router training run on disk (config.json + checkpoints/), resumable like an expert run.</summary>
 public static class RouterRun
@@ -21,7 +21,7 @@ public static class RouterRun
         return new RouterTrainingSummary(runDirectory, trainer.Step, config.Steps, trainer.Step >= config.Steps, run.ResumedCheckpoint is not null,
             TrainingCheckpoint.RecentLoss(trainer.LossHistory) ?? float.NaN,
             trainer.TrainSeconds > 0 ? trainer.Step * config.BatchSize / trainer.TrainSeconds : 0,
-            run.LastCommitted?.Directory ?? run.ResumedCheckpoint, report);
+            run.LastCommitted?.Directory ?? run.ResumedCheckpoint, report, trainer.EvaluateDegraded());
     }
 
     /// <summary>Loads a router run's newest verified checkpoint.</summary>
@@ -36,7 +36,7 @@ public static class RouterRun
             ?? throw new CheckpointException(runDirectory, "no committed router checkpoint that verifies");
         foreach (var s in skipped) warn?.Invoke($"skipping corrupt checkpoint: {s.Message}");
         var manifest = Json.Read<DatasetManifest>(Path.Combine(config.DataDirectory, DatasetManifest.FileName));
-        var router = new RouterNet(manifest.ImageBytes, config.ExpertCount, config.Hidden, config.TimeEmbeddingDim, config.ClassCount);
+        var router = RouterNet.For(manifest.ImageBytes, config);
         router.load(Path.Combine(newest.Directory, RouterTrainer.WeightsFile));
         router.eval();
         return (router, config, newest.Manifest.Step);

@@ -71,7 +71,7 @@ public sealed class RouterTrainer : IChunkedTrainer
         all.Dispose();
         order.Dispose();
         random.manual_seed(config.Seed);
-        Router = new RouterNet(allImages[0].numel(), config.ExpertCount, config.Hidden, config.TimeEmbeddingDim, config.ClassCount);
+        Router = RouterNet.For(allImages[0].numel(), config);
         optimizer = optim.AdamW(Router.parameters(), config.LearningRate);
     }
 
@@ -91,6 +91,9 @@ public sealed class RouterTrainer : IChunkedTrainer
             var c = labels.index_select(0, index);
             var drop = rand(config.BatchSize, generator: generator) < 0.1;
             c = where(drop, full_like(c, Router.NullClass), c);
+            // Drawn only for such routers, so a run without the condition keeps its random stream.
+            if (config.DegradedCondition)
+                (x0, c) = Degradations.Mix(x0, labels.index_select(0, index), c, config.DegradedFraction, config.ClassCount, generator);
             var t = rand(config.BatchSize, generator: generator);
             var eps = randn(x0.shape, generator: generator);
             var logits = Router.call(FlowMatching.Interpolate(x0, eps, t), t, c);
@@ -124,6 +127,18 @@ public sealed class RouterTrainer : IChunkedTrainer
     /// <summary>Accuracy and expected calibration error (10 confidence bins) on the held-out images, per band of t.</summary>
     public IReadOnlyList<RouterBandReport> Evaluate(int bands = 5, int seed = 1234)
         => EvaluateRouter(Router, heldOutImages, heldOutLabels, heldOutTargets, bands, seed);
+
+    /// <summary>
+    /// The same on degraded copies of the held-out images (one fixed draw), asked as "degraded, class c" by a router that
+    /// learned the condition and as class c by one that did not: how well the score service's degraded queries are routed.
+    /// </summary>
+    public IReadOnlyList<RouterBandReport> EvaluateDegraded(int bands = 5, int seed = 1234)
+    {
+        using var generator = new Generator((ulong)seed + 99);
+        using var degraded = Degradations.Apply(heldOutImages, generator);
+        using var asked = Router.LearnedDegradedCondition ? heldOutLabels + Modules.UNet.DegradedLabel(config.ClassCount, 0) : heldOutLabels.clone();
+        return EvaluateRouter(Router, degraded, asked, heldOutTargets, bands, seed);
+    }
 
     public static IReadOnlyList<RouterBandReport> EvaluateRouter(IRouter router, Tensor images, Tensor labels, Tensor targets, int bands, int seed)
     {

@@ -132,7 +132,7 @@ public sealed class ContinuousSampler(IRouter router, (long C, long H, long W) s
         var k = ExpertCount;
         var weights = new double[n * k];
         var t = tensor(rows.Select(r => r.Generation.Time(r.Image)).ToArray());
-        var classes = RoutedStep.RouterClasses(tensor(rows.Select(r => r.Generation.Class(r.Image)).ToArray()), DegradedClassCount);
+        var classes = RoutedStep.RouterClasses(tensor(rows.Select(r => r.Generation.Class(r.Image)).ToArray()), DegradedClassCount, router);
         var mask = RoutedStep.Mask(available);
         var p = RoutedStep.Posterior(router, points, t, classes, mask);
         foreach (var group in Enumerable.Range(0, n).GroupBy(r => rows[r].Generation.Spec.Strategy))

@@ -73,7 +73,7 @@ public static class ServedModels
         var configPath = Path.Combine(published.RunDirectory, RunDirectory.ConfigFile);
         var config = Json.Read<RouterConfig>(configPath);
         config.ThrowIfInvalid();
-        var router = new RouterNet(imageFloats, config.ExpertCount, config.Hidden, config.TimeEmbeddingDim, config.ClassCount);
+        var router = RouterNet.For(imageFloats, config);
         try
         {
             router.load(Path.Combine(published.CheckpointDirectory, RouterTrainer.WeightsFile));

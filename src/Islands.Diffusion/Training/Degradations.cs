@@ -12,6 +12,20 @@ public static class Degradations
 {
     public const double Probability = 0.4;
 
+    /// <summary>
+    /// A <paramref name="fraction"/> of the rows become degraded copies labelled "degraded, class c" (label
+    /// classCount + 1 + c, from <paramref name="labels"/>: never the null class a row may have been dropped to); the
+    /// others keep their image and <paramref name="classes"/>. Experts and router mix their batches the same way.
+    /// </summary>
+    public static (Tensor X0, Tensor Classes) Mix(Tensor x0, Tensor labels, Tensor classes, double fraction, int classCount, Generator generator)
+    {
+        using var scope = NewDisposeScope();
+        var rows = rand(x0.shape[0], generator: generator, device: x0.device) < fraction;
+        var degraded = Apply(x0, generator);
+        return (Where(rows, degraded, x0).MoveToOuterDisposeScope(),
+            where(rows, Modules.UNet.DegradedLabel(classCount, 0) + labels, classes).MoveToOuterDisposeScope());
+    }
+
     public static Tensor Apply(Tensor x0, Generator generator)
     {
         using var scope = NewDisposeScope();

@@ -126,7 +126,8 @@ public sealed class ExpertTrainer : IChunkedTrainer
         var classes = labels.index_select(0, index);
         var drop = rand(batch, generator: generator, device: device) < config.LabelDropout;
         classes = where(drop, full_like(classes, Model.NullClass), classes);
-        if (config.ModelOrDefault.DegradedCondition) (x0, classes) = Degrade(x0, labels.index_select(0, index), classes, generator);
+        if (config.ModelOrDefault.DegradedCondition) (x0, classes) = Degradations.Mix(x0, labels.index_select(0, index), classes,
+            config.DegradedFraction, config.ModelOrDefault.ClassCount, generator);
         var t = FlowMatching.SampleTimes(batch, config.TimeSampling, generator, device);
         var eps = randn(x0.shape, generator: generator, device: device);
         var xt = FlowMatching.Interpolate(x0, eps, t);
@@ -197,15 +198,6 @@ public sealed class ExpertTrainer : IChunkedTrainer
         var decay = Math.Min(config.EmaDecay, (1.0 + Step) / (10.0 + Step));
         using var _ = no_grad();
         for (var i = 0; i < parameters.Length; i++) emaParameters[i].mul_(decay).add_(parameters[i], 1 - decay);
-    }
-
-    /// <summary>A DegradedFraction of the rows become degraded copies labelled "degraded, class c" (the draws only happen for such models).</summary>
-    private (Tensor X0, Tensor Classes) Degrade(Tensor x0, Tensor labels, Tensor classes, Generator generator)
-    {
-        var rows = rand(x0.shape[0], generator: generator, device: device) < config.DegradedFraction;
-        var degraded = Degradations.Apply(x0, generator);
-        var model = config.ModelOrDefault;
-        return (where(rows.view(-1, 1, 1, 1), degraded, x0), where(rows, UNet.DegradedLabel(model.ClassCount, 0) + labels, classes));
     }
 
     /// <summary>Deterministic 64-bit mix of (seed, step) (SplitMix64), so nearby steps get unrelated streams.</summary>
