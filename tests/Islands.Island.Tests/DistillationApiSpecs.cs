@@ -110,7 +110,7 @@ public sealed class DistillationApiSpecs(ServingClusterFixture fixture, ITestOut
     }
 
     [Fact]
-    public async Task Should_finish_a_distillation_when_the_node_hosting_its_router_is_killed_mid_job_and_cancel_another()
+    public async Task Should_finish_a_distillation_when_the_router_node_is_killed_adopt_the_killed_nodes_own_job_and_cancel_from_another_node()
     {
         var alive = fixture.Cluster.Nodes.Where(n => n.Alive).ToList();
         // A generation starts the router entity somewhere; the job runs on another node, and the router's node is killed.
@@ -129,13 +129,21 @@ public sealed class DistillationApiSpecs(ServingClusterFixture fixture, ITestOut
         var id = (await Json(accepted)).GetProperty("id").GetString()!;
         using var doomed = await PostAsync(http, Bridge(4000, 6));
         var doomedId = (await Json(doomed)).GetProperty("id").GetString()!;
+        // A job accepted by the node that will be killed: the shared results directory lets a survivor adopt it.
+        string orphanId;
+        using (var victimHttp = ServingTestStore.Client(routerHost.Http))
+        using (var orphan = await PostAsync(victimHttp, Bridge(60, 7)))
+            orphanId = (await Json(orphan)).GetProperty("id").GetString()!;
         await IslandTestEnvironment.Eventually(async () =>
             (await Json(await http.GetAsync($"/v1/distillations/{id}"))).GetProperty("step").GetInt64() >= 10, TimeSpan.FromSeconds(60), "10 steps done");
         var victim = routerHost;
-        output.WriteLine($"killing {victim.Address} (the router's node) while {id} runs on {home.Address}");
+        output.WriteLine($"killing {victim.Address} (the router's node, running {orphanId}) while {id} runs on {home.Address}");
         await victim.KillAsync();
 
-        using (var cancel = await http.DeleteAsync($"/v1/distillations/{doomedId}"))
+        // Cancelled through the third node, which does not run it: the marker reaches the job on its own node.
+        var third = fixture.Cluster.Nodes.First(n => n.Alive && n != home);
+        using (var thirdHttp = ServingTestStore.Client(third.Http))
+        using (var cancel = await thirdHttp.DeleteAsync($"/v1/distillations/{doomedId}"))
             Assert.Equal(HttpStatusCode.Accepted, cancel.StatusCode);
         var events = await EventsAsync(http, id);
         var end = events[^1];
@@ -150,6 +158,16 @@ public sealed class DistillationApiSpecs(ServingClusterFixture fixture, ITestOut
             (await Json(await http.GetAsync($"/v1/distillations/{doomedId}"))).GetProperty("status").GetString() == "cancelled",
             TimeSpan.FromSeconds(30), "the cancelled job reports cancelled");
         Assert.Equal(HttpStatusCode.NotFound, (await http.GetAsync($"/v1/distillations/{doomedId}/grid.png")).StatusCode);
+
+        // The killed node's job was not lost: one survivor took it over and finished it from its checkpoint.
+        var adopted = await EventsAsync(http, orphanId);
+        output.WriteLine($"{orphanId}: {adopted[^1].Event}: {adopted[^1].Data}");
+        Assert.Equal("completed", adopted[^1].Event);
+        Assert.Equal(60, adopted[^1].Data.GetProperty("step").GetInt64());
+        var owner = JsonDocument.Parse(await File.ReadAllTextAsync(Path.Combine(fixture.Cluster.ResultsDirectory, "distillations", orphanId,
+            "owner.json"))).RootElement;
+        Assert.NotEqual(victim.Address, owner.GetProperty("address").GetString());
+        Assert.Single(Directory.GetFiles(Path.Combine(fixture.Cluster.ResultsDirectory, "distillations", orphanId), "claimed-*"));
     }
 
     [Fact]

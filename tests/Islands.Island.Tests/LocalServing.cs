@@ -100,20 +100,23 @@ public sealed class LocalServing : IAsyncDisposable
 {
     public List<LocalServingNode> Nodes { get; } = [];
 
+    /// <summary>islands:serving:results, shared by the nodes as compose's results volume is.</summary>
+    public string ResultsDirectory { get; private set; } = "";
+
     /// <param name="settings">More settings below islands:serving, as "requestTimeout=\"300ms\"; http:maxInFlight=1" (JSON values).</param>
     /// <param name="logging">More logging set-up over the tests' (a capturing provider, an operator's filters).</param>
     /// <param name="protocol">akka.ssl.tcp when the hocon turns remoting TLS on.</param>
     public static async Task<LocalServing> StartAsync(int nodes, string store, string settings = "", string? name = null, Action<ILoggingBuilder>? logging = null,
         string protocol = "akka.tcp")
     {
-        var cluster = new LocalServing();
         name ??= "t" + Guid.NewGuid().ToString("N")[..8];
+        var cluster = new LocalServing { ResultsDirectory = Path.Combine(store, "results-" + name) };
         var ports = Enumerable.Range(0, nodes).Select(_ => IslandTestEnvironment.FreePort()).ToArray();
         var seeds = nodes == 1 ? null : string.Join(",", ports.Take(2).Select(p => $"{protocol}://serving-{name}@127.0.0.1:{p}"));
         var configFile = Path.Combine(store, $"serving-{name}.json");
         await File.WriteAllTextAsync(configFile, ConfigurationJson.From(new (string, object?)[]
         {
-            ("name", name), ("http:port", 0), ("apiKeys", new[] { ServingTestStore.ApiKey }), ("results", Path.Combine(store, "results-" + name)),
+            ("name", name), ("http:port", 0), ("apiKeys", new[] { ServingTestStore.ApiKey }), ("results", cluster.ResultsDirectory),
             ("splitBrain:stableAfter", "5s"),
         }.Select(s => ("islands:serving:" + s.Item1, s.Item2)).Concat(IslandTestEnvironment.Pairs("islands:serving", settings))));
         foreach (var port in ports) cluster.Nodes.Add(await StartNodeAsync(configFile, store, port, seeds, logging));

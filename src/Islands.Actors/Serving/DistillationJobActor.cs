@@ -13,7 +13,7 @@ namespace Islands.Actors.Serving;
 /// <see cref="DistillationsActor"/> starts it again. Its parent stops it on any failure (never restarts it: a second
 /// run on the same directory must not start while the first one's task still ends).
 /// </summary>
-public sealed class DistillationJobActor : ReceiveActor
+public sealed class DistillationJobActor : ReceiveActor, IWithTimers
 {
     public const string FailedFile = "failed.json";
     public const string CancelledFile = "cancelled";
@@ -22,6 +22,14 @@ public sealed class DistillationJobActor : ReceiveActor
     private sealed record Finished(DistillationSummary Summary);
 
     private sealed record Crashed(string Detail);
+
+    /// <summary>Looks for the cancelled marker that another node's DELETE writes into the shared directory.</summary>
+    private sealed class CheckMarker
+    {
+        public static readonly CheckMarker Instance = new();
+    }
+
+    public ITimerScheduler Timers { get; set; } = null!;
 
     private readonly string directory;
     private readonly DistillationRequest request;
@@ -49,11 +57,13 @@ public sealed class DistillationJobActor : ReceiveActor
         Receive<GetDistillation>(_ => Sender.Tell(Current()));
         Receive<CancelDistillation>(_ =>
         {
-            cancelled = true;
             AtomicFile.Write(Path.Combine(directory, CancelledFile), _ => { });
-            cancel.Cancel();
-            status = status with { Phase = "cancelling" };
+            Cancel();
             Sender.Tell(Current());
+        });
+        Receive<CheckMarker>(_ =>
+        {
+            if (!cancelled && File.Exists(Path.Combine(directory, CancelledFile))) Cancel();
         });
         Receive<Finished>(f =>
         {
@@ -74,6 +84,13 @@ public sealed class DistillationJobActor : ReceiveActor
         });
     }
 
+    private void Cancel()
+    {
+        cancelled = true;
+        cancel.Cancel();
+        status = status with { Phase = "cancelling" };
+    }
+
     private void SaveCounters() => Json.WriteAtomic(Path.Combine(directory, ServedFile), new DistillationServing(counters.DegradedRows,
         counters.Retries));
 
@@ -81,6 +98,7 @@ public sealed class DistillationJobActor : ReceiveActor
 
     protected override void PreStart()
     {
+        Timers.StartPeriodicTimer("marker", CheckMarker.Instance, TimeSpan.FromSeconds(1));
         var self = Self;
         var token = cancel.Token;
         var id = status.Id;

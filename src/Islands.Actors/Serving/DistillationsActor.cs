@@ -1,4 +1,5 @@
 using Akka.Actor;
+using Akka.Cluster;
 using Akka.Event;
 using Islands.Diffusion;
 using Islands.Diffusion.Distillation;
@@ -9,12 +10,19 @@ namespace Islands.Actors.Serving;
 /// <summary>
 /// A serving node's distillation jobs: each is a directory (request.json, then the run's own files) under the node's
 /// distillations directory, so an accepted job is on disk before it is answered. At most MaxRunning run at once (each is
-/// a DistillationJobActor child), the rest wait in order. A job still unfinished when the node starts (it went down
-/// mid-run) is queued again and resumes from its checkpoint. The same id with the same request answers the job's
-/// status; with another request it is refused.
+/// a DistillationJobActor child), the rest wait in order. A job unfinished when its owner left the cluster (the node
+/// went down mid-run) is adopted, by that node when it comes back or, where the directory is shared, by one survivor
+/// (<see cref="DistillationOwner"/>), and resumes from its checkpoint. Status and cancellation work from any node
+/// that sees the directory: a cancellation is a marker file the owner's job watches. The same id with the same
+/// request answers the job's status; with another request it is refused.
 /// </summary>
-public sealed class DistillationsActor : ReceiveActor
+public sealed class DistillationsActor : ReceiveActor, IWithTimers
 {
+    private sealed class AdoptTick
+    {
+        public static readonly AdoptTick Instance = new();
+    }
+
     public const string RequestFile = "request.json";
     /// <summary>Distillations computed at once on a node: each runs its own steps, and their score queries share the batch.</summary>
     public const int MaxRunning = 2;
@@ -26,6 +34,9 @@ public sealed class DistillationsActor : ReceiveActor
     private readonly Dictionary<string, IActorRef> running = [];
     private readonly List<string> queued = [];
     private readonly ILoggingAdapter log = Context.GetLogger();
+    private readonly Cluster cluster = Cluster.Get(Context.System);
+
+    public ITimerScheduler Timers { get; set; } = null!;
 
     /// <param name="connect">Opens the served prior for a job (its task calls it, with the job's cancellation).</param>
     public static Props Props(string root, ServedPriorFactory connect) =>
@@ -58,7 +69,9 @@ public sealed class DistillationsActor : ReceiveActor
                 job.Forward(c);
                 return;
             }
-            if (queued.Remove(c.Id)) AtomicFile.Write(Path.Combine(Directory(c.Id), DistillationJobActor.CancelledFile), _ => { });
+            // Queued here, or running on another node (whose job sees the marker within a second).
+            if (queued.Remove(c.Id) || SafeStatusOf(c.Id) is { Finished: false, Phase: not "unknown" })
+                AtomicFile.Write(Path.Combine(Directory(c.Id), DistillationJobActor.CancelledFile), _ => { });
             Sender.Tell(SafeStatusOf(c.Id));
         });
         Receive<Terminated>(t =>
@@ -71,6 +84,8 @@ public sealed class DistillationsActor : ReceiveActor
                     new DistillationFailure("the job stopped before its end; see the serving node's log"));
             Launch();
         });
+        Receive<ClusterEvent.IMemberEvent>(_ => Adopt());
+        Receive<AdoptTick>(_ => Adopt());
     }
 
     /// <summary>A failing job is stopped, never restarted: its run's task may still be finishing on the same directory.</summary>
@@ -82,17 +97,43 @@ public sealed class DistillationsActor : ReceiveActor
 
     protected override void PreStart()
     {
-        if (!System.IO.Directory.Exists(root)) return;
+        cluster.Subscribe(Self, ClusterEvent.SubscriptionInitialStateMode.InitialStateAsEvents, typeof(ClusterEvent.IMemberEvent));
+        // Membership events cover a departure; the tick covers a job whose directory appeared later (a shared volume).
+        Timers.StartPeriodicTimer("adopt", AdoptTick.Instance, TimeSpan.FromSeconds(5));
+    }
+
+    protected override void PostStop() => cluster.Unsubscribe(Self);
+
+    private DistillationOwner SelfOwner => new(cluster.SelfAddress.ToString(), cluster.SelfUniqueAddress.Uid);
+
+    private bool IsMember(DistillationOwner owner) => cluster.State.Members.Any(m =>
+        m.UniqueAddress.Uid == owner.Uid && m.Address.ToString() == owner.Address && m.Status is not (MemberStatus.Down or MemberStatus.Removed));
+
+    /// <summary>Queues the unfinished jobs whose owner is no longer a member and that fall to this node.</summary>
+    private void Adopt()
+    {
+        if (cluster.SelfMember.Status != MemberStatus.Up || !System.IO.Directory.Exists(root)) return;
+        var lowest = cluster.State.Members.Where(m => m.Status == MemberStatus.Up).OrderBy(m => m.Address, Member.AddressOrdering).FirstOrDefault();
+        var adopter = lowest is not null && lowest.UniqueAddress.Equals(cluster.SelfUniqueAddress);
+        var self = SelfOwner;
         foreach (var dir in System.IO.Directory.GetDirectories(root).Order(StringComparer.Ordinal))
         {
             var id = Path.GetFileName(dir);
-            if (File.Exists(Path.Combine(dir, RequestFile)) && !SafeStatusOf(id).Finished)
+            if (running.ContainsKey(id) || queued.Contains(id) || !File.Exists(Path.Combine(dir, RequestFile))) continue;
+            try
             {
-                log.Info("distillation {0}: unfinished when this node stopped; resuming it", id);
-                queued.Add(id);
+                var owner = DistillationOwner.Read(dir);
+                if (owner is not null && (owner.Uid == self.Uid && owner.Address == self.Address || IsMember(owner))) continue;
+                if (SafeStatusOf(id).Finished) continue;
+                if (!(adopter || owner?.Address == self.Address) || !DistillationOwner.Claim(dir, owner)) continue;
+                log.Info("distillation {0}: its node {1} left the cluster; resuming it here", id, owner?.Address ?? "(none)");
+                Enqueue(id);
+            }
+            catch (Exception e) when (e is IslandsException or IOException)
+            {
+                log.Warning("distillation {0}: cannot read its owner ({1})", id, e.Message);
             }
         }
-        Launch();
     }
 
     private string Directory(string id) => Path.Combine(root, id);
@@ -127,7 +168,10 @@ public sealed class DistillationsActor : ReceiveActor
 
     private void Enqueue(string id)
     {
-        if (!queued.Contains(id) && !running.ContainsKey(id)) queued.Add(id);
+        if (queued.Contains(id) || running.ContainsKey(id)) return;
+        // Owned from the moment it waits here, so that no other node adopts a job queued on a live one.
+        SelfOwner.Write(Directory(id));
+        queued.Add(id);
         Launch();
     }
 
@@ -172,7 +216,9 @@ public sealed class DistillationsActor : ReceiveActor
             : File.Exists(Path.Combine(dir, DistillationJobActor.FailedFile))
                 ? ("failed", Json.Read<DistillationFailure>(Path.Combine(dir, DistillationJobActor.FailedFile)).Detail)
             : File.Exists(Path.Combine(dir, DistillationJobActor.CancelledFile)) ? ("cancelled", null)
-            : running.ContainsKey(id) ? ("running", (string?)null) : ("queued", null);
+            : running.ContainsKey(id) || DistillationOwner.Read(dir) is { } owner && IsMember(owner) && !queued.Contains(id)
+                ? ("running", (string?)null)
+                : ("queued", null);
         var step = summary?.Step ?? 0;
         var servedPath = Path.Combine(dir, DistillationJobActor.ServedFile);
         var served = File.Exists(servedPath) ? Json.Read<DistillationServing>(servedPath) : new DistillationServing(0, 0);
