@@ -108,7 +108,7 @@ public sealed class DemoAndClusterSpecs(ITestOutputHelper output)
             var state = JsonDocument.Parse(up.Out).RootElement;
             Assert.Equal(4, state.GetProperty("processes").GetArrayLength());
 
-            var chaos = await Cli("chaos", "--work", work, "--kill-every", "12s", "--duration", "75s", "--restart-after", "3s", "--clients", "2", "--seed", "3", "--json");
+            var chaos = await Cli("chaos", "--work", work, "--kill-every", "12s", "--duration", "52s", "--restart-after", "3s", "--clients", "2", "--seed", "3", "--json");
             output.WriteLine(chaos.Err);
             output.WriteLine(chaos.Out);
             Assert.True(chaos.Code == 0, chaos.Err + chaos.Out);

@@ -15,7 +15,8 @@ public sealed class IslandProcessChaosSpecs(ITestOutputHelper output)
     public async Task Repeated_kill_minus_9_of_random_nodes_never_loses_the_job_or_leaves_a_half_written_checkpoint()
     {
         const string island = "chaos";
-        const int steps = 1500;
+        // Enough steps that the three kills (at committed steps of about 25 to 250 here) come before the end.
+        const int steps = 1000;
         var (data, partitions) = await DatasetAsync();
         var store = TempDir("process-chaos");
         var config = Path.Combine(store, "node.json");
@@ -24,6 +25,7 @@ public sealed class IslandProcessChaosSpecs(ITestOutputHelper output)
         var nodes = Enumerable.Range(0, 3).Select(i => new NodeProcess(FreePort(), FreePort(), Path.Combine(store, $"node-{i}.log"))).ToList();
         var seeds = string.Join(",", nodes.Select(n => n.ContactPoint));
         var random = new Random(Environment.TickCount);
+        var passed = false;
         try
         {
             foreach (var node in nodes) Start(node, island, config, store, seeds, journal);
@@ -89,9 +91,11 @@ public sealed class IslandProcessChaosSpecs(ITestOutputHelper output)
             foreach (var dir in Directory.GetDirectories(checkpoints.Root))
                 Assert.True(checkpoints.List().Any(c => c.Directory == dir) || AtomicFile.IsTemporary(dir), $"{dir} is neither committed nor temporary");
             Assert.Equal(steps, PublishedCheckpoint.ReadVerified(run).Published.Step);
+            passed = true;
         }
         finally
         {
+            if (!passed) await PrintClusterStateAsync(nodes);
             foreach (var node in nodes.Where(n => n.Alive)) node.Process!.Kill(entireProcessTree: true);
             foreach (var node in nodes) output.WriteLine($"--- {node.Log}: {(File.Exists(node.Log) ? new FileInfo(node.Log).Length : 0)} bytes");
         }
@@ -111,6 +115,7 @@ public sealed class IslandProcessChaosSpecs(ITestOutputHelper output)
         var contacts = string.Join(",", nodes.Select(n => n.ContactPoint));
         // The lowest contact points: the one that forms a new cluster, and those a seed-node list would name first.
         var lowest = nodes.OrderBy(n => n.HttpPort).ToList();
+        var passed = false;
         try
         {
             foreach (var node in nodes) Start(node, island, config, store, contacts, journal);
@@ -176,10 +181,35 @@ public sealed class IslandProcessChaosSpecs(ITestOutputHelper output)
             // Only the very first start formed a cluster: no later incarnation of any node joined itself.
             var selfJoins = nodes.Sum(n => File.ReadLines(n.Log).Count(l => l.Contains("is JOINING itself", StringComparison.Ordinal)));
             Assert.Equal(1, selfJoins);
+            passed = true;
         }
         finally
         {
+            if (!passed) await PrintClusterStateAsync(nodes);
             foreach (var node in nodes.Where(n => n.Alive)) node.Process!.Kill(entireProcessTree: true);
+        }
+    }
+
+    /// <summary>On a failure: each live node's view (members, job, lease) and each log's cluster decisions.</summary>
+    private async Task PrintClusterStateAsync(List<NodeProcess> nodes)
+    {
+        foreach (var node in nodes)
+        {
+            output.WriteLine($"=== node {node.ContactPoint} (akka port {node.Port}, alive {node.Alive})");
+            if (node.Alive)
+            {
+                try
+                {
+                    var status = await LocalIsland.StatusAsync(node.Http);
+                    output.WriteLine($"members: {string.Join(", ", status.Members.Select(m => $"{m.Address} {m.Status}{(m.Reachable ? "" : " unreachable")}"))}; " +
+                        $"leader {status.Leader}; job {status.Job?.Phase} step {status.Job?.Step} on {status.Job?.Node} ({status.Job?.LastError}); lease {status.Lease?.Owner}");
+                }
+                catch (Exception e) when (e is HttpRequestException or TaskCanceledException)
+                {
+                    output.WriteLine($"status: {e.Message}");
+                }
+            }
+            foreach (var line in node.ClusterEventLines()) output.WriteLine(line);
         }
     }
 

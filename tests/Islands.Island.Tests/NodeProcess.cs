@@ -37,4 +37,27 @@ public sealed class NodeProcess(int port, int httpPort, string log)
         using var stream = new FileStream(Log, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
         return new StreamReader(stream).ReadToEnd().Contains(text, StringComparison.Ordinal);
     }
+
+    private static readonly string[] ClusterEvents =
+    [
+        "UNREACHABLE", "SBR took decision", "SBR is downing", "lease ", "Acquire lease result", "state change", "Singleton manager started",
+        "Welcome from", "JOINING", "Leader is removing", "Exception", "fail: ",
+    ];
+
+    /// <summary>
+    /// The last <paramref name="count"/> lines of the log that record the cluster's decisions (reachability, split-brain
+    /// downing, leases, singleton hand-over, joins, errors), shortened: what a failed chaos test prints so that a CI
+    /// failure can be explained from its output alone.
+    /// </summary>
+    public IEnumerable<string> ClusterEventLines(int count = 25)
+    {
+        if (!File.Exists(Log)) return [];
+        using var stream = new FileStream(Log, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+        var lines = new List<string>();
+        using var reader = new StreamReader(stream);
+        while (reader.ReadLine() is { } line)
+            if (ClusterEvents.Any(e => line.Contains(e, StringComparison.Ordinal)))
+                lines.Add(System.Text.RegularExpressions.Regex.Replace(line, @"Akka\.Actor\.ActorSystem\[0\] \[[A-Z]+\]\[[^]]*\]\[Thread \d+\]", "") is var s && s.Length > 220 ? s[..220] : s);
+        return lines.TakeLast(count);
+    }
 }
