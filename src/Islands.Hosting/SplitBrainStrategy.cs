@@ -10,6 +10,11 @@ namespace Islands.Hosting;
 /// two of three nodes killed at once, or the older of two while the third is still rejoining, where keep-majority downs
 /// the last node standing. Without a database (a one-node island on SQLite, serving without a lease database) it is
 /// keep-majority.
+/// The winner keeps the lease until the nodes it downed are removed, then for release-after (Akka's default is 40 s).
+/// Only the leader asks for the lease, and a node that rejoins at a lower address becomes the leader: had the previous
+/// winner kept the lease, a second failure within those 40 s would make the new leader lose its own side's lease and down
+/// every node (a chaos run did just that). Releasing after the lease's time to live, which is shorter than stable-after,
+/// frees it before any later decision can come.
 /// </summary>
 public static class SplitBrainStrategy
 {
@@ -22,6 +27,8 @@ public static class SplitBrainStrategy
         var lease = new JournalLeaseOption(leaseConnectionString, LeaseTimeToLive(stableAfter), JournalLease.SplitBrainConfigPath,
             acquireWaitsForExpiry: true);
         lease.Apply(akka);
+        var releaseAfter = $"akka.cluster.split-brain-resolver.lease-majority.release-after = {(long)LeaseTimeToLive(stableAfter).TotalMilliseconds}ms";
+        akka.AddHocon(Akka.Configuration.ConfigurationFactory.ParseString(releaseAfter), HoconAddMode.Prepend);
         return new LeaseMajorityOption { LeaseImplementation = lease, LeaseName = leaseName };
     }
 
