@@ -32,6 +32,8 @@ public sealed class IslandsSerializer(ExtendedActorSystem system) : SerializerWi
     {
         ["job-status?"] = typeof(GetJobStatus),
         ["job-status"] = typeof(JobStatus),
+        ["job-history?"] = typeof(GetJobHistory),
+        ["job-history"] = typeof(JobHistory),
         ["stop-training"] = typeof(StopTraining),
         ["training-stopped"] = typeof(TrainingStopped),
         ["committed-checkpoint"] = typeof(CommittedCheckpoint),

@@ -49,6 +49,11 @@ public sealed class JobSupervisor : ReceiveActor, IWithTimers
                 Sender.Tell(Waiting("waiting-for-journal",
                     $"{settings.Journal}: {lastError ?? "the job actor stopped"}; attempt {failures + 1} at {nextRetry:HH:mm:ss}"));
         });
+        Receive<GetJobHistory>(m =>
+        {
+            if (job is not null && recovered) job.Forward(m);
+            else Sender.Tell(new JobHistory(settings.Island, settings.Job.Name, [], [], [], 0, failures, 0));
+        });
         Receive<StopTraining>(m =>
         {
             stopping = true;

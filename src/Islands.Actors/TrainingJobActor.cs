@@ -28,6 +28,7 @@ public sealed partial class TrainingJobActor : ReceivePersistentActor
     private IActorRef? worker;
     private IActorRef? stopRequester;
     private WorkerProgress? progress;
+    private readonly Diffusion.Metrics.LossHistory losses = new();
     private string? lastError;
     private int workerStarts;
     private long? resumedFrom;
@@ -147,6 +148,7 @@ public sealed partial class TrainingJobActor : ReceivePersistentActor
         {
             if (state.Diverged) return;
             progress = p;
+            losses.Add(p.Step, p.Loss);
             lastError = null;
             IslandTelemetry.RecordChunk(settings.Island, p.Steps, p.Loss, p.StepsPerSecond);
         });
@@ -170,6 +172,9 @@ public sealed partial class TrainingJobActor : ReceivePersistentActor
             });
         });
         Command<GetJobStatus>(_ => Sender.Tell(Status()));
+        Command<GetJobHistory>(_ => Sender.Tell(new JobHistory(settings.Island, settings.Job.Name, losses.Points,
+            [.. state.Committed.TakeLast(JobHistory.MaxCheckpoints)], [.. state.Rejected.TakeLast(JobHistory.MaxCheckpoints)], state.Recoveries,
+            Math.Max(0, workerStarts - 1), state.TotalRollbacks)));
         Command<StopTraining>(_ =>
         {
             stopRequester = Sender;

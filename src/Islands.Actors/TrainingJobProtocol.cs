@@ -15,6 +15,22 @@ public sealed record StopTraining : IIslandsMessage
     public static readonly StopTraining Instance = new();
 }
 
+/// <summary>Ask the island's training job for its history; answered with <see cref="JobHistory"/>.</summary>
+public sealed record GetJobHistory : IIslandsMessage
+{
+    public static readonly GetJobHistory Instance = new();
+}
+
+/// <summary>What the job did: the loss curve of its current incarnation (what came before lives on as the committed checkpoints' losses),
+/// the checkpoints it committed (the newest <see cref="MaxCheckpoints"/>) and those it rejected, with why.</summary>
+public sealed record JobHistory(string Island, string Job, IReadOnlyList<Diffusion.Metrics.LossPoint> Losses,
+    IReadOnlyList<CheckpointCommitted> Committed, IReadOnlyList<CheckpointRejected> Rejected, int Recoveries, int WorkerRestarts,
+    int Rollbacks) : IIslandsMessage
+{
+    /// <summary>Keeps the answer far below remoting's frame size (a run of thousands of checkpoints).</summary>
+    public const int MaxCheckpoints = 64;
+}
+
 public sealed record TrainingStopped(string Island, long CommittedStep) : IIslandsMessage;
 
 public sealed record CommittedCheckpoint(long Step, string Checkpoint, string ManifestSha256, float Loss, DateTimeOffset At) : IIslandsMessage;

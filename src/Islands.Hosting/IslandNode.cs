@@ -56,6 +56,19 @@ public static class IslandNode
         ClusterFormation.MapSeedNodes(app);
         app.MapGet("/status", async (ActorSystem system, IRequiredActor<TrainingJobSingleton> job, CancellationToken cancel) =>
             Results.Json(await IslandStatus.Collect(system, await job.GetAsync(cancel), settings, TimeSpan.FromSeconds(5), cancel)));
+        // The viewer's: the job's loss curve and checkpoint timeline (its status says only where it stands).
+        app.MapGet("/status/history", async (IRequiredActor<TrainingJobSingleton> job, CancellationToken cancel) =>
+        {
+            try
+            {
+                return Results.Json(await (await job.GetAsync(cancel)).Ask<JobHistory>(GetJobHistory.Instance, TimeSpan.FromSeconds(5), cancel));
+            }
+            catch (AskTimeoutException)
+            {
+                return Results.Problem(statusCode: 503, title: "Training job busy",
+                    detail: "the training job did not answer within 5 s (the singleton may be moving to another node)");
+            }
+        });
         PublicationEndpoints.Map(app, settings.RunDirectory);
         return app;
     }

@@ -10,10 +10,12 @@ namespace Islands.Hosting;
 /// <see cref="RequestGuards"/>.</summary>
 internal static class NodeHost
 {
-    public static WebApplicationBuilder CreateBuilder(string hostname, int port, TimeSpan shutdownGrace, Action<ILoggingBuilder>? logging)
+    /// <param name="secondUrl">A second listener (the viewer's): the server lists its address after the first one's.</param>
+    public static WebApplicationBuilder CreateBuilder(string hostname, int port, TimeSpan shutdownGrace, Action<ILoggingBuilder>? logging,
+        string? secondUrl = null)
     {
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory });
-        builder.WebHost.UseUrls($"http://{hostname}:{port}");
+        builder.WebHost.UseUrls(secondUrl is null ? [$"http://{hostname}:{port}"] : [$"http://{hostname}:{port}", secondUrl]);
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = shutdownGrace);
         // A NaN loss in a status or result is written as null: System.Text.Json would otherwise refuse it and answer 500.
         builder.Services.ConfigureHttpJsonOptions(o => Diffusion.IO.Json.WithFiniteNumbers(o.SerializerOptions));

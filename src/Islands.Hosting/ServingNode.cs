@@ -9,6 +9,7 @@ using Akka.Hosting;
 using Akka.Remote.Hosting;
 using Islands.Actors;
 using Islands.Actors.Serving;
+using Islands.Hosting.Viewer;
 using Microsoft.AspNetCore.Authorization;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Diagnostics.HealthChecks;
@@ -36,19 +37,25 @@ public static class ServingNode
 
     public static WebApplication Build(ServingNodeSettings settings, Action<ILoggingBuilder>? logging = null)
     {
-        var builder = NodeHost.CreateBuilder(settings.HttpHostname, settings.HttpPort, TimeSpan.FromSeconds(30), logging);
+        var builder = NodeHost.CreateBuilder(settings.HttpHostname, settings.HttpPort, TimeSpan.FromSeconds(30), logging,
+            settings.Viewer is { } viewer ? $"http://{viewer.Hostname}:{viewer.Port}" : null);
         // The API enforces max-body-bytes itself (and drains what is over it, so the 413 reaches the client); Kestrel's cap
         // only stops bodies far beyond it.
         builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = Math.Max(1 << 20, settings.MaxBodyBytes * 4L));
         builder.Services.AddSingleton(settings);
         IslandTelemetrySetup.Add(builder.Services, settings);
         builder.Services.AddOpenApi();
-        builder.Services.AddAuthentication(ApiKeyAuthentication.SchemeName)
+        var authentication = builder.Services.AddAuthentication(settings.Viewer is null ? ApiKeyAuthentication.SchemeName : ViewerEndpoints.KeyOrSessionScheme)
             .AddScheme<ApiKeyOptions, ApiKeyAuthentication>(ApiKeyAuthentication.SchemeName, o =>
             {
                 o.KeyDigests = [.. settings.ApiKeys.Select(ApiKeyAuthentication.Digest)];
                 o.AllowAnonymous = settings.AllowAnonymous;
             });
+        if (settings.Viewer is not null)
+        {
+            ViewerEndpoints.AddAuthentication(authentication);
+            ViewerEndpoints.AddServices(builder.Services);
+        }
         builder.Services.AddAuthorization(o => o.FallbackPolicy = new AuthorizationPolicyBuilder().RequireAuthenticatedUser().Build());
         builder.Services.AddSingleton(new GenerationSlots(settings.MaxInFlight));
         builder.Services.AddSingleton(new AsyncGenerations(settings.FailedRetention));
@@ -86,8 +93,13 @@ public static class ServingNode
         var v1 = app.MapGroup("/v1");
         ScoreApi.Map(v1);
         DistillationApi.Map(v1, settings);
+        if (settings.Viewer is not null) ViewerEndpoints.Map(app, settings);
         return app;
     }
+
+    /// <summary>The viewer's address once the node has started (null when the viewer is off).</summary>
+    public static string? ViewerAddress(WebApplication app) => 
+        app.Services.GetService<ViewerEndpoints.Listener>() is { } listener ? listener.Address + ViewerEndpoints.Route + "/" : null;
 
     private static void ConfigureAkka(AkkaConfigurationBuilder akka, ServingNodeSettings settings)
     {

@@ -32,6 +32,9 @@ public static class ServingNodeConfig
         ["ISLANDS_REQUIRED_CONTACT_POINTS"] = "islands:serving:bootstrap:requiredContactPoints",
         ["ISLANDS_HTTP_HOSTNAME"] = "islands:serving:http:hostname",
         ["ISLANDS_HTTP_PORT"] = "islands:serving:http:port",
+        ["ISLANDS_VIEWER_HOSTNAME"] = "islands:serving:viewer:hostname",
+        ["ISLANDS_VIEWER_PORT"] = "islands:serving:viewer:port",
+        ["ISLANDS_VIEWER_ISLANDS"] = "islands:serving:viewer:islands",
         ["ISLANDS_API_KEYS"] = "islands:serving:apiKeys",
         ["ISLANDS_API_KEYS_FILE"] = "islands:serving:apiKeysFile",
         ["ISLANDS_SERVING_PRECISION"] = "islands:serving:precision",
@@ -97,6 +100,11 @@ public static class ServingNodeConfig
         var endpoints = o.Sources.Endpoints.Select(e => new Uri(new Uri(e).GetLeftPart(UriPartial.Path).TrimEnd('/') + "/"));
         var sources = new PublicationSources([.. endpoints],
             sourceKeys.FirstOrDefault() ?? "", Duration(o.Sources.Interval), NodeConfiguration.Bytes(o.Sources.MaxFileSize)!.Value);
+        var viewer = NodeConfiguration.Switch(o.Viewer.Enabled) ?? true
+            ? new ViewerSettings(o.Viewer.Hostname!, o.Viewer.Port,
+                o.Viewer.Islands.Length > 0 ? [.. o.Viewer.Islands.Select(e => new Uri(e.TrimEnd('/')))] : [.. sources.Endpoints],
+                Duration(o.Viewer.Interval), Duration(o.Viewer.GalleryInterval))
+            : null;
         return new ServingNodeSettings
         {
             Options = o,
@@ -121,6 +129,7 @@ public static class ServingNodeConfig
             OtlpEndpoint = o.Telemetry.OtlpEndpoint!,
             Sources = sources,
             FailedRetention = Duration(o.Http.FailedRetention),
+            Viewer = viewer,
             Tls = new TlsSettings(NodeConfiguration.Switch(o.Tls.Enabled) ?? false, o.Tls.Certificate ?? "", o.Tls.Password ?? "",
                 o.Tls.TrustedThumbprints),
             Hocon = hocon,
@@ -147,6 +156,17 @@ public sealed partial class ServingNodeOptionsValidator : IValidateOptions<Servi
         c.OneOf("precision", o.Precision, "fp32", "bf16");
         c.OneOf("telemetry:exporter", o.Telemetry.Exporter, "none", "console", "otlp");
         c.Required("telemetry:otlpEndpoint", o.Telemetry.OtlpEndpoint);
+        c.Switch("viewer:enabled", o.Viewer.Enabled);
+        c.Required("viewer:hostname", o.Viewer.Hostname);
+        c.Range("viewer:port", o.Viewer.Port, 0, 65535);
+        c.Duration("viewer:interval", o.Viewer.Interval);
+        c.Duration("viewer:galleryInterval", o.Viewer.GalleryInterval);
+        foreach (var text in o.Viewer.Islands)
+            if (!Uri.TryCreate(text, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https") || uri.Query.Length > 0
+                || uri.Fragment.Length > 0)
+                c.Fail("viewer:islands", $"'{text}' must be an island node's HTTP endpoint such as http://expert-0:8080");
+        if (o.Viewer.Hostname == o.Http.Hostname && o.Viewer.Port == o.Http.Port && o.Viewer.Port != 0)
+            c.Fail("viewer:port", $"{o.Viewer.Port} is the API's port (http:port): the viewer needs its own listener");
         c.Keys("apiKeys", o.ApiKeys);
         c.File("apiKeysFile", o.ApiKeysFile, "file");
         c.Switch("allowAnonymous", o.AllowAnonymous);

@@ -11,6 +11,10 @@ public sealed record PublicationSources(IReadOnlyList<Uri> Endpoints, string Key
     public bool Enabled => Endpoints.Count > 0;
 }
 
+/// <summary>The live viewer of a serving node (null when it is off).</summary>
+/// <param name="Islands">Island nodes' HTTP endpoints whose status it shows.</param>
+public sealed record ViewerSettings(string Hostname, int Port, IReadOnlyList<Uri> Islands, TimeSpan Interval, TimeSpan GalleryInterval);
+
 /// <summary>One serving node's settings: its validated <see cref="ServingNodeOptions"/> resolved by <see cref="ServingNodeConfig"/>.</summary>
 public sealed record ServingNodeSettings : NodeSettings
 {
@@ -32,6 +36,7 @@ public sealed record ServingNodeSettings : NodeSettings
     public required PublicationSources Sources { get; init; }
     /// <summary>How long GET reports an asynchronous generation that failed before it is forgotten.</summary>
     public required TimeSpan FailedRetention { get; init; }
+    public required ViewerSettings? Viewer { get; init; }
 
     public override string SystemName => "serving-" + Name;
 }

@@ -139,7 +139,7 @@ public sealed class NumericsSelfTestSpecs
         // setting, fewer steps, and the repeat checked on a prefix, so the test stays inside CI's budget on every CPU.
         var emulated = precision == "bf16" && !CpuInfo.Bf16NativeHere();
         var steps = emulated ? 12 : 24;
-        var repeated = emulated ? 4 : steps;
+        var repeated = emulated ? 2 : steps;
         float[] Run(int count)
         {
             var config = new TrainConfig(DataDirectory: "(memory)", Steps: steps, BatchSize: 32, WarmupSteps: 0, Precision: precision);

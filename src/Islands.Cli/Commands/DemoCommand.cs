@@ -26,6 +26,10 @@ public static class DemoCommand
         };
         var port = new Option<int>("--port") { Description = "HTTP port of the API; the islands' status pages take the next five",
             DefaultValueFactory = _ => 7100 };
+        var viewerPort = new Option<int?>("--viewer-port")
+        {
+            Description = "Port of the live viewer on 127.0.0.1 (default 7007; a free one with --port 0)",
+        };
         var exit = new Option<bool>("--exit") { Description = "Exit after writing the samples instead of serving until Ctrl-C" };
         var degraded = new Option<bool>("--degraded-condition")
         {
@@ -34,7 +38,7 @@ public static class DemoCommand
         var command = new Command("demo", $"Train 4 expert islands and the router on this machine, serve them, and generate {DefaultOutput} " +
             "through the API")
         {
-            minutes, work, output, port, exit, degraded,
+            minutes, work, output, port, viewerPort, exit, degraded,
         };
         command.SetAction(IslandsCli.Action(stdout, stderr, async (ctx, parse, cancel) =>
         {
@@ -46,10 +50,14 @@ public static class DemoCommand
             Console.SetOut(stderr);
             try
             {
-                await using var demo = new LocalDemo(parse.GetValue(work)!, parse.GetValue(port), ctx.Log);
+                var apiPort = parse.GetValue(port);
+                await using var demo = new LocalDemo(parse.GetValue(work)!, apiPort, parse.GetValue(viewerPort) ?? (apiPort == 0 ? 0 : 7007), ctx.Log);
                 var plan = demo.Prepare(budget, 4, parse.GetValue(degraded));
                 ctx.Log($"starting {plan.K} expert islands and the router island (SQLite journals, checkpoints in {demo.Store})");
                 await demo.StartIslandsAsync(cancel);
+                // Serving (and its viewer) from the start: the viewer shows the islands training, the ensemble as they publish.
+                await demo.StartServingAsync(cancel);
+                ctx.Log($"viewer at {demo.ViewerUrl} (sign in with the key in {demo.ApiKeyFile}); API at {demo.ApiUrl}/v1");
                 var clock = System.Diagnostics.Stopwatch.StartNew();
                 var deadline = TimeSpan.FromMinutes(budget);
                 var states = await Train(ctx, demo, deadline, clock, cancel);
@@ -61,16 +69,17 @@ public static class DemoCommand
                 if (LocalDemo.UnusableIslands(states) is { Count: > 0 } unusable)
                     throw new Diffusion.IslandsException($"no usable model from {string.Join(", ", unusable)}; no grid was written");
 
-                await demo.StartServingAsync(cancel);
+                await demo.WaitForFinalPublicationsAsync(cancel);
                 ctx.Log($"serving at {demo.ApiUrl}; asking it for 8 images of every class as a client would");
                 var outputPath = Path.GetFullPath(parse.GetValue(output) ?? Path.Combine(parse.GetValue(work)!, "samples.png"));
                 var (images, classes, seconds) = await demo.GenerateAsync(outputPath, 8, 20, cancel);
                 var final = await demo.IslandStatesAsync(cancel);
-                ctx.Result(new { samples = outputPath, images, classes, seconds, api = demo.ApiUrl, apiKeyFile = demo.ApiKeyFile,
+                ctx.Result(new { samples = outputPath, images, classes, seconds, api = demo.ApiUrl, viewer = demo.ViewerUrl, apiKeyFile = demo.ApiKeyFile,
                     islands = final, plan }, w =>
                 {
                     w.WriteLine($"wrote {outputPath}: {images} images, a row per class ({string.Join(", ", classes)}), generated in {seconds:F1} s");
                     w.WriteLine($"API:     {demo.ApiUrl}/v1/generations   (key in {demo.ApiKeyFile}; OpenAPI at /openapi/v1.json)");
+                    w.WriteLine($"Viewer:  {demo.ViewerUrl}   (sign in with the same key)");
                     w.WriteLine($"         curl -H \"Authorization: Bearer $(cat {demo.ApiKeyFile})\" -H 'Content-Type: application/json' -d " +
                         $"'{{\"count\":16,\"class\":\"{classes[^1]}\"}}' {demo.ApiUrl}/v1/generations -o more.png");
                     foreach (var s in final) w.WriteLine(StatusText.DemoSummary(s));

@@ -65,6 +65,8 @@ public static class ServingCommands
             ctx.Log($"serving {settings.SystemName}: node up; {reads}; API at {IslandNode.HttpAddress(app)}/v1 " +
                     $"({settings.ApiKeys.Count} API key{(settings.ApiKeys.Count == 1 ? "" : "s")}" +
                     $"{(settings.AllowAnonymous ? ", anonymous allowed" : "")}); OpenAPI at /openapi/v1.json");
+            if (ServingNode.ViewerAddress(app) is { } viewer)
+                ctx.Log($"viewer at {viewer} (sign in with an API key; {settings.Viewer!.Islands.Count} island endpoint(s) watched)");
             using var stop = cancel.Register(() => app.Lifetime.StopApplication());
             await app.WaitForShutdownAsync(CancellationToken.None);
             return ExitCodes.Ok;

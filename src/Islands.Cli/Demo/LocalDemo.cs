@@ -31,7 +31,8 @@ public sealed record DemoPlan(int SchemaVersion, string DataSource, int K, int E
 /// (Akka clusters on loopback, SQLite journals, one checkpoint store), then a serving node whose HTTP API the demo calls
 /// as any client would. Everything lives under one working directory, so a rerun resumes.
 /// </summary>
-public sealed class LocalDemo(string work, int httpPortBase, Action<string> log) : IAsyncDisposable
+/// <param name="viewerPort">Port of the serving node's live viewer (0: a free one).</param>
+public sealed class LocalDemo(string work, int httpPortBase, int viewerPort, Action<string> log) : IAsyncDisposable
 {
     private readonly List<(string Island, string Job, WebApplication App)> islands = [];
     private readonly Dictionary<string, DemoIslandState> lastKnown = [];
@@ -44,6 +45,7 @@ public sealed class LocalDemo(string work, int httpPortBase, Action<string> log)
     public string PartitionsFile => Path.Combine(Work, "partitions.json");
     public string ApiKeyFile => Path.Combine(Work, "api-key");
     public string? ApiUrl { get; private set; }
+    public string? ViewerUrl { get; private set; }
     public DemoPlan Plan { get; private set; } = null!;
 
     /// <summary>Data, partitions and the frozen plan: created on the first run, reused afterwards.</summary>
@@ -202,11 +204,39 @@ public sealed class LocalDemo(string work, int httpPortBase, Action<string> log)
             ["islands:serving:http:port"] = Str(httpPortBase),
             ["islands:serving:apiKeysFile"] = ApiKeyFile,
             ["islands:serving:precision"] = Plan.Precision,
+            ["islands:serving:viewer:port"] = Str(viewerPort),
+            ["islands:serving:viewer:islands"] = string.Join(",", islands.Select(i => IslandNode.HttpAddress(i.App))),
+            // The islands publish as they train: the viewer's gallery follows within seconds, not the default 10 s.
+            ["islands:serving:rescanInterval"] = "3s",
         };
         var settings = ServingNodeConfig.Parse(ServingNodeConfig.Load(null, options, new Hashtable()));
         serving = ServingNode.Build(settings, l => l.SetMinimumLevel(LogLevel.Error));
         await serving.StartAsync(cancel);
         ApiUrl = IslandNode.HttpAddress(serving);
+        ViewerUrl = ServingNode.ViewerAddress(serving);
+    }
+
+    /// <summary>Waits until the API serves every island's final publication (the registry rescans the store every few seconds).</summary>
+    public async Task WaitForFinalPublicationsAsync(CancellationToken cancel)
+    {
+        var key = (await File.ReadAllTextAsync(ApiKeyFile, cancel)).Trim();
+        using var http = new HttpClient { BaseAddress = new Uri(ApiUrl! + "/"), Timeout = TimeSpan.FromSeconds(10) };
+        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", key);
+        var wanted = islands.ToDictionary(i => i.Island, i => Diffusion.Checkpoints.PublishedCheckpoint.ReadVerified(Path.Combine(Store, i.Island)).Published.Step);
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (true)
+        {
+            using var document = JsonDocument.Parse(await http.GetStringAsync("v1/experts", cancel));
+            var served = document.RootElement.GetProperty("experts").EnumerateArray().Append(document.RootElement.GetProperty("router"))
+                .Where(e => e.ValueKind == JsonValueKind.Object && e.GetProperty("island").ValueKind == JsonValueKind.String
+                    && e.GetProperty("step").ValueKind == JsonValueKind.Number)
+                .ToDictionary(e => e.GetProperty("island").GetString()!, e => e.GetProperty("step").GetInt64());
+            var behind = wanted.Where(w => served.GetValueOrDefault(w.Key, -1) != w.Value).Select(w => w.Key).ToList();
+            if (behind.Count == 0) return;
+            if (DateTime.UtcNow > deadline)
+                throw new IslandsException($"the serving node still does not serve the final checkpoints of {string.Join(", ", behind)} after 60 s");
+            await Task.Delay(500, cancel);
+        }
     }
 
     /// <summary>Asks the API for `perClass` images of every class, as a client would, and writes them as one grid (a row per class).</summary>

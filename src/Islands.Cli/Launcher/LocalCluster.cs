@@ -12,9 +12,10 @@ namespace Islands.Cli.Launcher;
 
 /// <summary>One node process of a local cluster: how to start it again, and where it answers.</summary>
 public sealed record ClusterProcess(string Name, string Role, string Group, int Port, int HttpPort, IReadOnlyList<string> Arguments,
-    IReadOnlyDictionary<string, string> Environment, string Log, int Pid, DateTimeOffset StartedUtc)
+    IReadOnlyDictionary<string, string> Environment, string Log, int Pid, DateTimeOffset StartedUtc, int? ViewerPort = null)
 {
     public string Http => $"http://127.0.0.1:{HttpPort}";
+    public string? Viewer => ViewerPort is { } port ? $"http://127.0.0.1:{port}/viewer/" : null;
 }
 
 /// <summary>The state file of a local cluster (cluster.json in its working directory).</summary>
@@ -143,10 +144,11 @@ public static class LocalCluster
                 ["ISLANDS_API_KEYS_FILE"] = apiKeyFile,
                 ["ISLANDS_SOURCE_KEY_FILE"] = publicationKeyFile,
                 ["ISLANDS_SERVING_RESULTS"] = Path.Combine(work, "serving-results"),
+                ["ISLANDS_VIEWER_PORT"] = Str(servingPorts[i] + 2000),
             };
             if (servingLease is not null) env["ISLANDS_SPLIT_BRAIN_LEASE_CONNECTION_STRING"] = servingLease;
             processes.Add(Start(new ClusterProcess($"serving-{i}", "serving", "serving", servingPorts[i], servingPorts[i] + 1000, args, env,
-                Path.Combine(work, "logs", $"serving-{i}.log"), 0, default), executable));
+                Path.Combine(work, "logs", $"serving-{i}.log"), 0, default, servingPorts[i] + 2000), executable));
         }
         var state = new ClusterState(ClusterState.CurrentSchemaVersion, clusterId, work, executable, experts, nodesPerIsland,
             nodesPerIsland > 1 ? "postgresql (a database per island)" : "sqlite (a file per island)", store, apiKeyFile, processes,

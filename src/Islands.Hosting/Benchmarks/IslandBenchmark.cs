@@ -67,7 +67,7 @@ public static class IslandBenchmark
             postgres is null ? "sqlite (one file shared by the in-process nodes)" : "postgresql", stableAfter.TotalSeconds, killResults);
     }
 
-    private static IslandNodeSettings Settings(string island, string configFile, string store, int port, string? contactPoints, string provider,
+    internal static IslandNodeSettings Settings(string island, string configFile, string store, int port, string? contactPoints, string provider,
         string? connection, TimeSpan stableAfter, int httpPort = 0)
     {
         var options = new Dictionary<string, string?>
@@ -127,7 +127,7 @@ public static class IslandBenchmark
     }
 
     /// <summary>Images/s between the first and the last commit of a run, from the manifests' timestamps.</summary>
-    private static IslandThroughput Between(CheckpointStore store, int batch, string mode, int round)
+    internal static IslandThroughput Between(CheckpointStore store, int batch, string mode, int round)
     {
         var manifests = store.List().Select(c => CheckpointStore.Verify(c.Directory)).OrderBy(m => m.Step).ToList();
         if (manifests.Count < 2)
@@ -243,14 +243,14 @@ public static class IslandBenchmark
         throw new TimeoutException("the island did not report its job training within 5 minutes");
     }
 
-    private static async Task<JobStatus?> Ask(IActorRef proxy)
+    internal static async Task<JobStatus?> Ask(IActorRef proxy)
     {
         try { return await proxy.Ask<JobStatus>(GetJobStatus.Instance, TimeSpan.FromSeconds(2)); }
         catch (AskTimeoutException) { return null; }
     }
 
     /// <summary>Node logs at Error only, so the benchmark's own lines stay readable; ISLANDS_BENCH_LOG=info shows everything.</summary>
-    private static void Quiet(ILoggingBuilder logging) =>
+    internal static void Quiet(ILoggingBuilder logging) =>
         logging.SetMinimumLevel(Environment.GetEnvironmentVariable("ISLANDS_BENCH_LOG") == "info" ? LogLevel.Information : LogLevel.Error);
 
     internal static int FreePort()

@@ -120,6 +120,7 @@ public sealed class ServingNodeOptions
     public string[] SeedNodes { get; set; } = [];
     public TlsOptions Tls { get; set; } = new();
     public ServingHttpOptions Http { get; set; } = new();
+    public ViewerOptions Viewer { get; set; } = new();
     public string[] ApiKeys { get; set; } = [];
     public string? ApiKeysFile { get; set; }
     public string? AllowAnonymous { get; set; }
@@ -156,6 +157,16 @@ public sealed class ServingNodeOptions
         public long MaxBodyBytes { get; set; }
         public int MaxInFlight { get; set; }
         public string? FailedRetention { get; set; }
+    }
+
+    public sealed class ViewerOptions
+    {
+        public string? Enabled { get; set; }
+        public string? Hostname { get; set; }
+        public int Port { get; set; }
+        public string[] Islands { get; set; } = [];
+        public string? Interval { get; set; }
+        public string? GalleryInterval { get; set; }
     }
 
     public sealed class BatchingOptions
