@@ -45,7 +45,8 @@ public static class ServingNode
         builder.Services.AddSingleton(settings);
         IslandTelemetrySetup.Add(builder.Services, settings);
         builder.Services.AddOpenApi();
-        var authentication = builder.Services.AddAuthentication(settings.Viewer is null ? ApiKeyAuthentication.SchemeName : ViewerEndpoints.KeyOrSessionScheme)
+        var authentication = builder.Services
+            .AddAuthentication(settings.Viewer is null ? ApiKeyAuthentication.SchemeName : ViewerEndpoints.KeyOrSessionScheme)
             .AddScheme<ApiKeyOptions, ApiKeyAuthentication>(ApiKeyAuthentication.SchemeName, o =>
             {
                 o.KeyDigests = [.. settings.ApiKeys.Select(ApiKeyAuthentication.Digest)];

@@ -60,7 +60,8 @@ public static partial class BenchCommands
                 Hosting.Benchmarks.ViewerBenchmarkResult cost;
                 try
                 {
-                    cost = Hosting.Benchmarks.ViewerBenchmark.Run(Config, parse.GetValue(steps), dir, parse.GetValue(rounds), stable, ctx.Log, cancel);
+                    cost = Hosting.Benchmarks.ViewerBenchmark.Run(Config, parse.GetValue(steps), dir, parse.GetValue(rounds), stable, ctx.Log,
+                        cancel);
                 }
                 finally
                 {
@@ -68,7 +69,8 @@ public static partial class BenchCommands
                 }
                 ctx.Result(cost, w =>
                 {
-                    w.WriteLine($"job {cost.Job}, batch {cost.Batch}, checkpoint every {cost.CheckpointEvery} steps, viewer polling every {cost.PollSeconds:0.#} s");
+                    w.WriteLine($"job {cost.Job}, batch {cost.Batch}, checkpoint every {cost.CheckpointEvery} steps, " +
+                        $"viewer polling every {cost.PollSeconds:0.#} s");
                     w.WriteLine($"  no viewer:        {cost.WithoutViewerImagesPerSecond:F1} images/s");
                     w.WriteLine($"  viewer connected: {cost.WithViewerImagesPerSecond:F1} images/s ({cost.Messages} messages received)");
                     w.WriteLine($"  with / without:   {cost.WithOverWithout:F3} (viewer cost {(1 - cost.WithOverWithout):P1})");

@@ -32,7 +32,7 @@ public sealed record DemoPlan(int SchemaVersion, string DataSource, int K, int E
 /// as any client would. Everything lives under one working directory, so a rerun resumes.
 /// </summary>
 /// <param name="viewerPort">Port of the serving node's live viewer (0: a free one).</param>
-public sealed class LocalDemo(string work, int httpPortBase, int viewerPort, Action<string> log) : IAsyncDisposable
+public sealed partial class LocalDemo(string work, int httpPortBase, int viewerPort, Action<string> log) : IAsyncDisposable
 {
     private readonly List<(string Island, string Job, WebApplication App)> islands = [];
     private readonly Dictionary<string, DemoIslandState> lastKnown = [];
@@ -49,7 +49,8 @@ public sealed class LocalDemo(string work, int httpPortBase, int viewerPort, Act
     public DemoPlan Plan { get; private set; } = null!;
 
     /// <summary>Data, partitions and the frozen plan: created on the first run, reused afterwards.</summary>
-    /// <param name="degradedCondition">The experts and the router also learn the degraded condition (for `islands distill`); fixed on the first run.</param>
+    /// <param name="degradedCondition">The experts and the router also learn the degraded condition (for `islands distill`); fixed on the
+    /// first run.</param>
     public DemoPlan Prepare(double minutes, int k, bool degradedCondition = false)
     {
         Directory.CreateDirectory(Work);
@@ -214,29 +215,6 @@ public sealed class LocalDemo(string work, int httpPortBase, int viewerPort, Act
         await serving.StartAsync(cancel);
         ApiUrl = IslandNode.HttpAddress(serving);
         ViewerUrl = ServingNode.ViewerAddress(serving);
-    }
-
-    /// <summary>Waits until the API serves every island's final publication (the registry rescans the store every few seconds).</summary>
-    public async Task WaitForFinalPublicationsAsync(CancellationToken cancel)
-    {
-        var key = (await File.ReadAllTextAsync(ApiKeyFile, cancel)).Trim();
-        using var http = new HttpClient { BaseAddress = new Uri(ApiUrl! + "/"), Timeout = TimeSpan.FromSeconds(10) };
-        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", key);
-        var wanted = islands.ToDictionary(i => i.Island, i => Diffusion.Checkpoints.PublishedCheckpoint.ReadVerified(Path.Combine(Store, i.Island)).Published.Step);
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
-        while (true)
-        {
-            using var document = JsonDocument.Parse(await http.GetStringAsync("v1/experts", cancel));
-            var served = document.RootElement.GetProperty("experts").EnumerateArray().Append(document.RootElement.GetProperty("router"))
-                .Where(e => e.ValueKind == JsonValueKind.Object && e.GetProperty("island").ValueKind == JsonValueKind.String
-                    && e.GetProperty("step").ValueKind == JsonValueKind.Number)
-                .ToDictionary(e => e.GetProperty("island").GetString()!, e => e.GetProperty("step").GetInt64());
-            var behind = wanted.Where(w => served.GetValueOrDefault(w.Key, -1) != w.Value).Select(w => w.Key).ToList();
-            if (behind.Count == 0) return;
-            if (DateTime.UtcNow > deadline)
-                throw new IslandsException($"the serving node still does not serve the final checkpoints of {string.Join(", ", behind)} after 60 s");
-            await Task.Delay(500, cancel);
-        }
     }
 
     /// <summary>Asks the API for `perClass` images of every class, as a client would, and writes them as one grid (a row per class).</summary>

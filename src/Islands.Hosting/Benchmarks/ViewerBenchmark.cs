@@ -81,7 +81,8 @@ public static class ViewerBenchmark
         while ((await IslandBenchmark.Ask(proxy))?.Phase != "completed") await Task.Delay(1000, cancel);
         await stop.CancelAsync();
         try { await browser; } catch (OperationCanceledException) { }
-        if (connected && messages == 0) throw new Diffusion.IslandsException("the viewer sent the connected client nothing: the benchmark measured no viewer");
+        if (connected && messages == 0)
+            throw new Diffusion.IslandsException("the viewer sent the connected client nothing: the benchmark measured no viewer");
         await island.StopAsync(cancel);
         await serving.StopAsync(cancel);
         var result = IslandBenchmark.Between(new Diffusion.Checkpoints.CheckpointStore(settings.RunDirectory), settings.Job.BatchSize,

@@ -82,7 +82,9 @@ public static class ViewerEndpoints
             };
         });
         authentication.AddPolicyScheme(KeyOrSessionScheme, "API key or viewer session", o => o.ForwardDefaultSelector = http =>
-            http.Request.Headers.Authorization.Count == 0 && http.Request.Cookies.ContainsKey(CookieName) ? CookieScheme : ApiKeyAuthentication.SchemeName);
+            http.Request.Headers.Authorization.Count == 0 && http.Request.Cookies.ContainsKey(CookieName)
+                ? CookieScheme
+                : ApiKeyAuthentication.SchemeName);
     }
 
     public static void AddServices(IServiceCollection services)
@@ -130,7 +132,8 @@ public static class ViewerEndpoints
         var known = false;
         foreach (var key in settings.ApiKeys) known |= CryptographicOperations.FixedTimeEquals(ApiKeyAuthentication.Digest(key), digest);
         if (!known && !settings.AllowAnonymous)
-            return Results.Problem(statusCode: 401, title: "Unknown API key", detail: "that is not one of this node's API keys (islands:serving:apiKeys)");
+            return Results.Problem(statusCode: 401, title: "Unknown API key",
+                detail: "that is not one of this node's API keys (islands:serving:apiKeys)");
         var identity = new ClaimsIdentity([new Claim(ApiKeyAuthentication.KeyIdClaim, known ? ApiKeyAuthentication.KeyId(digest) : "anonymous")],
             CookieScheme);
         await http.SignInAsync(CookieScheme, new ClaimsPrincipal(identity));
@@ -151,7 +154,8 @@ public static class ViewerEndpoints
         return Results.Stream(stream, type);
     }
 
-    private static async IAsyncEnumerable<SseItem<ViewerMessage>> Stream(ViewerHub hub, string server, [EnumeratorCancellation] CancellationToken cancel)
+    private static async IAsyncEnumerable<SseItem<ViewerMessage>> Stream(ViewerHub hub, string server,
+        [EnumeratorCancellation] CancellationToken cancel)
     {
         using var subscriber = hub.Subscribe();
         yield return new SseItem<ViewerMessage>(new ViewerMessage(ViewerProtocol.Version, "hello", Server: server, Groups: ViewerPanels.Groups));

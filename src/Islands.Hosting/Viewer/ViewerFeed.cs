@@ -27,6 +27,9 @@ public sealed class ViewerFeed(ViewerHub hub, ViewerImages images, ServingNodeSe
     /// <summary>Distillation jobs shown: the most recently active.</summary>
     public const int ShownDistillations = 4;
     private static readonly TimeSpan AskTimeout = TimeSpan.FromSeconds(5);
+    /// <summary>The loss curve and checkpoint timeline are asked for at most this often (the status, every interval): they change slowly
+    /// and are the larger answer.</summary>
+    public static readonly TimeSpan HistoryInterval = TimeSpan.FromSeconds(5);
 
     private readonly ViewerSettings viewer = settings.Viewer!;
     private readonly Dictionary<Uri, string> islandOf = [];
@@ -58,11 +61,18 @@ public sealed class ViewerFeed(ViewerHub hub, ViewerImages images, ServingNodeSe
     private async Task IslandsAsync(CancellationToken cancel)
     {
         var http = clients.CreateClient(ClientName);
-        var answers = await Task.WhenAll(viewer.Islands.Select(endpoint => AskIslandAsync(http, endpoint, cancel)));
+        JobHistory? Recent(Uri endpoint) => lastGood.GetValueOrDefault(endpoint) is { LastHeardHistory: { } at } good
+            && DateTimeOffset.UtcNow - at < HistoryInterval ? good.History : null;
+        var answers = await Task.WhenAll(viewer.Islands.Select(endpoint => AskIslandAsync(http, endpoint, Recent(endpoint), cancel)));
         foreach (var answer in answers.Where(a => a.Status is not null))
         {
             islandOf[answer.Endpoint] = answer.Status!.Island;
-            lastGood[answer.Endpoint] = answer with { LastStatus = answer.Status, LastHistory = answer.History, LastHeard = DateTimeOffset.UtcNow };
+            var previous = lastGood.GetValueOrDefault(answer.Endpoint);
+            lastGood[answer.Endpoint] = answer with
+            {
+                LastStatus = answer.Status, LastHistory = answer.History, LastHeard = DateTimeOffset.UtcNow,
+                LastHeardHistory = answer.LastHeardHistory ?? previous?.LastHeardHistory,
+            };
         }
         answers = [.. answers.Select(a => a.Status is null && lastGood.TryGetValue(a.Endpoint, out var good)
             ? a with { LastStatus = good.LastStatus, LastHistory = good.LastHistory, LastHeard = good.LastHeard } : a)];
@@ -76,17 +86,23 @@ public sealed class ViewerFeed(ViewerHub hub, ViewerImages images, ServingNodeSe
         else hub.Remove(ViewerPanels.UnknownEndpointsId);
     }
 
-    private static async Task<ViewerPanels.IslandAnswer> AskIslandAsync(HttpClient http, Uri endpoint, CancellationToken cancel)
+    /// <param name="recentHistory">The history fetched less than <see cref="HistoryInterval"/> ago (null: fetch it now).</param>
+    private static async Task<ViewerPanels.IslandAnswer> AskIslandAsync(HttpClient http, Uri endpoint, JobHistory? recentHistory,
+        CancellationToken cancel)
     {
         try
         {
             var status = http.GetFromJsonAsync<IslandStatus>(new Uri(endpoint, "/status"), Json.Options, cancel);
+            if (recentHistory is not null) return new ViewerPanels.IslandAnswer(endpoint, await status, recentHistory, null);
             var history = http.GetAsync(new Uri(endpoint, "/status/history"), cancel);
             var answer = await status;
             using var response = await history;
             // A job that is moving or recovering answers 503 here: the status still shows, without its curve.
             var jobHistory = response.IsSuccessStatusCode ? await response.Content.ReadFromJsonAsync<JobHistory>(Json.Options, cancel) : null;
-            return new ViewerPanels.IslandAnswer(endpoint, answer, jobHistory, null);
+            return new ViewerPanels.IslandAnswer(endpoint, answer, jobHistory, null)
+            {
+                LastHeardHistory = jobHistory is null ? null : DateTimeOffset.UtcNow,
+            };
         }
         catch (Exception e) when (e is HttpRequestException or System.Text.Json.JsonException
             or TaskCanceledException && !cancel.IsCancellationRequested)
@@ -149,7 +165,8 @@ public sealed class ViewerFeed(ViewerHub hub, ViewerImages images, ServingNodeSe
                 switch (message)
                 {
                     case GenerationCompleted done:
-                        return ImageGrid.EncodePng(done.Payload, done.Request.Count, done.Channels, done.Height, done.Width, columns: done.Request.Count);
+                        return ImageGrid.EncodePng(done.Payload, done.Request.Count, done.Channels, done.Height, done.Width,
+                            columns: done.Request.Count);
                     case GenerationFailed failed:
                         log.LogWarning("viewer: sample grid {Id} failed: {Reason}", id, failed.Reason);
                         return null;
@@ -166,7 +183,8 @@ public sealed class ViewerFeed(ViewerHub hub, ViewerImages images, ServingNodeSe
     {
         var root = DistillationApi.Root(settings);
         var recent = Directory.Exists(root)
-            ? new DirectoryInfo(root).GetDirectories("d*").OrderByDescending(d => d.LastWriteTimeUtc).Take(ShownDistillations).Select(d => d.Name).ToList()
+            ? new DirectoryInfo(root).GetDirectories("d*").OrderByDescending(d => d.LastWriteTimeUtc).Take(ShownDistillations)
+                .Select(d => d.Name).ToList()
             : [];
         var jobs = await distillations.GetAsync(cancel);
         foreach (var id in recent)

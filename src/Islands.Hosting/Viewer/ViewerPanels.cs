@@ -15,7 +15,11 @@ public static class ViewerPanels
     /// <summary>What one island endpoint answered (or why it did not).</summary>
     /// <param name="LastStatus">What this endpoint said when it last answered (shown, marked as such, while no node answers).</param>
     public sealed record IslandAnswer(Uri Endpoint, IslandStatus? Status, JobHistory? History, string? Error, IslandStatus? LastStatus = null,
-        JobHistory? LastHistory = null, DateTimeOffset? LastHeard = null);
+        JobHistory? LastHistory = null, DateTimeOffset? LastHeard = null)
+    {
+        /// <summary>When <see cref="History"/> was fetched (it is reused for a few rounds).</summary>
+        public DateTimeOffset? LastHeardHistory { get; init; }
+    }
 
     /// <summary>The order of the page's sections.</summary>
     public static readonly IReadOnlyList<string> Groups = [IslandsGroup, EnsembleGroup, DistillationsGroup];
@@ -60,12 +64,14 @@ public static class ViewerPanels
                     [.. history.Committed.Where(c => float.IsFinite(c.Loss)).Select(c => new[] { c.Step, (double)c.Loss })]),
             ]));
             var rows = history.Committed.Select(c => (c.At, Row: new ViewerRow(
-                    [Num(c.Step, "0"), c.Checkpoint, float.IsFinite(c.Loss) ? Num(c.Loss) : "n/a", c.At.ToString("HH:mm:ss", CultureInfo.InvariantCulture),
+                    [Num(c.Step, "0"), c.Checkpoint, float.IsFinite(c.Loss) ? Num(c.Loss) : "n/a",
+                        c.At.ToString("HH:mm:ss", CultureInfo.InvariantCulture),
                         c.Step == servedStep ? "committed, published and served" : "committed"])))
                 .Concat(history.Rejected.Select(r => (r.At, Row: new ViewerRow(
                     [Num(r.Step, "0"), r.Checkpoint, "", r.At.ToString("HH:mm:ss", CultureInfo.InvariantCulture), $"rejected: {r.Reason}"], "down"))))
                 .OrderByDescending(r => r.At).Take(8).Select(r => r.Row).ToList();
-            elements.Add(new ViewerElement("table", "checkpoints", "Checkpoints", Columns: ["step", "checkpoint", "loss", "at", "state"], Rows: rows));
+            elements.Add(new ViewerElement("table", "checkpoints", "Checkpoints", Columns: ["step", "checkpoint", "loss", "at", "state"],
+                Rows: rows));
         }
         var members = new List<ViewerRow>();
         if (status is not null)
@@ -97,7 +103,8 @@ public static class ViewerPanels
                 Rows: [.. answers.Select(a => new ViewerRow([a.Endpoint.ToString(), a.Error], "warn"))])]);
 
     /// <summary>The ensemble: what is served, each expert's and the ensemble's latest grid, and the generate form.</summary>
-    public static ViewerPanel Ensemble(PublishedModelsSnapshot snapshot, IReadOnlyList<string> classes, IReadOnlyDictionary<string, (string Label, string Url)> grids)
+    public static ViewerPanel Ensemble(PublishedModelsSnapshot snapshot, IReadOnlyList<string> classes,
+        IReadOnlyDictionary<string, (string Label, string Url)> grids)
     {
         static string Short(string sha) => sha.Length > 12 ? sha[..12] : sha;
         var elements = new List<ViewerElement>
@@ -108,7 +115,8 @@ public static class ViewerPanels
                         m.PublishedUtc.ToString("HH:mm:ss", CultureInfo.InvariantCulture)]))]),
         };
         if (snapshot.Refused.Count > 0)
-            elements.Add(new ViewerElement("table", "refused", "Refused", Columns: ["why"], Rows: [.. snapshot.Refused.Select(r => new ViewerRow([r], "down"))]));
+            elements.Add(new ViewerElement("table", "refused", "Refused", Columns: ["why"],
+                Rows: [.. snapshot.Refused.Select(r => new ViewerRow([r], "down"))]));
         foreach (var (key, (label, url)) in grids.OrderBy(g => g.Key == "ensemble" ? "" : g.Key, StringComparer.Ordinal))
             elements.Add(new ViewerElement("image", "grid-" + key, label, Url: url));
         if (snapshot.Experts.Count > 0 && snapshot.Router is not null)

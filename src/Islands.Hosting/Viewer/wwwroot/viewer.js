@@ -1,29 +1,13 @@
 // The Islands viewer: draws whatever panels the server declares (see ViewerProtocol.cs) and knows no component.
-// Plain ES module, no dependencies, served by the node itself.
+// Plain ES modules, no dependencies, served by the node itself.
+import { el, svg, PALETTE } from './elements.js';
+import { renderGeneration } from './generation.js';
 
 /** The event-stream protocol this page understands; the server names its own in every message. */
 export const PROTOCOL = 1;
 
-const SVG = 'http://www.w3.org/2000/svg';
-const PALETTE = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf'];
 const state = { expected: PROTOCOL, source: null, retry: null, skewed: false };
 const $ = (id) => document.getElementById(id);
-
-function el(tag, attributes = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(attributes)) {
-    if (value === undefined || value === null) continue;
-    if (name === 'text') node.textContent = value; else node.setAttribute(name, value);
-  }
-  for (const child of children) if (child !== null && child !== undefined) node.append(child);
-  return node;
-}
-
-function svg(tag, attributes = {}) {
-  const node = document.createElementNS(SVG, tag);
-  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, value);
-  return node;
-}
 
 function setConnection(text) { $('connection').textContent = text; }
 
@@ -176,7 +160,8 @@ function renderCurve(e) {
     if (s.style === 'points') {
       for (const [x, y] of s.points) chart.append(svg('circle', { cx: X(x), cy: Y(y), r: 3, fill: colour }));
     } else {
-      chart.append(svg('polyline', { points: s.points.map(([x, y]) => `${X(x)},${Y(y)}`).join(' '), fill: 'none', stroke: colour, 'stroke-width': 1.5 }));
+      const points = s.points.map(([x, y]) => `${X(x)},${Y(y)}`).join(' ');
+      chart.append(svg('polyline', { points, fill: 'none', stroke: colour, 'stroke-width': 1.5 }));
     }
   });
   const label = (x, y, text, anchor = 'start') => {
@@ -250,39 +235,6 @@ function renderForm(e) {
     }
   });
   return el('div', {}, form, result);
-}
-
-/** A generation's images, and which expert the router chose for every image at every step. */
-function renderGeneration(g) {
-  const images = el('div', { class: 'images', 'data-testid': 'generated-images' },
-    ...g.images.map((b64, i) => el('img', { src: `data:image/png;base64,${b64}`, alt: `image ${i}` })));
-  const steps = g.routing[0]?.length ?? 0, cell = 10;
-  const map = svg('svg', { width: steps * cell + 60, height: g.routing.length * cell + 16, role: 'img', 'aria-label': 'routing heatmap' });
-  map.dataset.testid = 'routing-heatmap';
-  map.dataset.images = String(g.routing.length);
-  map.dataset.steps = String(steps);
-  g.routing.forEach((row, i) => row.forEach((expert, s) => {
-    const rect = svg('rect', { x: 56 + s * cell, y: i * cell, width: cell - 1, height: cell - 1, fill: expert < 0 ? '#ddd' : PALETTE[expert % PALETTE.length] });
-    rect.dataset.expert = String(expert);
-    const title = svg('title');
-    title.textContent = `image ${i}, step ${s + 1}: expert ${expert}`;
-    rect.append(title);
-    map.append(rect);
-  }));
-  g.routing.forEach((_, i) => {
-    const t = svg('text', { x: 0, y: i * cell + 8, 'font-size': 9, fill: '#5c6670' });
-    t.textContent = `image ${i}`;
-    map.append(t);
-  });
-  const experts = [...new Set(g.routing.flat())].filter((k) => k >= 0).sort((a, b) => a - b);
-  const legend = el('div', { class: 'legend' }, ...experts.map((k) => {
-    const swatch = el('i');
-    swatch.style.background = PALETTE[k % PALETTE.length];
-    return el('span', {}, swatch, `expert ${k} (${g.imageStepsByExpert[k]} image-steps)`);
-  }));
-  const facts = el('p', { text: `seed ${g.seed}, ${g.steps} steps, ${g.strategy}, ${g.timings.totalSeconds.toFixed(2)} s` +
-    (g.leftOutExperts.length ? `, degraded: experts ${g.leftOutExperts.join(', ')} left out` : '') });
-  return el('div', {}, images, el('span', { class: 'label', text: 'Routing (rows: images, columns: steps)' }), el('br'), map, legend, facts);
 }
 
 $('login').addEventListener('submit', async (event) => {
