@@ -25,6 +25,10 @@ public sealed class IslandProtocolSpecs(ITestOutputHelper output)
     private static readonly IIslandsMessage[] Samples =
     [
         GetJobStatus.Instance,
+        GetJobHistory.Instance,
+        new JobHistory("a", "expert:1", [new Diffusion.Metrics.LossPoint(10, 0.5f), new Diffusion.Metrics.LossPoint(20, 0.25f)],
+            [new CheckpointCommitted(20, "step-000000020", new string('d', 64), 0.25f, At)], [new CheckpointRejected(30, "step-000000030", "corrupt", At)],
+            1, 2, 3),
         StopTraining.Instance,
         new TrainingStopped("a", 75),
         new CommittedCheckpoint(50, "step-000000050", new string('a', 64), 0.25f, At),

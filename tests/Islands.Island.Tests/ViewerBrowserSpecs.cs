@@ -63,11 +63,11 @@ public sealed class ViewerBrowserSpecs(ITestOutputHelper output)
                 "the page's scripts cannot read the session cookie");
 
             int Points() => int.Parse(page.FindElement(By.CssSelector($"{panel} [data-element='loss-curve'] svg")).GetAttribute("data-points")!);
-            await chromium.Until(_ => Points() >= 2, Wait, "a loss curve");
-            var first = Points();
+            // The page redraws a panel's elements as updates come: every read of one is inside Until, which retries a replaced element.
+            var first = (await chromium.Until(_ => Points() is var n and >= 2 ? n : (int?)null, Wait, "a loss curve"))!.Value;
             await chromium.Until(_ => Points() > first, Wait, $"the loss curve growing past {first} points");
-            await chromium.Until(d => d.FindElement(By.CssSelector(panel)).GetAttribute("data-health") == "ok", Wait, "the training island healthy");
-            Assert.Contains("training", page.FindElement(By.CssSelector($"{panel} [data-element='phase']")).Text);
+            await chromium.Until(d => d.FindElement(By.CssSelector(panel)).GetAttribute("data-health") == "ok"
+                && d.FindElement(By.CssSelector($"{panel} [data-element='phase']")).Text.Contains("training"), Wait, "the training island healthy");
             chromium.Screenshot("island-training");
 
             // The ensemble's gallery, drawn through the serving node's router when it first sees the published experts.
@@ -103,7 +103,7 @@ public sealed class ViewerBrowserSpecs(ITestOutputHelper output)
 
             await island.Nodes[0].KillAsync();
             await chromium.Until(d => d.FindElement(By.CssSelector(panel)).GetAttribute("data-health") == "down", Wait, "the killed island red");
-            Assert.Contains("not answering", page.FindElement(By.CssSelector(panel)).Text);
+            await chromium.Until(d => d.FindElement(By.CssSelector(panel)).Text.Contains("not answering"), Wait, "the killed node named");
             chromium.Screenshot("island-killed");
             island.Nodes.Add(await LocalIsland.StartNodeAsync(name, island.Nodes[0].Settings.Port, null, store, Path.Combine(store, $"{name}.json"),
                 "sqlite", null, "expert:0"));
