@@ -31,6 +31,14 @@ public sealed class ApiKeyAuthentication(IOptionsMonitor<ApiKeyOptions> options,
         if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
     }
 
+    /// <summary>Whether a key's digest is one of the known ones, compared in constant time against every one.</summary>
+    public static bool Matches(IReadOnlyList<byte[]> known, byte[] digest)
+    {
+        var match = false;
+        foreach (var candidate in known) match |= CryptographicOperations.FixedTimeEquals(candidate, digest);
+        return match;
+    }
+
     protected override Task<AuthenticateResult> HandleAuthenticateAsync()
     {
         if (Options.AllowAnonymous) return Task.FromResult(Success("anonymous"));
@@ -39,9 +47,7 @@ public sealed class ApiKeyAuthentication(IOptionsMonitor<ApiKeyOptions> options,
         if (!header.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase))
             return Task.FromResult(AuthenticateResult.Fail("the Authorization header is not a Bearer token"));
         var digest = Digest(header["Bearer ".Length..].Trim());
-        var match = false;
-        foreach (var known in Options.KeyDigests) match |= CryptographicOperations.FixedTimeEquals(known, digest);
-        return Task.FromResult(match ? Success(KeyId(digest)) : AuthenticateResult.Fail("unknown API key"));
+        return Task.FromResult(Matches(Options.KeyDigests, digest) ? Success(KeyId(digest)) : AuthenticateResult.Fail("unknown API key"));
     }
 
     private AuthenticateResult Success(string keyId)

@@ -1,7 +1,6 @@
 using System.Net.ServerSentEvents;
 using System.Runtime.CompilerServices;
 using System.Security.Claims;
-using System.Security.Cryptography;
 using System.Text.Json;
 using Microsoft.AspNetCore.Authentication;
 using Microsoft.AspNetCore.Authentication.Cookies;
@@ -129,8 +128,9 @@ public static class ViewerEndpoints
     private static async Task<IResult> SignIn(HttpContext http, Login login, ServingNodeSettings settings)
     {
         var digest = ApiKeyAuthentication.Digest(login.Key?.Trim() ?? "");
-        var known = false;
-        foreach (var key in settings.ApiKeys) known |= CryptographicOperations.FixedTimeEquals(ApiKeyAuthentication.Digest(key), digest);
+        // The API scheme's own digests and comparison: the viewer accepts exactly the keys the API does.
+        var keys = http.RequestServices.GetRequiredService<IOptionsMonitor<ApiKeyOptions>>().Get(ApiKeyAuthentication.SchemeName);
+        var known = ApiKeyAuthentication.Matches(keys.KeyDigests, digest);
         if (!known && !settings.AllowAnonymous)
             return Results.Problem(statusCode: 401, title: "Unknown API key",
                 detail: "that is not one of this node's API keys (islands:serving:apiKeys)");
